@@ -1,0 +1,25 @@
+"""Default paths of the project layout, used when a stage runs alone outside DVC.
+
+dvc.yaml names every path once in its `vars` and passes them to the commands; a test
+checks that those values equal these defaults, so both ways of running agree.
+"""
+
+from pathlib import Path
+
+RAW = Path("data/raw")
+CORPUS = RAW / "corpus.txt"
+INSTRUCT_DATA = RAW / "instruct.json"
+CLASSIFY_DATA = RAW / "classify.tsv"
+PROVENANCE = RAW / "provenance.json"
+TOKENIZER = Path("models/tokenizer")
+SHARDS = Path("data/shards")
+PRETRAIN = Path("models/pretrain")
+BASE = Path("models/base")
+INSTRUCT_MODEL = Path("models/instruct")
+CLASSIFY_MODEL = Path("models/classify")
+METRICS = Path("reports/metrics")
+PLOTS = Path("reports/plots")
+SAMPLES = Path("reports/samples")
+REPORT = Path("reports/report.md")
+FIGURES = Path("reports/figures")
+CHECKPOINTS = Path("checkpoints")

@@ -1,0 +1,5 @@
+"""PLACEHOLDER until its owner writes it."""
+
+
+def command() -> None:
+    raise NotImplementedError
