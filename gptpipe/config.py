@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -126,10 +127,15 @@ class TrainingConfig:
     dtype: Literal["float32", "bfloat16"] = _f("float32", "Autocast compute dtype.")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
     threads: int = _f(0, "CPU threads for torch (0: leave torch's default).")
+    log_interval: int = _f(10, "Write a row of the training curve every this many steps.")
+    checkpoint_interval: int = _f(
+        100, "Save a resumable checkpoint every this many steps (0: only on Ctrl-C/SIGTERM)."
+    )
 
     def __post_init__(self) -> None:
         section = self._section()
-        for key in ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches"):
+        keys = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval")
+        for key in keys:
             _require(getattr(self, key) >= 1, f"{section}.{key}", "must be >= 1")
         _require(self.learning_rate > 0, f"{section}.learning_rate", "must be > 0")
         _require(0 <= self.min_lr <= self.learning_rate, f"{section}.min_lr", "must be in [0, learning_rate]")
@@ -139,6 +145,7 @@ class TrainingConfig:
         _require(0 <= self.beta2 < 1, f"{section}.beta2", "must be in [0, 1)")
         _require(self.grad_clip >= 0, f"{section}.grad_clip", "must be >= 0")
         _require(self.threads >= 0, f"{section}.threads", "must be >= 0")
+        _require(self.checkpoint_interval >= 0, f"{section}.checkpoint_interval", "must be >= 0")
         _require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             f"{section}.device",
@@ -382,6 +389,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(key, f"expected an integer, got {value!r}")
         return value
     if annotation is float:
+        if isinstance(value, str) and _YAML12_FLOAT.match(value):
+            return float(value)  # PyYAML reads 3e-4 as a string; YAML 1.2 (and DVC) as a float
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"expected a number, got {value!r}")
         return float(value)
@@ -390,6 +399,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(key, f"expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+
+
+_YAML12_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")
 
 
 def _type_name(annotation: Any) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def read_ranks(path: Path) -> dict[bytes, int]:
     """Parse a `.tiktoken` ranks file; a malformed one is bad input naming the file."""
     ranks: dict[bytes, int] = {}
     try:
-        for number, line in enumerate(path.read_bytes().splitlines(), start=1):
+        for number, line in enumerate(path.read_bytes().splitlines(), start=1):  # noqa: B007
             if not line:
                 continue
             token, rank = line.split()
@@ -133,3 +134,43 @@ def tokenizer_hash(directory: Path | str) -> str:
 def eot_id(encoding: tiktoken.Encoding) -> int:
     """The id of `<|endoftext|>`."""
     return encoding.encode_single_token(EOT)
+
+
+def iter_documents(
+    path: Path | str, on_bytes: Callable[[bytes], None] | None = None
+) -> Iterator[str]:
+    """Stream the documents of a corpus file: text separated by lines that are exactly EOT.
+
+    The corpus is documents joined with "\\n<|endoftext|>\\n", so the newline before a
+    separator line belongs to the separator. Empty documents are skipped. `on_bytes` sees
+    every raw line as read (for a checksum or a progress bar). A missing file or bytes that
+    are not UTF-8 are bad input naming the file (and the byte offset).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: corpus file not found")
+    separator = EOT.encode("utf-8")
+    lines: list[str] = []
+    offset = 0
+    with path.open("rb") as fh:
+        for raw in fh:
+            if on_bytes is not None:
+                on_bytes(raw)
+            if raw.rstrip(b"\r\n") == separator:
+                if lines:
+                    lines[-1] = lines[-1].removesuffix("\n").removesuffix("\r")
+                    document = "".join(lines)
+                    if document:
+                        yield document
+                lines = []
+            else:
+                try:
+                    lines.append(raw.decode("utf-8"))
+                except UnicodeDecodeError as exc:
+                    raise BadInput(
+                        f"{path}: not UTF-8 text (invalid byte at offset {offset + exc.start})"
+                    ) from None
+            offset += len(raw)
+    document = "".join(lines)
+    if document:
+        yield document

@@ -1,0 +1,29 @@
+# Everything installs into .venv from pinned versions (constraints.txt); no manual steps.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Offline copies of the named data sets, looked in first by the download stage.
+export GPTPIPE_MIRROR ?= $(abspath ../shared/mirror)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup run test lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $@
+
+# The main job: the whole DAG on the offline default data set.
+run: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+test: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

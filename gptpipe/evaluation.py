@@ -1,0 +1,177 @@
+"""Perplexity of a fixed-length model by the sliding-window method, and bits per byte.
+
+The method is the one of Hugging Face's guide "Perplexity of fixed-length models": a window
+of the model's context length (`block_size`) slides over the token stream by `stride`
+tokens. Each window scores only the tokens no earlier window scored (the first window all
+but its first token, which has no context), so every token after the first is scored
+exactly once, with as much left context as the window gives it (at most window-1 tokens).
+stride = 1 gives every token its full context and is the most exact (and the slowest).
+stride = block_size is the non-overlapping-chunks estimate: as in the guide, each chunk's
+first token then has no context inside its window and is not scored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import tiktoken
+import torch
+import torch.nn.functional as F
+
+from gptpipe.errors import BadInput, ConfigError
+from gptpipe.model import GPT
+from gptpipe.progress import progress
+
+
+@dataclass(frozen=True)
+class Window:
+    """One forward pass: tokens[begin:end] as the window, scoring tokens[first:end]."""
+
+    begin: int
+    end: int
+    first: int  # the first token index scored in this window (>= begin + 1)
+
+
+def windows(n_tokens: int, block_size: int, stride: int) -> list[Window]:
+    """The windows of the sliding-window method over a stream of `n_tokens` tokens.
+
+    Mirrors the guide's loop: begin = 0, stride, 2*stride, ...; end = min(begin + window, n);
+    the window scores the tokens from the previous window's end to its own end; stop once a
+    window reaches the end of the stream.
+    """
+    if block_size < 2:
+        raise ValueError("block_size must be >= 2 to score a token with context")
+    if not 1 <= stride <= block_size:
+        raise ValueError(f"stride must be in 1..{block_size}, got {stride}")
+    result: list[Window] = []
+    prev_end = 0
+    for begin in range(0, n_tokens, stride):
+        end = min(begin + block_size, n_tokens)
+        first = max(prev_end, begin + 1)  # a window's first token has no context
+        if end > first:
+            result.append(Window(begin, end, first))
+        prev_end = end
+        if end == n_tokens:
+            break
+    return result
+
+
+def _as_array(tokens: np.ndarray | Sequence[int]) -> np.ndarray:
+    array = np.asarray(tokens)
+    if array.ndim != 1:
+        raise BadInput(f"tokens must be one-dimensional, got shape {array.shape}")
+    return array.astype(np.int64, copy=False)
+
+
+@torch.inference_mode()
+def perplexity(
+    model: GPT,
+    tokens: np.ndarray | Sequence[int],
+    stride: int,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    description: str = "perplexity",
+) -> dict[str, float | int]:
+    """Sliding-window perplexity of `model` on a token stream.
+
+    Returns `perplexity` (exp of the mean NLL), `nll` (total negative log-likelihood in
+    nats), `mean_nll`, `tokens` (tokens scored: all but the first when stride < block_size),
+    `windows`, `stride` and `block_size`. Raises BadInput naming `evaluate.stride` if the stride exceeds the model's
+    context, and BadInput if there are fewer than two tokens.
+    """
+    block_size = model.config.block_size
+    if not 1 <= stride <= block_size:
+        raise ConfigError("evaluate.stride", f"must be in 1..{block_size} (the model's block_size)")
+    if batch_size < 1:
+        raise ConfigError("evaluate.batch_size", "must be >= 1")
+    ids = _as_array(tokens)
+    if ids.size < 2:
+        raise BadInput(f"need at least 2 tokens to score, got {ids.size}")
+    if ids.min() < 0 or ids.max() >= model.config.vocab_size:
+        raise BadInput(
+            f"token ids out of range for the model's vocabulary of {model.config.vocab_size} "
+            f"(min {ids.min()}, max {ids.max()}): model and tokenizer do not match"
+        )
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    all_windows = windows(int(ids.size), block_size, stride)
+    stream = torch.from_numpy(ids)
+    total_nll = 0.0
+    scored = 0
+    with progress() as bar:
+        task = bar.add_task(description, total=len(all_windows))
+        for start in range(0, len(all_windows), batch_size):
+            batch = all_windows[start : start + batch_size]
+            nll, count = _score_batch(model, stream, batch, device)
+            total_nll += nll
+            scored += count
+            bar.advance(task, len(batch))
+    model.train(was_training)
+    if stride < block_size and scored != ids.size - 1:  # every token but the first, once
+        raise AssertionError(f"scored {scored} tokens, expected {ids.size - 1}")
+    mean_nll = total_nll / scored
+    return {
+        "perplexity": math.exp(mean_nll),
+        "mean_nll": mean_nll,
+        "nll": total_nll,
+        "tokens": scored,
+        "windows": len(all_windows),
+        "stride": stride,
+        "block_size": block_size,
+    }
+
+
+def _score_batch(
+    model: GPT, stream: torch.Tensor, batch: list[Window], device: torch.device
+) -> tuple[float, int]:
+    """Summed NLL and count of the scored tokens of a batch of windows.
+
+    A window of L tokens is L-1 inputs predicting L-1 targets; shorter windows (only the
+    last ones) are right-padded, which a causal model never looks at, and their padding
+    targets are ignored.
+    """
+    width = max(w.end - w.begin for w in batch) - 1
+    inputs = torch.zeros(len(batch), width, dtype=torch.long)
+    targets = torch.full((len(batch), width), -100, dtype=torch.long)
+    for row, w in enumerate(batch):
+        window = stream[w.begin : w.end]
+        n = window.numel() - 1
+        inputs[row, :n] = window[:-1]
+        # target j is token begin+1+j; score it only if it is at or after `first`
+        skip = w.first - (w.begin + 1)
+        targets[row, skip:n] = window[1 + skip :]
+    inputs, targets = inputs.to(device), targets.to(device)
+    logits, _ = model(inputs)  # (B, T, V)
+    losses = F.cross_entropy(
+        logits.float().reshape(-1, logits.size(-1)),
+        targets.reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+    )
+    return float(losses.double()), int((targets != -100).sum())
+
+
+def bits_per_byte(nll: float, n_bytes: int) -> float:
+    """Total NLL in nats -> bits per UTF-8 byte of the text scored (tokenizer-independent)."""
+    if n_bytes <= 0:
+        raise BadInput("no bytes scored: cannot compute bits per byte")
+    return nll / math.log(2) / n_bytes
+
+
+def scored_bytes(encoding: tiktoken.Encoding, tokens: np.ndarray | Sequence[int]) -> int:
+    """UTF-8 bytes of the text scored: the tokens after the first, special tokens excluded.
+
+    Byte-level tokens map to their exact bytes, so the count does not depend on how the text
+    was split into tokens. `<|endoftext|>` separates documents and is not text, so it adds
+    no bytes (predicting it still adds to the NLL, as any token does).
+    """
+    ids = _as_array(tokens)[1:]
+    special = np.array(
+        sorted(encoding.encode_single_token(s) for s in encoding.special_tokens_set), dtype=np.int64
+    )
+    ids = ids[~np.isin(ids, special)]
+    return len(encoding.decode_bytes(ids.tolist()))

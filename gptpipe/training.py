@@ -1,0 +1,413 @@
+"""The one training loop, shared by pretraining and both fine-tunings.
+
+A task plugs in three callables (composition, no subclassing):
+
+- `batch_at(i)`: the i-th micro-batch (a tuple of CPU tensors). It depends on `i` only, so a
+  run is reproducible and resumes exactly from a checkpoint without any iterator state.
+  Step `s` (0-based) uses micro-batches `s * grad_accum ... s * grad_accum + grad_accum - 1`.
+- `loss_of(model, batch)`: the scalar loss of one micro-batch (already on the device).
+- `validate(model)`: validation metrics, at least `val_loss` (run in eval mode, no grad).
+
+The loop owns the rest: AdamW with weight decay on matrices only, linear warm-up then cosine
+decay to `min_lr`, gradient accumulation and clipping, bf16 autocast, periodic validation,
+curves as CSV (`train.csv`, `val.csv`), a live progress line, a clear error on a
+non-finite loss, and resumable checkpoints (periodic, and on Ctrl-C / SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io
+import json
+import math
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import torch
+from rich.progress import TextColumn
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from gptpipe.config import TrainingConfig, to_dict
+from gptpipe.errors import BadInput
+from gptpipe.fsutil import atomic_dir, read_json, write_text
+from gptpipe.progress import console, progress
+from gptpipe.runtime import resolve_device
+
+Batch = Sequence[torch.Tensor]
+BatchAt = Callable[[int], Batch]
+LossOf = Callable[[nn.Module, Batch], torch.Tensor]
+Validate = Callable[[nn.Module], dict[str, float]]
+
+CHECKPOINT_VERSION = 1
+STATE_TENSORS = "state.safetensors"
+STATE_JSON = "state.json"
+# Settings that change nothing about the trajectory; a checkpoint stays valid across them.
+NOT_FINGERPRINTED = ("device", "threads", "log_interval", "checkpoint_interval")
+
+
+class Diverged(BadInput):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run reports; `val` is the last validation's metrics."""
+
+    steps: int
+    tokens: int
+    train_loss: float  # mean training loss over the last logging window
+    val: dict[str, float]
+    best_step: int  # step of the lowest val_loss
+    best_val_loss: float
+    tokens_per_s: float  # training throughput of this session (validation excluded)
+    seconds: float  # wall time of this session
+    resumed_from: int = 0  # step a checkpoint was resumed from (0: fresh start)
+    train_rows: list[dict[str, float]] = field(default_factory=list)
+    val_rows: list[dict[str, float]] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def training_device(cfg: TrainingConfig) -> torch.device:
+    """The device named by `cfg.device`; asking for CUDA without one is bad input."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput(f"params key '{cfg._section()}.device': {cfg.device!r} but no CUDA device")
+    return device
+
+
+def lr_at(step: int, cfg: TrainingConfig) -> float:
+    """Learning rate of 0-based `step`: linear warm-up to the peak over `warmup_steps`
+    steps, then cosine decay reaching `min_lr` exactly at the last step."""
+    if step < cfg.warmup_steps:
+        return cfg.learning_rate * (step + 1) / (cfg.warmup_steps + 1)
+    decay_steps = max(1, cfg.max_steps - 1 - cfg.warmup_steps)
+    ratio = min(1.0, (step - cfg.warmup_steps) / decay_steps)
+    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))
+    return cfg.min_lr + coeff * (cfg.learning_rate - cfg.min_lr)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups: matrices and embeddings (>= 2-D) decay; biases and norms do not.
+    A tied weight appears once (named_parameters deduplicates)."""
+    params = [p for _, p in model.named_parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
+    """AdamW; the fused kernel on CUDA, the plain per-parameter loop on the CPU."""
+    cuda = next(model.parameters()).device.type == "cuda"
+    options: dict[str, Any] = {"fused": True} if cuda else {"foreach": False}
+    return torch.optim.AdamW(
+        param_groups(model, cfg.weight_decay),
+        lr=lr_at(0, cfg),
+        betas=(cfg.beta1, cfg.beta2),
+        **options,
+    )
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for `dtype: bfloat16` (CPU and CUDA); nothing for float32."""
+    if dtype == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module, dtype: str) -> Iterator[None]:
+    """Eval mode, no grad and the run's autocast; the previous mode is restored after."""
+    was_training = model.training
+    device = next(model.parameters()).device
+    model.eval()
+    try:
+        with torch.no_grad(), autocast(device, dtype):
+            yield
+    finally:
+        model.train(was_training)
+
+
+def to_device(batch: Batch, device: torch.device) -> tuple[torch.Tensor, ...]:
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def fingerprint(cfg: TrainingConfig, extra: dict[str, Any]) -> str:
+    """Identifies a trajectory: the training settings that matter plus the task's `extra`
+    (model architecture, data and tokenizer hashes). A checkpoint resumes only on a match."""
+    settings = {k: v for k, v in to_dict(cfg).items() if k not in NOT_FINGERPRINTED}
+    blob = json.dumps({"settings": settings, "extra": extra}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    """Write curve rows as CSV (atomically); columns from the first row, `step` first."""
+    if not rows:
+        return
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Atomically write model + optimizer tensors (safetensors) and the loop state (JSON)."""
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict(keep_vars=False).items():
+        if tensor.data_ptr() in seen:  # a tied weight: stored once, restored by the tie
+            continue
+        seen.add(tensor.data_ptr())
+        tensors[f"model.{name}"] = tensor.detach().cpu().contiguous()
+    optim_state = optimizer.state_dict()
+    for index, values in optim_state["state"].items():
+        for key, value in values.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
+        for group in optim_state["param_groups"]
+    ]
+    payload = {"version": CHECKPOINT_VERSION, **state, "param_groups": groups}
+    with atomic_dir(directory) as tmp:
+        save_file(tensors, str(tmp / STATE_TENSORS))
+        (tmp / STATE_JSON).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+
+
+def read_checkpoint_state(directory: Path) -> dict[str, Any] | None:
+    """The JSON state of a checkpoint folder, or None when there is no usable one."""
+    path = directory / STATE_JSON
+    if not path.is_file() or not (directory / STATE_TENSORS).is_file():
+        return None
+    try:
+        state = read_json(path)
+    except BadInput:
+        return None
+    return state if isinstance(state, dict) and state.get("version") == CHECKPOINT_VERSION else None
+
+
+def load_checkpoint(
+    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> None:
+    """Restore model, optimizer and RNG state in place from a checkpoint folder."""
+    tensors = load_file(str(directory / STATE_TENSORS))
+    device = next(model.parameters()).device
+    model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(model_state, strict=False)
+    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {
+        n for n, _ in model.named_parameters()
+    }
+    if set(missing) - tied or unexpected:
+        raise BadInput(f"{directory / STATE_TENSORS}: does not match the model")
+    optim: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            optim.setdefault(int(index), {})[name] = value
+    groups = [
+        {k: (tuple(v) if k == "betas" else v) for k, v in group.items()}
+        for group in state["param_groups"]
+    ]
+    optimizer.load_state_dict({"state": optim, "param_groups": groups})
+    for values in optimizer.state.values():  # Adam's `step` stays where load put it
+        for name, value in values.items():
+            if name != "step":
+                values[name] = value.to(device)
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[Callable[[], bool]]:
+    """While active, SIGINT and SIGTERM ask the loop to stop at the next step boundary (so a
+    checkpoint holds a consistent state); a second signal interrupts at once."""
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+def train(
+    model: nn.Module,
+    cfg: TrainingConfig,
+    *,
+    batch_at: BatchAt,
+    loss_of: LossOf,
+    validate: Validate,
+    plot_dir: Path | None = None,
+    checkpoint_dir: Path | None = None,
+    checkpoint_key: dict[str, Any] | None = None,
+    description: str = "train",
+) -> TrainResult:
+    """Train `model` in place for `cfg.max_steps` optimizer steps and return the result.
+
+    The model must already be on its device and seeded; `batch_at` returns CPU tensors.
+    With `checkpoint_dir`, a compatible checkpoint there is resumed (same `cfg` and
+    `checkpoint_key`), one is saved every `cfg.checkpoint_interval` steps and on Ctrl-C or
+    SIGTERM (then KeyboardInterrupt is raised), and it is removed once training finishes.
+    """
+    device = next(model.parameters()).device
+    section = cfg._section()
+    optimizer = make_optimizer(model, cfg)
+    key = fingerprint(cfg, checkpoint_key or {})
+    train_rows: list[dict[str, float]] = []
+    val_rows: list[dict[str, float]] = []
+    start = 0
+    tokens = 0
+    if checkpoint_dir is not None:
+        state = read_checkpoint_state(checkpoint_dir)
+        if state is not None and state.get("fingerprint") == key and state["step"] < cfg.max_steps:
+            load_checkpoint(checkpoint_dir, model, optimizer, state)
+            start, tokens = int(state["step"]), int(state["tokens"])
+            train_rows, val_rows = state["train_rows"], state["val_rows"]
+            console.print(f"{description}: resuming from the checkpoint at step {start}")
+        elif state is not None:
+            console.print(f"{description}: ignoring the incompatible checkpoint in {checkpoint_dir}")
+
+    def checkpoint(step: int) -> None:
+        if checkpoint_dir is not None:
+            state = {"fingerprint": key, "step": step, "tokens": tokens}
+            state |= {"train_rows": train_rows, "val_rows": val_rows}
+            save_checkpoint(checkpoint_dir, model, optimizer, state)
+
+    def run_validation(step: int) -> None:
+        with evaluating(model, cfg.dtype):
+            metrics = validate(model)
+        if "val_loss" not in metrics or not math.isfinite(metrics["val_loss"]):
+            raise Diverged(f"validation loss at step {step} is {metrics.get('val_loss')}")
+        val_rows.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
+        if plot_dir is not None:
+            write_csv(plot_dir / "val.csv", val_rows)
+
+    started = time.perf_counter()
+    train_seconds = 0.0
+    session_tokens = 0
+    window_losses: list[float] = []
+    window_tokens, window_seconds = 0, 0.0
+    last_loss = math.nan
+    columns = (
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("lr {task.fields[lr]:.2e}"),
+        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+    )
+    model.train()
+    with stop_requests() as stop_requested, progress(*columns) as bar:
+        task = bar.add_task(description, total=cfg.max_steps, completed=start, loss=0.0, lr=0.0, tps=0)
+        for step in range(start, cfg.max_steps):
+            t0 = time.perf_counter()
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            step_loss = 0.0
+            step_tokens = 0
+            for micro in range(cfg.grad_accum):
+                batch = to_device(batch_at(step * cfg.grad_accum + micro), device)
+                with autocast(device, cfg.dtype):
+                    loss = loss_of(model, batch)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise Diverged(
+                        f"training loss is {value} at step {step + 1} (micro-batch {micro}); "
+                        f"lower {section}.learning_rate or check the data"
+                    )
+                (loss / cfg.grad_accum).backward()
+                step_loss += value / cfg.grad_accum
+                step_tokens += batch[0].numel()
+            norm = float("nan")
+            if cfg.grad_clip > 0:
+                norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+                if not math.isfinite(norm):
+                    raise Diverged(
+                        f"gradient norm is {norm} at step {step + 1}; "
+                        f"lower {section}.learning_rate or check the data"
+                    )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            tokens += step_tokens
+            session_tokens += step_tokens
+            window_losses.append(step_loss)
+            window_tokens += step_tokens
+            window_seconds += seconds
+            last_loss = step_loss
+            done = step + 1
+            tps = window_tokens / max(window_seconds, 1e-9)
+            bar.update(task, completed=done, loss=step_loss, lr=lr, tps=tps)
+            if done % cfg.log_interval == 0 or done == cfg.max_steps:
+                row = {"step": done, "train_loss": sum(window_losses) / len(window_losses)}
+                row |= {"lr": lr, "tokens_per_s": tps, "grad_norm": norm}
+                train_rows.append(row)
+                if plot_dir is not None:
+                    write_csv(plot_dir / "train.csv", train_rows)
+                window_losses, window_tokens, window_seconds = [], 0, 0.0
+            if done % cfg.eval_interval == 0 or done == cfg.max_steps:
+                run_validation(done)
+            if stop_requested():
+                checkpoint(done)
+                where = f" (checkpoint in {checkpoint_dir})" if checkpoint_dir else ""
+                console.print(f"{description}: stopped at step {done}{where}")
+                raise KeyboardInterrupt
+            interval = cfg.checkpoint_interval
+            if interval > 0 and done % interval == 0 and done < cfg.max_steps:
+                checkpoint(done)
+
+    if checkpoint_dir is not None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    if not val_rows or val_rows[-1]["step"] != cfg.max_steps:  # resumed at the very end
+        run_validation(cfg.max_steps)
+    best = min(val_rows, key=lambda r: r["val_loss"])
+    final_train = train_rows[-1]["train_loss"] if train_rows else last_loss
+    return TrainResult(
+        steps=cfg.max_steps,
+        tokens=tokens,
+        train_loss=float(final_train),
+        val={k: v for k, v in val_rows[-1].items() if k != "step"},
+        best_step=int(best["step"]),
+        best_val_loss=float(best["val_loss"]),
+        tokens_per_s=session_tokens / max(train_seconds, 1e-9),
+        seconds=time.perf_counter() - started,
+        resumed_from=start,
+        train_rows=train_rows,
+        val_rows=val_rows,
+    )

@@ -1,0 +1,104 @@
+"""Typed params: loading, -S overrides, validation errors that name the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gptpipe.config import (
+    SECTIONS,
+    ModelConfig,
+    build_section,
+    describe,
+    load_section,
+    parse_override,
+    read_params,
+)
+from gptpipe.errors import BadInput, ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, params: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_repository_params_file_is_valid_for_every_section():
+    params = read_params(REPO / "params.yaml")
+    assert set(params) == set(SECTIONS)
+    for name in SECTIONS:
+        build_section(params, name)
+
+
+def test_fixed_point_keys_exist():
+    params = read_params(REPO / "params.yaml")
+    for dotted in (
+        "data.corpus", "data.instruct", "data.classify", "data.mirror", "tokenizer.kind",
+        "tokenizer.vocab_size", "pretrain.max_steps", "base.source", "evaluate.stride",
+        "sample.temperature",
+    ):
+        section, key = dotted.split(".")
+        assert key in params[section], dotted
+
+
+def test_override_uses_yaml_values_and_dotted_keys(tmp_path):
+    path = write(tmp_path, {"pretrain": {"max_steps": 5}})
+    cfg = load_section("pretrain", path, ["pretrain.max_steps=7", "pretrain.learning_rate=3e-4"])
+    assert cfg.max_steps == 7 and cfg.learning_rate == pytest.approx(3e-4)
+    assert parse_override("sample.prompts=[a, b]") == ("sample.prompts", ["a", "b"])
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse(tmp_path):
+    path = write(tmp_path, {"pretrain": {"learning_rate": 1, "max_steps": 2.5}})
+    with pytest.raises(ConfigError, match=r"'pretrain.max_steps'.*integer"):
+        load_section("pretrain", path)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("model.n_embd=130", "model.n_embd"),  # not divisible by n_head=4
+        ("model.n_layer=0", "model.n_layer"),
+        ("model.bias=yes please", "model.bias"),
+        ("model.colour=red", "model.colour"),
+        ("tokenizer.kind=wordpiece", "tokenizer.kind"),
+        ("sample.temperature=-1", "sample.temperature"),
+        ("base.source=somewhere", "base.source"),
+        ("evaluate.stride=0", "evaluate.stride"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path, override, key):
+    section = key.split(".")[0]
+    with pytest.raises(ConfigError) as info:
+        load_section(section, REPO / "params.yaml", [override])
+    assert f"'{key}'" in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_section_and_malformed_override():
+    with pytest.raises(ConfigError, match="unknown section"):
+        read_params(REPO / "params.yaml", ["nosuch.key=1"])
+    with pytest.raises(BadInput, match="SECTION.KEY=VALUE"):
+        read_params(REPO / "params.yaml", ["max_steps=1"])
+
+
+def test_missing_and_malformed_params_files(tmp_path):
+    with pytest.raises(BadInput, match="not found"):
+        read_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(BadInput, match="bad.yaml"):
+        read_params(bad)
+
+
+def test_defaults_build_without_a_params_file():
+    assert ModelConfig().n_embd % ModelConfig().n_head == 0
+    for cls in SECTIONS.values():
+        cls()
+
+
+def test_describe_lists_every_key_with_help():
+    text = describe("model")
+    assert "model.n_embd" in text and "divisible by n_head" in text
