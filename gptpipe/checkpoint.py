@@ -118,4 +118,3 @@ def copy_model(src: Path | str, dst: Path | str) -> None:
         for item in Path(src).iterdir():
             if item.is_file():
                 shutil.copyfile(item, tmp / item.name)
-

@@ -9,8 +9,8 @@ from __future__ import annotations
 import typer
 
 from gptpipe.cliutil import guarded
-from gptpipe.config import describe
 from gptpipe.commands import generate, info
+from gptpipe.config import describe
 from gptpipe.stages import (
     download,
     evaluate,
@@ -26,12 +26,14 @@ from gptpipe.stages import (
 
 app = typer.Typer(
     name="gptpipe",
-    help="A reproducible GPT pipeline: corpus -> tokenizer -> shards -> pretrain -> fine-tune -> report.",
+    help="A reproducible GPT pipeline: corpus, tokenizer, shards, pretrain, fine-tune, report.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-finetune_app = typer.Typer(help="Fine-tune the base model (instruction following or classification).", no_args_is_help=True)
+finetune_app = typer.Typer(
+    help="Fine-tune the base model (instruction following or classification).", no_args_is_help=True
+)
 app.add_typer(finetune_app, name="finetune")
 
 

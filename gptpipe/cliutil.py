@@ -18,7 +18,9 @@ ParamsOption = Annotated[
 ]
 SetOption = Annotated[
     list[str] | None,
-    typer.Option("-S", "--set", help="Override a param: SECTION.KEY=VALUE (repeatable), as dvc exp run -S."),
+    typer.Option(
+        "-S", "--set", help="Override a param: SECTION.KEY=VALUE (repeatable), as dvc exp run -S."
+    ),
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -32,6 +32,14 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+def _require_device(device: str, key: str) -> None:
+    _require(
+        device in ("auto", "cpu") or device.startswith("cuda"),
+        key,
+        f"must be auto, cpu, cuda or cuda:N, not {device!r}",
+    )
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -40,9 +48,15 @@ class DataConfig:
     """`data`: where the corpus, instruction and classification data come from."""
 
     corpus: str = _f("stdlib", "Corpus: a named set (stdlib, tinyshakespeare), a URL or a path.")
-    instruct: str = _f("stdlib", "Instructions: a named set (stdlib, alpaca-instructions), a URL or a path.")
-    classify: str = _f("stdlib", "Classification data: a named set (stdlib, sms-spam), a URL or a path.")
-    mirror: str | None = _f(None, "Local folder looked in first, by file name (else $GPTPIPE_MIRROR).")
+    instruct: str = _f(
+        "stdlib", "Instructions: a named set (stdlib, alpaca-instructions), a URL or a path."
+    )
+    classify: str = _f(
+        "stdlib", "Classification data: a named set (stdlib, sms-spam), a URL or a path."
+    )
+    mirror: str | None = _f(
+        None, "Local folder looked in first, by file name (else $GPTPIPE_MIRROR)."
+    )
     timeout: float = _f(60.0, "Seconds to wait on a stalled connection.")
     retries: int = _f(3, "Attempts per URL on connection errors and 5xx responses.")
 
@@ -62,12 +76,16 @@ class DataConfig:
 class TokenizerConfig:
     """`tokenizer`: train a byte-level BPE on the corpus, or use GPT-2's."""
 
-    kind: Literal["bpe", "gpt2"] = _f("bpe", "bpe: train on the corpus; gpt2: GPT-2's ranks (n_vocab 50257).")
+    kind: Literal["bpe", "gpt2"] = _f(
+        "bpe", "bpe: train on the corpus; gpt2: GPT-2's ranks (n_vocab 50257)."
+    )
     vocab_size: int = _f(4096, "Vocabulary size for kind=bpe: 256 bytes + merges + <|endoftext|>.")
     pattern: Literal["gpt2", "gpt4"] = _f("gpt2", "Pre-tokenisation split pattern for kind=bpe.")
 
     def __post_init__(self) -> None:
-        _require(257 <= self.vocab_size <= 1_000_000, "tokenizer.vocab_size", "must be in 257..1000000")
+        _require(
+            257 <= self.vocab_size <= 1_000_000, "tokenizer.vocab_size", "must be in 257..1000000"
+        )
 
 
 @dataclass
@@ -76,7 +94,9 @@ class ShardConfig:
 
     val_fraction: float = _f(0.1, "Share of the token stream held out for validation.")
     shard_tokens: int = _f(10_000_000, "Tokens per shard file.")
-    split_chunk_tokens: int = _f(4096, "The stream is cut in chunks of this many tokens, each assigned to train or val.")
+    split_chunk_tokens: int = _f(
+        4096, "The stream is cut in chunks of this many tokens, each assigned to train or val."
+    )
     seed: int = _f(1337, "Seed of the train/val assignment.")
 
     def __post_init__(self) -> None:
@@ -113,7 +133,9 @@ class TrainingConfig:
 
     max_steps: int = _f(600, "Optimizer steps.")
     batch_size: int = _f(16, "Sequences per micro-batch.")
-    grad_accum: int = _f(1, "Micro-batches per optimizer step (effective batch = batch_size * grad_accum).")
+    grad_accum: int = _f(
+        1, "Micro-batches per optimizer step (effective batch = batch_size * grad_accum)."
+    )
     learning_rate: float = _f(1e-3, "Peak learning rate (AdamW).")
     min_lr: float = _f(1e-4, "Learning rate at the end of the cosine decay.")
     warmup_steps: int = _f(50, "Linear warm-up steps.")
@@ -134,11 +156,21 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         section = self._section()
-        keys = ("max_steps", "batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval")
-        for key in keys:
+        for key in (
+            "max_steps",
+            "batch_size",
+            "grad_accum",
+            "eval_interval",
+            "eval_batches",
+            "log_interval",
+        ):
             _require(getattr(self, key) >= 1, f"{section}.{key}", "must be >= 1")
         _require(self.learning_rate > 0, f"{section}.learning_rate", "must be > 0")
-        _require(0 <= self.min_lr <= self.learning_rate, f"{section}.min_lr", "must be in [0, learning_rate]")
+        _require(
+            0 <= self.min_lr <= self.learning_rate,
+            f"{section}.min_lr",
+            "must be in [0, learning_rate]",
+        )
         _require(self.warmup_steps >= 0, f"{section}.warmup_steps", "must be >= 0")
         _require(self.weight_decay >= 0, f"{section}.weight_decay", "must be >= 0")
         _require(0 <= self.beta1 < 1, f"{section}.beta1", "must be in [0, 1)")
@@ -189,7 +221,9 @@ class InstructConfig(TrainingConfig):
     eval_interval: int = _f(50, "Validate every this many steps (and at the end).")
     eval_batches: int = _f(10, "Validation batches per evaluation.")
     val_fraction: float = _f(0.1, "Share of the records held out for validation.")
-    max_length: int = _f(0, "Truncate prompt+response to this many tokens (0: the model's context).")
+    max_length: int = _f(
+        0, "Model input per example in tokens; prompt+response is cut to it (0: the context)."
+    )
     num_examples: int = _f(3, "Held-out instructions answered greedily in the metrics.")
     max_new_tokens: int = _f(48, "Tokens generated per example answer.")
 
@@ -232,20 +266,25 @@ class ClassifyConfig(TrainingConfig):
 class EvaluateConfig:
     """`evaluate`: sliding-window perplexity."""
 
-    stride: int = _f(64, "Tokens the window advances; each token is scored once with up to block_size-1 context.")
+    stride: int = _f(
+        64,
+        "Tokens the window advances (1..block_size); each token is scored once, "
+        "with up to block_size-1 tokens of context.",
+    )
     batch_size: int = _f(8, "Windows per forward pass.")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
 
     def __post_init__(self) -> None:
         _require(self.stride >= 1, "evaluate.stride", "must be >= 1")
         _require(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+        _require_device(self.device, "evaluate.device")
 
 
 @dataclass
 class SampleConfig:
     """`sample`: text sampled from the models."""
 
-    prompts: list[str] = _f(["The ", "def ", "Return the"], "Prompts to continue.")
+    prompts: list[str] = _f(["The ", "def ", "Return the"], "Prompts to continue.")  # noqa: RUF009
     max_new_tokens: int = _f(64, "Tokens generated per sample.")
     temperature: float = _f(0.8, "Softmax temperature; 0 is greedy.")
     top_k: int = _f(40, "Sample from the k most likely tokens (0: all).")
@@ -259,6 +298,7 @@ class SampleConfig:
         _require(self.temperature >= 0, "sample.temperature", "must be >= 0")
         _require(self.top_k >= 0, "sample.top_k", "must be >= 0")
         _require(self.num_samples >= 0, "sample.num_samples", "must be >= 0")
+        _require_device(self.device, "sample.device")
 
 
 @dataclass
@@ -291,7 +331,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or "." not in key:
-        raise BadInput(f"override {text!r}: expected SECTION.KEY=VALUE, for example pretrain.max_steps=10")
+        raise BadInput(
+            f"override {text!r}: expected SECTION.KEY=VALUE, for example pretrain.max_steps=10"
+        )
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -348,7 +390,9 @@ def build_section(params: dict[str, Any], section: str) -> Any:
 
 
 def load_section(
-    section: str, params_file: Path | str = "params.yaml", overrides: list[str] | tuple[str, ...] = ()
+    section: str,
+    params_file: Path | str = "params.yaml",
+    overrides: list[str] | tuple[str, ...] = (),
 ) -> Any:
     """Read `params_file` with overrides and return the validated config of `section`."""
     return build_section(read_params(params_file, overrides), section)

@@ -79,8 +79,8 @@ def perplexity(
 
     Returns `perplexity` (exp of the mean NLL), `nll` (total negative log-likelihood in
     nats), `mean_nll`, `tokens` (tokens scored: all but the first when stride < block_size),
-    `windows`, `stride` and `block_size`. Raises BadInput naming `evaluate.stride` if the stride exceeds the model's
-    context, and BadInput if there are fewer than two tokens.
+    `windows`, `stride` and `block_size`. Raises BadInput naming `evaluate.stride` if the
+    stride exceeds the model's context, and BadInput if there are fewer than two tokens.
     """
     block_size = model.config.block_size
     if not 1 <= stride <= block_size:
@@ -145,14 +145,13 @@ def _score_batch(
         skip = w.first - (w.begin + 1)
         targets[row, skip:n] = window[1 + skip :]
     inputs, targets = inputs.to(device), targets.to(device)
-    logits, _ = model(inputs)  # (B, T, V)
-    losses = F.cross_entropy(
-        logits.float().reshape(-1, logits.size(-1)),
-        targets.reshape(-1),
-        ignore_index=-100,
-        reduction="sum",
-    )
-    return float(losses.double()), int((targets != -100).sum())
+    scored = targets != -100  # (B, T)
+    # The head runs only on scored positions: with stride < block_size most positions are
+    # context only, and for large vocabularies the (B, T, V) logits would dominate memory.
+    hidden = model.hidden_states(inputs)[scored]  # (N, C)
+    logits = model.lm_head(hidden).float()  # (N, V)
+    nll = F.cross_entropy(logits, targets[scored], reduction="sum")
+    return float(nll.double()), int(scored.sum())
 
 
 def bits_per_byte(nll: float, n_bytes: int) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import shutil
-import socket
 import time
 import urllib.error
 import urllib.parse
@@ -103,7 +102,9 @@ def _stream(url: str, tmp: Path, timeout: float) -> tuple[str, int]:
     with urllib.request.urlopen(request, timeout=timeout) as response:
         content_type = response.headers.get("Content-Type", "").lower()
         if content_type.startswith("text/html"):
-            raise BadInput(f"{url}: served an HTML page (Content-Type {content_type}), not a data file")
+            raise BadInput(
+                f"{url}: served an HTML page (Content-Type {content_type}), not a data file"
+            )
         length_header = response.headers.get("Content-Length")
         expected = int(length_header) if length_header and length_header.isdigit() else None
         digest = hashlib.sha256()
@@ -115,7 +116,9 @@ def _stream(url: str, tmp: Path, timeout: float) -> tuple[str, int]:
                 try:
                     chunk = response.read(CHUNK)
                 except http.client.IncompleteRead as exc:
-                    raise Truncated(f"connection closed after {size + len(exc.partial)} bytes") from None
+                    raise Truncated(
+                        f"connection closed after {size + len(exc.partial)} bytes"
+                    ) from None
                 if not chunk:
                     break
                 if size == 0 and _looks_like_html(chunk):
@@ -146,6 +149,7 @@ def download(
                 sha, size = _stream(url, tmp, timeout)
             return Fetched(path=dest, location=url, sha256=sha, bytes=size)
         except urllib.error.HTTPError as exc:
+            exc.close()
             if exc.code not in RETRY_STATUS:
                 raise BadInput(f"{url}: HTTP {exc.code} {exc.reason}") from None
             last = f"HTTP {exc.code} {exc.reason}"
@@ -153,7 +157,7 @@ def download(
             last = f"truncated body ({exc})"
         except urllib.error.URLError as exc:
             last = f"connection failed ({exc.reason})"
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             last = f"no data for {timeout:g} s"
         except (ConnectionError, http.client.HTTPException, OSError) as exc:
             last = f"connection failed ({exc.__class__.__name__}: {exc})"

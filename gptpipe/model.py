@@ -151,7 +151,7 @@ class GPT(nn.Module):
 
     def hidden_states(self, idx: torch.Tensor, return_weights: bool = False) -> torch.Tensor:
         """Token ids (B, T) -> final normalised hidden states (B, T, C)."""
-        B, T = idx.shape
+        T = idx.size(1)  # idx: (B, T)
         if T > self.config.block_size:
             raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
         pos = torch.arange(T, device=idx.device)  # (T,)

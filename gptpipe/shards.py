@@ -346,3 +346,76 @@ def new_manifest(
         "block_separator": EOT,
         **extra,
     }
+
+
+class TrainValSplitter:
+    """Cuts a token stream into chunks and sends each to the train or the val writer.
+
+    Chunk i holds `chunk_tokens` tokens (the last chunk also takes the remainder shorter than
+    a chunk) and goes to val when the i-th draw of a generator seeded by `seed` is below
+    `val_fraction`. The last chunk is held back until the end so that, when the draws gave
+    one split nothing, it goes there: every split gets at least one chunk, so a one-document
+    corpus splits too. Deterministic for given (stream, chunk_tokens, val_fraction, seed).
+    """
+
+    def __init__(
+        self,
+        train: ShardWriter,
+        val: ShardWriter,
+        chunk_tokens: int,
+        val_fraction: float,
+        seed: int,
+    ) -> None:
+        self.writers = {"train": train, "val": val}
+        self.chunk_tokens = chunk_tokens
+        self.val_fraction = val_fraction
+        self._rng = np.random.default_rng(seed)
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
+        self._held: tuple[np.ndarray, str] | None = None
+        self.chunks = {"train": 0, "val": 0}
+
+    def append(self, tokens: np.ndarray) -> None:
+        """Add the next tokens of the stream."""
+        self._buffer.append(tokens)
+        self._buffered += len(tokens)
+        if self._buffered < self.chunk_tokens:
+            return
+        data = np.concatenate(self._buffer)
+        full = len(data) // self.chunk_tokens * self.chunk_tokens
+        for start in range(0, full, self.chunk_tokens):
+            chunk = data[start : start + self.chunk_tokens]
+            split = "val" if self._rng.random() < self.val_fraction else "train"
+            self._release()
+            self._held = (chunk, split)
+        rest = data[full:]
+        self._buffer = [rest] if len(rest) else []
+        self._buffered = len(rest)
+
+    def close(self) -> int:
+        """Flush the held chunk; return the number of chunks (the caller rejects fewer than 2)."""
+        rest = np.concatenate(self._buffer) if self._buffer else np.empty(0, dtype=np.int64)
+        if self._held is None:
+            if len(rest):
+                split = "val" if self._rng.random() < self.val_fraction else "train"
+                self._held = (rest, split)
+        elif len(rest):
+            chunk, split = self._held
+            self._held = (np.concatenate([chunk, rest]), split)
+        self._buffer, self._buffered = [], 0
+        if self._held is not None:
+            chunk, split = self._held
+            if self.chunks["val"] == 0 and sum(self.chunks.values()) > 0:
+                split = "val"
+            elif self.chunks["train"] == 0 and sum(self.chunks.values()) > 0:
+                split = "train"
+            self._held = (chunk, split)
+            self._release()
+        return sum(self.chunks.values())
+
+    def _release(self) -> None:
+        if self._held is not None:
+            chunk, split = self._held
+            self.writers[split].append(chunk)
+            self.chunks[split] += 1
+            self._held = None

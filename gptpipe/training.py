@@ -152,6 +152,16 @@ def fingerprint(cfg: TrainingConfig, extra: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def file_digest(*paths: Path) -> str:
+    """sha256 over the bytes of files (for `checkpoint_key`: data and base weights)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with Path(path).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
 def write_csv(path: Path, rows: list[dict[str, float]]) -> None:
     """Write curve rows as CSV (atomically); columns from the first row, `step` first."""
     if not rows:
@@ -265,6 +275,45 @@ def stop_requests() -> Iterator[Callable[[], bool]]:
 # --------------------------------------------------------------------------- the loop
 
 
+def optimizer_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainingConfig,
+    lr: float,
+    step: int,
+    batch_at: BatchAt,
+    loss_of: LossOf,
+) -> tuple[float, int, float]:
+    """One optimizer step over `grad_accum` micro-batches: returns (mean loss, tokens,
+    gradient norm before clipping). A non-finite loss or gradient is Diverged."""
+    device = next(model.parameters()).device
+    hint = f"lower {cfg._section()}.learning_rate or check the data"
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    step_loss, step_tokens = 0.0, 0
+    for micro in range(cfg.grad_accum):
+        batch = to_device(batch_at(step * cfg.grad_accum + micro), device)
+        with autocast(device, cfg.dtype):
+            loss = loss_of(model, batch)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            raise Diverged(
+                f"training loss is {value} at step {step + 1} (micro-batch {micro}); {hint}"
+            )
+        (loss / cfg.grad_accum).backward()
+        step_loss += value / cfg.grad_accum
+        step_tokens += batch[0].numel()
+    max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf  # inf: measure, do not clip
+    norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm))
+    if not math.isfinite(norm):
+        raise Diverged(f"gradient norm is {norm} at step {step + 1}; {hint}")
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return step_loss, step_tokens, norm
+
+
 def train(
     model: nn.Module,
     cfg: TrainingConfig,
@@ -284,12 +333,11 @@ def train(
     `checkpoint_key`), one is saved every `cfg.checkpoint_interval` steps and on Ctrl-C or
     SIGTERM (then KeyboardInterrupt is raised), and it is removed once training finishes.
     """
-    device = next(model.parameters()).device
-    section = cfg._section()
     optimizer = make_optimizer(model, cfg)
     key = fingerprint(cfg, checkpoint_key or {})
     train_rows: list[dict[str, float]] = []
     val_rows: list[dict[str, float]] = []
+    window_losses: list[float] = []  # step losses since the last train.csv row
     start = 0
     tokens = 0
     if checkpoint_dir is not None:
@@ -298,14 +346,18 @@ def train(
             load_checkpoint(checkpoint_dir, model, optimizer, state)
             start, tokens = int(state["step"]), int(state["tokens"])
             train_rows, val_rows = state["train_rows"], state["val_rows"]
+            window_losses = [float(v) for v in state["window_losses"]]
             console.print(f"{description}: resuming from the checkpoint at step {start}")
         elif state is not None:
-            console.print(f"{description}: ignoring the incompatible checkpoint in {checkpoint_dir}")
+            console.print(
+                f"{description}: ignoring the incompatible checkpoint in {checkpoint_dir}"
+            )
 
     def checkpoint(step: int) -> None:
         if checkpoint_dir is not None:
             state = {"fingerprint": key, "step": step, "tokens": tokens}
             state |= {"train_rows": train_rows, "val_rows": val_rows}
+            state["window_losses"] = window_losses
             save_checkpoint(checkpoint_dir, model, optimizer, state)
 
     def run_validation(step: int) -> None:
@@ -320,9 +372,7 @@ def train(
     started = time.perf_counter()
     train_seconds = 0.0
     session_tokens = 0
-    window_losses: list[float] = []
     window_tokens, window_seconds = 0, 0.0
-    last_loss = math.nan
     columns = (
         TextColumn("loss {task.fields[loss]:.4f}"),
         TextColumn("lr {task.fields[lr]:.2e}"),
@@ -330,39 +380,15 @@ def train(
     )
     model.train()
     with stop_requests() as stop_requested, progress(*columns) as bar:
-        task = bar.add_task(description, total=cfg.max_steps, completed=start, loss=0.0, lr=0.0, tps=0)
+        task = bar.add_task(
+            description, total=cfg.max_steps, completed=start, loss=0.0, lr=0.0, tps=0
+        )
         for step in range(start, cfg.max_steps):
             t0 = time.perf_counter()
             lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            step_loss = 0.0
-            step_tokens = 0
-            for micro in range(cfg.grad_accum):
-                batch = to_device(batch_at(step * cfg.grad_accum + micro), device)
-                with autocast(device, cfg.dtype):
-                    loss = loss_of(model, batch)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise Diverged(
-                        f"training loss is {value} at step {step + 1} (micro-batch {micro}); "
-                        f"lower {section}.learning_rate or check the data"
-                    )
-                (loss / cfg.grad_accum).backward()
-                step_loss += value / cfg.grad_accum
-                step_tokens += batch[0].numel()
-            norm = float("nan")
-            if cfg.grad_clip > 0:
-                norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
-                if not math.isfinite(norm):
-                    raise Diverged(
-                        f"gradient norm is {norm} at step {step + 1}; "
-                        f"lower {section}.learning_rate or check the data"
-                    )
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            step_loss, step_tokens, norm = optimizer_step(
+                model, optimizer, cfg, lr, step, batch_at, loss_of
+            )
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             tokens += step_tokens
@@ -370,7 +396,6 @@ def train(
             window_losses.append(step_loss)
             window_tokens += step_tokens
             window_seconds += seconds
-            last_loss = step_loss
             done = step + 1
             tps = window_tokens / max(window_seconds, 1e-9)
             bar.update(task, completed=done, loss=step_loss, lr=lr, tps=tps)
@@ -394,14 +419,11 @@ def train(
 
     if checkpoint_dir is not None:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    if not val_rows or val_rows[-1]["step"] != cfg.max_steps:  # resumed at the very end
-        run_validation(cfg.max_steps)
     best = min(val_rows, key=lambda r: r["val_loss"])
-    final_train = train_rows[-1]["train_loss"] if train_rows else last_loss
     return TrainResult(
         steps=cfg.max_steps,
         tokens=tokens,
-        train_loss=float(final_train),
+        train_loss=float(train_rows[-1]["train_loss"]),
         val={k: v for k, v in val_rows[-1].items() if k != "step"},
         best_step=int(best["step"]),
         best_val_loss=float(best["val_loss"]),

@@ -1,5 +1,128 @@
-"""PLACEHOLDER until its owner writes it."""
+"""DVC stage `download`: the corpus, instruction and classification data into data/raw/."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gptpipe import __version__, layout
+from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.config import DataConfig
+from gptpipe.datasets import (
+    FILE_NAMES,
+    KINDS,
+    NAMED_SETS,
+    Loaded,
+    NamedSet,
+    StdlibBuild,
+    build_stdlib,
+    check_source,
+    counts,
+    load_source,
+    render,
+)
+from gptpipe.errors import BadInput
+from gptpipe.fsutil import atomic_dir, write_json
+
+PROVENANCE_FILE = layout.PROVENANCE.name
 
 
-def command() -> None:
-    raise NotImplementedError
+def mirror_folder(cfg: DataConfig) -> Path | None:
+    """The mirror folder (data.mirror, else $GPTPIPE_MIRROR); a missing folder is bad input."""
+    path = cfg.mirror_dir()
+    if path is not None and not path.is_dir():
+        where = "params key 'data.mirror'" if cfg.mirror else "GPTPIPE_MIRROR"
+        raise BadInput(f"{where}: {path}: mirror folder not found")
+    return path
+
+
+def run(
+    cfg: DataConfig,
+    out: Path,
+    *,
+    named: dict[str, NamedSet] | None = None,
+    backoff: float = 1.0,
+) -> dict[str, Any]:
+    """Fetch or build the three data sets, normalise them and write `out` as one folder.
+
+    Returns the provenance (also written to `out/provenance.json`). `named` replaces the
+    table of named sets and `backoff` the first retry delay (tests point them at a local
+    server); nothing is written unless all three sources succeed.
+    """
+    table = NAMED_SETS if named is None else named
+    sources = {kind: getattr(cfg, kind).strip() for kind in KINDS}
+    how = {kind: check_source(kind, sources[kind], f"data.{kind}", table) for kind in KINDS}
+    mirror = mirror_folder(cfg) if "named" in how.values() else None
+
+    cache: list[StdlibBuild] = []
+
+    def stdlib() -> StdlibBuild:
+        if not cache:
+            cache.append(build_stdlib())
+        return cache[0]
+
+    provenance: dict[str, Any] = {"gptpipe": __version__}
+    with atomic_dir(out) as tmp:
+        work_dir = tmp / ".downloads"
+        work_dir.mkdir()
+        loaded: list[Loaded] = []
+        for kind in KINDS:
+            loaded.append(
+                load_source(
+                    kind,
+                    sources[kind],
+                    f"data.{kind}",
+                    work_dir,
+                    mirror=mirror,
+                    timeout=cfg.timeout,
+                    retries=cfg.retries,
+                    backoff=backoff,
+                    named=table,
+                    stdlib=stdlib,
+                )
+            )
+        shutil.rmtree(work_dir)
+        for item in loaded:
+            data = render(item.kind, item.items).encode("utf-8")
+            (tmp / FILE_NAMES[item.kind]).write_bytes(data)
+            provenance[item.kind] = {
+                **item.provenance,
+                "output": {
+                    "file": FILE_NAMES[item.kind],
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "bytes": len(data),
+                },
+                "counts": counts(item.kind, item.items),
+            }
+        write_json(tmp / PROVENANCE_FILE, provenance)
+    return provenance
+
+
+def command(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: corpus.txt, instruct.json, classify.tsv, provenance.json."
+        ),
+    ] = layout.RAW,
+) -> None:
+    """Download (or build offline) the corpus, instruction and classification data.
+
+    Named sets come from the mirror folder if it has them, else their URLs; sha256 verified.
+
+    The default, stdlib, is built offline from this Python's standard library.
+    """
+    cfg: DataConfig = section("data", params, set_)
+    provenance = run(cfg, out)
+    for kind in KINDS:
+        entry = provenance[kind]
+        summary = ", ".join(f"{k} {v}" for k, v in entry["counts"].items() if k != "labels")
+        typer.echo(
+            f"{kind}: {entry['source']} -> {out / entry['output']['file']} ({summary})", err=True
+        )

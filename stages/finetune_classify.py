@@ -1,5 +1,160 @@
-"""PLACEHOLDER until its owner writes it."""
+"""DVC stage `finetune-classify`: classification fine-tuning with a head on the last token."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+
+from gptpipe import layout
+from gptpipe.checkpoint import WEIGHTS, save_model, with_classifier
+from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.config import ClassifyConfig
+from gptpipe.errors import BadInput
+from gptpipe.finetune import (
+    batches_of,
+    classify_loss,
+    classify_metrics,
+    collate_classify,
+    context_length,
+    encode,
+    load_base,
+    majority_accuracy,
+    read_labelled,
+    stratified_split,
+)
+from gptpipe.fsutil import write_json
+from gptpipe.runtime import seed_everything, set_threads
+from gptpipe.shards import WindowSampler
+from gptpipe.tokenizer import eot_id
+from gptpipe.training import evaluating, file_digest, train, training_device
+
+SPLITS = ("train", "val", "test")
 
 
-def command() -> None:
-    raise NotImplementedError
+def run(
+    cfg: ClassifyConfig,
+    base: Path,
+    data: Path,
+    out: Path,
+    metrics_path: Path,
+    plots: Path,
+    checkpoints: Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune a classifier; write the model (labels in config.json), metrics and curves."""
+    set_threads(cfg.threads)
+    device = training_device(cfg)
+    records = read_labelled(data)
+    labels = sorted({r.label for r in records})
+    label_id = {label: i for i, label in enumerate(labels)}
+    targets = [label_id[r.label] for r in records]
+    splits = dict(
+        zip(
+            SPLITS,
+            stratified_split(targets, cfg.val_fraction, cfg.test_fraction, cfg.seed),
+            strict=True,
+        )
+    )
+    for name, indices in splits.items():
+        if len(indices) == 0:
+            raise BadInput(
+                f"{data}: {len(records)} records leave the {name} split empty; add records or "
+                f"change classify.val_fraction / classify.test_fraction"
+            )
+    base_model, enc = load_base(base, device)
+    eot = eot_id(enc)
+    max_length = context_length(cfg.max_length, base_model.config.block_size, "classify.max_length")
+    # Right padding; an empty text still has one token to read the class from.
+    examples = [(encode(enc, r.text)[:max_length] or [eot], label_id[r.label]) for r in records]
+    split_examples = {name: [examples[int(i)] for i in idx] for name, idx in splits.items()}
+
+    def collate(batch: Any) -> tuple[torch.Tensor, ...]:
+        return collate_classify(batch, eot)
+
+    train_set = split_examples["train"]
+    sampler = WindowSampler(len(train_set), cfg.batch_size, cfg.seed)
+    val_set = split_examples["val"][: cfg.eval_batches * cfg.batch_size]
+    val_batches = batches_of(val_set, cfg.batch_size, collate)
+
+    def validate(model: torch.nn.Module) -> dict[str, float]:
+        loss, accuracy = classify_metrics(model, val_batches)
+        return {"val_loss": loss, "val_accuracy": accuracy}
+
+    seed_everything(cfg.seed)
+    model = with_classifier(base_model, len(labels))
+    del base_model
+    result = train(
+        model,
+        cfg,
+        batch_at=lambda i: collate([train_set[j] for j in sampler.indices(i)]),
+        loss_of=classify_loss,
+        validate=validate,
+        plot_dir=plots,
+        checkpoint_dir=checkpoints,
+        checkpoint_key={"base": file_digest(base / WEIGHTS), "data": file_digest(data)},
+        description="finetune classify",
+    )
+
+    metrics: dict[str, Any] = {"train_loss": result.train_loss}
+    train_labels = [label for _, label in train_set]
+    with evaluating(model, cfg.dtype):
+        for name, items in split_examples.items():
+            loss, accuracy = classify_metrics(model, batches_of(items, cfg.batch_size, collate))
+            metrics[f"{name}_accuracy"] = accuracy
+            if name != "train":
+                metrics[f"{name}_loss"] = loss
+    for name, items in split_examples.items():
+        metrics[f"majority_baseline_{name}"] = majority_accuracy(
+            train_labels, [label for _, label in items]
+        )
+    metrics |= {
+        "best_step": result.best_step,
+        "best_val_loss": result.best_val_loss,
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "tokens_per_s": result.tokens_per_s,
+        "seconds": result.seconds,
+        "labels": labels,
+        **{f"{name}_records": len(items) for name, items in split_examples.items()},
+        "max_length": max_length,
+        "epochs": sampler.epoch(result.steps * cfg.grad_accum),
+    }
+    meta = {
+        "stage": "classify",
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "val_accuracy": metrics["val_accuracy"],
+        "test_accuracy": metrics["test_accuracy"],
+        "max_length": max_length,
+        "seed": cfg.seed,
+    }
+    save_model(out, model.to(torch.device("cpu")), base, labels=labels, meta=meta)
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def command(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    base: Annotated[Path, typer.Option(help="Base model folder (gptpipe weights).")] = layout.BASE,
+    data: Annotated[
+        Path, typer.Option(help="Labelled texts: 'label<TAB>text' lines, no header.")
+    ] = layout.CLASSIFY_DATA,
+    out: Annotated[Path, typer.Option(help="Model folder to write.")] = layout.CLASSIFY_MODEL,
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = layout.METRICS
+    / "classify.json",
+    plots: Annotated[
+        Path, typer.Option(help="Folder for the curves (train.csv, val.csv with accuracy).")
+    ] = layout.PLOTS / "classify",
+    checkpoints: Annotated[
+        Path, typer.Option(help="Resumable training state; removed when training finishes.")
+    ] = layout.CHECKPOINTS / "classify",
+) -> None:
+    """Fine-tune the base model as a classifier (a head on the last token's hidden state).
+
+    Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
+    """
+    cfg = section("classify", params, set_)
+    run(cfg, base, data, out, metrics, plots, checkpoints)

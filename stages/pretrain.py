@@ -1,5 +1,135 @@
-"""PLACEHOLDER until its owner writes it."""
+"""DVC stage `pretrain`: next-token pretraining of a GPT-2 model from scratch on the shards."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+import typer
+
+from gptpipe import layout
+from gptpipe.checkpoint import save_model
+from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.config import ModelConfig, PretrainConfig, to_dict
+from gptpipe.errors import BadInput
+from gptpipe.finetune import lm_loss, masked_lm_loss
+from gptpipe.fsutil import write_json
+from gptpipe.model import GPT, GPTConfig
+from gptpipe.runtime import seed_everything, set_threads
+from gptpipe.shards import TokenWindows, WindowSampler, read_manifest
+from gptpipe.tokenizer import tokenizer_hash
+from gptpipe.training import train, training_device
 
 
-def command() -> None:
-    raise NotImplementedError
+def spread(n: int, count: int, batch_size: int) -> list[np.ndarray]:
+    """`count` indices spread evenly over range(n) (all of them if n <= count), in batches:
+    a fixed validation set that samples the whole split, not just its beginning."""
+    picked = np.unique(np.linspace(0, n - 1, num=min(n, count)).round().astype(np.int64))
+    return [picked[s : s + batch_size] for s in range(0, len(picked), batch_size)]
+
+
+def run(
+    model_cfg: ModelConfig,
+    cfg: PretrainConfig,
+    shards: Path,
+    tokenizer_dir: Path,
+    out: Path,
+    metrics_path: Path,
+    plots: Path,
+    checkpoints: Path | None = None,
+) -> dict[str, Any]:
+    """Pretrain from scratch; write the model folder, metrics JSON and loss curves."""
+    set_threads(cfg.threads)
+    device = training_device(cfg)
+    manifest = read_manifest(shards)
+    tok_hash = tokenizer_hash(tokenizer_dir)
+    if manifest["tokenizer_hash"] != tok_hash:
+        raise BadInput(
+            f"{shards / 'manifest.json'}: tokenizer_hash {manifest['tokenizer_hash'][:12]}... "
+            f"differs from the tokenizer in {tokenizer_dir} ({tok_hash[:12]}...); "
+            "rerun `gptpipe shard` with this tokenizer"
+        )
+    train_windows = TokenWindows(shards, "train", model_cfg.block_size)
+    val_windows = TokenWindows(shards, "val", model_cfg.block_size)
+    val_batches = [
+        val_windows.get_batch(indices)
+        for indices in spread(len(val_windows), cfg.eval_batches * cfg.batch_size, cfg.batch_size)
+    ]
+    sampler = WindowSampler(len(train_windows), cfg.batch_size, cfg.seed)
+
+    seed_everything(cfg.seed)
+    config = GPTConfig(vocab_size=int(manifest["vocab_size"]), **to_dict(model_cfg))
+    model = GPT(config).to(device)
+    manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    result = train(
+        model,
+        cfg,
+        batch_at=lambda i: train_windows.get_batch(sampler.indices(i)),
+        loss_of=lm_loss,
+        validate=lambda m: {"val_loss": masked_lm_loss(m, val_batches)},
+        plot_dir=plots,
+        checkpoint_dir=checkpoints,
+        checkpoint_key={"model": config.to_dict(), "shards": manifest_hash, "tokenizer": tok_hash},
+        description="pretrain",
+    )
+    val_loss = result.val["val_loss"]
+    metrics = {
+        "train_loss": result.train_loss,
+        "val_loss": val_loss,
+        "val_perplexity": math.exp(min(val_loss, 700.0)),
+        "best_step": result.best_step,
+        "best_val_loss": result.best_val_loss,
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "tokens_per_s": result.tokens_per_s,
+        "seconds": result.seconds,
+        "params_total": model.num_params(non_embedding=False),
+        "params_non_embedding": model.num_params(non_embedding=True),
+        "train_windows": len(train_windows),
+        "epochs": sampler.epoch(result.steps * cfg.grad_accum),
+        "device": str(device),
+    }
+    meta = {
+        "stage": "pretrain",
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "train_loss": result.train_loss,
+        "val_loss": val_loss,
+        "seed": cfg.seed,
+    }
+    save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def command(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    shards: Annotated[
+        Path, typer.Option(help="Token shards folder (gptpipe shard).")
+    ] = layout.SHARDS,
+    tokenizer: Annotated[
+        Path, typer.Option(help="Tokenizer folder the shards were made with.")
+    ] = layout.TOKENIZER,
+    out: Annotated[Path, typer.Option(help="Model folder to write.")] = layout.PRETRAIN,
+    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = layout.METRICS
+    / "pretrain.json",
+    plots: Annotated[
+        Path, typer.Option(help="Folder for the loss curves (train.csv, val.csv).")
+    ] = layout.PLOTS / "pretrain",
+    checkpoints: Annotated[
+        Path, typer.Option(help="Resumable training state; removed when training finishes.")
+    ] = layout.CHECKPOINTS / "pretrain",
+) -> None:
+    """Pretrain a GPT-2 model from scratch on the token shards (next-token prediction).
+
+    Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
+    """
+    model_cfg = section("model", params, set_)
+    cfg = section("pretrain", params, set_)
+    run(model_cfg, cfg, shards, tokenizer, out, metrics, plots, checkpoints)

@@ -1,5 +1,155 @@
-"""PLACEHOLDER until its owner writes it."""
+"""DVC stage `sample`: greedy and sampled continuations of fixed prompts from each model."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Annotated, Any
+
+import tiktoken
+import torch
+import typer
+
+from gptpipe import layout
+from gptpipe.checkpoint import ModelInfo, load_model
+from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.config import SampleConfig
+from gptpipe.errors import BadInput
+from gptpipe.finetune import format_prompt
+from gptpipe.fsutil import atomic_dir
+from gptpipe.generation import generate
+from gptpipe.model import GPT
+from gptpipe.progress import progress
+from gptpipe.reporting import samples_markdown
+from gptpipe.runtime import resolve_device
+from gptpipe.tokenizer import eot_id, load_tokenizer
+
+DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
+SAMPLES_JSON = "samples.json"
+SAMPLES_MD = "samples.md"
 
 
-def command() -> None:
-    raise NotImplementedError
+def is_instruct(model_dir: Path, info: ModelInfo) -> bool:
+    """An instruction-tuned model (its config says stage `instruct`, or its folder's name)."""
+    return info.meta.get("stage") == "instruct" or model_dir.name == "instruct"
+
+
+def prompt_ids(encoding: tiktoken.Encoding, text: str) -> list[int]:
+    """User text as ids; an empty prompt starts from `<|endoftext|>` (unconditional text)."""
+    return encoding.encode_ordinary(text) or [eot_id(encoding)]
+
+
+def sample_seed(seed: int, model: str, prompt_format: str, prompt: str) -> int:
+    """A seed per (model, prompt format, prompt): stable across runs and independent of the
+    other models and prompts, so adding a prompt does not change the others' samples."""
+    key = zlib.crc32(f"{model}\n{prompt_format}\n{prompt}".encode())
+    return (seed * 1_000_003 + key) % 2**63
+
+
+def continuations(
+    model: GPT,
+    encoding: tiktoken.Encoding,
+    cfg: SampleConfig,
+    text: str,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """One greedy continuation of `text`, then `num_samples` sampled ones from one generator."""
+    ids = prompt_ids(encoding, text)
+    stop = eot_id(encoding)
+    out = []
+    new = generate(model, ids, cfg.max_new_tokens, temperature=0.0, stop_id=stop)
+    out.append({"method": "greedy", "sample": 0, "temperature": 0.0, "top_k": 0, "ids": new})
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    for number in range(1, cfg.num_samples + 1):
+        new = generate(
+            model,
+            ids,
+            cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            top_k=cfg.top_k,
+            stop_id=stop,
+            generator=generator,
+        )
+        method = "greedy" if cfg.temperature == 0 else "sample"
+        out.append(
+            {
+                "method": method,
+                "sample": number,
+                "temperature": cfg.temperature,
+                "top_k": cfg.top_k,
+                "ids": new,
+            }
+        )
+    return out
+
+
+def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]]:
+    """Sample from each model; write samples.json and samples.md into the folder `out`."""
+    for model_dir in models:
+        if not model_dir.is_dir():
+            raise BadInput(f"{model_dir}: model folder not found")
+    device = resolve_device(cfg.device)
+    records: list[dict[str, Any]] = []
+    per_prompt = 1 + cfg.num_samples
+    with progress() as bar:
+        task = bar.add_task("sample", total=None)
+        total = 0
+        for model_dir in models:
+            model, info = load_model(model_dir, device)
+            if info.config.n_classes > 0:
+                raise BadInput(f"{model_dir}: is a classifier; sampling needs a language model")
+            encoding = load_tokenizer(model_dir)
+            formats = ["raw", "alpaca"] if is_instruct(model_dir, info) else ["raw"]
+            total += len(formats) * len(cfg.prompts) * per_prompt
+            bar.update(task, total=total)
+            for prompt_format in formats:
+                for prompt in cfg.prompts:
+                    text = format_prompt(prompt) if prompt_format == "alpaca" else prompt
+                    seed = sample_seed(cfg.seed, model_dir.name, prompt_format, prompt)
+                    for item in continuations(model, encoding, cfg, text, seed):
+                        ids = item.pop("ids")
+                        records.append(
+                            {
+                                "model": model_dir.name,
+                                "prompt": prompt,
+                                "format": prompt_format,
+                                **item,
+                                "seed": seed if item["sample"] else None,
+                                "tokens": len(ids),
+                                "text": encoding.decode(ids),
+                            }
+                        )
+                        bar.advance(task)
+    with atomic_dir(out) as tmp:
+        (tmp / SAMPLES_JSON).write_text(
+            json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+        )
+        lines = ["# Samples", "", *_settings(cfg), "", *samples_markdown(records, level=2)]
+        (tmp / SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+    return records
+
+
+def _settings(cfg: SampleConfig) -> list[str]:
+    return [
+        f"Up to {cfg.max_new_tokens} new tokens per continuation, stopping at <|endoftext|>; "
+        f"one greedy continuation and {cfg.num_samples} sampled with temperature "
+        f"{cfg.temperature} and top-k {cfg.top_k or 'off'} (seed {cfg.seed}). "
+        "Instruction-tuned models also answer each prompt as an Alpaca instruction."
+    ]
+
+
+def command(
+    params: ParamsOption = Path("params.yaml"),
+    set_: SetOption = None,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(help="Model folder (repeatable). Default: models/base and models/instruct."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder to write samples.json and samples.md into.")
+    ] = layout.SAMPLES,
+) -> None:
+    """Continue each prompt of sample.prompts with each model: greedy and sampled."""
+    records = run(section("sample", params, set_), list(model) if model else DEFAULT_MODELS, out)
+    print(f"wrote {len(records)} samples to {out}")

@@ -27,11 +27,16 @@ def test_round_trip_is_exact_and_self_contained(tmp_path, tokenizer_dir):
     model = tiny()
     save_model(tmp_path / "m", model, tokenizer_dir, meta={"stage": "test"})
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "config.json", "model.safetensors", "tokenizer.json", "tokenizer.tiktoken"
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer.tiktoken",
     ]
     loaded, info = load_model(tmp_path / "m")
     assert info.config == model.config and info.meta == {"stage": "test"}
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
         assert torch.equal(a, b), name
     assert loaded.lm_head.weight is loaded.wte.weight
     assert load_tokenizer(tmp_path / "m").encode("Hello world") == [15496, 995]
@@ -56,10 +61,10 @@ def test_copy_model_and_errors(tmp_path, tokenizer_dir):
     save_model(tmp_path / "m", tiny(), tokenizer_dir)
     copy_model(tmp_path / "m", tmp_path / "copy")
     assert read_info(tmp_path / "copy").config == tiny().config
-    with pytest.raises(BadInput, match="config.json"):
+    with pytest.raises(BadInput, match=r"config\.json"):
         load_model(tmp_path / "missing")
     (tmp_path / "m" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(BadInput, match="model.safetensors"):
+    with pytest.raises(BadInput, match=r"model\.safetensors"):
         load_model(tmp_path / "m")
 
 

@@ -14,8 +14,16 @@ REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 STAGE_COMMANDS = [
-    ["download"], ["tokenizer"], ["shard"], ["pretrain"], ["weights"],
-    ["finetune", "instruct"], ["finetune", "classify"], ["evaluate"], ["sample"], ["report"],
+    ["download"],
+    ["tokenizer"],
+    ["shard"],
+    ["pretrain"],
+    ["weights"],
+    ["finetune", "instruct"],
+    ["finetune", "classify"],
+    ["evaluate"],
+    ["sample"],
+    ["report"],
 ]
 
 
@@ -26,8 +34,19 @@ def plain(text: str) -> str:
 def test_help_lists_one_command_per_stage_plus_generate_and_info():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for name in ("download", "tokenizer", "shard", "pretrain", "weights", "finetune",
-                 "evaluate", "sample", "report", "generate", "info"):
+    for name in (
+        "download",
+        "tokenizer",
+        "shard",
+        "pretrain",
+        "weights",
+        "finetune",
+        "evaluate",
+        "sample",
+        "report",
+        "generate",
+        "info",
+    ):
         assert re.search(rf"\b{name}\b", plain(result.output)), name
     result = runner.invoke(app, ["finetune", "--help"])
     assert "instruct" in plain(result.output) and "classify" in plain(result.output)
@@ -59,12 +78,22 @@ def test_missing_params_file_exits_2_naming_it(tmp_path):
 def test_dvc_yaml_passes_the_same_paths_as_the_command_defaults():
     paths = yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["paths"]
     expected = {
-        "raw": layout.RAW, "corpus": layout.CORPUS, "instruct_data": layout.INSTRUCT_DATA,
-        "classify_data": layout.CLASSIFY_DATA, "tokenizer": layout.TOKENIZER,
-        "shards": layout.SHARDS, "pretrain": layout.PRETRAIN, "base": layout.BASE,
-        "instruct": layout.INSTRUCT_MODEL, "classify": layout.CLASSIFY_MODEL,
-        "metrics": layout.METRICS, "plots": layout.PLOTS, "samples": layout.SAMPLES,
-        "report": layout.REPORT, "figures": layout.FIGURES, "checkpoints": layout.CHECKPOINTS,
+        "raw": layout.RAW,
+        "corpus": layout.CORPUS,
+        "instruct_data": layout.INSTRUCT_DATA,
+        "classify_data": layout.CLASSIFY_DATA,
+        "tokenizer": layout.TOKENIZER,
+        "shards": layout.SHARDS,
+        "pretrain": layout.PRETRAIN,
+        "base": layout.BASE,
+        "instruct": layout.INSTRUCT_MODEL,
+        "classify": layout.CLASSIFY_MODEL,
+        "metrics": layout.METRICS,
+        "plots": layout.PLOTS,
+        "samples": layout.SAMPLES,
+        "report": layout.REPORT,
+        "figures": layout.FIGURES,
+        "checkpoints": layout.CHECKPOINTS,
     }
     for key, path in expected.items():
         assert Path(paths[key]) == path, key

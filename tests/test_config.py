@@ -35,8 +35,15 @@ def test_repository_params_file_is_valid_for_every_section():
 def test_fixed_point_keys_exist():
     params = read_params(REPO / "params.yaml")
     for dotted in (
-        "data.corpus", "data.instruct", "data.classify", "data.mirror", "tokenizer.kind",
-        "tokenizer.vocab_size", "pretrain.max_steps", "base.source", "evaluate.stride",
+        "data.corpus",
+        "data.instruct",
+        "data.classify",
+        "data.mirror",
+        "tokenizer.kind",
+        "tokenizer.vocab_size",
+        "pretrain.max_steps",
+        "base.source",
+        "evaluate.stride",
         "sample.temperature",
     ):
         section, key = dotted.split(".")
@@ -80,7 +87,7 @@ def test_bad_values_name_the_key(tmp_path, override, key):
 def test_unknown_section_and_malformed_override():
     with pytest.raises(ConfigError, match="unknown section"):
         read_params(REPO / "params.yaml", ["nosuch.key=1"])
-    with pytest.raises(BadInput, match="SECTION.KEY=VALUE"):
+    with pytest.raises(BadInput, match=r"SECTION\.KEY=VALUE"):
         read_params(REPO / "params.yaml", ["max_steps=1"])
 
 
@@ -89,7 +96,7 @@ def test_missing_and_malformed_params_files(tmp_path):
         read_params(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed")
-    with pytest.raises(BadInput, match="bad.yaml"):
+    with pytest.raises(BadInput, match=r"bad\.yaml"):
         read_params(bad)
 
 

@@ -26,8 +26,14 @@ def test_sampling_is_reproducible_with_a_seeded_generator_and_respects_top_k():
     model = tiny()
 
     def run(seed: int, top_k: int = 0) -> list[int]:
-        return generate(model, [1], 20, temperature=1.0, top_k=top_k,
-                        generator=torch.Generator().manual_seed(seed))
+        return generate(
+            model,
+            [1],
+            20,
+            temperature=1.0,
+            top_k=top_k,
+            generator=torch.Generator().manual_seed(seed),
+        )
 
     assert run(1) == run(1)
     assert run(1) != run(2)

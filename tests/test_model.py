@@ -67,7 +67,13 @@ def test_gpt2_small_parameter_count_and_names():
     # GPT-2 124M: 124,439,808 parameters with the tied head counted once.
     assert model.num_params(non_embedding=False) == 124_439_808
     names = {name for name, _ in model.named_parameters()}
-    for expected in ("wte.weight", "wpe.weight", "h.0.attn.c_attn.weight", "h.11.mlp.c_proj.bias", "ln_f.weight"):
+    for expected in (
+        "wte.weight",
+        "wpe.weight",
+        "h.0.attn.c_attn.weight",
+        "h.11.mlp.c_proj.bias",
+        "ln_f.weight",
+    ):
         assert expected in names
 
 

@@ -1,0 +1,777 @@
+"""The data sets the pipeline knows by name, the offline `stdlib` builder, and normalisers.
+
+Three kinds of data leave the `download` stage:
+- corpus: documents of plain text (rendered joined by a line holding only `<|endoftext|>`);
+- instruct: Alpaca records {"instruction", "input", "output"};
+- classify: (label, text) pairs (rendered as `label<TAB>text` lines).
+
+Named sets pin a file by sha256 and know its canonical URL and license. The default, `stdlib`,
+needs no network: it is built from the text every Python install has (the reference topics
+in `pydoc_data` and the docstrings of the standard library's source files, read with `ast`,
+never imported), so it is byte-identical across runs on the same Python.
+"""
+
+from __future__ import annotations
+
+import ast
+import csv
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import sysconfig
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from gptpipe.errors import BadInput
+from gptpipe.fetch import fetch_pinned, fetch_source, file_url_path, source_kind
+from gptpipe.progress import progress
+from gptpipe.tokenizer import EOT
+
+Kind = Literal["corpus", "instruct", "classify"]
+KINDS: tuple[Kind, ...] = ("corpus", "instruct", "classify")
+STDLIB = "stdlib"
+DOC_SEPARATOR = f"\n{EOT}\n"
+INSTRUCT_KEYS = ("instruction", "input", "output")
+
+Record = dict[str, str]
+Items = list[Any]  # list[str] | list[Record] | list[tuple[str, str]], by kind
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_text(data: bytes, origin: str) -> str:
+    """Strict UTF-8 (a leading BOM dropped), newlines normalised to \\n."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{origin}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _one_line(text: str) -> str:
+    """Tabs and newlines (any run of whitespace) as single spaces, ends stripped."""
+    return " ".join(text.split())
+
+
+def _single_line(text: str) -> str:
+    """Tabs and line breaks as spaces (other spacing kept as it is)."""
+    return re.sub(r"[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", " ", text)
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def _clean_document(text: str) -> str:
+    """A document as given, less the EOT marker and blank lines at either end."""
+    return text.replace(EOT, "").strip("\n")
+
+
+def parse_corpus(text: str, origin: str) -> list[str]:
+    """Plain text; a line (or any occurrence) of `<|endoftext|>` separates documents."""
+    docs = [doc for doc in (_clean_document(part) for part in text.split(EOT)) if doc.strip()]
+    if not docs:
+        raise BadInput(f"{origin}: empty corpus (no text)")
+    return docs
+
+
+def one_document(text: str, origin: str) -> list[str]:
+    """The whole text as one document (for a corpus that is one work, like tinyshakespeare)."""
+    doc = _clean_document(text)
+    if not doc.strip():
+        raise BadInput(f"{origin}: empty corpus (no text)")
+    return [doc]
+
+
+def render_corpus(docs: Sequence[str]) -> str:
+    return DOC_SEPARATOR.join(docs) + "\n"
+
+
+# --------------------------------------------------------------------------- instructions
+
+
+def _records(value: Any, origin: str) -> list[Record]:
+    if not isinstance(value, list) or not value:
+        raise BadInput(f"{origin}: expected a non-empty JSON list of instruction records")
+    records = []
+    for i, item in enumerate(value):
+        where = f"{origin}: record {i}"
+        if not isinstance(item, dict):
+            raise BadInput(f"{where}: expected an object with keys {', '.join(INSTRUCT_KEYS)}")
+        missing = [k for k in INSTRUCT_KEYS if k not in item]
+        if missing:
+            raise BadInput(f"{where}: missing key(s) {', '.join(missing)}")
+        bad = [k for k in INSTRUCT_KEYS if not isinstance(item[k], str)]
+        if bad:
+            raise BadInput(f"{where}: key(s) {', '.join(bad)} must be strings")
+        if not item["instruction"].strip() or not item["output"].strip():
+            raise BadInput(f"{where}: empty instruction or output")
+        records.append({k: item[k] for k in INSTRUCT_KEYS})
+    return records
+
+
+def parse_instructions(text: str, origin: str) -> list[Record]:
+    """A JSON list of Alpaca records, or JSON Lines of them (one record per line)."""
+    try:
+        return _records(json.loads(text), origin)
+    except json.JSONDecodeError as exc:
+        whole_error = exc
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if len(lines) < 2 or not lines[0][1].lstrip().startswith("{"):
+        raise BadInput(f"{origin}: not valid JSON ({whole_error})")
+    values = []
+    for n, line in lines:
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{origin}: line {n}: not valid JSON Lines ({exc})") from None
+    return _records(values, origin)
+
+
+def parse_alpaca(text: str, origin: str) -> list[Record]:
+    """Strictly a JSON list of Alpaca records (the format alpaca-instructions ships in)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{origin}: not valid JSON ({exc})") from None
+    return _records(value, origin)
+
+
+def render_instructions(records: Sequence[Record]) -> str:
+    return json.dumps(list(records), indent=1, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def _check_labels(rows: list[tuple[str, str]], origin: str) -> list[tuple[str, str]]:
+    labels = sorted({label for label, _ in rows})
+    if len(labels) < 2:
+        raise BadInput(
+            f"{origin}: classification data needs at least 2 labels, found {len(labels)}"
+            + (f" ({labels[0]})" if labels else "")
+        )
+    return rows
+
+
+def _row(label: str, text: str, origin: str, line: int) -> tuple[str, str]:
+    label, text = _single_line(label).strip(), _single_line(text).strip()
+    if not label or not text:
+        raise BadInput(f"{origin}: line {line}: expected label and text, one of them is empty")
+    return label, text
+
+
+def parse_tsv(text: str, origin: str) -> list[tuple[str, str]]:
+    """`label<TAB>text` lines (blank lines skipped); tabs inside the text become spaces."""
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        label, sep, rest = line.partition("\t")
+        if not sep:
+            raise BadInput(f"{origin}: line {n}: expected label<TAB>text, found no tab")
+        rows.append(_row(label, rest, origin, n))
+    return _check_labels(rows, origin)
+
+
+def parse_csv(text: str, origin: str) -> list[tuple[str, str]]:
+    """CSV rows `label,text` (quoted as CSV quotes them); a `label,text` header is skipped."""
+    rows = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for record in reader:
+            n = reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if not rows and [c.strip().lower() for c in record] == ["label", "text"]:
+                continue
+            if len(record) < 2:
+                raise BadInput(f"{origin}: line {n}: expected label,text, found 1 field")
+            rows.append(_row(record[0], ",".join(record[1:]), origin, n))
+    except csv.Error as exc:
+        raise BadInput(f"{origin}: line {reader.line_num}: not valid CSV ({exc})") from None
+    return _check_labels(rows, origin)
+
+
+def parse_classify(text: str, origin: str) -> list[tuple[str, str]]:
+    """TSV when the first non-blank line has a tab, else CSV."""
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    if not first:
+        raise BadInput(f"{origin}: empty classification file")
+    return parse_tsv(text, origin) if "\t" in first else parse_csv(text, origin)
+
+
+def render_classify(rows: Sequence[tuple[str, str]]) -> str:
+    return "".join(f"{label}\t{text}\n" for label, text in rows)
+
+
+# --------------------------------------------------------------------------- by kind
+
+GENERIC_PARSERS: dict[Kind, Callable[[str, str], Items]] = {
+    "corpus": parse_corpus,
+    "instruct": parse_instructions,
+    "classify": parse_classify,
+}
+RENDERERS: dict[Kind, Callable[[Any], str]] = {
+    "corpus": render_corpus,
+    "instruct": render_instructions,
+    "classify": render_classify,
+}
+FILE_NAMES: dict[Kind, str] = {
+    "corpus": "corpus.txt",
+    "instruct": "instruct.json",
+    "classify": "classify.tsv",
+}
+
+
+def render(kind: Kind, items: Items) -> str:
+    """The text of the output file of a kind."""
+    return RENDERERS[kind](items)
+
+
+def counts(kind: Kind, items: Items) -> dict[str, Any]:
+    """Record counts for the provenance file."""
+    if kind == "corpus":
+        return {"documents": len(items), "characters": sum(len(d) for d in items)}
+    if kind == "instruct":
+        return {"records": len(items)}
+    by_label = Counter(label for label, _ in items)
+    return {"lines": len(items), "labels": dict(sorted(by_label.items()))}
+
+
+# --------------------------------------------------------------------------- named sets
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """A public data set pinned by the sha256 of its file (of the member, when zipped)."""
+
+    name: str
+    kind: Kind
+    file_name: str  # looked for in the mirror folder by this name
+    sha256: str
+    urls: tuple[str, ...]
+    license: str
+    normalise: Callable[[str, str], Items]
+    archive_name: str | None = None  # the URLs serve this zip, holding `file_name`
+    description: str = ""
+
+
+NAMED_SETS: dict[str, NamedSet] = {
+    s.name: s
+    for s in (
+        NamedSet(
+            name="tinyshakespeare",
+            kind="corpus",
+            file_name="tinyshakespeare.txt",
+            sha256="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+            urls=(
+                "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/"
+                "tinyshakespeare/input.txt",
+            ),
+            license="public domain text",
+            normalise=one_document,
+            description="Tiny Shakespeare, 1,115,394 bytes, one document",
+        ),
+        NamedSet(
+            name="alpaca-instructions",
+            kind="instruct",
+            file_name="instruction-data.json",
+            sha256="7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
+            urls=(
+                "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/"
+                "01_main-chapter-code/instruction-data.json",
+            ),
+            license="Apache-2.0 (repository)",
+            normalise=parse_alpaca,
+            description="1,100 Alpaca-format instruction records",
+        ),
+        NamedSet(
+            name="sms-spam",
+            kind="classify",
+            file_name="SMSSpamCollection",
+            sha256="7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
+            urls=("https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",),
+            license="CC BY 4.0",
+            normalise=parse_tsv,
+            archive_name="sms+spam+collection.zip",
+            description="UCI SMS Spam Collection, 5,574 lines, ham/spam",
+        ),
+    )
+}
+
+
+def allowed_names(kind: Kind, named: dict[str, NamedSet] | None = None) -> list[str]:
+    """The names a params key of this kind accepts."""
+    table = NAMED_SETS if named is None else named
+    return [STDLIB] + [name for name, s in table.items() if s.kind == kind]
+
+
+# --------------------------------------------------------------------------- stdlib builder
+
+STDLIB_LICENSE = "PSF-2.0 (Python documentation and standard library source)"
+
+# Parts of the standard library tree that hold no useful prose: tests, demos, vendored
+# packages, codec tables, the documentation topics (used separately), binary modules.
+SKIP_TOP = frozenset(
+    {
+        "site-packages",
+        "dist-packages",
+        "test",
+        "idlelib",
+        "encodings",
+        "turtledemo",
+        "pydoc_data",
+        "ensurepip",
+        "__phello__",
+        "lib-dynload",
+    }
+)
+SKIP_PART = frozenset({"test", "tests", "__pycache__", "_bundled"})
+SELF_NAMES = frozenset({"self", "cls", "mcs", "mcls", "metacls"})
+MIN_DOC_CHARS = 30
+
+# Area of the library each top-level module belongs to: the labels of the classification set.
+AREA_TABLE = """
+text: string re textwrap difflib unicodedata stringprep codecs html xml gettext locale shlex
+text: pprint reprlib tokenize token keyword _markupbase sre_parse sre_compile sre_constants
+data: json csv pickle pickletools copyreg shelve dbm sqlite3 collections _collections_abc
+data: dataclasses enum datetime _strptime calendar zoneinfo decimal _pydecimal fractions
+data: numbers statistics random heapq bisect copy struct zipfile tarfile gzip bz2 lzma
+data: configparser plistlib base64 binascii quopri uu hashlib hmac secrets tomllib graphlib
+data: xdrlib chunk wave aifc sunau
+network: socket ssl http urllib email smtplib smtpd imaplib poplib ftplib nntplib telnetlib
+network: mailbox mailcap mimetypes xmlrpc socketserver ipaddress wsgiref webbrowser cgi cgitb
+network: netrc asynchat asyncore
+system: os posixpath ntpath genericpath shutil pathlib glob fnmatch tempfile subprocess
+system: platform stat filecmp fileinput io _pyio signal logging argparse optparse getopt
+system: sysconfig site importlib pkgutil zipimport getpass pty tty trace bdb pdb cProfile
+system: profile pstats timeit runpy modulefinder compileall py_compile venv zipapp
+concurrency: threading _threading_local multiprocessing concurrent asyncio queue sched selectors
+"""
+AREA_OF: dict[str, str] = {
+    module: area.strip()
+    for area, _, modules in (line.partition(":") for line in AREA_TABLE.strip().splitlines())
+    for module in modules.split()
+}
+CLASSIFY_CAP_PER_LABEL = 500
+CLASSIFY_MAX_CHARS = 400
+INSTRUCT_CAP = 2000
+INSTRUCT_MAX_CHARS = 400
+
+
+@dataclass(frozen=True)
+class DocEntry:
+    """One docstring of the standard library."""
+
+    module: str
+    qualname: str  # "" for the module itself
+    kind: Literal["module", "class", "function", "method"]
+    signature: str  # "(a, b=1)" for functions, "(Base)" for classes, "" for modules
+    doc: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}.{self.qualname}" if self.qualname else self.module
+
+    @property
+    def public(self) -> bool:
+        parts = [*self.module.split("."), *self.qualname.split(".")]
+        return not any(p.startswith("_") for p in parts if p)
+
+
+@dataclass
+class StdlibBuild:
+    """The three data sets built from the standard library, with a fingerprint of the inputs."""
+
+    corpus: list[str]
+    instruct: list[Record]
+    classify: list[tuple[str, str]]
+    upstream: dict[str, Any] = field(default_factory=dict)
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_files(root: Path) -> list[Path]:
+    """The standard library's .py files worth reading, in a fixed (sorted) order."""
+    found: list[str] = []
+    for folder, dirnames, filenames in os.walk(root):
+        rel = Path(folder).relative_to(root)
+        top = not rel.parts
+        dirnames[:] = [
+            d
+            for d in dirnames
+            if d not in SKIP_PART
+            and not (top and (d in SKIP_TOP or d.startswith("config-") or "-" in d))
+        ]
+        found.extend(
+            (rel / name).as_posix()
+            for name in filenames
+            if name.endswith(".py") and not name.startswith(("test_", "_sysconfigdata"))
+        )
+    return [root / rel for rel in sorted(found)]
+
+
+def module_name(root: Path, path: Path) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def clean_doc(doc: str) -> str:
+    """A dedented docstring with trailing spaces, form feeds and runs of blank lines removed."""
+    doc = doc.replace("\f", "").replace("\v", "").replace("\t", "    ").replace(EOT, "")
+    doc = "\n".join(line.rstrip() for line in doc.split("\n"))
+    return re.sub(r"\n{3,}", "\n\n", doc).strip("\n")
+
+
+def paragraphs(doc: str) -> list[str]:
+    """Paragraphs as single lines; a word hyphenated across a line break is joined again."""
+    return [_one_line(re.sub(r"(\w)-\n\s*(\w)", r"\1-\2", p)) for p in doc.strip().split("\n\n")]
+
+
+def first_paragraph(doc: str) -> str:
+    return paragraphs(doc)[0]
+
+
+def _signature(node: ast.FunctionDef | ast.AsyncFunctionDef, in_class: bool) -> str:
+    args = node.args
+    if in_class and not any(
+        isinstance(d, ast.Name) and d.id == "staticmethod" for d in node.decorator_list
+    ):
+        positional = args.posonlyargs or args.args
+        if positional and positional[0].arg in SELF_NAMES:
+            args = ast.arguments(
+                posonlyargs=args.posonlyargs[1:] if args.posonlyargs else [],
+                args=args.args if args.posonlyargs else args.args[1:],
+                vararg=args.vararg,
+                kwonlyargs=args.kwonlyargs,
+                kw_defaults=args.kw_defaults,
+                kwarg=args.kwarg,
+                defaults=args.defaults,
+            )
+    returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
+    return f"({ast.unparse(args)}){returns}"
+
+
+def _definitions(
+    body: list[ast.stmt], module: str, prefix: str, in_class: bool
+) -> Iterator[DocEntry]:
+    """Public classes, functions and methods with a docstring, in source order."""
+    for node in body:
+        if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            continue
+        if node.name.startswith("_"):
+            continue
+        qualname = f"{prefix}{node.name}"
+        doc = ast.get_docstring(node, clean=True)
+        if isinstance(node, ast.ClassDef):
+            if doc and len(doc) >= MIN_DOC_CHARS:
+                bases = ", ".join(ast.unparse(b) for b in node.bases)
+                yield DocEntry(
+                    module, qualname, "class", f"({bases})" if bases else "", clean_doc(doc)
+                )
+            yield from _definitions(node.body, module, f"{qualname}.", True)
+        elif doc and len(doc) >= MIN_DOC_CHARS:
+            kind: Literal["function", "method"] = "method" if in_class else "function"
+            yield DocEntry(module, qualname, kind, _signature(node, in_class), clean_doc(doc))
+
+
+def module_entries(source: bytes, module: str) -> list[DocEntry]:
+    """The module docstring and the docstrings of its public definitions (none if unparsable)."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError, UnicodeDecodeError):
+        return []
+    entries = []
+    doc = ast.get_docstring(tree, clean=True)
+    if doc and len(doc) >= MIN_DOC_CHARS:
+        entries.append(DocEntry(module, "", "module", "", clean_doc(doc)))
+    entries.extend(_definitions(tree.body, module, "", False))
+    return entries
+
+
+def _heading(entry: DocEntry) -> str:
+    if entry.kind == "module":
+        return f"Module {entry.module}"
+    if entry.kind == "class":
+        return f"class {entry.name}{entry.signature}"
+    return f"{entry.name}{entry.signature}"
+
+
+def module_document(entries: Sequence[DocEntry], seen: set[str]) -> str:
+    """One corpus document per module: each docstring under a heading, duplicates left out."""
+    parts = []
+    for entry in entries:
+        if entry.doc in seen:
+            continue
+        seen.add(entry.doc)
+        parts.append(f"{_heading(entry)}\n{entry.doc}")
+    return "\n\n".join(parts)
+
+
+def _topic_title_and_text(text: str) -> tuple[str, str]:
+    """A pydoc topic's title (first line, above its underline) and its body."""
+    lines = text.split("\n")
+    if len(lines) > 2 and lines[1].strip() and set(lines[1].strip()) <= set("*=-"):
+        return lines[0].strip(), "\n".join(lines[2:]).strip("\n")
+    return "", text
+
+
+def _stable_key(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()
+
+
+def _fits(paragraph: str, max_chars: int) -> bool:
+    """A self-contained sentence-like paragraph: not a signature, list intro or doctest."""
+    return (
+        20 <= len(paragraph) <= max_chars
+        and " " in paragraph
+        and paragraph[0].isalpha()
+        and not paragraph.endswith(":")
+        and ">>>" not in paragraph
+        and "::=" not in paragraph
+    )
+
+
+def instruct_records(entries: Sequence[DocEntry], topics: dict[str, str]) -> list[Record]:
+    """Alpaca records: describe a function, method, class, module or language topic."""
+    candidates: list[Record] = []
+    for entry in entries:
+        answer = first_paragraph(entry.doc)
+        if not entry.public or not _fits(answer, INSTRUCT_MAX_CHARS):
+            continue
+        short = entry.qualname.rsplit(".", 1)[-1]
+        if entry.kind == "module":
+            instruction = f"Summarise what the Python module `{entry.module}` is for."
+            given = ""
+        elif entry.kind == "class":
+            instruction = f"Explain the purpose of the Python class `{entry.name}`."
+            given = f"class {short}{entry.signature}"
+        elif entry.kind == "method":
+            instruction = f"Describe what the method `{entry.name}` does."
+            given = f"{short}{entry.signature}"
+        else:
+            instruction = f"Describe what the Python function `{entry.name}` does."
+            given = f"{short}{entry.signature}"
+        candidates.append({"instruction": instruction, "input": given, "output": answer})
+    for key in sorted(topics):
+        title, body = _topic_title_and_text(topics[key])
+        # The first paragraph of prose (topics often open with a grammar rule).
+        answer = next((p for p in paragraphs(body) if _fits(p, INSTRUCT_MAX_CHARS * 2)), "")
+        if title and answer:
+            candidates.append(
+                {
+                    "instruction": "Explain this part of the Python language reference.",
+                    "input": title,
+                    "output": answer,
+                }
+            )
+    unique: dict[str, Record] = {}
+    for record in candidates:
+        unique.setdefault(record["output"], record)
+    ordered = sorted(unique.values(), key=lambda r: _stable_key(r["instruction"], r["input"]))
+    return ordered[:INSTRUCT_CAP]
+
+
+def classify_rows(entries: Sequence[DocEntry]) -> list[tuple[str, str]]:
+    """(area, first paragraph) pairs, at most CLASSIFY_CAP_PER_LABEL per area."""
+    labels_of: dict[str, set[str]] = {}
+    for entry in entries:
+        area = AREA_OF.get(entry.module.split(".")[0])
+        text = first_paragraph(entry.doc)
+        if area and _fits(text, CLASSIFY_MAX_CHARS):
+            labels_of.setdefault(text, set()).add(area)
+    # A text found in two areas says nothing about either: leave it out.
+    rows = [(next(iter(areas)), text) for text, areas in labels_of.items() if len(areas) == 1]
+    rows.sort(key=lambda row: _stable_key(*row))
+    taken: Counter[str] = Counter()
+    selected = []
+    for label, text in rows:
+        if taken[label] < CLASSIFY_CAP_PER_LABEL:
+            taken[label] += 1
+            selected.append((label, text))
+    return selected
+
+
+def build_stdlib(root: Path | None = None, topics: dict[str, str] | None = None) -> StdlibBuild:
+    """Build the corpus, instruction and classification sets from the standard library.
+
+    Deterministic for a given Python: files are read in sorted order, nothing is imported
+    but `pydoc_data.topics`, and every selection is by a stable hash.
+    """
+    root = stdlib_root() if root is None else root
+    if topics is None:
+        from pydoc_data.topics import topics as pydoc_topics
+
+        topics = dict(pydoc_topics)
+    fingerprint = hashlib.sha256()
+    total_bytes = 0
+    entries: list[DocEntry] = []
+    docs: list[str] = []
+    seen: set[str] = set()
+    for key in sorted(topics):
+        text = clean_doc(topics[key])
+        fingerprint.update(f"topic:{key}\n{topics[key]}\n".encode())
+        if text and text not in seen:
+            seen.add(text)
+            docs.append(text)
+    files = stdlib_files(root)
+    with progress() as bar:
+        task = bar.add_task("read stdlib docstrings", total=len(files))
+        for path in files:
+            source = path.read_bytes()
+            name = module_name(root, path)
+            fingerprint.update(f"file:{name}\n".encode() + hashlib.sha256(source).digest())
+            total_bytes += len(source)
+            found = module_entries(source, name)
+            entries.extend(found)
+            document = module_document(found, seen)
+            if document:
+                docs.append(document)
+            bar.advance(task)
+    return StdlibBuild(
+        corpus=docs,
+        instruct=instruct_records(entries, topics),
+        classify=classify_rows(entries),
+        upstream={
+            "python": platform.python_version(),
+            "stdlib": str(root),
+            "files": len(files),
+            "topics": len(topics),
+            "sha256": fingerprint.hexdigest(),
+            "bytes": total_bytes,
+        },
+    )
+
+
+# --------------------------------------------------------------------------- sources
+
+
+@dataclass
+class Loaded:
+    """One kind's normalised items and where they came from (for the provenance file)."""
+
+    kind: Kind
+    items: Items
+    provenance: dict[str, Any]
+
+
+def named_set(kind: Kind, source: str, key: str, named: dict[str, NamedSet]) -> NamedSet | None:
+    """The named set `source` names, if any; a set of another kind is bad input."""
+    found = named.get(source)
+    if found is None:
+        return None
+    if found.kind != kind:
+        raise BadInput(
+            f"params key '{key}': {source!r} is a {found.kind} data set, not a {kind} one; "
+            f"allowed names: {', '.join(allowed_names(kind, named))} (or a URL or path)"
+        )
+    return found
+
+
+def check_source(
+    kind: Kind, source: str, key: str, named: dict[str, NamedSet] | None = None
+) -> str:
+    """Validate a source before anything is fetched: 'stdlib', 'named', 'url', 'file' or 'path'."""
+    table = NAMED_SETS if named is None else named
+    source = source.strip()
+    if source == STDLIB:
+        return STDLIB
+    if named_set(kind, source, key, table):
+        return "named"
+    found = source_kind(source, key)
+    if found == "path" and not Path(source).expanduser().exists():
+        looks_like_path = any(c in source for c in "/\\.~")
+        if not looks_like_path:
+            raise BadInput(
+                f"params key '{key}': unknown data set {source!r}; "
+                f"allowed names: {', '.join(allowed_names(kind, table))} (or a URL or path)"
+            )
+        raise BadInput(f"params key '{key}': {source}: file not found")
+    if found == "file" and not file_url_path(source).is_file():
+        raise BadInput(f"params key '{key}': {source}: file not found")
+    return found
+
+
+def load_source(
+    kind: Kind,
+    source: str,
+    key: str,
+    work_dir: Path,
+    *,
+    mirror: Path | None,
+    timeout: float,
+    retries: int,
+    backoff: float = 1.0,
+    named: dict[str, NamedSet] | None = None,
+    stdlib: Callable[[], StdlibBuild] = build_stdlib,
+) -> Loaded:
+    """Fetch (or build) one source and normalise it to `kind`.
+
+    `work_dir` receives downloads; `stdlib` builds the offline default (pass a cached one to
+    build it once for several kinds); `named` replaces the table of named sets.
+    """
+    table = NAMED_SETS if named is None else named
+    source = source.strip()
+    how = check_source(kind, source, key, table)
+    if how == STDLIB:
+        build = stdlib()
+        items: Items = getattr(build, kind)
+        return Loaded(
+            kind,
+            items,
+            {
+                "source": STDLIB,
+                "type": STDLIB,
+                "location": f"Python {build.upstream['python']} standard library and pydoc topics",
+                "license": STDLIB_LICENSE,
+                "upstream": build.upstream,
+            },
+        )
+    pinned = named_set(kind, source, key, table)
+    if pinned is not None:
+        fetched = fetch_pinned(
+            pinned.file_name,
+            pinned.urls,
+            pinned.sha256,
+            work_dir,
+            mirror=mirror,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            archive_name=pinned.archive_name,
+        )
+        normalise, license_ = pinned.normalise, pinned.license
+    else:
+        fetched = fetch_source(
+            source, key, work_dir, timeout=timeout, retries=retries, backoff=backoff
+        )
+        normalise, license_ = GENERIC_PARSERS[kind], "unknown (given by URL or path)"
+    origin = fetched.location
+    items = normalise(decode_text(fetched.path.read_bytes(), origin), origin)
+    upstream: dict[str, Any] = {"sha256": fetched.sha256, "bytes": fetched.bytes}
+    if pinned is not None:
+        upstream["pinned_sha256"] = pinned.sha256
+    if fetched.archive:
+        upstream["archive"] = fetched.archive
+    return Loaded(
+        kind,
+        items,
+        {
+            "source": source,
+            "type": how,
+            "location": origin,
+            "license": license_,
+            "upstream": upstream,
+        },
+    )

@@ -1,0 +1,151 @@
+"""The real DAG under real `dvc`, in a temporary git repository, on a tiny configuration.
+
+Shows: a full `dvc repro` leaves the report; a second one runs nothing; a params change
+reruns exactly the stages that depend on it; `dvc exp run -S` works and `dvc exp show`,
+`dvc metrics show` and `dvc plots show` see the results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+TINY = {
+    "tokenizer": {"vocab_size": 320},
+    "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
+    "pretrain": {
+        "max_steps": 16,
+        "batch_size": 4,
+        "eval_interval": 8,
+        "eval_batches": 2,
+        "warmup_steps": 2,
+    },
+    "instruct": {
+        "max_steps": 4,
+        "batch_size": 2,
+        "eval_interval": 2,
+        "eval_batches": 2,
+        "warmup_steps": 1,
+        "num_examples": 1,
+        "max_new_tokens": 4,
+    },
+    "classify": {
+        "max_steps": 4,
+        "batch_size": 4,
+        "eval_interval": 2,
+        "eval_batches": 2,
+        "warmup_steps": 1,
+    },
+    "evaluate": {"stride": 16},
+    "sample": {"prompts": ["The "], "max_new_tokens": 6, "num_samples": 1},
+}
+ALL_STAGES = {
+    "download",
+    "tokenizer",
+    "shard",
+    "pretrain",
+    "weights",
+    "finetune-instruct",
+    "finetune-classify",
+    "evaluate",
+    "sample",
+    "report",
+}
+
+pytestmark = pytest.mark.slow
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{args} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+def set_params(project: Path, section: str, **values) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("gptpipe", "stages"):
+        shutil.copytree(REPO / name, root / name, ignore=ignore)
+    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for section, values in TINY.items():
+        params[section].update(values)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(root, "git", "init", "-q")
+    run(root, "git", "config", "user.email", "ci@example.invalid")
+    run(root, "git", "config", "user.name", "ci")
+    run(root, "dvc", "init", "-q")
+    run(root, "dvc", "config", "core.analytics", "false")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "tiny project")
+    first = run(root, "dvc", "repro")
+    assert ran_stages(first.stdout) == ALL_STAGES
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-qm", "first run")
+    return root
+
+
+def test_full_repro_writes_the_report_and_metrics(project):
+    report = (project / "reports" / "report.md").read_text()
+    assert "perplexity" in report.lower()
+    metrics = json.loads(run(project, "dvc", "metrics", "show", "--json").stdout)
+    flat = json.dumps(metrics)
+    for key in ("val_loss", "train_loss", "perplexity", "test_accuracy"):
+        assert f'"{key}"' in flat, key
+    plots = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)
+    assert "pretraining loss" in plots["data"]
+
+
+def test_second_repro_runs_nothing(project):
+    again = run(project, "dvc", "repro")
+    assert ran_stages(again.stdout) == set()
+
+
+def test_sample_temperature_reruns_only_sample_and_report(project):
+    set_params(project, "sample", temperature=0.5)
+    result = run(project, "dvc", "repro")
+    assert ran_stages(result.stdout) == {"sample", "report"}
+
+
+def test_pretrain_param_reruns_pretrain_and_downstream_only(project):
+    set_params(project, "pretrain", learning_rate=0.002)
+    result = run(project, "dvc", "repro")
+    assert ran_stages(result.stdout) == ALL_STAGES - {"download", "tokenizer", "shard"}
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "pretrain change")
+
+
+def test_exp_run_with_set_param_and_exp_show_lists_metrics(project):
+    run(project, "dvc", "exp", "run", "-S", "pretrain.max_steps=12", "-n", "short")
+    shown = run(project, "dvc", "exp", "show", "--json").stdout
+    data = json.loads(shown)
+    experiments = [e for rev in data for e in (rev.get("experiments") or [])]
+    names = [e.get("name") for e in experiments]
+    assert "short" in names
+    text = json.dumps(data)
+    assert '"max_steps": 12' in text
+    assert "val_loss" in text and "test_accuracy" in text

@@ -1,0 +1,171 @@
+"""The evaluate stage: val-split metrics per model, `--text` mode, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gptpipe.checkpoint import load_model, save_model
+from gptpipe.cli import app
+from gptpipe.config import EvaluateConfig
+from gptpipe.errors import BadInput
+from gptpipe.evaluation import perplexity
+from gptpipe.model import GPT, GPTConfig
+from gptpipe.shards import ShardWriter, new_manifest, write_manifest
+from gptpipe.stages import evaluate as evaluate_stage
+from gptpipe.tokenizer import eot_id, load_tokenizer, save_gpt2, save_tokenizer, tokenizer_hash
+
+TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\nFirst Citizen:\nYou are all resolved rather to die than to famish?\n"
+) * 4
+runner = CliRunner()
+
+
+def make_model(out: Path, tokenizer: Path, seed: int, vocab: int = 50257) -> None:
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=vocab, block_size=32, n_layer=2, n_head=2, n_embd=32))
+    save_model(out, model, tokenizer, meta={"stage": "test"})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    tok = root / "tokenizer"
+    save_gpt2(tok)
+    enc = load_tokenizer(tok)
+    make_model(root / "base", tok, 1)
+    make_model(root / "instruct", tok, 2)
+    shards = root / "shards"
+    shards.mkdir()
+    ids = np.array([*enc.encode_ordinary(TEXT), eot_id(enc), *enc.encode_ordinary(TEXT[:90])])
+    splits = {}
+    for split, data in (("train", ids[:50]), ("val", ids)):
+        writer = ShardWriter(shards, split, "uint32", shard_tokens=60)  # val spans 3+ files
+        writer.append(data)
+        splits[split] = writer.close()
+    manifest = new_manifest(
+        dtype="uint32",
+        eot_id=eot_id(enc),
+        vocab_size=enc.n_vocab,
+        tokenizer_hash=tokenizer_hash(tok),
+    )
+    write_manifest(shards, {**manifest, "splits": splits})
+    return {"root": root, "tok": tok, "shards": shards, "ids": ids}
+
+
+def test_stage_writes_metrics_per_model_equal_to_direct_computation(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "metrics" / "evaluate.json"
+    cfg = EvaluateConfig(stride=8, batch_size=3, device="cpu")
+    result = evaluate_stage.run(
+        cfg, world["shards"], [world["root"] / "base", world["root"] / "instruct"], out
+    )
+    written = json.loads(out.read_text())
+    assert written == json.loads(json.dumps(result))
+    assert set(written) == {"base", "instruct"}
+    enc = load_tokenizer(world["tok"])
+    ids = np.asarray(world["ids"])
+    n_bytes = len(TEXT.encode()) + len(TEXT[:90].encode()) - len(enc.decode_bytes([int(ids[0])]))
+    for name in ("base", "instruct"):
+        model, _ = load_model(world["root"] / name)
+        direct = perplexity(model, ids, stride=8, batch_size=1)
+        entry = written[name]
+        assert entry["perplexity"] == pytest.approx(direct["perplexity"], rel=1e-6)
+        assert entry["tokens"] == len(ids) - 1
+        assert entry["bytes"] == n_bytes
+        assert entry["bits_per_byte"] == pytest.approx(direct["nll"] / math.log(2) / n_bytes)
+    assert written["base"]["perplexity"] != written["instruct"]["perplexity"]
+
+
+def test_cli_stage_mode_prints_what_it_writes(world: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "evaluate.json"
+    args = ["evaluate", "--shards", str(world["shards"]), "--model", str(world["root"] / "base")]
+    result = runner.invoke(
+        app, [*args, "--out", str(out), "--stride", "16", "-S", "evaluate.device=cpu"]
+    )
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed == json.loads(out.read_text())
+    assert list(printed) == ["base"]
+
+
+def test_cli_text_mode_prints_one_json_object(world: dict[str, Path], tmp_path: Path) -> None:
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT, encoding="utf-8")
+    model_dir = world["root"] / "base"
+    args = ["evaluate", "--model", str(model_dir), "--text", str(text_file), "--stride", "16"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"perplexity", "tokens", "bits_per_byte", "model", "file"} <= set(data)
+    assert data["model"] == str(model_dir) and data["file"] == str(text_file)
+    enc = load_tokenizer(model_dir)
+    ids = enc.encode_ordinary(TEXT)
+    model, _ = load_model(model_dir)
+    direct = perplexity(model, ids, stride=16)
+    assert data["tokens"] == len(ids) - 1
+    assert data["perplexity"] == pytest.approx(direct["perplexity"], rel=1e-6)
+    assert data["stride"] == 16
+    # an untrained model over a 50k vocabulary is near-uniform: perplexity near the vocabulary
+    assert 20_000 < data["perplexity"] < 100_000
+
+
+def test_stride_beyond_context_is_bad_input(world: dict[str, Path], tmp_path: Path) -> None:
+    text_file = tmp_path / "text.txt"
+    text_file.write_text(TEXT, encoding="utf-8")
+    args = ["--model", str(world["root"] / "base"), "--text", str(text_file), "--stride", "33"]
+    result = runner.invoke(app, ["evaluate", *args])
+    assert result.exit_code == 2
+    assert "evaluate.stride" in result.stderr
+
+
+def test_missing_model_dir_and_text_file_exit_2_naming_them(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    missing = tmp_path / "nope"
+    out = tmp_path / "evaluate.json"
+    args = [
+        "evaluate",
+        "--shards",
+        str(world["shards"]),
+        "--model",
+        str(missing),
+        "--out",
+        str(out),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert str(missing) in result.stderr
+    assert not out.exists()
+    args = ["evaluate", "--model", str(world["root"] / "base"), "--text", str(missing)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert str(missing) in result.stderr
+
+
+def test_model_with_another_tokenizer_is_bad_input(world: dict[str, Path], tmp_path: Path) -> None:
+    small_tok = tmp_path / "small-tok"
+    save_tokenizer(small_tok, {bytes([b]): b for b in range(256)}, kind="bpe", pattern="gpt2")
+    make_model(tmp_path / "bytes", small_tok, 3, vocab=257)
+    out = tmp_path / "evaluate.json"
+    cfg = EvaluateConfig(device="cpu")
+    with pytest.raises(BadInput, match="vocabulary of 257"):
+        evaluate_stage.run(cfg, world["shards"], [tmp_path / "bytes"], out)
+    # same vocabulary size, different tokenizer files
+    other = tmp_path / "other-tok"
+    save_gpt2(other)
+    (other / "tokenizer.json").write_text(
+        (other / "tokenizer.json").read_text().replace('"kind": "gpt2"', '"kind": "copy"')
+    )
+    make_model(tmp_path / "other", other, 4)
+    with pytest.raises(BadInput, match="tokenizer"):
+        evaluate_stage.run(cfg, world["shards"], [tmp_path / "other"], out)
+    assert not out.exists()

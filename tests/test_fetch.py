@@ -1,0 +1,373 @@
+"""Fetching against a real HTTP server on 127.0.0.1: retries, 404, HTML, truncation, sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import socket
+import threading
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from gptpipe.errors import BadInput
+from gptpipe.fetch import (
+    download,
+    fetch_pinned,
+    fetch_source,
+    file_digest,
+    file_url_path,
+    source_kind,
+)
+
+BODY = ("Data file line.\n" * 5000).encode()
+BODY_SHA = hashlib.sha256(BODY).hexdigest()
+MEMBER = "SMSSpamCollection"
+MEMBER_BODY = b"ham\thello there\nspam\tWIN a prize now\n"
+MEMBER_SHA = hashlib.sha256(MEMBER_BODY).hexdigest()
+
+
+def zipped(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(f"folder/{name}", data)
+        zf.writestr("readme.txt", "about")
+    return buffer.getvalue()
+
+
+ZIP_BODY = zipped(MEMBER, MEMBER_BODY)
+
+
+class Server:
+    """A test server that counts requests per path."""
+
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        self.httpd = httpd
+        self.hits: Counter[str] = Counter()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_port}{path}"
+
+
+def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def send_body(self, data: bytes, content_type: str = "text/plain", length: int = -1):
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data) if length < 0 else length))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            path = self.path
+            server.hits[path] += 1
+            hit = server.hits[path]
+            if path == "/good.txt":
+                self.send_body(BODY)
+            elif path == "/data.zip":
+                self.send_body(ZIP_BODY, "application/zip")
+            elif path == "/flaky.txt" and hit < 3:
+                self.send_error(500 if hit == 1 else 503)
+            elif path == "/flaky.txt":
+                self.send_body(BODY)
+            elif path == "/always500.txt":
+                self.send_error(500)
+            elif path == "/page.txt":
+                self.send_body(b"<p>Sign in</p>", "text/html; charset=utf-8")
+            elif path == "/sniffed.txt":
+                self.send_body(b"\n  <!DOCTYPE html>\n<html><body>login</body></html>")
+            elif path == "/truncated.txt" or (path == "/truncated-once.txt" and hit == 1):
+                self.send_body(BODY[:1000], length=len(BODY))
+                self.wfile.flush()
+                self.close_connection = True
+            elif path == "/truncated-once.txt":
+                self.send_body(BODY)
+            elif path == "/slow.txt":
+                time.sleep(1.5)
+                self.send_body(BODY)
+            else:
+                self.send_error(404)
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    srv = Server(httpd)
+    httpd.RequestHandlerClass = make_handler(srv)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield srv
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# --------------------------------------------------------------------------- download
+
+
+def test_download_streams_the_whole_body_and_hashes_it(server, tmp_path):
+    fetched = download(server.url("/good.txt"), tmp_path / "good.txt", timeout=5, retries=1)
+    assert (tmp_path / "good.txt").read_bytes() == BODY
+    assert (fetched.sha256, fetched.bytes) == (BODY_SHA, len(BODY))
+    assert fetched.location == server.url("/good.txt")
+    assert leftovers(tmp_path) == ["good.txt"]
+
+
+def test_404_is_bad_input_at_once_naming_the_url(server, tmp_path):
+    url = server.url("/nowhere.txt")
+    with pytest.raises(BadInput, match=r"nowhere\.txt: HTTP 404") as err:
+        download(url, tmp_path / "x.txt", timeout=5, retries=3, backoff=0)
+    assert url in str(err.value) and "\n" not in str(err.value)
+    assert server.hits["/nowhere.txt"] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_5xx_is_retried_until_the_file_comes(server, tmp_path):
+    fetched = download(
+        server.url("/flaky.txt"), tmp_path / "f.txt", timeout=5, retries=3, backoff=0
+    )
+    assert fetched.sha256 == BODY_SHA
+    assert server.hits["/flaky.txt"] == 3
+    assert leftovers(tmp_path) == ["f.txt"]
+
+
+def test_5xx_on_every_attempt_gives_up_after_the_retries(server, tmp_path):
+    with pytest.raises(BadInput, match=r"always500\.txt: HTTP 500.*after 2 attempts"):
+        download(server.url("/always500.txt"), tmp_path / "a.txt", timeout=5, retries=2, backoff=0)
+    assert server.hits["/always500.txt"] == 2
+    assert leftovers(tmp_path) == []
+
+
+def test_retries_back_off_exponentially(server, tmp_path):
+    start = time.monotonic()
+    with pytest.raises(BadInput):
+        download(
+            server.url("/always500.txt"), tmp_path / "a.txt", timeout=5, retries=3, backoff=0.1
+        )
+    assert time.monotonic() - start >= 0.1 + 0.2
+
+
+def test_html_content_type_is_bad_input_without_retry(server, tmp_path):
+    with pytest.raises(BadInput, match="HTML page"):
+        download(server.url("/page.txt"), tmp_path / "p.txt", timeout=5, retries=3, backoff=0)
+    assert server.hits["/page.txt"] == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_html_body_is_recognised_whatever_the_content_type(server, tmp_path):
+    with pytest.raises(BadInput, match="HTML page"):
+        download(server.url("/sniffed.txt"), tmp_path / "s.txt", timeout=5, retries=3, backoff=0)
+    assert leftovers(tmp_path) == []
+
+
+def test_truncated_body_is_retried_then_bad_input(server, tmp_path):
+    with pytest.raises(BadInput, match=rf"truncated body \(got 1000 of {len(BODY)} bytes\)"):
+        download(server.url("/truncated.txt"), tmp_path / "t.txt", timeout=5, retries=2, backoff=0)
+    assert server.hits["/truncated.txt"] == 2
+    assert leftovers(tmp_path) == []
+
+
+def test_a_truncated_first_attempt_is_recovered(server, tmp_path):
+    url = server.url("/truncated-once.txt")
+    fetched = download(url, tmp_path / "t.txt", timeout=5, retries=2, backoff=0)
+    assert fetched.sha256 == BODY_SHA and (tmp_path / "t.txt").read_bytes() == BODY
+
+
+def test_a_stalled_server_times_out(server, tmp_path):
+    with pytest.raises(BadInput, match=r"slow\.txt: no data for 0\.3 s.*after 1 attempts"):
+        download(server.url("/slow.txt"), tmp_path / "s.txt", timeout=0.3, retries=1, backoff=0)
+    assert leftovers(tmp_path) == []
+
+
+def test_connection_refused_is_bad_input_after_retries(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(BadInput, match=r"connection failed.*after 2 attempts"):
+        download(f"http://127.0.0.1:{port}/x.txt", tmp_path / "x", timeout=2, retries=2, backoff=0)
+    assert leftovers(tmp_path) == []
+
+
+def test_an_existing_file_survives_a_failed_download(server, tmp_path):
+    (tmp_path / "keep.txt").write_text("old")
+    with pytest.raises(BadInput):
+        download(server.url("/nowhere.txt"), tmp_path / "keep.txt", timeout=5, retries=1)
+    assert (tmp_path / "keep.txt").read_text() == "old"
+    assert leftovers(tmp_path) == ["keep.txt"]
+
+
+# --------------------------------------------------------------------------- pinned files
+
+
+def test_pinned_file_comes_from_the_mirror_first(server, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "good.txt").write_bytes(BODY)
+    work = tmp_path / "work"
+    work.mkdir()
+    before = server.hits["/good.txt"]
+    fetched = fetch_pinned(
+        "good.txt", [server.url("/good.txt")], BODY_SHA, work, mirror=mirror, timeout=5, retries=1
+    )
+    assert fetched.path == mirror / "good.txt" and fetched.location == str(mirror / "good.txt")
+    assert server.hits["/good.txt"] == before  # no download
+    assert leftovers(work) == []
+
+
+def test_pinned_file_with_a_wrong_hash_in_the_mirror_is_bad_input_naming_it(server, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "good.txt").write_bytes(BODY + b"tampered")
+    with pytest.raises(BadInput, match=r"mirror/good\.txt: sha256 mismatch"):
+        fetch_pinned(
+            "good.txt",
+            [server.url("/good.txt")],
+            BODY_SHA,
+            tmp_path,
+            mirror=mirror,
+            timeout=5,
+            retries=1,
+        )
+
+
+def test_pinned_file_missing_from_the_mirror_is_downloaded_and_verified(server, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    fetched = fetch_pinned(
+        "good.txt", [server.url("/good.txt")], BODY_SHA, work, mirror=mirror, timeout=5, retries=1
+    )
+    assert fetched.location == server.url("/good.txt") and fetched.sha256 == BODY_SHA
+    assert (work / "good.txt").read_bytes() == BODY
+
+
+def test_pinned_url_with_a_wrong_hash_is_bad_input_naming_the_url(server, tmp_path):
+    with pytest.raises(BadInput, match=r"good\.txt: sha256 mismatch \(expected 0+, got"):
+        fetch_pinned(
+            "good.txt",
+            [server.url("/good.txt")],
+            "0" * 64,
+            tmp_path,
+            mirror=None,
+            timeout=5,
+            retries=1,
+        )
+
+
+def test_next_url_is_tried_when_one_fails(server, tmp_path):
+    urls = [server.url("/gone.txt"), server.url("/good.txt")]
+    fetched = fetch_pinned("good.txt", urls, BODY_SHA, tmp_path, mirror=None, timeout=5, retries=1)
+    assert fetched.location == urls[1]
+
+
+def test_zipped_pinned_file_is_extracted_and_the_member_verified(server, tmp_path):
+    fetched = fetch_pinned(
+        MEMBER,
+        [server.url("/data.zip")],
+        MEMBER_SHA,
+        tmp_path,
+        mirror=None,
+        timeout=5,
+        retries=1,
+        archive_name="data.zip",
+    )
+    assert fetched.path.read_bytes() == MEMBER_BODY and fetched.sha256 == MEMBER_SHA
+    assert fetched.archive == {
+        "location": server.url("/data.zip"),
+        "sha256": hashlib.sha256(ZIP_BODY).hexdigest(),
+        "bytes": len(ZIP_BODY),
+    }
+
+
+def test_zipped_pinned_file_may_sit_zipped_in_the_mirror(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "data.zip").write_bytes(ZIP_BODY)
+    work = tmp_path / "work"
+    work.mkdir()
+    fetched = fetch_pinned(
+        MEMBER, [], MEMBER_SHA, work, mirror=mirror, timeout=5, retries=1, archive_name="data.zip"
+    )
+    assert fetched.path.read_bytes() == MEMBER_BODY
+
+
+def test_zip_without_the_member_is_bad_input(tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "data.zip").write_bytes(zipped("Other", MEMBER_BODY))
+    with pytest.raises(BadInput, match="no member 'SMSSpamCollection'"):
+        fetch_pinned(
+            MEMBER,
+            [],
+            MEMBER_SHA,
+            tmp_path,
+            mirror=mirror,
+            timeout=5,
+            retries=1,
+            archive_name="data.zip",
+        )
+
+
+def test_pinned_file_nowhere_to_be_found(tmp_path):
+    with pytest.raises(BadInput, match="not in the mirror folder and no URL"):
+        fetch_pinned("x.txt", [], BODY_SHA, tmp_path, mirror=tmp_path, timeout=5, retries=1)
+
+
+# --------------------------------------------------------------------------- any source
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("https://example.org/a.txt", "url"),
+        ("HTTP://example.org/a.txt", "url"),
+        ("file:///tmp/a.txt", "file"),
+        ("data/a.txt", "path"),
+        ("a.txt", "path"),
+    ],
+)
+def test_source_kinds(text, kind):
+    assert source_kind(text, "data.corpus") == kind
+
+
+@pytest.mark.parametrize("text", ["ftp://example.org/a.txt", "s3://bucket/a.txt"])
+def test_other_schemes_are_bad_input_naming_the_key(text):
+    with pytest.raises(BadInput, match=r"'data\.corpus': unsupported URL scheme"):
+        source_kind(text, "data.corpus")
+
+
+def test_fetch_source_reads_paths_and_file_urls_in_place(tmp_path):
+    path = tmp_path / "my corpus.txt"
+    path.write_bytes(BODY)
+    by_path = fetch_source(str(path), "data.corpus", tmp_path, timeout=5, retries=1)
+    url = path.as_uri()
+    by_url = fetch_source(url, "data.corpus", tmp_path, timeout=5, retries=1)
+    assert by_path.path == path and by_path.sha256 == BODY_SHA == by_url.sha256
+    assert by_url.location == url and file_url_path(url) == path
+    assert file_digest(path) == (BODY_SHA, len(BODY))
+
+
+def test_fetch_source_downloads_urls(server, tmp_path):
+    fetched = fetch_source(server.url("/good.txt"), "data.corpus", tmp_path, timeout=5, retries=1)
+    assert fetched.path == tmp_path / "good.txt" and fetched.sha256 == BODY_SHA
+
+
+@pytest.mark.parametrize("make", [lambda p: str(p), lambda p: p.as_uri()], ids=["path", "file"])
+def test_missing_local_source_is_bad_input_naming_key_and_file(tmp_path, make):
+    source = make(tmp_path / "absent.txt")
+    with pytest.raises(BadInput, match=r"'data\.classify': .*absent\.txt: file not found"):
+        fetch_source(source, "data.classify", tmp_path, timeout=5, retries=1)

@@ -1,0 +1,124 @@
+"""`gptpipe generate` and `gptpipe info` through the CLI, against direct library calls."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from gptpipe.checkpoint import load_model, save_model, with_classifier
+from gptpipe.cli import app
+from gptpipe.finetune import format_prompt
+from gptpipe.generation import generate
+from gptpipe.model import GPT, GPTConfig
+from gptpipe.tokenizer import eot_id, load_tokenizer, save_gpt2
+
+runner = CliRunner()
+CONFIG = {"vocab_size": 50257, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("generate")
+    save_gpt2(root / "tok")
+    torch.manual_seed(0)
+    lm = GPT(GPTConfig(**CONFIG))
+    save_model(root / "lm", lm, root / "tok", meta={"stage": "pretrain", "steps": 3})
+    save_model(root / "cls", with_classifier(lm, 2), root / "tok", labels=["ham", "spam"])
+    return {"lm": root / "lm", "cls": root / "cls"}
+
+
+def direct(model_dir: Path, text: str, n: int) -> str:
+    model, _ = load_model(model_dir)
+    enc = load_tokenizer(model_dir)
+    return enc.decode(generate(model, enc.encode_ordinary(text), n, stop_id=eot_id(enc)))
+
+
+def gen(model_dir: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    result = runner.invoke(app, ["generate", "--model", str(model_dir), *args], input=stdin)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_greedy_is_deterministic_and_equals_the_library(models: dict[str, Path]) -> None:
+    args = ("--prompt", "Once upon a time", "--max-new-tokens", "8", "--temperature", "0")
+    code, first, _ = gen(models["lm"], *args)
+    assert code == 0
+    assert first == direct(models["lm"], "Once upon a time", 8) + "\n"
+    assert gen(models["lm"], *args, "--seed", "99")[1] == first  # greedy ignores the seed
+
+
+def test_sampling_follows_the_seed(models: dict[str, Path]) -> None:
+    args = ("--prompt", "Hello", "--max-new-tokens", "8", "--temperature", "1", "--top-k", "0")
+    one = gen(models["lm"], *args, "--seed", "1")[1]
+    assert one == gen(models["lm"], *args, "--seed", "1")[1]
+    assert one != gen(models["lm"], *args, "--seed", "2")[1]
+
+
+def test_instruct_wraps_the_prompt_in_the_alpaca_format(models: dict[str, Path]) -> None:
+    args = ("--prompt", "Name a colour.", "--max-new-tokens", "5", "--temperature", "0")
+    code, out, _ = gen(models["lm"], *args, "--instruct", "--input", "red or blue")
+    assert code == 0
+    assert out == direct(models["lm"], format_prompt("Name a colour.", "red or blue"), 5) + "\n"
+    assert out != gen(models["lm"], *args)[1]
+
+
+def test_interactive_answers_each_line_until_eof(models: dict[str, Path]) -> None:
+    args = ("--interactive", "--max-new-tokens", "4", "--temperature", "0")
+    code, out, _ = gen(models["lm"], *args, stdin="The cat\n\nA dog\n")
+    assert code == 0
+    expected = [direct(models["lm"], p, 4) for p in ("The cat", "A dog")]
+    assert out == "".join(f"{e}\n" for e in expected)
+
+
+def test_prompt_from_stdin_when_not_a_tty(models: dict[str, Path]) -> None:
+    code, out, _ = gen(models["lm"], "--max-new-tokens", "4", "--temperature", "0", stdin="Hi")
+    assert code == 0
+    assert out == direct(models["lm"], "Hi", 4) + "\n"
+
+
+def test_generate_bad_input_exits_2(models: dict[str, Path], tmp_path: Path) -> None:
+    code, _, err = gen(tmp_path / "missing", "--prompt", "x")
+    assert code == 2 and str(tmp_path / "missing") in err
+    code, _, err = gen(models["cls"], "--prompt", "x")
+    assert code == 2 and "classifier" in err
+    code, _, err = gen(models["lm"], "--prompt", "x", "--temperature", "-1")
+    assert code == 2 and "--temperature" in err
+
+
+def test_info_json_counts_every_parameter_once(models: dict[str, Path]) -> None:
+    for name in ("lm", "cls"):
+        result = runner.invoke(app, ["info", "--model", str(models[name]), "--json"])
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        model, _ = load_model(models[name])
+        counts = data["parameters"]
+        assert counts["total"] == sum(p.numel() for p in model.parameters())
+        groups = ("embeddings", "attention", "mlp", "layer_norms", "head")
+        assert sum(counts[g] for g in groups) == counts["total"]
+        assert counts["embeddings"] == (50257 + 32) * 32
+        assert counts["attention"] == 2 * (32 * 96 + 96 + 32 * 32 + 32)
+        assert counts["mlp"] == 2 * (32 * 128 + 128 + 128 * 32 + 32)
+        assert counts["layer_norms"] == (2 * 2 + 1) * 2 * 32
+        assert counts["head"] == (0 if name == "lm" else 32 * 2 + 2)
+    assert data["labels"] == ["ham", "spam"]
+
+
+def test_info_table_and_params_mode(models: dict[str, Path], tmp_path: Path) -> None:
+    result = runner.invoke(app, ["info", "--model", str(models["lm"])])
+    assert result.exit_code == 0, result.output
+    total = sum(p.numel() for p in load_model(models["lm"])[0].parameters())
+    assert f"{total:,}" in result.stdout
+    assert "tied to embeddings" in result.stdout and "stage pretrain" in result.stdout
+    params = tmp_path / "params.yaml"
+    params.write_text("tokenizer:\n  kind: gpt2\nmodel:\n  n_layer: 2\n  n_head: 2\n  n_embd: 32\n")
+    args = ["info", "--params", str(params), "-S", "model.block_size=32", "--json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["config"] == {**CONFIG, "dropout": 0.0, "bias": True, "n_classes": 0}
+    assert data["parameters"]["total"] == total
+    result = runner.invoke(app, ["info", "--model", str(tmp_path / "none")])
+    assert result.exit_code == 2 and str(tmp_path / "none") in result.stderr

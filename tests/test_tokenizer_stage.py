@@ -1,0 +1,90 @@
+"""The `tokenizer` stage: run() and `gptpipe tokenizer` through the real CLI."""
+
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from gptpipe.cli import app
+from gptpipe.config import TokenizerConfig
+from gptpipe.stages import tokenizer as stage
+from gptpipe.tokenizer import EOT, RANKS_FILE, load_tokenizer
+
+runner = CliRunner()
+DOCS = [
+    "The quick brown fox jumps over the lazy dog. " * 20,
+    "Pack my box with five dozen liquor jugs! 12345 67890\n" * 20,
+    "Ünïcödé ✨ emoji 😀 and tabs\tand   spaces\n" * 20,
+]
+
+
+def write_corpus(tmp_path: Path, docs: list[str] = DOCS) -> Path:
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(f"\n{EOT}\n".join(docs), encoding="utf-8")
+    return corpus
+
+
+def params(tmp_path: Path, **tokenizer: object) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"tokenizer": tokenizer}), encoding="utf-8")
+    return path
+
+
+def invoke(*args: str | Path):
+    return runner.invoke(app, ["tokenizer", *map(str, args)])
+
+
+def test_cli_trains_bpe_that_round_trips_the_corpus(tmp_path):
+    corpus = write_corpus(tmp_path)
+    out = tmp_path / "tok"
+    result = invoke("--params", params(tmp_path, vocab_size=300), "--corpus", corpus, "--out", out)
+    assert result.exit_code == 0, result.output
+    enc = load_tokenizer(out)
+    assert enc.n_vocab == 300 and enc.encode(EOT, allowed_special="all") == [299]
+    for doc in DOCS:
+        ids = enc.encode_ordinary(doc)
+        assert enc.decode(ids) == doc and len(ids) < len(doc.encode("utf-8"))
+    assert not any(b"endoftext" in token for token in enc._mergeable_ranks)
+
+
+def test_set_override_and_byte_identical_reruns(tmp_path):
+    corpus = write_corpus(tmp_path)
+    p = params(tmp_path, vocab_size=300)
+    for name in ("a", "b"):
+        args = ["--params", p, "-S", "tokenizer.pattern=gpt4", "-S", "tokenizer.vocab_size=280"]
+        assert invoke(*args, "--corpus", corpus, "--out", tmp_path / name).exit_code == 0
+    a, b = (tmp_path / n for n in ("a", "b"))
+    assert (a / RANKS_FILE).read_bytes() == (b / RANKS_FILE).read_bytes()
+    assert load_tokenizer(a).n_vocab == 280
+    assert sorted(p.name for p in a.iterdir()) == ["tokenizer.json", "tokenizer.tiktoken"]
+
+
+def test_gpt2_kind_needs_no_corpus(tmp_path):
+    summary = stage.run(TokenizerConfig(kind="gpt2"), tmp_path / "absent.txt", tmp_path / "tok")
+    assert summary["n_vocab"] == 50257 and summary["merges"] is None
+    assert load_tokenizer(tmp_path / "tok").encode_ordinary("Hello world") == [15496, 995]
+
+
+def test_vocab_too_large_exits_2_naming_key_and_maximum(tmp_path):
+    corpus = write_corpus(tmp_path, ["abab abab"])
+    out = tmp_path / "tok"
+    result = invoke("--params", params(tmp_path, vocab_size=4096), "--corpus", corpus, "--out", out)
+    assert result.exit_code == 2
+    assert "tokenizer.vocab_size" in result.output and "maximum vocab_size" in result.output
+    assert not out.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_bad_corpora_exit_2_with_one_line_naming_the_file(tmp_path):
+    p = params(tmp_path, vocab_size=300)
+    missing = invoke("--params", p, "--corpus", tmp_path / "nope.txt", "--out", tmp_path / "t")
+    assert missing.exit_code == 2 and "nope.txt: corpus file not found" in missing.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text(f"\n{EOT}\n", encoding="utf-8")
+    result = invoke("--params", p, "--corpus", empty, "--out", tmp_path / "t")
+    assert result.exit_code == 2 and "empty.txt: corpus is empty" in result.output
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"fine text\n\x80\x81 not utf-8")
+    result = invoke("--params", p, "--corpus", binary, "--out", tmp_path / "t")
+    assert result.exit_code == 2 and "binary.txt: not UTF-8 text" in result.output
+    assert "offset 10" in result.output
+    assert not (tmp_path / "t").exists()

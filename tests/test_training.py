@@ -1,0 +1,277 @@
+"""The one training loop: schedule, optimizer groups, accumulation, determinism, resume."""
+
+import csv
+import itertools
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from gptpipe.config import PretrainConfig
+from gptpipe.finetune import lm_loss
+from gptpipe.model import GPT, GPTConfig
+from gptpipe.training import (
+    Diverged,
+    TrainResult,
+    lr_at,
+    make_optimizer,
+    param_groups,
+    read_checkpoint_state,
+    train,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and do not spin on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+VOCAB, BLOCK = 64, 16
+
+
+def tiny(dropout: float = 0.0, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    config = GPTConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32)
+    config.dropout = dropout
+    return GPT(config)
+
+
+def counting_batch(i: int, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequences counting up mod VOCAB from a start that depends on i: easy to learn."""
+    g = torch.Generator().manual_seed(i)
+    starts = torch.randint(0, VOCAB, (batch_size, 1), generator=g)
+    seq = (starts + torch.arange(BLOCK + 1)) % VOCAB
+    return seq[:, :-1], seq[:, 1:]
+
+
+FIXED_VAL = [counting_batch(10_000 + k) for k in range(2)]
+
+
+def val_loss(model: torch.nn.Module) -> dict[str, float]:
+    losses = [float(model(x, y)[1]) for x, y in FIXED_VAL]
+    return {"val_loss": sum(losses) / len(losses)}
+
+
+def cfg(**kw) -> PretrainConfig:
+    base = dict(
+        max_steps=30,
+        batch_size=8,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=5,
+        eval_interval=10,
+        eval_batches=1,
+        log_interval=5,
+        checkpoint_interval=0,
+    )
+    return PretrainConfig(**(base | kw))
+
+
+def run(model: GPT, config: PretrainConfig, **kw) -> TrainResult:
+    return train(model, config, batch_at=counting_batch, loss_of=lm_loss, validate=val_loss, **kw)
+
+
+def read_csv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_lr_warms_up_linearly_then_decays_by_cosine_to_min_lr():
+    c = cfg(max_steps=105, warmup_steps=4, learning_rate=1.0, min_lr=0.1)
+    assert [lr_at(s, c) for s in range(4)] == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    assert lr_at(4, c) == pytest.approx(1.0)  # peak right after warm-up
+    assert lr_at(54, c) == pytest.approx(0.55)  # halfway: (peak + min) / 2
+    assert lr_at(104, c) == pytest.approx(0.1)  # last step: min_lr exactly
+    decay = [lr_at(s, c) for s in range(4, 105)]
+    assert all(a >= b for a, b in itertools.pairwise(decay))
+
+
+def test_weight_decay_applies_to_matrices_only_and_counts_the_tied_weight_once():
+    model = tiny()
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(p.dim() >= 2 for p in decay["params"])
+    assert all(p.dim() == 1 for p in no_decay["params"]) and no_decay["params"]
+    ids = [id(p) for p in decay["params"] + no_decay["params"]]
+    assert len(ids) == len(set(ids))
+    assert sum(p.numel() for p in decay["params"] + no_decay["params"]) == model.num_params(False)
+    assert any(p is model.wte.weight for p in decay["params"])
+    opt = make_optimizer(model, cfg())
+    assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["foreach"] is False
+
+
+def test_loss_falls_and_curves_are_written(tmp_path):
+    model = tiny()
+    result = run(model, cfg(max_steps=60), plot_dir=tmp_path)
+    assert result.steps == 60 and result.tokens == 60 * 8 * BLOCK
+    train_rows = read_csv(tmp_path / "train.csv")
+    assert list(train_rows[0]) == ["step", "train_loss", "lr", "tokens_per_s", "grad_norm"]
+    assert [int(r["step"]) for r in train_rows] == list(range(5, 61, 5))
+    first, last = float(train_rows[0]["train_loss"]), float(train_rows[-1]["train_loss"])
+    assert first > 3.5 and last < 0.5 * first
+    val_rows = read_csv(tmp_path / "val.csv")
+    assert [int(r["step"]) for r in val_rows] == [10, 20, 30, 40, 50, 60]
+    assert result.val["val_loss"] == pytest.approx(float(val_rows[-1]["val_loss"]))
+    assert result.val["val_loss"] < math.log(VOCAB) / 2
+    best = min(val_rows, key=lambda r: float(r["val_loss"]))
+    assert result.best_step == int(best["step"])
+    assert result.best_val_loss == pytest.approx(float(best["val_loss"]))
+    assert result.train_loss == pytest.approx(float(train_rows[-1]["train_loss"]))
+    assert result.tokens_per_s > 0
+
+
+def test_grad_accumulation_equals_the_larger_batch():
+    big, small = tiny(), tiny()
+    run(big, cfg(max_steps=4, batch_size=8, grad_accum=1))
+
+    def halves(i: int):  # micro-batch i is half of the big batch of step i // 2
+        x, y = counting_batch(i // 2)
+        part = slice(0, 4) if i % 2 == 0 else slice(4, 8)
+        return x[part], y[part]
+
+    train(
+        small,
+        cfg(max_steps=4, batch_size=4, grad_accum=2),
+        batch_at=halves,
+        loss_of=lm_loss,
+        validate=val_loss,
+    )
+    for (name, a), b in zip(big.state_dict().items(), small.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_same_config_gives_bit_identical_weights_with_dropout():
+    a, b = tiny(dropout=0.1), tiny(dropout=0.1)
+    torch.manual_seed(5)
+    run(a, cfg(max_steps=8))
+    torch.manual_seed(5)
+    run(b, cfg(max_steps=8))
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_non_finite_loss_stops_with_an_error_naming_the_step():
+    def batch_at(i):  # micro-batch 6 = step 4 (1-based), first micro-batch, is poisoned
+        return (*counting_batch(i), torch.tensor(1)) if i == 6 else counting_batch(i)
+
+    def loss_of(model, batch):
+        loss = lm_loss(model, batch[:2])
+        return loss * float("nan") if len(batch) == 3 else loss
+
+    with pytest.raises(Diverged, match=r"step 4 \(micro-batch 0\).*pretrain.learning_rate"):
+        train(
+            tiny(),
+            cfg(max_steps=10, grad_accum=2),
+            batch_at=batch_at,
+            loss_of=loss_of,
+            validate=val_loss,
+        )
+
+
+def test_bfloat16_autocast_trains_on_cpu():
+    model = tiny()
+    result = run(model, cfg(max_steps=6, dtype="bfloat16", eval_interval=3))
+    assert model.wte.weight.dtype == torch.float32  # master weights stay float32
+    assert math.isfinite(result.train_loss) and math.isfinite(result.val["val_loss"])
+
+
+def test_validation_metrics_beyond_loss_become_csv_columns(tmp_path):
+    def validate(model):
+        return val_loss(model) | {"val_accuracy": 0.5}
+
+    train(
+        tiny(),
+        cfg(max_steps=4, eval_interval=2),
+        batch_at=counting_batch,
+        loss_of=lm_loss,
+        validate=validate,
+        plot_dir=tmp_path,
+    )
+    rows = read_csv(tmp_path / "val.csv")
+    assert list(rows[0]) == ["step", "val_loss", "val_accuracy"] and len(rows) == 2
+
+
+def test_sigterm_saves_a_checkpoint_and_resuming_is_bit_identical(tmp_path):
+    config = cfg(max_steps=12, checkpoint_interval=0)
+    torch.manual_seed(1)
+    reference = tiny(dropout=0.1)
+    run(reference, config, plot_dir=tmp_path / "ref")
+
+    def interrupting(i):
+        if i == 7:  # during step 8: the loop finishes the step, saves, and stops
+            os.kill(os.getpid(), signal.SIGTERM)
+        return counting_batch(i)
+
+    ckpt = tmp_path / "ckpt"
+    torch.manual_seed(1)
+    model = tiny(dropout=0.1)
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            model,
+            config,
+            batch_at=interrupting,
+            loss_of=lm_loss,
+            validate=val_loss,
+            plot_dir=tmp_path / "run",
+            checkpoint_dir=ckpt,
+        )
+    state = read_checkpoint_state(ckpt)
+    assert state is not None and state["step"] == 8
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # handler restored
+
+    torch.manual_seed(999)  # a different RNG state: the checkpoint must restore it
+    resumed = tiny(dropout=0.1, seed=123)
+    result = run(resumed, config, plot_dir=tmp_path / "run", checkpoint_dir=ckpt)
+    assert result.resumed_from == 8
+    assert not ckpt.exists()  # removed once training finished
+    for (name, a), b in zip(
+        reference.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+    def curve(path):  # throughput is wall-clock, the rest must match exactly
+        return [{k: v for k, v in row.items() if k != "tokens_per_s"} for row in read_csv(path)]
+
+    assert curve(tmp_path / "run" / "train.csv") == curve(tmp_path / "ref" / "train.csv")
+    assert read_csv(tmp_path / "run" / "val.csv") == read_csv(tmp_path / "ref" / "val.csv")
+
+
+def test_periodic_checkpoint_is_ignored_when_the_config_changes(tmp_path):
+    ckpt = tmp_path / "ckpt"
+
+    def stop_at_5(i):
+        if i == 5:
+            raise RuntimeError("crash")
+        return counting_batch(i)
+
+    with pytest.raises(RuntimeError):
+        train(
+            tiny(),
+            cfg(max_steps=10, checkpoint_interval=2),
+            batch_at=stop_at_5,
+            loss_of=lm_loss,
+            validate=val_loss,
+            checkpoint_dir=ckpt,
+        )
+    assert read_checkpoint_state(ckpt)["step"] == 4
+    other = run(
+        tiny(), cfg(max_steps=10, learning_rate=1e-3, checkpoint_interval=2), checkpoint_dir=ckpt
+    )
+    assert other.resumed_from == 0
+    same = cfg(max_steps=10, checkpoint_interval=2)
+    with pytest.raises(RuntimeError):  # recreate the checkpoint, then resume it
+        train(
+            tiny(),
+            same,
+            batch_at=stop_at_5,
+            loss_of=lm_loss,
+            validate=val_loss,
+            checkpoint_dir=ckpt,
+        )
+    assert run(tiny(), same, checkpoint_dir=ckpt).resumed_from == 4
