@@ -455,7 +455,8 @@ def _type_name(annotation: Any) -> str:
 def describe(section: str) -> str:
     """The params keys of a section with their defaults and help, for `--help`."""
     cls = SECTIONS[section]
-    lines = [f"Params section '{section}' ({cls.__doc__.strip() if cls.__doc__ else ''}):"]
+    summary = (cls.__doc__ or "").strip().removeprefix(f"`{section}`:").strip()
+    lines = [f"Params section '{section}': {summary}"]
     for f in dataclasses.fields(cls):
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
         lines.append(f"  {section}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
