@@ -125,6 +125,26 @@ def test_second_repro_runs_nothing(project):
     assert ran_stages(again.stdout) == set()
 
 
+def test_a_stage_run_alone_gives_the_same_result_as_under_dvc(project, tmp_path):
+    alone = tmp_path / "alone"
+    run(
+        project,
+        "gptpipe", "pretrain",
+        "--out", str(alone / "model"),
+        "--metrics", str(alone / "metrics.json"),
+        "--plots", str(alone / "plots"),
+        "--checkpoints", str(alone / "checkpoints"),
+    )  # fmt: skip
+    under_dvc = project / "models" / "pretrain"
+    for name in ("model.safetensors", "config.json"):
+        assert (alone / "model" / name).read_bytes() == (under_dvc / name).read_bytes(), name
+    for name in ("train.csv", "val.csv"):
+        got = (alone / "plots" / name).read_text().splitlines()
+        want = (project / "reports" / "plots" / "pretrain" / name).read_text().splitlines()
+        # identical curves but for the timing column
+        assert [r.split(",")[:2] for r in got] == [r.split(",")[:2] for r in want], name
+
+
 def test_sample_temperature_reruns_only_sample_and_report(project):
     set_params(project, "sample", temperature=0.5)
     result = run(project, "dvc", "repro")
