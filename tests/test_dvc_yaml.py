@@ -1,0 +1,91 @@
+"""dvc.yaml's contract: every stage depends on the library code it runs, and only on its own params.
+
+The library code a stage runs is the closure of project modules imported by its stage module;
+listing it all in `deps` means a code change reruns exactly the stages it can affect.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
+STAGES = DVC["stages"]
+# Plumbing that cannot change what a stage writes: CLI defaults (dvc.yaml passes every path),
+# option parsing, error messages and progress bars. Everything else a stage imports is a dep.
+PLUMBING = {"layout.py", "cliutil.py", "errors.py", "progress.py"}
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a project module name (gptpipe.stages.X lives in stages/X.py)."""
+    parts = module.split(".")
+    if parts[0] != "gptpipe":
+        return None
+    if parts[1:2] == ["stages"]:
+        path = REPO / "stages" / Path(*parts[2:])
+    else:
+        path = REPO / "gptpipe" / Path(*parts[1:])
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def closure(start: Path) -> set[Path]:
+    seen: set[Path] = set()
+    todo = [start]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in imported_modules(path):
+            found = module_file(name)
+            if found is not None and found.name != "__init__.py" and not plumbing(found):
+                todo.append(found)
+    return seen
+
+
+def plumbing(path: Path) -> bool:
+    return path.parent == REPO / "gptpipe" and path.name in PLUMBING
+
+
+def stage_module(cmd: str) -> Path:
+    words = re.sub(r"\s+", " ", cmd).split(" ")
+    assert words[0] == "gptpipe", cmd
+    name = words[1] if words[1] != "finetune" else f"finetune_{words[2]}"
+    return REPO / "stages" / f"{name}.py"
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_deps_include_all_library_code_it_runs(name):
+    stage = STAGES[name]
+    deps = {REPO / d for d in stage["deps"] if not d.startswith("${")}
+    needed = closure(stage_module(stage["cmd"]))
+    missing = sorted(str(p.relative_to(REPO)) for p in needed - deps)
+    assert not missing, f"stage {name} runs code not in its deps: {missing}"
+    extra = sorted(str(p.relative_to(REPO)) for p in deps - needed if p.suffix == ".py")
+    assert not extra, f"stage {name} lists code it does not run: {extra}"
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_reads_only_its_own_params_sections(name):
+    module = stage_module(STAGES[name]["cmd"]).read_text()
+    used = set(re.findall(r"""section\(\s*["'](\w+)["']""", module))
+    assert used == set(STAGES[name]["params"]), name
