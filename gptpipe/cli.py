@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from gptpipe.cliutil import guarded
-from gptpipe.commands import generate, info
+from gptpipe.commands import export, generate, info
 from gptpipe.config import describe
 from gptpipe.stages import (
     download,
@@ -54,6 +54,7 @@ _register(app, "sample", sample.command, ("sample",))
 _register(app, "report", report.command, ("report",))
 _register(app, "generate", generate.command, ())
 _register(app, "info", info.command, ())
+_register(app, "export", export.command, ())
 
 
 def main() -> None:

@@ -81,11 +81,15 @@ class TokenizerConfig:
     )
     vocab_size: int = _f(4096, "Vocabulary size for kind=bpe: 256 bytes + merges + <|endoftext|>.")
     pattern: Literal["gpt2", "gpt4"] = _f("gpt2", "Pre-tokenisation split pattern for kind=bpe.")
+    workers: int = _f(
+        0, "Processes counting pre-tokens for kind=bpe (0: one per CPU core); same result."
+    )
 
     def __post_init__(self) -> None:
         _require(
             257 <= self.vocab_size <= 1_000_000, "tokenizer.vocab_size", "must be in 257..1000000"
         )
+        _require(self.workers >= 0, "tokenizer.workers", "must be >= 0 (0: one per CPU core)")
 
 
 @dataclass
@@ -98,9 +102,13 @@ class ShardConfig:
         4096, "The stream is cut in chunks of this many tokens, each assigned to train or val."
     )
     seed: int = _f(1337, "Seed of the train/val assignment.")
+    workers: int = _f(
+        0, "Threads encoding the corpus (0: one per CPU core); shards are byte-identical."
+    )
 
     def __post_init__(self) -> None:
         _require(0 < self.val_fraction < 1, "shard.val_fraction", "must be between 0 and 1")
+        _require(self.workers >= 0, "shard.workers", "must be >= 0 (0: one per CPU core)")
         _require(self.shard_tokens >= 1024, "shard.shard_tokens", "must be >= 1024")
         _require(self.split_chunk_tokens >= 16, "shard.split_chunk_tokens", "must be >= 16")
 
@@ -146,7 +154,18 @@ class TrainingConfig:
     eval_interval: int = _f(100, "Validate every this many steps (and at the end).")
     eval_batches: int = _f(20, "Validation batches per evaluation.")
     seed: int = _f(1337, "Seed for initialisation, data order and dropout.")
-    dtype: Literal["float32", "bfloat16"] = _f("float32", "Autocast compute dtype.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "float32",
+        "Autocast compute dtype. auto: bfloat16 where the hardware computes it natively (CUDA "
+        "with bf16, CPUs with AVX-512 BF16 or AMX), else float32; float16 (CUDA) runs with a "
+        "gradient scaler.",
+    )
+    compile: bool = _f(False, "torch.compile the model (minutes of compilation first).")
+    patience: int = _f(
+        0,
+        "Early stopping: stop after this many validations without a lower val_loss and keep "
+        "the best weights (0: off, train all max_steps).",
+    )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
     threads: int = _f(0, "CPU threads for torch (0: leave torch's default).")
     log_interval: int = _f(10, "Write a row of the training curve every this many steps.")
@@ -178,6 +197,7 @@ class TrainingConfig:
         _require(self.grad_clip >= 0, f"{section}.grad_clip", "must be >= 0")
         _require(self.threads >= 0, f"{section}.threads", "must be >= 0")
         _require(self.checkpoint_interval >= 0, f"{section}.checkpoint_interval", "must be >= 0")
+        _require(self.patience >= 0, f"{section}.patience", "must be >= 0")
         _require(
             self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
             f"{section}.device",
@@ -193,20 +213,68 @@ class TrainingConfig:
 class PretrainConfig(TrainingConfig):
     """`pretrain`: next-token pretraining of the model from scratch on the shards."""
 
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto",
+        "Autocast compute dtype. auto: bfloat16 where the hardware computes it natively (CUDA "
+        "with bf16, CPUs with AVX-512 BF16 or AMX), else float32; float16 (CUDA) runs with a "
+        "gradient scaler.",
+    )
+    nproc: int = _f(
+        1,
+        "Processes: > 1 relaunches the stage under torchrun (DistributedDataParallel, one "
+        "batch_size micro-batch per process, so the global batch is nproc * batch_size * "
+        "grad_accum).",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _require(self.nproc >= 1, "pretrain.nproc", "must be >= 1")
+
+
+# OpenAI's released GPT-2 sizes (gptpipe.hub knows where their weights are).
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
 
 @dataclass
 class BaseConfig:
     """`base`: where the base model for fine-tuning comes from."""
 
-    source: str = _f("pretrain", "pretrain: the model pretrained by this pipeline.")
+    source: str = _f(
+        "pretrain",
+        "pretrain: the model pretrained by this pipeline; gpt2, gpt2-medium, gpt2-large, "
+        "gpt2-xl: OpenAI's GPT-2 weights (124M to 1558M; downloaded, or from the mirror folder "
+        "base.mirror / $GPTPIPE_MIRROR); or a folder holding GPT-2 weights in the Hugging Face "
+        "(model.safetensors + config.json) or OpenAI (hparams.json + model.ckpt.*) layout. "
+        "GPT-2 weights need tokenizer.kind: gpt2.",
+    )
+
+    mirror: str | None = _f(
+        None,
+        "Local folder looked in for GPT-2 weights before downloading (else $GPTPIPE_MIRROR): "
+        "MIRROR/gpt2/ (or MIRROR/124M/ ...) with model.safetensors + config.json or "
+        "hparams.json + model.ckpt.index + model.ckpt.data-00000-of-00001.",
+    )
+    timeout: float = _f(60.0, "Seconds to wait on a stalled download connection.")
+    retries: int = _f(3, "Attempts per URL on connection errors and 5xx responses.")
 
     def __post_init__(self) -> None:
+        allowed = f"pretrain, {', '.join(GPT2_NAMES)} or a checkpoint folder"
+        _require(bool(self.source.strip()), "base.source", f"must not be empty; allowed: {allowed}")
+        _require(self.timeout > 0, "base.timeout", "must be > 0")
+        _require(self.retries >= 1, "base.retries", "must be >= 1")
+        if self.source == "pretrain" or self.source in GPT2_NAMES:
+            return
+        path = Path(self.source).expanduser()
         _require(
-            self.source == "pretrain",
+            path.is_dir(),
             "base.source",
-            f"{self.source!r} is not supported yet; allowed: pretrain "
-            "(OpenAI GPT-2 weights come with their own issue)",
+            f"{self.source!r} is neither a known name nor an existing folder; allowed: {allowed}",
         )
+
+    def mirror_dir(self) -> Path | None:
+        """The mirror folder: the param if set, else the GPTPIPE_MIRROR environment variable."""
+        value = self.mirror or os.environ.get("GPTPIPE_MIRROR")
+        return Path(value) if value else None
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import os
 import shutil
 import time
 import urllib.error
@@ -96,26 +97,34 @@ def _looks_like_html(head: bytes) -> bool:
     return start.startswith((b"<!doctype html", b"<html"))
 
 
-def _stream(url: str, tmp: Path, timeout: float) -> tuple[str, int]:
-    """One attempt: stream `url` into `tmp`; return (sha256, bytes). Raises on any failure."""
-    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+def _stream(url: str, part: Path, timeout: float) -> None:
+    """One attempt: stream `url` into `part`, resuming it with a Range request when it holds
+    bytes from an earlier attempt and the server answers 206; raises on any failure."""
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": USER_AGENT}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
         content_type = response.headers.get("Content-Type", "").lower()
         if content_type.startswith("text/html"):
             raise BadInput(
                 f"{url}: served an HTML page (Content-Type {content_type}), not a data file"
             )
+        content_range = response.headers.get("Content-Range", "")
+        if not (have and response.status == 206 and content_range.startswith(f"bytes {have}-")):
+            have = 0  # no resume offered: start again from the first byte
         length_header = response.headers.get("Content-Length")
-        expected = int(length_header) if length_header and length_header.isdigit() else None
-        digest = hashlib.sha256()
-        size = 0
+        expected = have + int(length_header) if length_header and length_header.isdigit() else None
+        size = have
         name = Path(urllib.parse.urlparse(url).path).name or url
-        with progress() as bar, open(tmp, "wb") as fh:
-            task = bar.add_task(f"download {name}", total=expected)
+        with progress() as bar, open(part, "ab" if have else "wb") as fh:
+            task = bar.add_task(f"download {name}", total=expected, completed=have)
             while True:
                 try:
                     chunk = response.read(CHUNK)
                 except http.client.IncompleteRead as exc:
+                    fh.write(exc.partial)
                     raise Truncated(
                         f"connection closed after {size + len(exc.partial)} bytes"
                     ) from None
@@ -123,13 +132,11 @@ def _stream(url: str, tmp: Path, timeout: float) -> tuple[str, int]:
                     break
                 if size == 0 and _looks_like_html(chunk):
                     raise BadInput(f"{url}: served an HTML page, not a data file")
-                digest.update(chunk)
                 fh.write(chunk)
                 size += len(chunk)
                 bar.update(task, completed=size)
         if expected is not None and size < expected:
             raise Truncated(f"got {size} of {expected} bytes")
-    return digest.hexdigest(), size
 
 
 def download(
@@ -137,31 +144,49 @@ def download(
 ) -> Fetched:
     """Download `url` to `dest` atomically, with `retries` attempts on transient failures.
 
-    Waits `backoff * 2**k` seconds before the k-th retry. A 4xx response (other than 408 and
-    429) or an HTML page fails at once; so does nothing but bad input ever reach the caller.
+    Waits `backoff * 2**k` seconds before the k-th retry. Bytes received before a dropped
+    connection stay in a partial file beside `dest` between attempts, and the next attempt
+    asks for the rest (HTTP Range); a server that answers with the whole file starts it
+    over. A 4xx response (other than 408 and 429) or an HTML page fails at once; only bad
+    input ever reaches the caller, and the partial file never outlives the call.
     """
     last = "no attempt made"
-    for attempt in range(1, retries + 1):
-        if attempt > 1 and backoff > 0:
-            time.sleep(backoff * 2 ** (attempt - 2))
-        try:
-            with atomic_file(dest) as tmp:
-                sha, size = _stream(url, tmp, timeout)
+    part = dest.with_name(f".{dest.name}.part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for attempt in range(1, retries + 1):
+            if attempt > 1 and backoff > 0:
+                time.sleep(backoff * 2 ** (attempt - 2))
+            try:
+                _stream(url, part, timeout)
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if exc.code == 416:  # our Range is past the end: start over
+                    part.unlink(missing_ok=True)
+                    last = "HTTP 416 Range Not Satisfiable"
+                    continue
+                if exc.code not in RETRY_STATUS:
+                    raise BadInput(f"{url}: HTTP {exc.code} {exc.reason}") from None
+                last = f"HTTP {exc.code} {exc.reason}"
+                continue
+            except Truncated as exc:
+                last = f"truncated body ({exc})"
+                continue
+            except urllib.error.URLError as exc:
+                last = f"connection failed ({exc.reason})"
+                continue
+            except TimeoutError:
+                last = f"no data for {timeout:g} s"
+                continue
+            except (ConnectionError, http.client.HTTPException, OSError) as exc:
+                last = f"connection failed ({exc.__class__.__name__}: {exc})"
+                continue
+            sha, size = file_digest(part)
+            os.replace(part, dest)
             return Fetched(path=dest, location=url, sha256=sha, bytes=size)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            if exc.code not in RETRY_STATUS:
-                raise BadInput(f"{url}: HTTP {exc.code} {exc.reason}") from None
-            last = f"HTTP {exc.code} {exc.reason}"
-        except Truncated as exc:
-            last = f"truncated body ({exc})"
-        except urllib.error.URLError as exc:
-            last = f"connection failed ({exc.reason})"
-        except TimeoutError:
-            last = f"no data for {timeout:g} s"
-        except (ConnectionError, http.client.HTTPException, OSError) as exc:
-            last = f"connection failed ({exc.__class__.__name__}: {exc})"
-    raise BadInput(f"{url}: {last} (gave up after {retries} attempts)")
+        raise BadInput(f"{url}: {last} (gave up after {retries} attempts)")
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def extract_member(archive: Fetched, member: str, dest: Path) -> Fetched:

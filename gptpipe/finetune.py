@@ -169,9 +169,10 @@ def collate_instructions(
 
 
 def lm_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Mean next-token cross-entropy over the targets that are not IGNORE."""
+    """Mean next-token cross-entropy over the targets that are not IGNORE, for training: the
+    model's fused head + loss (no full logits; see gptpipe.model.linear_cross_entropy)."""
     x, y = batch
-    _, loss = model(x, y)
+    _, loss = model(x, y, with_logits=False)
     return loss
 
 

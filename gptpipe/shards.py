@@ -16,8 +16,12 @@ A split is one token stream: its files concatenated in manifest order. Training 
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
-from collections.abc import Sequence
+import os
+import re
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -419,3 +423,174 @@ class TrainValSplitter:
             self.writers[split].append(chunk)
             self.chunks[split] += 1
             self._held = None
+
+
+# --------------------------------------------------------------------------- encoding
+
+# Where the corpus reader may cut the byte stream, so that each piece encodes on its own
+# exactly as within the whole (tiktoken applies BPE per pre-token; both split patterns
+# have a pre-token boundary at these places, and no pre-token spans them):
+# - right after a document separator line (`\n<|endoftext|>\n`, `\r`s allowed);
+# - after a "\n" between a printable ASCII character and an ASCII letter or digit;
+# - between an ASCII letter and " " + an ASCII letter (" word" is one pre-token).
+# Cuts fall on ASCII bytes, so never inside a UTF-8 sequence.
+_CUT = re.compile(rb"\n<\|endoftext\|>\r*\n|[\x21-\x7e]\n(?=[A-Za-z0-9])|[A-Za-z](?= [A-Za-z])")
+# A separator line, with the line break before it (which belongs to the separator).
+_SEPARATOR = re.compile(r"(?:\r?\n)?^<\|endoftext\|>\r*(?:\n|\Z)", re.MULTILINE)
+BLOCK_BYTES = 4 << 20
+
+
+@dataclass
+class CorpusStats:
+    """What reading the corpus saw: bytes, their sha256, and documents."""
+
+    bytes: int = 0
+    documents: int = 0
+    sha256: str = ""
+
+
+def _cut(buffer: bytes) -> int:
+    """The last safe cut in `buffer` (0 when there is none)."""
+    size = len(buffer)
+    for window in (1 << 16, 1 << 20, size):
+        last = None
+        for last in _CUT.finditer(buffer, max(0, size - window)):  # noqa: B007
+            pass
+        if last is not None:
+            return last.end()
+    return 0
+
+
+def read_pieces(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, bytes]]:
+    """The corpus as (offset, bytes) pieces of about `block_bytes`, cut only at safe places.
+
+    Memory stays at a few blocks whatever the file size (a file with no safe place to cut,
+    such as one endless line, is read whole).
+    """
+    offset = 0
+    carry = b""
+    with path.open("rb") as fh:
+        while block := fh.read(block_bytes):
+            buffer = carry + block
+            cut = _cut(buffer)
+            if cut:
+                yield offset, buffer[:cut]
+                offset += cut
+                carry = buffer[cut:]
+            else:
+                carry = buffer
+    if carry:
+        yield offset, carry
+
+
+class _PieceEncoder:
+    """Encodes corpus pieces; shared by the encoding threads (tiktoken releases the GIL)."""
+
+    def __init__(self, tokenizer_dir: Path, dtype: str, name: str) -> None:
+        from gptpipe.tokenizer import eot_id, load_tokenizer
+
+        self.encoding = load_tokenizer(tokenizer_dir)
+        self.eot = eot_id(self.encoding)
+        self.dtype = np.dtype(DTYPES[dtype])
+        self.name = name
+
+    def __call__(
+        self, offset: int, data: bytes, continues: bool, final: bool
+    ) -> tuple[np.ndarray, int]:
+        """Token ids of one piece, `<|endoftext|>` after each non-empty document it ends.
+
+        `continues`: the document open at the piece's start already has text (from earlier
+        pieces). `final`: the piece ends the file, so its last document ends too. Returns the
+        ids and the number of documents ended.
+        """
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(
+                f"{self.name}: not UTF-8 text (invalid byte at offset {offset + exc.start})"
+            ) from None
+        parts: list[np.ndarray] = []
+        documents = 0
+        pieces = _SEPARATOR.split(text)
+        last = len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            if piece:
+                parts.append(
+                    self.encoding.encode_to_numpy(
+                        piece, allowed_special=set(), disallowed_special=()
+                    )
+                )
+            if (i < last or final) and (piece or (i == 0 and continues)):
+                parts.append(np.array([self.eot], dtype=np.uint32))
+                documents += 1
+        ids = np.concatenate(parts) if parts else np.empty(0, dtype=np.uint32)
+        return ids.astype(self.dtype, copy=False), documents
+
+
+def _ends_document(data: bytes) -> bool:
+    """Whether a piece ends with a separator line (so the next starts a new document)."""
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    return data.endswith(b"\n") and data[start:].rstrip(b"\r\n") == EOT.encode("ascii")
+
+
+def encode_corpus(
+    path: Path,
+    tokenizer_dir: Path,
+    dtype: str,
+    workers: int = 1,
+    stats: CorpusStats | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    block_bytes: int | None = None,
+) -> Iterator[np.ndarray]:
+    """Token ids of a corpus file, in order, `<|endoftext|>` after every document.
+
+    Documents are separated by lines that are exactly `<|endoftext|>` (the line break
+    before one belongs to it; empty documents are skipped), as `iter_documents` reads
+    them. The file is streamed in pieces cut at safe places (`_CUT`) and encoded in
+    `workers` threads (0: one per CPU core), at most two pieces per worker in flight,
+    results taken in order: the ids are the same whatever the worker count, and memory is
+    bounded whatever the file size (pieces of `block_bytes`, default BLOCK_BYTES). `stats`
+    is filled in as the file is read; `on_bytes` sees the size of each piece read. Bytes
+    that are not UTF-8 are BadInput naming the file and the offset.
+    """
+    workers = workers or os.cpu_count() or 1
+    stats = stats if stats is not None else CorpusStats()
+    digest = hashlib.sha256()
+
+    def tasks() -> Iterator[tuple[int, bytes, bool, bool]]:
+        continues = False
+        previous: tuple[int, bytes] | None = None
+        for offset, data in read_pieces(path, block_bytes or BLOCK_BYTES):
+            digest.update(data)
+            stats.bytes += len(data)
+            if on_bytes is not None:
+                on_bytes(len(data))
+            if previous is not None:
+                yield (*previous, continues, False)
+                continues = not _ends_document(previous[1])
+            previous = (offset, data)
+        if previous is not None:
+            yield (*previous, continues, True)
+        stats.sha256 = digest.hexdigest()
+
+    encode = _PieceEncoder(tokenizer_dir, dtype, str(path))
+    if workers == 1:
+        for task in tasks():
+            ids, documents = encode(*task)
+            stats.documents += documents
+            yield ids
+        return
+    # Threads, not processes: tiktoken encodes without the GIL, so the pieces need no
+    # pickling between processes and the workers share one copy of the ranks.
+    pending: deque[Future[tuple[np.ndarray, int]]] = deque()
+    with ThreadPoolExecutor(workers) as pool:
+        for task in tasks():
+            pending.append(pool.submit(encode, *task))
+            while len(pending) >= 2 * workers or (pending and pending[0].done()):
+                ids, documents = pending.popleft().result()
+                stats.documents += documents
+                yield ids
+        while pending:
+            ids, documents = pending.popleft().result()
+            stats.documents += documents
+            yield ids

@@ -29,7 +29,7 @@ from gptpipe.finetune import (
 )
 from gptpipe.fsutil import write_json
 from gptpipe.generation import generate
-from gptpipe.runtime import seed_everything, set_threads
+from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.shards import WindowSampler
 from gptpipe.tokenizer import eot_id
 from gptpipe.training import evaluating, file_digest, train, training_device
@@ -153,4 +153,5 @@ def command(
     Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
     """
     cfg = section("instruct", params, set_)
+    tune_allocator()  # keep freed activation memory in the heap: fewer page faults
     run(cfg, base, data, out, metrics, plots, examples, checkpoints)

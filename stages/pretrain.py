@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +23,14 @@ from gptpipe.errors import BadInput
 from gptpipe.finetune import lm_loss, masked_lm_loss
 from gptpipe.fsutil import write_json
 from gptpipe.model import GPT, GPTConfig
-from gptpipe.runtime import seed_everything, set_threads
+from gptpipe.runtime import (
+    close_distributed,
+    init_distributed,
+    launched_ranks,
+    seed_everything,
+    set_threads,
+    tune_allocator,
+)
 from gptpipe.shards import TokenWindows, WindowSampler, read_manifest
 from gptpipe.tokenizer import tokenizer_hash
 from gptpipe.training import train, training_device
@@ -43,9 +53,45 @@ def run(
     plots: Path,
     checkpoints: Path | None = None,
 ) -> dict[str, Any]:
-    """Pretrain from scratch; write the model folder, metrics JSON and loss curves."""
+    """Pretrain from scratch; write the model folder, metrics JSON and loss curves.
+
+    Under torchrun every process runs this: each trains on its own slice of every global batch
+    (DistributedDataParallel), and only rank 0 writes the outputs.
+    """
     set_threads(cfg.threads)
-    device = training_device(cfg)
+    training_device(cfg)  # asking for CUDA without one is bad input, before joining a group
+    ranks, device = init_distributed(cfg.device)
+    try:
+        return _run(
+            model_cfg,
+            cfg,
+            shards,
+            tokenizer_dir,
+            out,
+            metrics_path,
+            plots,
+            checkpoints,
+            ranks.rank,
+            ranks.world_size,
+            device,
+        )
+    finally:
+        close_distributed()
+
+
+def _run(
+    model_cfg: ModelConfig,
+    cfg: PretrainConfig,
+    shards: Path,
+    tokenizer_dir: Path,
+    out: Path,
+    metrics_path: Path,
+    plots: Path,
+    checkpoints: Path | None,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> dict[str, Any]:
     manifest = read_manifest(shards)
     tok_hash = tokenizer_hash(tokenizer_dir)
     if manifest["tokenizer_hash"] != tok_hash:
@@ -56,11 +102,13 @@ def run(
         )
     train_windows = TokenWindows(shards, "train", model_cfg.block_size)
     val_windows = TokenWindows(shards, "val", model_cfg.block_size)
+    global_batch = cfg.batch_size * world_size
     val_batches = [
         val_windows.get_batch(indices)
-        for indices in spread(len(val_windows), cfg.eval_batches * cfg.batch_size, cfg.batch_size)
+        # the same windows whatever the number of processes (each rank scores all of them)
+        for indices in spread(len(val_windows), cfg.eval_batches * global_batch, cfg.batch_size)
     ]
-    sampler = WindowSampler(len(train_windows), cfg.batch_size, cfg.seed)
+    sampler = WindowSampler(len(train_windows), cfg.batch_size, cfg.seed, rank, world_size)
 
     seed_everything(cfg.seed)
     config = GPTConfig(vocab_size=int(manifest["vocab_size"]), **to_dict(model_cfg))
@@ -93,6 +141,8 @@ def run(
         "train_windows": len(train_windows),
         "epochs": sampler.epoch(result.steps * cfg.grad_accum),
         "device": str(device),
+        "processes": world_size,
+        "stopped_early": result.stopped_early,
     }
     meta = {
         "stage": "pretrain",
@@ -102,9 +152,33 @@ def run(
         "val_loss": val_loss,
         "seed": cfg.seed,
     }
-    save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
-    write_json(metrics_path, metrics)
+    if rank == 0:
+        save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
+        write_json(metrics_path, metrics)
     return metrics
+
+
+def torchrun_argv(nproc: int, argv: list[str]) -> list[str]:
+    """This same command line, relaunched under torchrun with `nproc` processes on this
+    machine (`--standalone`: a local rendezvous; see the README for several machines)."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    return [*launcher, f"--nproc_per_node={nproc}", "-m", "gptpipe", *argv]
+
+
+def relaunch(nproc: int) -> int:
+    """Run the current `gptpipe pretrain ...` under torchrun and return its exit status.
+
+    Each process gets an even share of the cores (torchrun would otherwise give each one
+    thread) unless OMP_NUM_THREADS is set. The checkpoint, Ctrl-C and exit-status behaviour
+    is the same as one process: torchrun forwards SIGINT/SIGTERM to the ranks.
+    """
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    proc = subprocess.Popen(torchrun_argv(nproc, sys.argv[1:]), env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # the ranks got the signal too: let them save and exit
+        return proc.wait()
 
 
 def command(
@@ -129,7 +203,17 @@ def command(
     """Pretrain a GPT-2 model from scratch on the token shards (next-token prediction).
 
     Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
+    With pretrain.nproc > 1 it relaunches itself under torchrun (DistributedDataParallel);
+    it also runs as is under `torchrun --nproc_per_node N -m gptpipe pretrain ...`.
     """
     model_cfg = section("model", params, set_)
     cfg = section("pretrain", params, set_)
+    tune_allocator()
+    if cfg.nproc > 1 and launched_ranks().world_size == 1:
+        status = relaunch(cfg.nproc)
+        if status == 130 or status < 0:
+            raise KeyboardInterrupt
+        if status != 0:
+            raise typer.Exit(status)
+        return
     run(model_cfg, cfg, shards, tokenizer, out, metrics, plots, checkpoints)

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
-import tiktoken
 import typer
 
 from gptpipe import layout
@@ -19,82 +14,47 @@ from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
 from gptpipe.progress import console, progress
 from gptpipe.shards import (
-    DTYPES,
+    CorpusStats,
     ShardWriter,
     TrainValSplitter,
     dtype_for_vocab,
+    encode_corpus,
     new_manifest,
     write_manifest,
 )
-from gptpipe.tokenizer import eot_id, iter_documents, load_tokenizer, tokenizer_hash
-
-BATCH_DOCUMENTS = 256
-BATCH_CHARS = 4_000_000
-
-
-def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
-    """Documents grouped for `encode_ordinary_batch` (bounded count and size)."""
-    batch: list[str] = []
-    chars = 0
-    for document in documents:
-        batch.append(document)
-        chars += len(document)
-        if len(batch) >= BATCH_DOCUMENTS or chars >= BATCH_CHARS:
-            yield batch
-            batch, chars = [], 0
-    if batch:
-        yield batch
-
-
-def encode_stream(
-    encoding: tiktoken.Encoding, documents: Iterable[str], dtype: str
-) -> Iterator[np.ndarray]:
-    """Token ids of each batch of documents, `<|endoftext|>` after every document."""
-    eot = eot_id(encoding)
-    threads = max(1, os.cpu_count() or 1)
-    for batch in _batches(documents):
-        ids: list[int] = []
-        for tokens in encoding.encode_ordinary_batch(batch, num_threads=threads):
-            ids.extend(tokens)
-            ids.append(eot)
-        yield np.asarray(ids, dtype=DTYPES[dtype])
+from gptpipe.tokenizer import eot_id, load_tokenizer, tokenizer_hash
 
 
 def run(
     cfg: ShardConfig, corpus: Path, tokenizer_dir: Path, out: Path, show_progress: bool = True
 ) -> dict[str, Any]:
-    """Write the shards folder `out` (Arrow files + manifest.json); return the manifest."""
+    """Write the shards folder `out` (Arrow files + manifest.json); return the manifest.
+
+    The corpus is streamed in pieces and encoded in `shard.workers` threads; the files
+    are byte-identical whatever the worker count.
+    """
     if not corpus.is_file():
         raise BadInput(f"{corpus}: corpus file not found")
     encoding = load_tokenizer(tokenizer_dir)
     dtype = dtype_for_vocab(encoding.n_vocab)
-    digest = hashlib.sha256()
-    documents = 0
     total_bytes = corpus.stat().st_size
+    stats = CorpusStats()
     bar = progress()
     with atomic_dir(out) as tmp, bar:
         task = bar.add_task("shard", total=total_bytes, visible=show_progress)
-        done = 0
-
-        def seen(raw: bytes) -> None:
-            nonlocal done
-            digest.update(raw)
-            done += len(raw)
-            if done == total_bytes or done % (1 << 20) < len(raw):
-                bar.update(task, completed=done)
-
-        def counted() -> Iterator[str]:
-            nonlocal documents
-            for document in iter_documents(corpus, on_bytes=seen):
-                documents += 1
-                yield document
-
         writers = {s: ShardWriter(tmp, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
         splitter = TrainValSplitter(
             writers["train"], writers["val"], cfg.split_chunk_tokens, cfg.val_fraction, cfg.seed
         )
         tokens = 0
-        for ids in encode_stream(encoding, counted(), dtype):
+        for ids in encode_corpus(
+            corpus,
+            tokenizer_dir,
+            dtype,
+            workers=cfg.workers,
+            stats=stats,
+            on_bytes=lambda n: bar.advance(task, n),
+        ):
             tokens += len(ids)
             splitter.append(ids)
         if tokens == 0:
@@ -110,9 +70,9 @@ def run(
             eot_id=eot_id(encoding),
             vocab_size=encoding.n_vocab,
             tokenizer_hash=tokenizer_hash(tokenizer_dir),
-            corpus_sha256=digest.hexdigest(),
-            corpus_bytes=total_bytes,
-            documents=documents,
+            corpus_sha256=stats.sha256,
+            corpus_bytes=stats.bytes,
+            documents=stats.documents,
             tokens=tokens,
             split={
                 "val_fraction": cfg.val_fraction,
@@ -126,7 +86,7 @@ def run(
     if show_progress:
         splits = manifest["splits"]
         console.print(
-            f"shard: {documents} documents, {tokens} tokens -> {out} "
+            f"shard: {stats.documents} documents, {tokens} tokens -> {out} "
             f"(train {splits['train']['tokens']}, val {splits['val']['tokens']}, {dtype})"
         )
     return manifest

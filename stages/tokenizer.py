@@ -37,7 +37,11 @@ def run(
             raise BadInput(f"{corpus}: corpus is empty (no text to train the tokenizer on)")
         pattern = PATTERNS[cfg.pattern]
         result = train_bpe(
-            itertools.chain([first], documents), cfg.vocab_size, pattern, show_progress
+            itertools.chain([first], documents),
+            cfg.vocab_size,
+            pattern,
+            show_progress,
+            workers=cfg.workers,
         )
         save_tokenizer(out, result.ranks, kind="bpe", pattern=cfg.pattern)
         merges = result.num_merges

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import regex
 
-from gptpipe.bpe import NUM_BYTES, count_pretokens, train_bpe
+from gptpipe.bpe import NUM_BYTES, _safe_pieces, count_pretokens, train_bpe
 from gptpipe.errors import BadInput
 from gptpipe.tokenizer import EOT, PATTERNS, load_tokenizer, save_tokenizer
 
@@ -131,3 +131,42 @@ def test_trains_4096_on_3mb_in_well_under_a_minute():
     seconds = time.perf_counter() - started
     assert len(result.ranks) == 4095
     assert seconds < 30, f"BPE training took {seconds:.1f} s"
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_safe_cuts_never_change_the_pretokens(pattern):
+    text = "\n".join(VARIED * 4) + "\nend.\nA\n\nB \nC\n x\ny!\nz"
+    compiled = regex.compile(PATTERNS[pattern])
+    for size in (1, 7, 50, 300):
+        pieces = list(_safe_pieces(text, size))
+        assert "".join(pieces) == text
+        assert len(pieces) > 1
+        assert [t for p in pieces for t in compiled.findall(p)] == compiled.findall(text)
+
+
+def test_worker_count_does_not_change_counts_or_vocabulary(monkeypatch):
+    import gptpipe.bpe as bpe
+
+    monkeypatch.setattr(bpe, "TASK_CHARS", 500)  # many tasks, long documents cut in pieces
+    documents = ["\n".join(corpus_documents(3)), *corpus_documents(2)]
+    serial = count_pretokens(documents, PATTERNS["gpt2"], workers=1)
+    assert count_pretokens(documents, PATTERNS["gpt2"], workers=2) == serial
+    one = train_bpe(documents, 450, PATTERNS["gpt4"], show_progress=False, workers=1)
+    two = train_bpe(iter(documents), 450, PATTERNS["gpt4"], show_progress=False, workers=2)
+    assert list(one.ranks.items()) == list(two.ranks.items())
+
+
+def test_bad_document_in_parallel_counting_is_bad_input_from_the_caller(tmp_path):
+    from gptpipe.tokenizer import iter_documents
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(("hello world\n" * 50_000).encode() + b"\xff\xfe bad\n")
+    with pytest.raises(BadInput, match=r"corpus\.txt: not UTF-8 text \(invalid byte at offset"):
+        train_bpe(iter_documents(corpus), 300, PATTERNS["gpt2"], show_progress=False, workers=2)
+
+
+def test_ties_prefer_pairs_of_older_tokens():
+    # After "ab" (3 times), "abc" = (ab, c) = ids (256, 99) and "bz" = ids (98, 122) both occur
+    # twice: the pair of the older tokens wins although its bytes sort later.
+    result = train_bpe(["abc", "abc", "bz", "bz", "ab"], 260, PATTERNS["gpt2"], False)
+    assert sorted(result.ranks, key=result.ranks.get)[256:] == [b"ab", b"bz", b"abc"]

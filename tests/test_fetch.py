@@ -49,6 +49,7 @@ class Server:
     def __init__(self, httpd: ThreadingHTTPServer) -> None:
         self.httpd = httpd
         self.hits: Counter[str] = Counter()
+        self.ranges: list[str | None] = []
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_port}{path}"
@@ -90,6 +91,20 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             elif path == "/truncated-once.txt":
                 self.send_body(BODY)
+            elif path == "/resumable.txt":
+                server.ranges.append(self.headers.get("Range"))
+                start = int(self.headers["Range"][6:-1]) if self.headers.get("Range") else 0
+                if hit == 1:  # drops the connection mid-body
+                    self.send_body(BODY[:30000], length=len(BODY))
+                    self.wfile.flush()
+                    self.close_connection = True
+                else:
+                    self.send_response(206)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Range", f"bytes {start}-{len(BODY) - 1}/{len(BODY)}")
+                    self.send_header("Content-Length", str(len(BODY) - start))
+                    self.end_headers()
+                    self.wfile.write(BODY[start:])
             elif path == "/slow.txt":
                 time.sleep(1.5)
                 self.send_body(BODY)
@@ -184,6 +199,14 @@ def test_a_truncated_first_attempt_is_recovered(server, tmp_path):
     url = server.url("/truncated-once.txt")
     fetched = download(url, tmp_path / "t.txt", timeout=5, retries=2, backoff=0)
     assert fetched.sha256 == BODY_SHA and (tmp_path / "t.txt").read_bytes() == BODY
+
+
+def test_a_dropped_connection_resumes_with_a_range_request(server, tmp_path):
+    url = server.url("/resumable.txt")
+    fetched = download(url, tmp_path / "r.txt", timeout=5, retries=2, backoff=0)
+    assert server.ranges == [None, "bytes=30000-"]  # only the missing bytes asked for again
+    assert fetched.sha256 == BODY_SHA and (tmp_path / "r.txt").read_bytes() == BODY
+    assert leftovers(tmp_path) == ["r.txt"]
 
 
 def test_a_stalled_server_times_out(server, tmp_path):

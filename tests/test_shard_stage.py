@@ -163,3 +163,22 @@ def test_bad_inputs_exit_2_naming_file_and_leave_nothing(tmp_path, corpus, gpt2)
         out,
     )
     assert bad.exit_code == 2 and "shard.val_fraction" in bad.output
+
+
+def test_shards_are_byte_identical_whatever_the_worker_count(tmp_path, gpt2, monkeypatch):
+    import gptpipe.shards as shards
+
+    monkeypatch.setattr(shards, "BLOCK_BYTES", 4096)  # many pieces in flight
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(f"\n{EOT}\n".join(documents(400)), encoding="utf-8")
+    outs = []
+    for workers in (1, 2, 3):
+        cfg = ShardConfig(split_chunk_tokens=256, shard_tokens=4096, workers=workers)
+        outs.append(tmp_path / f"w{workers}")
+        stage.run(cfg, corpus, gpt2, outs[-1], show_progress=False)
+    names = sorted(p.name for p in outs[0].iterdir())
+    assert len(names) > 4
+    for out in outs[1:]:
+        assert sorted(p.name for p in out.iterdir()) == names
+        for name in names:
+            assert (out / name).read_bytes() == (outs[0] / name).read_bytes(), name

@@ -231,3 +231,68 @@ def test_splitter_guarantees_a_chunk_for_each_split(tmp_path, fraction):
     count, chunks, data = split_with(np.arange(350), tmp_path, fraction, seed=0, chunk=100)
     assert count == 3 and chunks["train"] >= 1 and chunks["val"] >= 1
     assert len(data["train"]) + len(data["val"]) == 350
+
+
+# --------------------------------------------------------------------------- encode_corpus
+
+TRICKY = [
+    "Plain prose. It's here; they'll say: 'no'.\nNext line\n\n  indented  \n",
+    "Ünïcödé façade — “quotes” 日本語 😀👍🏽 and tabs\tand   spaces   \n\n\n",
+    "numbers 1234567 89\r\nwindows\r\nlines\r\n",
+    "inline <|endoftext|> is plain text here\nx\ny z\n",
+    "",  # an empty document between two separators is skipped
+    "last words without a newline",
+]
+
+
+def tricky_corpus(path: Path, copies: int = 40) -> Path:
+    docs = [f"{d}{i}" if d else d for i in range(copies) for d in TRICKY]
+    data = "\n<|endoftext|>\n".join(docs) + "\n<|endoftext|>\r\n<|endoftext|>\ntail"
+    path.write_text(data, encoding="utf-8", newline="")
+    return path
+
+
+def reference_ids(path: Path, encoding) -> list[int]:
+    from gptpipe.tokenizer import eot_id, iter_documents
+
+    return [
+        t for d in iter_documents(path) for t in [*encoding.encode_ordinary(d), eot_id(encoding)]
+    ]
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory) -> Path:
+    from gptpipe.tokenizer import save_gpt2
+
+    out = tmp_path_factory.mktemp("tok") / "gpt2"
+    save_gpt2(out)
+    return out
+
+
+@pytest.mark.parametrize("block", [7, 64, 1000, 1 << 20])
+def test_streamed_pieces_encode_exactly_like_whole_documents(tmp_path, gpt2_dir, block):
+    from gptpipe.shards import CorpusStats, encode_corpus, read_pieces
+    from gptpipe.tokenizer import load_tokenizer
+
+    corpus = tricky_corpus(tmp_path / "corpus.txt")
+    pieces = list(read_pieces(corpus, block))
+    assert b"".join(p for _, p in pieces) == corpus.read_bytes()
+    if block < 1000:
+        assert len(pieces) > 50 and max(len(p) for _, p in pieces) < 4 * block + 200
+    expected = reference_ids(corpus, load_tokenizer(gpt2_dir))
+    for workers in (1, 2):
+        stats = CorpusStats()
+        ids = encode_corpus(corpus, gpt2_dir, "uint16", workers, stats, block_bytes=block)
+        assert np.concatenate(list(ids)).tolist() == expected
+        assert stats.documents == 5 * 40 + 1 and stats.bytes == corpus.stat().st_size
+
+
+def test_non_utf8_bytes_name_the_file_and_offset_from_a_worker(tmp_path, gpt2_dir):
+    from gptpipe.shards import encode_corpus
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_bytes(b"good words here\n" * 1000 + b"bad \xff byte\n" + b"more text\n" * 10)
+    with pytest.raises(
+        BadInput, match=r"corpus\.txt: not UTF-8 text \(invalid byte at offset 16004\)"
+    ):
+        list(encode_corpus(corpus, gpt2_dir, "uint16", 2, block_bytes=256))

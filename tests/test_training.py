@@ -69,6 +69,7 @@ def cfg(**kw) -> PretrainConfig:
         eval_batches=1,
         log_interval=5,
         checkpoint_interval=0,
+        dtype="float32",
     )
     return PretrainConfig(**(base | kw))
 
@@ -156,22 +157,26 @@ def test_same_config_gives_bit_identical_weights_with_dropout():
         assert torch.equal(x, y), name
 
 
-def test_non_finite_loss_stops_with_an_error_naming_the_step():
-    def batch_at(i):  # micro-batch 6 = step 4 (1-based), first micro-batch, is poisoned
-        return (*counting_batch(i), torch.tensor(1)) if i == 6 else counting_batch(i)
+def test_non_finite_loss_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    def batch_at(i):  # micro-batch 10 = step 6 (1-based), first micro-batch, is poisoned
+        return (*counting_batch(i), torch.tensor(1)) if i == 10 else counting_batch(i)
 
     def loss_of(model, batch):
         loss = lm_loss(model, batch[:2])
         return loss * float("nan") if len(batch) == 3 else loss
 
-    with pytest.raises(Diverged, match=r"step 4 \(micro-batch 0\).*pretrain.learning_rate"):
+    ckpt = tmp_path / "ckpt"
+    pattern = r"step 6; lower pretrain.learning_rate.*checkpoint \(step 4\) is kept in .*ckpt"
+    with pytest.raises(Diverged, match=pattern):
         train(
             tiny(),
-            cfg(max_steps=10, grad_accum=2),
+            cfg(max_steps=10, grad_accum=2, checkpoint_interval=2),
             batch_at=batch_at,
             loss_of=loss_of,
             validate=val_loss,
+            checkpoint_dir=ckpt,
         )
+    assert read_checkpoint_state(ckpt)["step"] == 4  # the last good one, untouched
 
 
 def test_bfloat16_autocast_trains_on_cpu():
@@ -275,3 +280,152 @@ def test_periodic_checkpoint_is_ignored_when_the_config_changes(tmp_path):
             checkpoint_dir=ckpt,
         )
     assert run(tiny(), same, checkpoint_dir=ckpt).resumed_from == 4
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_weights(tmp_path):
+    """Validation scores a fixed sequence: best at step 8, then two worse ones -> stop at 16."""
+    scores = iter([3.0, 2.0, 2.5, 2.7, 1.0])
+    snapshots: dict[int, torch.Tensor] = {}
+
+    def validate(model):
+        snapshots[len(snapshots) * 4 + 4] = model.wte.weight.detach().clone()
+        return {"val_loss": next(scores)}
+
+    model = tiny()
+    result = train(
+        model,
+        cfg(max_steps=20, eval_interval=4, patience=2),
+        batch_at=counting_batch,
+        loss_of=lm_loss,
+        validate=validate,
+        plot_dir=tmp_path,
+    )
+    assert result.stopped_early and result.steps == 16
+    assert result.best_step == 8 and result.best_val_loss == 2.0
+    assert torch.equal(model.wte.weight, snapshots[8])  # the best weights, not step 16's
+    assert not torch.equal(model.wte.weight, snapshots[16])
+    assert read_csv(tmp_path / "train.csv")[-1]["step"] == "16"
+
+
+def test_early_stopping_state_survives_a_resume(tmp_path):
+    """Interrupted after the best validation, the resumed run still restores those weights."""
+    config = cfg(max_steps=20, eval_interval=4, patience=2, checkpoint_interval=4)
+
+    def scripted():
+        scores = {4: 3.0, 8: 2.0, 12: 2.5, 16: 2.7, 20: 2.8}
+        return lambda model: {"val_loss": scores[len(model.seen) * 4 + 4]}
+
+    def validate_factory():
+        score = scripted()
+
+        def validate(model):
+            out = score(model)
+            model.seen.append(out)
+            return out
+
+        return validate
+
+    reference = tiny()
+    reference.seen = []
+    run_ref = train(
+        reference, config, batch_at=counting_batch, loss_of=lm_loss, validate=validate_factory()
+    )
+
+    def crash_at_step_11(i):
+        if i == 10:
+            raise RuntimeError("crash")
+        return counting_batch(i)
+
+    ckpt = tmp_path / "ckpt"
+    first = tiny()
+    first.seen = []
+    with pytest.raises(RuntimeError):
+        train(
+            first,
+            config,
+            batch_at=crash_at_step_11,
+            loss_of=lm_loss,
+            validate=validate_factory(),
+            checkpoint_dir=ckpt,
+        )
+    resumed = tiny(seed=5)
+    resumed.seen = [{}, {}]  # two validations happened before the checkpoint at step 8
+    result = train(
+        resumed,
+        config,
+        batch_at=counting_batch,
+        loss_of=lm_loss,
+        validate=validate_factory(),
+        checkpoint_dir=ckpt,
+    )
+    assert result.resumed_from == 8 and result.stopped_early and result.steps == 16
+    assert run_ref.steps == 16 and run_ref.best_step == result.best_step == 8
+    for (name, a), b in zip(
+        reference.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_fused_head_and_loss_equal_the_plain_ones_with_ignored_targets():
+    model = tiny()
+    x, y = counting_batch(3)
+    y = y.clone()
+    y[:, :5] = -100  # as instruction tuning masks the prompt
+    fused = lm_loss(model, (x, y))
+    fused.backward()
+    fused_grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    _, plain = model(x, y)
+    plain.backward()
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(fused_grads[name], param.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_dtype_auto_is_bfloat16_only_where_native():
+    from gptpipe.runtime import native_bf16, resolve_dtype
+
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == ("bfloat16" if native_bf16(cpu) else "float32")
+    assert resolve_dtype("float32", cpu) == "float32"
+    assert PretrainConfig().dtype == "auto"
+
+
+def test_float16_trains_with_a_gradient_scaler_that_is_checkpointed(tmp_path):
+    """The fp16 path (meant for GPUs without bf16) runs on the CPU too: loss is scaled, an
+    overflow skips the step instead of stopping, and the scaler's state resumes exactly."""
+    config = cfg(max_steps=8, dtype="float16", checkpoint_interval=0, eval_interval=4)
+    reference = tiny()
+    ref = run(reference, config)
+    assert math.isfinite(ref.train_loss)
+
+    def interrupting(i):
+        if i == 4:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return counting_batch(i)
+
+    ckpt = tmp_path / "ckpt"
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            tiny(),
+            config,
+            batch_at=interrupting,
+            loss_of=lm_loss,
+            validate=val_loss,
+            checkpoint_dir=ckpt,
+        )
+    assert read_checkpoint_state(ckpt)["scaler"]["scale"] > 0
+    resumed = tiny(seed=3)
+    assert run(resumed, config, checkpoint_dir=ckpt).resumed_from == 5
+    for (name, a), b in zip(
+        reference.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_compile_param_trains_the_same_model_in_place():
+    pytest.importorskip("torch._inductor")
+    model = tiny()
+    result = run(model, cfg(max_steps=2, eval_interval=2, compile=True))
+    assert math.isfinite(result.train_loss)
+    assert "_orig_mod" not in "".join(model.state_dict())  # names unchanged for checkpoints

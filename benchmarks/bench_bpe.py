@@ -1,0 +1,171 @@
+"""BPE training benchmark: gptpipe's trainer against the `tokenizers` ByteLevel BPE trainer.
+
+Corpus (built in a temporary folder from the offline mirror, nothing is copied into the
+repo): the first 90% of tinyshakespeare, repeated as separate documents (joined by
+`<|endoftext|>` lines) up to `--mb` megabytes; the last 10% is the held-out text. Both
+trainers read the same file, learn the same vocabulary size (256 bytes + merges +
+`<|endoftext|>`) with the GPT-2 split pattern, and use the same thread count (`--threads`,
+RAYON_NUM_THREADS for `tokenizers`, worker processes for gptpipe). Each trainer runs
+`--repeat` times in a fresh subprocess (so neither profits from a warm pool or cache of the
+other); the median wall time is reported, with compression = UTF-8 bytes per token of the
+held-out text (higher is better).
+
+    python benchmarks/bench_bpe.py                 # 5 MB, vocab 8192, 2 threads, 5 runs
+    python benchmarks/bench_bpe.py --quick         # tiny, for the test suite
+    python benchmarks/bench_bpe.py --json out.json
+
+Targets (issue 3): bytes/token >= theirs, time <= 2x theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+MIRROR = Path(
+    os.environ.get("GPTPIPE_MIRROR", Path(__file__).resolve().parents[2] / "shared/mirror")
+)
+EOT = "<|endoftext|>"
+
+# Each trainer runs in its own interpreter; it prints one JSON line: seconds and bytes/token.
+_OURS = r"""
+import json, sys, time
+from pathlib import Path
+corpus, heldout, vocab, threads, out = sys.argv[1:6]
+t0 = time.perf_counter()
+from gptpipe.bpe import train_bpe
+from gptpipe.tokenizer import PATTERNS, iter_documents, load_tokenizer, save_tokenizer
+t1 = time.perf_counter()
+result = train_bpe(iter_documents(corpus), int(vocab), PATTERNS["gpt2"], show_progress=False,
+                   workers=int(threads))
+t2 = time.perf_counter()
+save_tokenizer(out, result.ranks, kind="bpe", pattern="gpt2")
+enc = load_tokenizer(out)
+text = Path(heldout).read_text(encoding="utf-8")
+n = len(enc.encode_ordinary(text))
+assert enc.decode(enc.encode_ordinary(text)) == text
+print(json.dumps({"seconds": t2 - t1, "import_seconds": t1 - t0, "n_vocab": enc.n_vocab,
+                  "bytes_per_token": len(text.encode("utf-8")) / n}))
+"""
+
+_THEIRS = r"""
+import json, sys, time
+from pathlib import Path
+corpus, heldout, vocab, threads, out = sys.argv[1:6]
+t0 = time.perf_counter()
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+t1 = time.perf_counter()
+tok = Tokenizer(models.BPE())
+tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+tok.decoder = decoders.ByteLevel()
+trainer = trainers.BpeTrainer(
+    vocab_size=int(vocab), special_tokens=["<|endoftext|>"],
+    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+tok.train([corpus], trainer)
+t2 = time.perf_counter()
+text = Path(heldout).read_text(encoding="utf-8")
+n = len(tok.encode(text).ids)
+print(json.dumps({"seconds": t2 - t1, "import_seconds": t1 - t0,
+                  "n_vocab": tok.get_vocab_size(),
+                  "bytes_per_token": len(text.encode("utf-8")) / n}))
+"""
+
+
+def build_corpus(folder: Path, megabytes: float) -> tuple[Path, Path]:
+    """Write corpus.txt (90% of tinyshakespeare repeated) and heldout.txt (the last 10%)."""
+    text = (MIRROR / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    cut = text.rfind("\n\n", 0, int(len(text) * 0.9)) + 2
+    train, heldout = text[:cut].strip("\n"), text[cut:]
+    target = int(megabytes * 1_000_000)
+    copies = max(1, round(target / len(train.encode("utf-8"))))
+    corpus = folder / "corpus.txt"
+    corpus.write_text(f"\n{EOT}\n".join([train] * copies) + "\n", encoding="utf-8")
+    (folder / "heldout.txt").write_text(heldout, encoding="utf-8")
+    return corpus, folder / "heldout.txt"
+
+
+def run_once(script: str, corpus: Path, heldout: Path, vocab: int, threads: int, out: Path) -> dict:
+    env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(corpus),
+            str(heldout),
+            str(vocab),
+            str(threads),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"trainer failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=float, default=5.0, help="Corpus size in MB.")
+    parser.add_argument("--vocab", type=int, default=8192)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="0.3 MB, vocab 1024, 1 run.")
+    parser.add_argument("--json", type=Path, help="Also write the results here.")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.mb, args.vocab, args.repeat = 0.3, 1024, 1
+    with tempfile.TemporaryDirectory(prefix="bench-bpe-") as tmp:
+        folder = Path(tmp)
+        corpus, heldout = build_corpus(folder, args.mb)
+        runs: dict[str, list[dict]] = {"gptpipe": [], "tokenizers": []}
+        for i in range(args.repeat):  # interleaved, so drift in machine load hits both
+            for name, script in (("tokenizers", _THEIRS), ("gptpipe", _OURS)):
+                runs[name].append(
+                    run_once(script, corpus, heldout, args.vocab, args.threads, folder / f"t{i}")
+                )
+        size = corpus.stat().st_size
+    result: dict = {
+        "corpus": f"tinyshakespeare[:90%] repeated as documents, {size / 1e6:.2f} MB",
+        "heldout": "tinyshakespeare[90%:]",
+        "vocab_size": args.vocab,
+        "threads": args.threads,
+        "repeat": args.repeat,
+    }
+    for name, items in runs.items():
+        result[name] = {
+            "median_seconds": statistics.median(r["seconds"] for r in items),
+            "seconds": [round(r["seconds"], 3) for r in items],
+            "bytes_per_token": items[0]["bytes_per_token"],
+            "n_vocab": items[0]["n_vocab"],
+        }
+    ours, theirs = result["gptpipe"], result["tokenizers"]
+    result["time_ratio"] = ours["median_seconds"] / theirs["median_seconds"]
+    result["compression_ratio"] = ours["bytes_per_token"] / theirs["bytes_per_token"]
+    print(f"corpus: {result['corpus']}; vocab {args.vocab}; {args.threads} threads")
+    for name in ("tokenizers", "gptpipe"):
+        r = result[name]
+        print(
+            f"{name:>10}: median {r['median_seconds']:.3f} s {r['seconds']}, "
+            f"{r['bytes_per_token']:.4f} bytes/token held out, n_vocab {r['n_vocab']}"
+        )
+    print(
+        f"time ratio gptpipe/tokenizers: {result['time_ratio']:.2f} (target <= 2.0); "
+        f"compression ratio: {result['compression_ratio']:.4f} (target >= 1.0)"
+    )
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,157 @@
+"""Peak memory of loading GPT-2 weights: ours against transformers, on a synthetic checkpoint.
+
+Writes a Hugging Face-layout checkpoint of gpt2-xl's shape (1.56B parameters, 6.2 GB in
+float32; `--quick`: gpt2's, 124M) to a temporary folder, then in a fresh subprocess each
+measures the peak resident memory (VmHWM) of:
+
+- `convert`: gptpipe opening the checkpoint and building our model from it in memory;
+- `stage`: the weights stage converting it into a model folder (streamed to disk);
+- `load`: gptpipe.checkpoint.load_model of that converted folder (what fine-tuning does);
+- `transformers`: GPT2LMHeadModel.from_pretrained of the same checkpoint (the reference),
+  then every parameter read once (its tensors map the file lazily until used).
+
+Prints each peak as a multiple of the weights' float32 size (target for ours: <= 1.2x) and
+writes the results as JSON (--out). Run under the exclusive lock:
+    flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_load_memory.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# VmHWM (this process's peak RSS) rather than ru_maxrss, which Linux carries over from the
+# parent at fork time.
+HWM = r"""
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+"""
+
+CHILD = (
+    HWM
+    + r"""
+import json, sys, time
+from pathlib import Path
+mode, folder, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+import torch
+t0 = time.perf_counter()
+if mode == "convert":
+    from gptpipe.checkpoint import model_from_tensors
+    from gptpipe.convert import open_checkpoint
+    ckpt = open_checkpoint(folder)
+    model = model_from_tensors(ckpt.config, ckpt.tensors)
+    n = sum(p.numel() for p in model.parameters())
+elif mode == "stage":
+    from gptpipe.config import BaseConfig
+    from gptpipe.stages import weights
+    weights.run(BaseConfig(source=str(folder)), Path("unused"), work / "base")
+    n = None
+elif mode == "load":
+    from gptpipe.checkpoint import load_model
+    model, _ = load_model(work / "base")
+    n = sum(p.numel() for p in model.parameters())
+else:
+    from transformers import GPT2LMHeadModel
+    model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
+    n = sum(p.numel() for p in model.parameters())
+if mode == "transformers":  # its tensors map the file lazily: touch them, as use would
+    _ = sum(float(p.float().sum()) for p in model.parameters())
+seconds = time.perf_counter() - t0
+peak = hwm()
+print(json.dumps({"peak_bytes": peak, "parameters": n, "seconds": seconds}))
+"""
+)
+
+BASELINE = (
+    HWM
+    + r"""
+import json, torch
+print(json.dumps({"peak_bytes": hwm()}))
+"""
+)
+
+
+def write_checkpoint(folder: Path, name: str) -> int:
+    """A Hugging Face GPT-2 folder of the named size, random weights; returns its parameters."""
+    import torch
+
+    from gptpipe.checkpoint import write_safetensors
+    from gptpipe.convert import LazyTensor, expected_shapes, hf_config, hf_export_tensors
+    from gptpipe.hub import SIZES
+    from gptpipe.model import GPTConfig
+
+    size = SIZES[name]
+    config = GPTConfig(n_layer=size.n_layer, n_head=size.n_head, n_embd=size.n_embd)
+
+    def random(shape: tuple[int, ...]) -> LazyTensor:
+        return LazyTensor(shape, lambda: torch.randn(shape) * 0.02)
+
+    ours = {k: random(shape) for k, shape in expected_shapes(config).items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(folder / "model.safetensors", hf_export_tensors(ours, config))
+    (folder / "config.json").write_text(json.dumps(hf_config(config, 50256)))
+    return size.parameters
+
+
+def measure(mode: str, folder: Path, work: Path) -> dict:
+    script = BASELINE if mode == "baseline" else CHILD
+    out = subprocess.run(
+        [sys.executable, "-c", script, mode, str(folder), str(work)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="gpt2 (124M) instead of gpt2-xl")
+    parser.add_argument("--size", default=None, help="gpt2, gpt2-medium, gpt2-large, gpt2-xl")
+    parser.add_argument("--skip-reference", action="store_true", help="skip transformers")
+    parser.add_argument("--tmp", default="/tmp", help="where the synthetic checkpoint goes")
+    parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    args = parser.parse_args()
+    name = args.size or ("gpt2" if args.quick else "gpt2-xl")
+    root = Path(tempfile.mkdtemp(prefix="gptpipe-bench-load-", dir=args.tmp))
+    try:
+        t0 = time.perf_counter()
+        n = write_checkpoint(root / "hf", name)
+        fp32 = 4 * n
+        print(
+            f"{name}: {n:,} parameters, {fp32 / 2**30:.2f} GiB in float32 "
+            f"(checkpoint written in {time.perf_counter() - t0:.0f} s)"
+        )
+        modes = ["baseline", "convert", "stage", "load"]
+        if not args.skip_reference:
+            modes.append("transformers")
+        results = {"size": name, "parameters": n, "fp32_bytes": fp32}
+        for mode in modes:
+            r = measure(mode, root / "hf", root)
+            results[mode] = r
+            line = f"{mode:>12}: peak RSS {r['peak_bytes'] / 2**30:6.2f} GiB"
+            line += f" = {r['peak_bytes'] / fp32:5.2f}x the float32 weights"
+            if mode != "baseline":
+                extra = (r["peak_bytes"] - results["baseline"]["peak_bytes"]) / fp32
+                line += f" ({extra:4.2f}x above Python + torch alone)"
+            if "seconds" in r:
+                line += f", {r['seconds']:.1f} s"
+            print(line, flush=True)
+        ok = all(results[m]["peak_bytes"] <= 1.2 * fp32 for m in ("convert", "stage", "load"))
+        print(f"{name}: ours <= 1.2x the float32 weights (whole process): {'yes' if ok else 'NO'}")
+        if args.out:
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

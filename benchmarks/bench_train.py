@@ -1,0 +1,267 @@
+"""Training speed: gptpipe's training step against transformers' GPT2LMHeadModel, same config.
+
+Each measurement runs in its own subprocess (fresh allocator, fresh thread pool, no state
+carried between variants), and the variants alternate within each repeat, so slow drift of the
+machine hits all of them alike; the figure of a variant is the median over repeats. A step is
+forward + backward + gradient clipping + AdamW on one batch of `batch x context` tokens, with
+dropout 0 and the same thread count everywhere. Also measured in subprocesses: the fp32 and bf16
+matmul peaks, for model FLOPs utilisation (MFU) with 6N + 12*L*d*T FLOPs per token (N without
+the position embeddings, the tied head counted once).
+
+    .venv/bin/python benchmarks/bench_train.py                 # full: both configs, 5 repeats
+    .venv/bin/python benchmarks/bench_train.py --quick         # a smoke run (tiny config)
+    .venv/bin/python benchmarks/bench_train.py --variants ours-default,hf --repeats 3
+
+Run it alone on the machine (the figures are ratios, but two cores shared with anything else
+make them noisy): flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_train.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+CONFIGS: dict[str, dict[str, int]] = {
+    "a": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 256, "vocab_size": 50257},
+    "b": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "vocab_size": 50257},
+    "quick": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "vocab_size": 2048},
+}
+# name -> settings of one measurement. `tune`: gptpipe.runtime.tune_allocator (what the CLI
+# does for training commands); `fused`: the chunked head + loss (GPT.loss) instead of
+# forward(idx, targets).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "hf": {"impl": "hf", "dtype": "float32"},
+    "hf-compiled": {"impl": "hf", "dtype": "float32", "compile": True},
+    "hf-tuned": {"impl": "hf", "dtype": "float32", "tune": True},
+    "ours-fp32-plain": {"impl": "ours", "dtype": "float32", "fused": False},
+    "ours-fp32": {"impl": "ours", "dtype": "float32", "tune": True},
+    "ours-bf16-plain": {"impl": "ours", "dtype": "bfloat16", "fused": False},
+    "ours-bf16-untuned": {"impl": "ours", "dtype": "bfloat16"},
+    "ours-default": {"impl": "ours", "dtype": "bfloat16", "tune": True},
+    "ours-compiled": {"impl": "ours", "dtype": "bfloat16", "tune": True, "compile": True},
+}
+DEFAULT_VARIANTS = "hf,hf-compiled,hf-tuned,ours-fp32-plain,ours-fp32,ours-bf16-plain,ours-default"
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+def build_ours(arch: dict[str, int]) -> Any:
+    from gptpipe.model import GPT, GPTConfig
+
+    return GPT(GPTConfig(dropout=0.0, **arch))
+
+
+def build_hf(arch: dict[str, int]) -> Any:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=arch["vocab_size"],
+        n_positions=arch["block_size"],
+        n_embd=arch["n_embd"],
+        n_layer=arch["n_layer"],
+        n_head=arch["n_head"],
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation="sdpa",
+    )
+    return GPT2LMHeadModel(config)
+
+
+def measure_step(spec: dict[str, Any]) -> dict[str, Any]:
+    """Tokens/s of `spec['steps']` timed training steps after `spec['warmup']` untimed ones."""
+    if spec.get("tune"):
+        from gptpipe.runtime import tune_allocator
+
+        tune_allocator()
+    import torch
+
+    from gptpipe.config import PretrainConfig
+    from gptpipe.training import make_optimizer, optimizer_step, param_groups
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    arch = CONFIGS[spec["config"]]
+    batch, block = spec["batch"], arch["block_size"]
+    cfg = PretrainConfig(
+        max_steps=10**6, batch_size=batch, warmup_steps=0, dtype=spec["dtype"], device="cpu"
+    )
+    data = torch.randint(0, arch["vocab_size"], (8, batch, block + 1))
+
+    def batch_at(i: int) -> tuple[Any, Any]:
+        seq = data[i % len(data)]
+        return seq[:, :-1], seq[:, 1:]
+
+    if spec["impl"] == "ours":
+        model = build_ours(arch)
+        n_params = model.num_params(non_embedding=True)
+        optimizer = make_optimizer(model, cfg)
+        if spec.get("fused", True):
+
+            def loss_of(m: Any, b: Any) -> Any:
+                return m(*b, with_logits=False)[1]
+        else:
+
+            def loss_of(m: Any, b: Any) -> Any:
+                return m(*b)[1]
+    else:
+        model = build_hf(arch)
+        n_params = sum(p.numel() for p in model.parameters()) - model.transformer.wpe.weight.numel()
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+
+        def loss_of(m: Any, b: Any) -> Any:
+            return m(input_ids=b[0], labels=b[0]).loss  # HF shifts the labels itself
+
+    model.train()
+    target = torch.compile(model) if spec.get("compile") else model
+    # `optimizer_step` is the training loop's own step; for HF it runs the same code on HF's
+    # model (autocast, backward, clipping, AdamW), so only the model and the loss differ.
+    for i in range(spec["warmup"]):
+        optimizer_step(target, optimizer, cfg, cfg.learning_rate, i, batch_at, loss_of)
+    times = []
+    for i in range(spec["steps"]):
+        t0 = time.perf_counter()
+        optimizer_step(target, optimizer, cfg, cfg.learning_rate, i, batch_at, loss_of)
+        times.append(time.perf_counter() - t0)
+    seconds = statistics.median(times)
+    L, d, T = arch["n_layer"], arch["n_embd"], block
+    flops_per_token = 6 * n_params + 12 * L * d * T
+    return {
+        "tokens_per_s": batch * block / seconds,
+        "step_s": seconds,
+        "flops_per_token": flops_per_token,
+        "n_params": n_params,
+    }
+
+
+def measure_peak(spec: dict[str, Any]) -> dict[str, Any]:
+    """Best GFLOP/s of a square matmul in `spec['dtype']` on `spec['threads']` threads."""
+    import torch
+
+    torch.set_num_threads(spec["threads"])
+    n = spec["n"]
+    dtype = getattr(torch, spec["dtype"])
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(3):
+        a @ b
+    best = float("inf")
+    for _ in range(spec["reps"]):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return {"gflops": 2 * n**3 / best / 1e9}
+
+
+def worker(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    result = measure_peak(spec) if spec["kind"] == "peak" else measure_step(spec)
+    print(json.dumps(result))
+
+
+# --------------------------------------------------------------------------- driver side
+
+
+def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
+    """One measurement in a fresh interpreter (allocator settings are per process)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"worker failed ({spec}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny config, 1 repeat, few steps")
+    parser.add_argument("--configs", default="a,b", help="comma-separated: a, b")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help="comma-separated names")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write all results here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker)
+        return
+    configs = ["quick"] if args.quick else args.configs.split(",")
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS] + [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown: {unknown}; variants: {list(VARIANTS)}")
+    if args.quick:
+        args.repeats, args.steps, args.warmup, args.batch = 1, 2, 1, 2
+        variants = ["hf", "ours-default"]  # a smoke run: one reference, our default
+
+    peak_n, peak_reps = (256, 3) if args.quick else (2048, 10)
+    peaks = {}
+    for dtype in ("float32", "bfloat16"):
+        spec = {"kind": "peak", "dtype": dtype, "threads": args.threads}
+        peaks[dtype] = run_worker(spec | {"n": peak_n, "reps": peak_reps})["gflops"]
+    print(
+        f"matmul peak on {args.threads} threads: fp32 {peaks['float32']:.0f} GFLOP/s, "
+        f"bf16 {peaks['bfloat16']:.0f} GFLOP/s ({peaks['bfloat16'] / peaks['float32']:.1f}x)"
+    )
+
+    results: dict[str, Any] = {"peaks_gflops": peaks, "configs": {}}
+    for config in configs:
+        samples: dict[str, list[float]] = {v: [] for v in variants}
+        info: dict[str, dict[str, Any]] = {}
+        for _ in range(args.repeats):
+            for variant in variants:
+                spec = {"kind": "step", "config": config, "batch": args.batch}
+                spec |= {"threads": args.threads, "steps": args.steps, "warmup": args.warmup}
+                spec |= VARIANTS[variant]
+                if spec.get("compile"):  # the first compiled steps include compilation
+                    spec["warmup"] = max(spec["warmup"], 3)
+                out = run_worker(spec)
+                samples[variant].append(out["tokens_per_s"])
+                info[variant] = out
+        rows = {}
+        base = statistics.median(samples[variants[0]])
+        print(f"\nconfig {config}: {CONFIGS[config]}, batch {args.batch}, {args.threads} threads")
+        print(
+            f"{'variant':20s} {'tokens/s':>10s} {'vs ' + variants[0]:>10s} {'MFU fp32':>9s} "
+            f"{'MFU bf16':>9s}  samples"
+        )
+        for variant in variants:
+            tps = statistics.median(samples[variant])
+            gflops = tps * info[variant]["flops_per_token"] / 1e9
+            rows[variant] = {
+                "tokens_per_s": tps,
+                "samples": samples[variant],
+                "ratio": tps / base,
+                "mfu_fp32_peak": gflops / peaks["float32"],
+                "mfu_bf16_peak": gflops / peaks["bfloat16"],
+                "flops_per_token": info[variant]["flops_per_token"],
+                "settings": VARIANTS[variant],
+            }
+            row = rows[variant]
+            print(
+                f"{variant:20s} {tps:10.0f} {tps / base:9.2f}x {row['mfu_fp32_peak']:8.1%} "
+                f"{row['mfu_bf16_peak']:8.1%}  " + " ".join(f"{s:.0f}" for s in samples[variant])
+            )
+        results["configs"][config] = rows
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""`gptpipe export`: a model folder in the Hugging Face format, for the wider ecosystem.
+
+`--format hf` writes what `transformers.GPT2LMHeadModel.from_pretrained(OUT_DIR)` loads
+(model.safetensors + config.json, GPT-2's Conv1D layout) and a tokenizer that
+`transformers.AutoTokenizer.from_pretrained(OUT_DIR)` loads and that encodes like ours:
+`tokenizer.json` (Hugging Face tokenizers: the split pattern, byte-level BPE), plus GPT-2's
+classic `vocab.json` + `merges.txt`, derived from the tiktoken ranks. That holds for
+tokenizers with GPT-2's split pattern (kind gpt2, or bpe with pattern gpt2); for the gpt4
+pattern only the weights are exported (Hugging Face's regex engine splits some texts
+differently from tiktoken's).
+
+Classifier folders are refused: our classification head has a bias and reads the last real
+token by length, while `GPT2ForSequenceClassification`'s head has no bias and finds the
+last token through a padding id, so an export would not compute the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from gptpipe.checkpoint import WEIGHTS, lazy_tensors, read_info, write_safetensors
+from gptpipe.convert import hf_config, hf_export_tensors, ranks_to_vocab_merges
+from gptpipe.errors import BadInput
+from gptpipe.fsutil import atomic_dir
+from gptpipe.tokenizer import EOT, META_FILE, RANKS_FILE, read_ranks
+
+HF_TOKENIZER = "tokenizer.json"
+
+
+def hf_tokenizer_files(tokenizer_dir: Path, block_size: int) -> dict[str, str]:
+    """The Hugging Face tokenizer files (name -> text) for one of our tokenizer folders."""
+    meta_path = tokenizer_dir / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        pat_str = str(meta["pat_str"])
+        special = {str(k): int(v) for k, v in meta["special_tokens"].items()}
+    except FileNotFoundError:
+        raise BadInput(f"{meta_path}: not found (the model folder carries no tokenizer)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"{meta_path}: not a tokenizer description ({exc})") from None
+    if EOT not in special:
+        raise BadInput(f"{meta_path}: no {EOT} special token")
+    vocab, merges = ranks_to_vocab_merges(read_ranks(tokenizer_dir / RANKS_FILE), special)
+    merge_lines = [f"{a} {b}" for a, b in merges]
+    tokenizer_json = {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [
+            {
+                "id": i,
+                "content": token,
+                "single_word": False,
+                "lstrip": False,
+                "rstrip": False,
+                "normalized": False,
+                "special": True,
+            }
+            for token, i in sorted(special.items(), key=lambda item: item[1])
+        ],
+        "normalizer": None,
+        # Our split pattern (GPT-2's or GPT-4's) first, then bytes to GPT-2's alphabet.
+        "pre_tokenizer": {
+            "type": "Sequence",
+            "pretokenizers": [
+                {
+                    "type": "Split",
+                    "pattern": {"Regex": pat_str},
+                    "behavior": "Isolated",
+                    "invert": False,
+                },
+                {
+                    "type": "ByteLevel",
+                    "add_prefix_space": False,
+                    "trim_offsets": True,
+                    "use_regex": False,
+                },
+            ],
+        },
+        "post_processor": None,
+        "decoder": {
+            "type": "ByteLevel",
+            "add_prefix_space": False,
+            "trim_offsets": True,
+            "use_regex": False,
+        },
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": merge_lines,
+        },
+    }
+    config = {
+        "tokenizer_class": "GPT2Tokenizer",
+        "bos_token": EOT,
+        "eos_token": EOT,
+        "unk_token": EOT,
+        "add_prefix_space": False,
+        "add_bos_token": False,
+        "model_max_length": block_size,
+        "clean_up_tokenization_spaces": False,
+    }
+    return {
+        HF_TOKENIZER: json.dumps(tokenizer_json, ensure_ascii=False),
+        "vocab.json": json.dumps(vocab, ensure_ascii=False),
+        "merges.txt": "#version: 0.2\n" + "".join(line + "\n" for line in merge_lines),
+        "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
+        "special_tokens_map.json": json.dumps(
+            {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}, indent=2
+        )
+        + "\n",
+    }
+
+
+def export_hf(model_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Write `model_dir` (a language model folder) as a Hugging Face GPT-2 folder."""
+    if not model_dir.is_dir():
+        raise BadInput(f"{model_dir}: model folder not found")
+    info = read_info(model_dir)
+    config = info.config
+    if config.n_classes > 0:
+        raise BadInput(
+            f"{model_dir}: is a classifier; only language models export to the Hugging Face "
+            "format (GPT2ForSequenceClassification has no head bias and finds the last token "
+            "by a padding id, so it would not compute the same function)"
+        )
+    ours = lazy_tensors(model_dir / WEIGHTS)
+    tensors = hf_export_tensors(ours, config)
+    tokenizer_files = hf_tokenizer_files(model_dir, config.block_size)
+    eot = json.loads(tokenizer_files["vocab.json"])[EOT]
+    if _pattern(model_dir) != "gpt2":
+        # Hugging Face's regex engine splits GPT-4's pattern differently from tiktoken in
+        # places, so a tokenizer.json would encode some texts differently: ship none.
+        tokenizer_files = {}
+    with atomic_dir(out_dir) as tmp:
+        write_safetensors(tmp / "model.safetensors", tensors, metadata={"format": "pt"})
+        hf_cfg = hf_config(config, eot)
+        (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n", encoding="utf-8")
+        generation = {"bos_token_id": eot, "eos_token_id": eot}
+        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        for name, text in tokenizer_files.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+    return {
+        "model": str(model_dir),
+        "out": str(out_dir),
+        "format": "hf",
+        "config": hf_cfg,
+        "tokenizer": bool(tokenizer_files),
+    }
+
+
+def _pattern(model_dir: Path) -> str:
+    return str(json.loads((model_dir / META_FILE).read_text(encoding="utf-8")).get("pattern"))
+
+
+def command(
+    model_dir: Annotated[Path, typer.Argument(help="Model folder to export (a language model).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write (replaced if it exists).")],
+    format_: Annotated[
+        Literal["hf"],
+        typer.Option("--format", help="hf: Hugging Face transformers (GPT2LMHeadModel)."),
+    ] = "hf",
+) -> None:
+    """Export a model folder to another format: `--format hf` writes a folder that
+    transformers.GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained load."""
+    result = export_hf(model_dir, out_dir)
+    c = result["config"]
+    print(
+        f"{model_dir} -> {out_dir} (Hugging Face GPT2LMHeadModel: {c['n_layer']} layers, "
+        f"width {c['n_embd']}, vocabulary {c['vocab_size']}, context {c['n_positions']})"
+    )
+    if not result["tokenizer"]:
+        print(
+            "note: no tokenizer written: the model's tokenizer uses the gpt4 split pattern, "
+            "which Hugging Face tokenizers do not reproduce exactly",
+            file=sys.stderr,
+        )

@@ -1,0 +1,111 @@
+"""`gptpipe export --format hf`: transformers loads the folder and computes the same logits;
+the exported tokenizer encodes like ours."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from gpt2_fixtures import TEXT
+from typer.testing import CliRunner
+
+from gptpipe import convert
+from gptpipe.bpe import train_bpe
+from gptpipe.checkpoint import load_model, save_model, with_classifier
+from gptpipe.cli import app
+from gptpipe.model import GPT, GPTConfig
+from gptpipe.tokenizer import PATTERNS, load_tokenizer, save_gpt2, save_tokenizer
+
+transformers = pytest.importorskip("transformers")
+runner = CliRunner()
+CORPUS = [TEXT, Path(convert.__file__).read_text(encoding="utf-8")]
+SAMPLE = "Hello world! It's 2024: naïve café — résumé's 12345 tokens.\n\n  spaced   out\tand tabs"
+
+
+def _export(model_dir, out_dir):
+    return runner.invoke(app, ["export", "--format", "hf", str(model_dir), str(out_dir)])
+
+
+def _check_logits(model_dir, out_dir, vocab: int) -> None:
+    ours, _ = load_model(model_dir)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(out_dir).eval()
+    ids = torch.randint(0, vocab, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ours(ids)[0] - hf(ids).logits).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_gpt2_vocabulary_model_exports_with_same_logits_and_tokenizer(tmp_path, bias):
+    save_gpt2(tmp_path / "tok")
+    torch.manual_seed(0)
+    model = GPT(
+        GPTConfig(vocab_size=50257, block_size=64, n_layer=2, n_head=2, n_embd=32, bias=bias)
+    )
+    save_model(tmp_path / "model", model, tmp_path / "tok")
+    result = _export(tmp_path / "model", tmp_path / "hf")
+    assert result.exit_code == 0, result.output
+    _check_logits(tmp_path / "model", tmp_path / "hf", 50257)
+    if bias:
+        tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+        ours = load_tokenizer(tmp_path / "tok")
+        assert tok.encode(SAMPLE) == ours.encode_ordinary(SAMPLE)
+        assert tok.convert_tokens_to_ids("<|endoftext|>") == 50256
+        assert tok.decode(ours.encode_ordinary(SAMPLE)) == SAMPLE
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_trained_bpe_exports_a_tokenizer_that_encodes_identically(tmp_path, pattern):
+    """Pattern gpt2: the tokenizer encodes identically; gpt4: weights only, with a note."""
+    trained = train_bpe(CORPUS, 400, PATTERNS[pattern], show_progress=False)
+    save_tokenizer(tmp_path / "tok", trained.ranks, "bpe", pattern)
+    ours = load_tokenizer(tmp_path / "tok")
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(vocab_size=ours.n_vocab, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    save_model(tmp_path / "model", model, tmp_path / "tok")
+    result = _export(tmp_path / "model", tmp_path / "hf")
+    assert result.exit_code == 0, result.output
+    _check_logits(tmp_path / "model", tmp_path / "hf", ours.n_vocab)
+    if pattern == "gpt4":
+        assert "no tokenizer written" in result.stderr
+        assert not (tmp_path / "hf" / "tokenizer.json").exists()
+        return
+    for loaded in (
+        transformers.AutoTokenizer.from_pretrained(tmp_path / "hf"),
+        transformers.GPT2TokenizerFast.from_pretrained(tmp_path / "hf"),
+    ):
+        for text in (SAMPLE, TEXT[:500]):
+            assert loaded.encode(text) == ours.encode_ordinary(text)
+            assert loaded.decode(loaded.encode(text)) == text
+
+
+def test_exported_bpe_model_converts_back_with_its_tokenizer(tmp_path):
+    trained = train_bpe(CORPUS, 300, PATTERNS["gpt2"], show_progress=False)
+    save_tokenizer(tmp_path / "tok", trained.ranks, "bpe", "gpt2")
+    torch.manual_seed(2)
+    model = GPT(GPTConfig(vocab_size=300, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    save_model(tmp_path / "model", model, tmp_path / "tok")
+    assert _export(tmp_path / "model", tmp_path / "hf").exit_code == 0
+    params = tmp_path / "params.yaml"
+    params.write_text(f"base:\n  source: {tmp_path / 'hf'}\n")
+    args = ["weights", "--params", str(params), "--tokenizer", str(tmp_path / "tok")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "base")])
+    assert result.exit_code == 0, result.output
+    back, _ = load_model(tmp_path / "base")
+    for name, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], value), name
+    save_gpt2(tmp_path / "gpt2tok")  # a different tokenizer is refused
+    args = ["weights", "--params", str(params), "--tokenizer", str(tmp_path / "gpt2tok")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "base2")])
+    assert result.exit_code == 2 and "vocabulary of 300 ids" in result.stderr
+
+
+def test_classifier_and_missing_folders_are_refused(tmp_path):
+    save_gpt2(tmp_path / "tok")
+    model = GPT(GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    save_model(tmp_path / "cls", with_classifier(model, 2), tmp_path / "tok", labels=["a", "b"])
+    result = _export(tmp_path / "cls", tmp_path / "hf")
+    assert result.exit_code == 2 and "classifier" in result.stderr
+    assert not (tmp_path / "hf").exists()
+    result = _export(tmp_path / "nothing", tmp_path / "hf")
+    assert result.exit_code == 2 and "nothing" in result.stderr
