@@ -23,6 +23,23 @@ SetOption = Annotated[
     ),
 ]
 
+# Options the training and model-reading stages share (each stage gives its own default).
+ModelOutOption = Annotated[Path, typer.Option("--out", help="Model folder to write.")]
+MetricsOption = Annotated[Path, typer.Option("--metrics", help="Metrics JSON to write.")]
+PlotsOption = Annotated[
+    Path, typer.Option("--plots", help="Folder for the curves (train.csv, val.csv).")
+]
+CheckpointsOption = Annotated[
+    Path,
+    typer.Option("--checkpoints", help="Resumable training state; removed when training finishes."),
+]
+ModelsOption = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--model", help="Model folder (repeatable). Default: models/base and models/instruct."
+    ),
+]
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 

@@ -47,12 +47,20 @@ def _require_device(device: str, key: str) -> None:
 class DataConfig:
     """`data`: where the corpus, instruction and classification data come from."""
 
-    corpus: str = _f("stdlib", "Corpus: a named set (stdlib, tinyshakespeare), a URL or a path.")
-    instruct: str = _f(
-        "stdlib", "Instructions: a named set (stdlib, alpaca-instructions), a URL or a path."
+    corpus: str | list[str] = _f(  # noqa: RUF009 (a str default is immutable)
+        "stdlib",
+        "Corpus: a named set (stdlib, tinyshakespeare), a URL or a path (archive.zip#member "
+        "reads one member), or a list of mirrors of one file tried in order.",
     )
-    classify: str = _f(
-        "stdlib", "Classification data: a named set (stdlib, sms-spam), a URL or a path."
+    instruct: str | list[str] = _f(  # noqa: RUF009
+        "stdlib",
+        "Instructions: a named set (stdlib, alpaca-instructions), a URL or a path, or a list "
+        "of mirrors.",
+    )
+    classify: str | list[str] = _f(  # noqa: RUF009
+        "stdlib",
+        "Classification data: a named set (stdlib, sms-spam), a URL or a path, or a list of "
+        "mirrors.",
     )
     mirror: str | None = _f(
         None, "Local folder looked in first, by file name (else $GPTPIPE_MIRROR)."
@@ -62,9 +70,20 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         for key in ("corpus", "instruct", "classify"):
-            _require(bool(getattr(self, key).strip()), f"data.{key}", "must not be empty")
+            value = getattr(self, key)
+            if isinstance(value, list):
+                _require(bool(value), f"data.{key}", "must not be an empty list")
+                for i, item in enumerate(value):
+                    _require(bool(item.strip()), f"data.{key}[{i}]", "must not be empty")
+            else:
+                _require(bool(value.strip()), f"data.{key}", "must not be empty")
         _require(self.timeout > 0, "data.timeout", "must be > 0")
         _require(self.retries >= 1, "data.retries", "must be >= 1")
+
+    def sources(self, kind: str) -> list[str]:
+        """The sources given for `kind` (corpus, instruct or classify) as a list, stripped."""
+        value = getattr(self, kind)
+        return [item.strip() for item in (value if isinstance(value, list) else [value])]
 
     def mirror_dir(self) -> Path | None:
         """The mirror folder: the param if set, else the GPTPIPE_MIRROR environment variable."""
@@ -270,6 +289,11 @@ class BaseConfig:
             "base.source",
             f"{self.source!r} is neither a known name nor an existing folder; allowed: {allowed}",
         )
+
+    def sources(self, kind: str) -> list[str]:
+        """The sources given for `kind` (corpus, instruct or classify) as a list, stripped."""
+        value = getattr(self, kind)
+        return [item.strip() for item in (value if isinstance(value, list) else [value])]
 
     def mirror_dir(self) -> Path | None:
         """The mirror folder: the param if set, else the GPTPIPE_MIRROR environment variable."""

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gptpipe.errors import BadInput
-from gptpipe.fetch import fetch_pinned, fetch_source, file_url_path, source_kind
+from gptpipe.fetch import fetch_pinned, fetch_sources, file_url_path, source_kind, split_member
 from gptpipe.progress import progress
 from gptpipe.tokenizer import EOT
 
@@ -259,7 +259,7 @@ class NamedSet:
     urls: tuple[str, ...]
     license: str
     normalise: Callable[[str, str], Items]
-    archive_name: str | None = None  # the URLs serve this zip, holding `file_name`
+    archive_name: str | None = None  # the URLs serve this zip/tar/gzip, holding `file_name`
     description: str = ""
 
 
@@ -679,33 +679,55 @@ def named_set(kind: Kind, source: str, key: str, named: dict[str, NamedSet]) -> 
     return found
 
 
-def check_source(
-    kind: Kind, source: str, key: str, named: dict[str, NamedSet] | None = None
-) -> str:
-    """Validate a source before anything is fetched: 'stdlib', 'named', 'url', 'file' or 'path'."""
-    table = NAMED_SETS if named is None else named
-    source = source.strip()
+def as_list(source: str | Sequence[str]) -> list[str]:
+    """A source as given in params (one, or a list of mirrors) as a list of stripped strings."""
+    return [item.strip() for item in ([source] if isinstance(source, str) else source)]
+
+
+def _check_one(kind: Kind, source: str, key: str, table: dict[str, NamedSet]) -> str:
     if source == STDLIB:
         return STDLIB
     if named_set(kind, source, key, table):
         return "named"
     found = source_kind(source, key)
-    if found == "path" and not Path(source).expanduser().exists():
+    base, _ = split_member(source, found)
+    if found == "path" and not Path(base).expanduser().exists():
         looks_like_path = any(c in source for c in "/\\.~")
         if not looks_like_path:
             raise BadInput(
                 f"params key '{key}': unknown data set {source!r}; "
                 f"allowed names: {', '.join(allowed_names(kind, table))} (or a URL or path)"
             )
-        raise BadInput(f"params key '{key}': {source}: file not found")
-    if found == "file" and not file_url_path(source).is_file():
-        raise BadInput(f"params key '{key}': {source}: file not found")
+        raise BadInput(f"params key '{key}': {base}: file not found")
+    if found == "file" and not file_url_path(base).is_file():
+        raise BadInput(f"params key '{key}': {base}: file not found")
     return found
+
+
+def check_source(
+    kind: Kind, source: str | Sequence[str], key: str, named: dict[str, NamedSet] | None = None
+) -> str:
+    """Validate a source before anything is fetched: 'stdlib', 'named', 'url', 'file', 'path',
+    or 'mirrors' for a list of several URLs or paths of one file (tried in order when fetched,
+    so a local path missing from the list is not an error yet; a bad scheme or a named set in
+    the list is)."""
+    table = NAMED_SETS if named is None else named
+    sources = as_list(source)
+    if len(sources) == 1:
+        return _check_one(kind, sources[0], key, table)
+    for i, item in enumerate(sources):
+        if item == STDLIB or item in table:
+            raise BadInput(
+                f"params key '{key}[{i}]': a list holds mirrors (URLs or paths) of one file; "
+                f"{item!r} is a named data set, give it alone"
+            )
+        source_kind(item, f"{key}[{i}]")
+    return "mirrors"
 
 
 def load_source(
     kind: Kind,
-    source: str,
+    source: str | Sequence[str],
     key: str,
     work_dir: Path,
     *,
@@ -722,8 +744,9 @@ def load_source(
     build it once for several kinds); `named` replaces the table of named sets.
     """
     table = NAMED_SETS if named is None else named
-    source = source.strip()
-    how = check_source(kind, source, key, table)
+    sources = as_list(source)
+    how = check_source(kind, sources, key, table)
+    given: str | list[str] = sources[0] if len(sources) == 1 else sources
     if how == STDLIB:
         build = stdlib()
         items: Items = getattr(build, kind)
@@ -738,7 +761,7 @@ def load_source(
                 "upstream": build.upstream,
             },
         )
-    pinned = named_set(kind, source, key, table)
+    pinned = named_set(kind, sources[0], key, table) if how == "named" else None
     if pinned is not None:
         fetched = fetch_pinned(
             pinned.file_name,
@@ -753,8 +776,8 @@ def load_source(
         )
         normalise, license_ = pinned.normalise, pinned.license
     else:
-        fetched = fetch_source(
-            source, key, work_dir, timeout=timeout, retries=retries, backoff=backoff
+        fetched = fetch_sources(
+            sources, key, work_dir, timeout=timeout, retries=retries, backoff=backoff
         )
         normalise, license_ = GENERIC_PARSERS[kind], "unknown (given by URL or path)"
     origin = fetched.location
@@ -768,7 +791,7 @@ def load_source(
         kind,
         items,
         {
-            "source": source,
+            "source": given,
             "type": how,
             "location": origin,
             "license": license_,

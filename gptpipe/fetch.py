@@ -1,26 +1,40 @@
-"""Getting a source file: a pinned file (mirror folder first, then its URLs), a URL or a path.
+"""Getting a source file: a pinned file (mirror folder first, then its URLs), a URL or a path,
+or the first of a list of mirrors that works; out of an archive when a member is named.
 
 Downloads stream through urllib to a temporary file beside the destination, hashing as they
 go; a download either lands whole at its destination or leaves nothing behind. Connection
-errors, 5xx responses and truncated bodies are retried with exponential backoff; a 404, an
-HTML page where a data file was expected, or a wrong sha256 is bad input at once.
+errors, stalls past the timeout, 5xx responses and truncated bodies are retried with
+exponential backoff, resuming with HTTP Range; a 404, an HTML page where a data file was
+expected, or a wrong sha256 is bad input at once (a mirror list then moves on to the next).
+
+Archives (zip, tar with any compression, a lone gzip/bz2/xz stream) are recognised by their
+bytes. Nothing is ever extracted by the names inside: every entry is checked first (absolute
+paths, `..`, links and devices refuse the whole archive) and only the member wanted is read,
+as a stream, into a scratch file of our own naming.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import hashlib
 import http.client
+import lzma
 import os
+import re
 import shutil
+import stat
+import tarfile
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from gptpipe import __version__
 from gptpipe.errors import BadInput
@@ -28,6 +42,7 @@ from gptpipe.fsutil import atomic_file
 from gptpipe.progress import progress
 
 SourceKind = Literal["url", "file", "path"]
+ArchiveFormat = Literal["zip", "tar", "gzip", "bz2", "xz"]
 
 CHUNK = 1 << 16
 USER_AGENT = f"gptpipe/{__version__} (+urllib)"
@@ -42,7 +57,7 @@ class Fetched:
     location: str
     sha256: str
     bytes: int
-    archive: dict[str, object] | None = None  # sha256/bytes/location of a zip it came out of
+    archive: dict[str, object] | None = None  # location/sha256/bytes of its archive
 
 
 class Truncated(Exception):
@@ -122,7 +137,9 @@ def _stream(url: str, part: Path, timeout: float) -> None:
             task = bar.add_task(f"download {name}", total=expected, completed=have)
             while True:
                 try:
-                    chunk = response.read(CHUNK)
+                    # read1: whatever has arrived (up to CHUNK), so bytes received before a
+                    # stall are on disk, not lost in a buffer, when the timeout strikes.
+                    chunk = response.read1(CHUNK)
                 except http.client.IncompleteRead as exc:
                     fh.write(exc.partial)
                     raise Truncated(
@@ -189,32 +206,212 @@ def download(
         part.unlink(missing_ok=True)
 
 
-def extract_member(archive: Fetched, member: str, dest: Path) -> Fetched:
-    """Extract one member of a zip archive to `dest` (atomically) as a fetched file."""
+# --------------------------------------------------------------------------- archives
+
+# Names whose part after the last '#' is an archive member (local paths; URLs use the fragment).
+ARCHIVE_SUFFIXES = (
+    ".zip",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+    ".tar.bz2",
+    ".tbz2",
+    ".tar.xz",
+    ".txz",
+    ".gz",
+    ".bz2",
+    ".xz",
+)
+# One compressed stream: (magic bytes, module with an `open`, the suffix its file name drops).
+SINGLE_STREAM: dict[str, tuple[bytes, Any, str]] = {
+    "gzip": (b"\x1f\x8b", gzip, ".gz"),
+    "bz2": (b"BZh", bz2, ".bz2"),
+    "xz": (b"\xfd7zXZ\x00", lzma, ".xz"),
+}
+
+
+def split_member(source: str, kind: SourceKind) -> tuple[str, str | None]:
+    """A source without its archive member, and the member (URL fragment, or `path#member`).
+
+    For a local path the `#` only counts when the path as given does not exist and the part
+    before it ends like an archive (`data.zip#dir/file.tsv`), so names holding `#` still work.
+    """
+    if kind in ("url", "file"):
+        base, fragment = urllib.parse.urldefrag(source)
+        return base, urllib.parse.unquote(fragment) or None
+    head, sep, member = source.rpartition("#")
+    if not sep or not member or Path(source).expanduser().exists():
+        return source, None
+    if not head.lower().endswith(ARCHIVE_SUFFIXES):
+        return source, None
+    return head, member
+
+
+def archive_format(path: Path) -> ArchiveFormat | None:
+    """What kind of archive a file is, by its content (never by its name); None: not one."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(b"PK\x03\x04") or (head.startswith(b"PK\x05\x06")):
+        return "zip"
     try:
-        with zipfile.ZipFile(archive.path) as zf:
-            names = {Path(n).name: n for n in zf.namelist() if not n.endswith("/")}
-            if member not in names:
-                raise BadInput(f"{archive.location}: zip archive has no member {member!r}")
-            with atomic_file(dest) as tmp, zf.open(names[member]) as src, open(tmp, "wb") as out:
+        if tarfile.is_tarfile(path):
+            return "tar"
+    except (OSError, EOFError, lzma.LZMAError):
+        pass  # a truncated compressed stream: not a tar we can read; see below
+    for name, (magic, _, _) in SINGLE_STREAM.items():
+        if head.startswith(magic):
+            return name  # type: ignore[return-value]
+    return None
+
+
+def _refuse_unsafe(location: str, name: str) -> None:
+    """Bad input for a member name that would land outside an output folder if extracted."""
+    norm = name.replace("\\", "/")
+    why = ""
+    if not norm.strip("/"):
+        why = "an empty name"
+    elif norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
+        why = "an absolute path"
+    elif ".." in norm.split("/"):
+        why = "a '..' component"
+    if why:
+        raise BadInput(
+            f"{location}: refusing archive member {name!r}: {why}, it would land outside "
+            "the output folder"
+        )
+
+
+def _pick(location: str, names: list[str], member: str | None) -> str:
+    """The member wanted: an exact name, else a unique base name; the only file if unnamed."""
+    if member is None:
+        if len(names) == 1:
+            return names[0]
+        shown = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "")
+        what = "no files" if not names else f"{len(names)} files ({shown})"
+        raise BadInput(f"{location}: archive holds {what}; name one as {location}#MEMBER")
+    wanted = member.strip("/").removeprefix("./")
+    exact = [n for n in names if n.removeprefix("./") == wanted]
+    if exact:
+        return exact[0]
+    by_base = [n for n in names if Path(n).name == wanted]
+    if len(by_base) == 1:
+        return by_base[0]
+    if by_base:
+        raise BadInput(f"{location}: archive member {member!r} is ambiguous ({', '.join(by_base)})")
+    raise BadInput(f"{location}: archive has no member {member!r}")
+
+
+def _zip_members(location: str, zf: zipfile.ZipFile) -> list[str]:
+    """The regular files of a zip, after checking every entry's name and type."""
+    names = []
+    for info in zf.infolist():
+        _refuse_unsafe(location, info.filename)
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise BadInput(
+                f"{location}: refusing archive member {info.filename!r}: a symbolic link"
+            )
+        if not info.is_dir():
+            names.append(info.filename)
+    return names
+
+
+def _tar_members(location: str, tf: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """The regular files of a tar, after checking every entry's name and type."""
+    found = {}
+    for info in tf.getmembers():
+        _refuse_unsafe(location, info.name)
+        if info.issym() or info.islnk():
+            kind = "symbolic" if info.issym() else "hard"
+            raise BadInput(
+                f"{location}: refusing archive member {info.name!r}: a {kind} link "
+                f"(to {info.linkname!r})"
+            )
+        if info.isfile():
+            found[info.name] = info
+        elif not info.isdir():
+            raise BadInput(f"{location}: refusing archive member {info.name!r}: not a regular file")
+    return found
+
+
+def extract_member(archive: Fetched, member: str | None, dest: Path) -> Fetched:
+    """Stream one member of a zip, tar (any compression) or gzip/bz2/xz file to `dest`.
+
+    Nothing is extracted by its own name: every entry's name and type is checked first
+    (absolute paths, `..`, links and devices are refused as bad input naming the member),
+    then only the member wanted is read, as a stream, into `dest` (written atomically).
+    With no member named, an archive holding exactly one file gives that file.
+    """
+    where = archive.location
+    fmt = archive_format(archive.path)
+    if fmt is None:
+        raise BadInput(
+            f"{where}: names archive member {member!r} but is not a zip, tar, gzip, bz2 or xz file"
+        )
+    chosen = member
+    try:
+        if fmt == "zip":
+            with zipfile.ZipFile(archive.path) as zf:
+                chosen = _pick(where, _zip_members(where, zf), member)
+                with atomic_file(dest) as tmp, zf.open(chosen) as src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+        elif fmt == "tar":
+            with tarfile.open(archive.path, "r:*") as tf:
+                files = _tar_members(where, tf)
+                chosen = _pick(where, list(files), member)
+                src = tf.extractfile(files[chosen])
+                assert src is not None  # a regular file always has a stream
+                with atomic_file(dest) as tmp, src, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK)
+        else:
+            _, module, suffix = SINGLE_STREAM[fmt]
+            inner = Path(urllib.parse.urlparse(where).path).name.removesuffix(suffix)
+            if member is not None and member != inner:
+                raise BadInput(
+                    f"{where}: a {fmt} file holds one member ({inner!r}), not {member!r}"
+                )
+            chosen = inner or "member"
+            with (
+                atomic_file(dest) as tmp,
+                module.open(archive.path, "rb") as src,
+                open(tmp, "wb") as out,
+            ):
                 shutil.copyfileobj(src, out, CHUNK)
-    except zipfile.BadZipFile:
-        raise BadInput(f"{archive.location}: not a valid zip archive") from None
+    except zipfile.BadZipFile as exc:
+        raise BadInput(f"{where}: not a valid zip archive ({exc})") from None
+    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+        raise BadInput(f"{where}: corrupt or truncated {fmt} archive ({exc})") from None
+    except RuntimeError as exc:  # zipfile: an encrypted member
+        raise BadInput(f"{where}: cannot read member {chosen!r} ({exc})") from None
     sha, size = file_digest(dest)
     return Fetched(
         path=dest,
-        location=f"{archive.location}#{member}",
+        location=f"{where}#{chosen}",
         sha256=sha,
         bytes=size,
-        archive={"location": archive.location, "sha256": archive.sha256, "bytes": archive.bytes},
+        archive={"location": where, "sha256": archive.sha256, "bytes": archive.bytes},
     )
 
 
-def _unpack(fetched: Fetched, member: str | None, work_dir: Path) -> Fetched:
-    """The member of a zip archive when the pinned file comes zipped, else the file itself."""
-    if member is None or not zipfile.is_zipfile(fetched.path):
+def _member_dest(work_dir: Path, member: str | None, archive: Fetched) -> Path:
+    """A scratch path for a member, in its own folder so it never clobbers the archive."""
+    folder = work_dir / "members"  # made by atomic_file once a member is read
+    name = Path((member or archive.path.name).replace("\\", "/")).name or "member"
+    return folder / name
+
+
+def unpack(fetched: Fetched, member: str | None, work_dir: Path) -> Fetched:
+    """The named member of an archive; an unnamed archive's only file; else the file itself."""
+    if member is None and archive_format(fetched.path) is None:
         return fetched
-    return extract_member(fetched, member, work_dir / member)
+    return extract_member(fetched, member, _member_dest(work_dir, member, fetched))
+
+
+def _unpack(fetched: Fetched, member: str | None, work_dir: Path) -> Fetched:
+    """The member of an archive when the pinned file comes archived, else the file itself."""
+    if member is None or archive_format(fetched.path) is None:
+        return fetched
+    return extract_member(fetched, member, _member_dest(work_dir, member, fetched))
 
 
 def _check(fetched: Fetched, sha256: str) -> Fetched:
@@ -239,9 +436,12 @@ def fetch_pinned(
 ) -> Fetched:
     """A file known by name and sha256: from the mirror folder if it has it, else from `urls`.
 
-    `archive_name` is the name of a zip the URLs serve (its member `file_name` is what the
-    sha256 pins); the mirror may hold either the bare file or the zip. Whatever is found is
-    verified: a mismatch is bad input naming the file or URL, never a silent fallback.
+    `archive_name` is the name of an archive the URLs serve (zip, tar or gzip; its member
+    `file_name` is what the sha256 pins); the mirror folder may hold the bare file or the
+    archive. A file in the mirror folder with the wrong sha256 is bad input at once (someone
+    put it there); the URLs are mirrors of each other, tried in order, so one that fails or
+    serves the wrong bytes gives way to the next, and only when all fail is it bad input,
+    naming each URL and what went wrong.
     """
     member = file_name if archive_name else None
     if mirror is not None:
@@ -256,10 +456,9 @@ def fetch_pinned(
         dest = work_dir / (archive_name or file_name)
         try:
             fetched = download(url, dest, timeout=timeout, retries=retries, backoff=backoff)
+            return _check(_unpack(fetched, member, work_dir), sha256)
         except BadInput as exc:
             errors.append(str(exc))
-            continue
-        return _check(_unpack(fetched, member, work_dir), sha256)
     raise BadInput("; ".join(errors))
 
 
@@ -272,17 +471,56 @@ def fetch_source(
     retries: int,
     backoff: float = 1.0,
 ) -> Fetched:
-    """A user-given source (http(s) URL, file:// URL or local path), its sha256 recorded."""
+    """A user-given source (http(s) URL, file:// URL or local path), its sha256 recorded.
+
+    A member named after `#` (`data.zip#dir/file.tsv`) is read out of the archive; an archive
+    named without a member gives its only file; a lone `.gz`/`.bz2`/`.xz` is decompressed.
+    """
     kind = source_kind(source, key)
+    base, member = split_member(source, kind)
     if kind == "path":
-        path = Path(source).expanduser()
+        path = Path(base).expanduser()
         if not path.is_file():
-            raise BadInput(f"params key '{key}': {source}: file not found")
-        return local_file(path, str(path.resolve()))
-    if kind == "file":
-        path = file_url_path(source)
+            raise BadInput(f"params key '{key}': {base}: file not found")
+        fetched = local_file(path, str(path.resolve()))
+    elif kind == "file":
+        path = file_url_path(base)
         if not path.is_file():
-            raise BadInput(f"params key '{key}': {source}: file not found")
-        return local_file(path, source)
-    name = Path(urllib.parse.urlparse(source).path).name or "download"
-    return download(source, work_dir / name, timeout=timeout, retries=retries, backoff=backoff)
+            raise BadInput(f"params key '{key}': {base}: file not found")
+        fetched = local_file(path, base)
+    else:
+        name = Path(urllib.parse.urlparse(base).path).name or "download"
+        fetched = download(base, work_dir / name, timeout=timeout, retries=retries, backoff=backoff)
+    return unpack(fetched, member, work_dir)
+
+
+def fetch_sources(
+    sources: Sequence[str],
+    key: str,
+    work_dir: Path,
+    *,
+    timeout: float,
+    retries: int,
+    backoff: float = 1.0,
+) -> Fetched:
+    """The first of a list of mirrors (URLs or paths of the same file) that can be fetched.
+
+    Each is tried in order with its own retries; a 404, a refused connection, a stall, an
+    HTML page, a missing file or a bad archive moves on to the next. When none works, the
+    bad input names the key and what went wrong with each.
+    """
+    if len(sources) == 1:
+        return fetch_source(
+            sources[0], key, work_dir, timeout=timeout, retries=retries, backoff=backoff
+        )
+    errors = []
+    for i, source in enumerate(sources):
+        try:
+            return fetch_source(
+                source, f"{key}[{i}]", work_dir, timeout=timeout, retries=retries, backoff=backoff
+            )
+        except BadInput as exc:
+            errors.append(str(exc).removeprefix(f"params key '{key}[{i}]': "))
+    raise BadInput(
+        f"params key '{key}': none of the {len(sources)} mirrors worked: " + "; ".join(errors)
+    )

@@ -77,6 +77,23 @@ class TrainResult:
     train_rows: list[dict[str, float]] = field(default_factory=list)
     val_rows: list[dict[str, float]] = field(default_factory=list)
 
+    def metrics(self, perplexity: bool = True) -> dict[str, Any]:
+        """The metrics every training stage reports, under the same DVC metrics keys:
+        losses (with the perplexity of the validation loss for language models), the best
+        validation, and how much and how fast it trained."""
+        val_loss = self.val["val_loss"]
+        summary: dict[str, Any] = {"train_loss": self.train_loss, "val_loss": val_loss}
+        if perplexity:
+            summary["val_perplexity"] = math.exp(min(val_loss, 700.0))
+        return summary | {
+            "best_step": self.best_step,
+            "best_val_loss": self.best_val_loss,
+            "steps": self.steps,
+            "tokens": self.tokens,
+            "tokens_per_s": self.tokens_per_s,
+            "seconds": self.seconds,
+        }
+
 
 # --------------------------------------------------------------------------- pieces
 

@@ -54,7 +54,7 @@ def run(
     server); nothing is written unless all three sources succeed.
     """
     table = NAMED_SETS if named is None else named
-    sources = {kind: getattr(cfg, kind).strip() for kind in KINDS}
+    sources = {kind: cfg.sources(kind) for kind in KINDS}
     how = {kind: check_source(kind, sources[kind], f"data.{kind}", table) for kind in KINDS}
     mirror = mirror_folder(cfg) if "named" in how.values() else None
 
@@ -115,6 +115,8 @@ def command(
     """Download (or build offline) the corpus, instruction and classification data.
 
     Named sets come from the mirror folder if it has them, else their URLs; sha256 verified.
+    A URL or path may name an archive member (data.zip#dir/file.tsv); a list of them is a
+    list of mirrors tried in order.
 
     The default, stdlib, is built offline from this Python's standard library.
     """

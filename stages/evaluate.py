@@ -11,7 +11,7 @@ import typer
 
 from gptpipe import layout
 from gptpipe.checkpoint import load_model, read_info
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cliutil import ModelsOption, ParamsOption, SetOption, section
 from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import bits_per_byte, perplexity, scored_bytes
@@ -106,10 +106,7 @@ def run(cfg: EvaluateConfig, shards: Path, models: list[Path], out: Path) -> dic
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    model: Annotated[
-        list[Path] | None,
-        typer.Option(help="Model folder (repeatable). Default: models/base and models/instruct."),
-    ] = None,
+    model: ModelsOption = None,
     text: Annotated[
         Path | None,
         typer.Option(help="Evaluate this UTF-8 text file instead of the val split (one model)."),

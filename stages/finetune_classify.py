@@ -10,7 +10,15 @@ import typer
 
 from gptpipe import layout
 from gptpipe.checkpoint import WEIGHTS, save_model, with_classifier
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cliutil import (
+    CheckpointsOption,
+    MetricsOption,
+    ModelOutOption,
+    ParamsOption,
+    PlotsOption,
+    SetOption,
+    section,
+)
 from gptpipe.config import ClassifyConfig
 from gptpipe.errors import BadInput
 from gptpipe.finetune import (
@@ -97,7 +105,8 @@ def run(
         description="finetune classify",
     )
 
-    metrics: dict[str, Any] = {"train_loss": result.train_loss}
+    # Final losses and accuracies over whole splits replace the sampled validation's.
+    metrics: dict[str, Any] = result.metrics(perplexity=False)
     train_labels = [label for _, label in train_set]
     with evaluating(model, cfg.dtype):
         for name, items in split_examples.items():
@@ -110,12 +119,6 @@ def run(
             train_labels, [label for _, label in items]
         )
     metrics |= {
-        "best_step": result.best_step,
-        "best_val_loss": result.best_val_loss,
-        "steps": result.steps,
-        "tokens": result.tokens,
-        "tokens_per_s": result.tokens_per_s,
-        "seconds": result.seconds,
         "labels": labels,
         **{f"{name}_records": len(items) for name, items in split_examples.items()},
         "max_length": max_length,
@@ -142,15 +145,10 @@ def command(
     data: Annotated[
         Path, typer.Option(help="Labelled texts: 'label<TAB>text' lines, no header.")
     ] = layout.CLASSIFY_DATA,
-    out: Annotated[Path, typer.Option(help="Model folder to write.")] = layout.CLASSIFY_MODEL,
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = layout.METRICS
-    / "classify.json",
-    plots: Annotated[
-        Path, typer.Option(help="Folder for the curves (train.csv, val.csv with accuracy).")
-    ] = layout.PLOTS / "classify",
-    checkpoints: Annotated[
-        Path, typer.Option(help="Resumable training state; removed when training finishes.")
-    ] = layout.CHECKPOINTS / "classify",
+    out: ModelOutOption = layout.CLASSIFY_MODEL,
+    metrics: MetricsOption = layout.METRICS / "classify.json",
+    plots: PlotsOption = layout.PLOTS / "classify",
+    checkpoints: CheckpointsOption = layout.CHECKPOINTS / "classify",
 ) -> None:
     """Fine-tune the base model as a classifier (a head on the last token's hidden state).
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +10,15 @@ import typer
 
 from gptpipe import layout
 from gptpipe.checkpoint import WEIGHTS, save_model
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cliutil import (
+    CheckpointsOption,
+    MetricsOption,
+    ModelOutOption,
+    ParamsOption,
+    PlotsOption,
+    SetOption,
+    section,
+)
 from gptpipe.config import InstructConfig
 from gptpipe.errors import BadInput
 from gptpipe.finetune import (
@@ -98,16 +105,7 @@ def run(
                 }
             )
     val_loss = result.val["val_loss"]
-    metrics = {
-        "train_loss": result.train_loss,
-        "val_loss": val_loss,
-        "val_perplexity": math.exp(min(val_loss, 700.0)),
-        "best_step": result.best_step,
-        "best_val_loss": result.best_val_loss,
-        "steps": result.steps,
-        "tokens": result.tokens,
-        "tokens_per_s": result.tokens_per_s,
-        "seconds": result.seconds,
+    metrics = result.metrics() | {
         "train_records": len(train_idx),
         "val_records": len(val_idx),
         "truncated_records": sum(example.truncated for example in examples),
@@ -135,18 +133,13 @@ def command(
     data: Annotated[
         Path, typer.Option(help="Instruction records: a JSON list of {instruction, input, output}.")
     ] = layout.INSTRUCT_DATA,
-    out: Annotated[Path, typer.Option(help="Model folder to write.")] = layout.INSTRUCT_MODEL,
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = layout.METRICS
-    / "instruct.json",
-    plots: Annotated[
-        Path, typer.Option(help="Folder for the loss curves (train.csv, val.csv).")
-    ] = layout.PLOTS / "instruct",
+    out: ModelOutOption = layout.INSTRUCT_MODEL,
+    metrics: MetricsOption = layout.METRICS / "instruct.json",
+    plots: PlotsOption = layout.PLOTS / "instruct",
     examples: Annotated[
         Path, typer.Option(help="JSON of held-out instructions with the model's greedy answers.")
     ] = Path("reports/instruct_examples.json"),
-    checkpoints: Annotated[
-        Path, typer.Option(help="Resumable training state; removed when training finishes.")
-    ] = layout.CHECKPOINTS / "instruct",
+    checkpoints: CheckpointsOption = layout.CHECKPOINTS / "instruct",
 ) -> None:
     """Fine-tune the base model to follow instructions (Alpaca prompt format, loss on responses).
 

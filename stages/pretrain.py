@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -17,7 +16,15 @@ import typer
 
 from gptpipe import layout
 from gptpipe.checkpoint import save_model
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cliutil import (
+    CheckpointsOption,
+    MetricsOption,
+    ModelOutOption,
+    ParamsOption,
+    PlotsOption,
+    SetOption,
+    section,
+)
 from gptpipe.config import ModelConfig, PretrainConfig, to_dict
 from gptpipe.errors import BadInput
 from gptpipe.finetune import lm_loss, masked_lm_loss
@@ -126,16 +133,7 @@ def _run(
         description="pretrain",
     )
     val_loss = result.val["val_loss"]
-    metrics = {
-        "train_loss": result.train_loss,
-        "val_loss": val_loss,
-        "val_perplexity": math.exp(min(val_loss, 700.0)),
-        "best_step": result.best_step,
-        "best_val_loss": result.best_val_loss,
-        "steps": result.steps,
-        "tokens": result.tokens,
-        "tokens_per_s": result.tokens_per_s,
-        "seconds": result.seconds,
+    metrics = result.metrics() | {
         "params_total": model.num_params(non_embedding=False),
         "params_non_embedding": model.num_params(non_embedding=True),
         "train_windows": len(train_windows),
@@ -190,15 +188,10 @@ def command(
     tokenizer: Annotated[
         Path, typer.Option(help="Tokenizer folder the shards were made with.")
     ] = layout.TOKENIZER,
-    out: Annotated[Path, typer.Option(help="Model folder to write.")] = layout.PRETRAIN,
-    metrics: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = layout.METRICS
-    / "pretrain.json",
-    plots: Annotated[
-        Path, typer.Option(help="Folder for the loss curves (train.csv, val.csv).")
-    ] = layout.PLOTS / "pretrain",
-    checkpoints: Annotated[
-        Path, typer.Option(help="Resumable training state; removed when training finishes.")
-    ] = layout.CHECKPOINTS / "pretrain",
+    out: ModelOutOption = layout.PRETRAIN,
+    metrics: MetricsOption = layout.METRICS / "pretrain.json",
+    plots: PlotsOption = layout.PLOTS / "pretrain",
+    checkpoints: CheckpointsOption = layout.CHECKPOINTS / "pretrain",
 ) -> None:
     """Pretrain a GPT-2 model from scratch on the token shards (next-token prediction).
 

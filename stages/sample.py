@@ -13,7 +13,7 @@ import typer
 
 from gptpipe import layout
 from gptpipe.checkpoint import ModelInfo, load_model
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cliutil import ModelsOption, ParamsOption, SetOption, section
 from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
 from gptpipe.finetune import format_prompt
@@ -142,10 +142,7 @@ def _settings(cfg: SampleConfig) -> list[str]:
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    model: Annotated[
-        list[Path] | None,
-        typer.Option(help="Model folder (repeatable). Default: models/base and models/instruct."),
-    ] = None,
+    model: ModelsOption = None,
     out: Annotated[
         Path, typer.Option(help="Folder to write samples.json and samples.md into.")
     ] = layout.SAMPLES,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -221,6 +223,53 @@ def test_good_sources_are_recognised(tmp_path):
     assert check_source("corpus", "https://example.org/c.txt", "k") == "url"
     assert check_source("corpus", (tmp_path / "c.txt").as_uri(), "k") == "file"
     assert check_source("corpus", str(tmp_path / "c.txt"), "k") == "path"
+    (tmp_path / "c.zip").write_bytes(b"")
+    assert check_source("corpus", f"{tmp_path / 'c.zip'}#dir/c.txt", "k") == "path"
+    assert check_source("corpus", ["https://example.org/c.txt"], "k") == "url"  # a list of one
+    mirrors = ["https://example.org/c.txt", "absent/c.txt", (tmp_path / "c.txt").as_uri()]
+    assert check_source("corpus", mirrors, "k") == "mirrors"  # missing mirrors: checked later
+
+
+@pytest.mark.parametrize(
+    ("sources", "message"),
+    [
+        (["a.txt", "stdlib"], r"'k\[1\]': a list holds mirrors .* 'stdlib' is a named data set"),
+        (["tinyshakespeare", "a.txt"], r"'k\[0\]': a list holds mirrors"),
+        (["a.txt", "s3://b/a.txt"], r"'k\[1\]': unsupported URL scheme 's3'"),
+        ([" missing/a.zip#a.txt "], r"'k': missing/a\.zip: file not found"),
+    ],
+)
+def test_bad_source_lists_are_bad_input_naming_the_item(sources, message):
+    with pytest.raises(BadInput, match=rf"^params key {message}"):
+        check_source("corpus", sources, "k")
+
+
+def test_a_named_set_may_ship_inside_a_tar_gz(tmp_path):
+    """The archive of a named set is found in the mirror folder; its member is what is pinned."""
+    data = b"ham\tok then\nspam\tfree prize\n"
+    with tarfile.open(tmp_path / "mini.tar.gz", "w:gz") as tf:
+        info = tarfile.TarInfo("mini-1.0/mini.tsv")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    table = {
+        "mini": datasets.NamedSet(
+            name="mini",
+            kind="classify",
+            file_name="mini.tsv",
+            sha256=hashlib.sha256(data).hexdigest(),
+            urls=(),
+            license="CC0",
+            normalise=parse_tsv,
+            archive_name="mini.tar.gz",
+        )
+    }
+    work = tmp_path / "work"
+    loaded = load_source(
+        "classify", "mini", "k", work, mirror=tmp_path, timeout=1, retries=1, named=table
+    )
+    assert loaded.items == [("ham", "ok then"), ("spam", "free prize")]
+    assert loaded.provenance["location"].endswith("mini.tar.gz#mini-1.0/mini.tsv")
+    assert loaded.provenance["upstream"]["sha256"] == table["mini"].sha256
 
 
 def test_named_set_from_a_mirror_is_verified_and_normalised(tmp_path):

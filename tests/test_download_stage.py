@@ -1,13 +1,18 @@
-"""The `download` stage: named sets from the mirror or their URLs, the stdlib default, bad input."""
+"""The `download` stage: named sets from the mirror or their URLs, the stdlib default, mirror
+lists, archive members, bad input."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import gzip
 import hashlib
+import io
 import json
 import os
 import shutil
+import socket
+import tarfile
 import threading
 import zipfile
 from collections import Counter
@@ -272,6 +277,66 @@ def test_any_url_file_url_or_path_works_with_its_format_guessed(tmp_path, served
     assert provenance["classify"]["license"].startswith("unknown")
 
 
+def test_a_list_of_mirrors_is_tried_in_order(tmp_path, served, small):
+    root, base = served
+    (root / "books.txt").write_text(GOOD_CORPUS)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{sock.getsockname()[1]}/books.txt"
+    mirrors = [refused, f"{base}/gone/books.txt", f"{base}/books.txt"]
+    args = ["--out", "raw", *sets(small, corpus=f"[{', '.join(mirrors)}]"), "-S", "data.retries=1"]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "raw" / "corpus.txt").read_text() == GOOD_CORPUS
+    corpus = json.loads((tmp_path / "raw" / "provenance.json").read_text())["corpus"]
+    assert corpus["source"] == mirrors and corpus["type"] == "mirrors"
+    assert corpus["location"] == mirrors[2]
+    # A list of one is the same as the source alone.
+    cfg = DataConfig(
+        corpus=[str(small["corpus"])],
+        instruct=str(small["instruct"]),
+        classify=str(small["classify"]),
+    )
+    provenance = download.run(cfg, tmp_path / "raw1")
+    assert provenance["corpus"]["source"] == str(small["corpus"])
+    assert provenance["corpus"]["type"] == "path"
+
+
+def test_members_of_zip_tar_gz_and_gz_archives(tmp_path, served, small):
+    root, base = served
+    (root / "books.txt.gz").write_bytes(gzip.compress(f"Book one.\n{EOT}\nBook two.\n".encode()))
+    with zipfile.ZipFile(root / "labels.zip", "w") as zf:
+        zf.writestr("data/labels.csv", 'label,text\nyes,"sure, fine"\nno,nope\n')
+        zf.writestr("data/README", "labels")
+    jsonl = "\n".join(json.dumps(r) for r in GOOD_INSTRUCT * 3).encode()
+    with tarfile.open(tmp_path / "in" / "tasks.tgz", "w:gz") as tf:
+        info = tarfile.TarInfo("release/tasks.jsonl")
+        info.size = len(jsonl)
+        tf.addfile(info, io.BytesIO(jsonl))
+    args = ["--out", "raw", "-S", f"data.corpus={base}/books.txt.gz"]
+    args += ["-S", f"data.instruct={tmp_path / 'in' / 'tasks.tgz'}#tasks.jsonl"]
+    args += ["-S", f"data.classify={base}/labels.zip#data/labels.csv"]
+    result = invoke(args)
+    assert result.exit_code == 0, result.output
+    raw = tmp_path / "raw"
+    assert (raw / "corpus.txt").read_text() == f"Book one.\n{EOT}\nBook two.\n"
+    assert json.loads((raw / "instruct.json").read_text()) == GOOD_INSTRUCT * 3
+    assert (raw / "classify.tsv").read_text() == "yes\tsure, fine\nno\tnope\n"
+    provenance = json.loads((raw / "provenance.json").read_text())
+    assert provenance["corpus"]["location"] == f"{base}/books.txt.gz#books.txt"
+    assert provenance["classify"]["location"] == f"{base}/labels.zip#data/labels.csv"
+    assert provenance["classify"]["upstream"]["archive"]["sha256"] == sha256(root / "labels.zip")
+    instruct = provenance["instruct"]
+    assert instruct["location"].endswith("tasks.tgz#release/tasks.jsonl")
+    assert instruct["upstream"]["sha256"] == hashlib.sha256(jsonl).hexdigest()
+    assert sorted(p.name for p in raw.iterdir()) == [
+        "classify.tsv",
+        "corpus.txt",
+        "instruct.json",
+        "provenance.json",
+    ]
+
+
 def test_rerun_gives_identical_output_and_replaces_the_folder(small, tmp_path):
     first = invoke(["--out", "raw", *sets(small)])
     assert first.exit_code == 0, first.output
@@ -319,7 +384,35 @@ BAD = {
         lambda d: {"classify": write(d / "c.tsv", b"a\tx\nb y\n")},
         "c.tsv: line 2:",
     ),
+    "archive traversal": (
+        lambda d: {"classify": write(d / "evil.zip", zip_of("../c.tsv")) + "#c.tsv"},
+        "evil.zip: refusing archive member '../c.tsv'",
+    ),
+    "archive lacks member": (
+        lambda d: {"classify": write(d / "c.zip", zip_of("c.tsv")) + "#other.tsv"},
+        "c.zip: archive has no member 'other.tsv'",
+    ),
+    "named set in a list": (
+        lambda d: {"corpus": "[a.txt, tinyshakespeare]"},
+        "'data.corpus[1]': a list holds mirrors (URLs or paths) of one file",
+    ),
+    "bad scheme in a list": (
+        lambda d: {"corpus": "[a.txt, ftp://example.org/a.txt]"},
+        "'data.corpus[1]': unsupported URL scheme 'ftp'",
+    ),
+    "no mirror works": (
+        lambda d: {"corpus": "[nowhere/a.txt, nowhere/b.txt]"},
+        "'data.corpus': none of the 2 mirrors worked: nowhere/a.txt: file not found; nowhere/b",
+    ),
+    "empty list": (lambda d: {"instruct": "[]"}, "'data.instruct': must not be an empty list"),
 }
+
+
+def zip_of(member: str) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(member, GOOD_CLASSIFY)
+    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("case", list(BAD), ids=list(BAD))

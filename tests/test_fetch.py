@@ -1,10 +1,13 @@
-"""Fetching against a real HTTP server on 127.0.0.1: retries, 404, HTML, truncation, sha256."""
+"""Fetching against a real HTTP server on 127.0.0.1: retries, 404, HTML, truncation, sha256,
+slow and stalled bodies, mirror lists, and members of zip, tar and gzip archives."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import socket
+import tarfile
 import threading
 import time
 import zipfile
@@ -18,11 +21,15 @@ import pytest
 from gptpipe.errors import BadInput
 from gptpipe.fetch import (
     download,
+    extract_member,
     fetch_pinned,
     fetch_source,
+    fetch_sources,
     file_digest,
     file_url_path,
+    local_file,
     source_kind,
+    split_member,
 )
 
 BODY = ("Data file line.\n" * 5000).encode()
@@ -41,6 +48,44 @@ def zipped(name: str, data: bytes) -> bytes:
 
 
 ZIP_BODY = zipped(MEMBER, MEMBER_BODY)
+TSV = b"yes\tfine\nno\tnope\n"
+
+
+def tarred(entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w:gz") -> bytes:
+    """A tar archive of (name, data) files and ready-made entries (links, odd names)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=mode) as tf:
+        for entry in entries:
+            if isinstance(entry, tarfile.TarInfo):
+                tf.addfile(entry)
+            else:
+                info = tarfile.TarInfo(entry[0])
+                info.size = len(entry[1])
+                tf.addfile(info, io.BytesIO(entry[1]))
+    return buffer.getvalue()
+
+
+def link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+def zip_of(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+# Served under /archive/NAME.
+ARCHIVES = {
+    "data.zip": zip_of({"dir/data.tsv": TSV, "dir/readme.txt": b"about"}),
+    "data.tar.gz": tarred([("pkg/", b""), ("pkg/sub/data.tsv", TSV), ("pkg/readme", b"x")]),
+    "data.tsv.gz": gzip.compress(TSV),
+    "one.zip": zip_of({"only/data.tsv": TSV}),
+}
 
 
 class Server:
@@ -66,6 +111,22 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data) if length < 0 else length))
             self.end_headers()
             self.wfile.write(data)
+
+        def trickle(self, data: bytes, pieces: int, pause: float) -> None:
+            """The body in `pieces` parts with a pause before each after the first."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            step = -(-len(data) // pieces)
+            try:
+                for i in range(0, len(data), step):
+                    if i:
+                        time.sleep(pause)
+                    self.wfile.write(data[i : i + step])
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client gave up on us: fine
 
         def do_GET(self) -> None:
             path = self.path
@@ -108,6 +169,23 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
             elif path == "/slow.txt":
                 time.sleep(1.5)
                 self.send_body(BODY)
+            elif path == "/trickle.txt":  # slow but steady: a pause shorter than the timeout
+                self.trickle(BODY, 5, 0.15)
+            elif path == "/stalls.txt":  # half the body, then a pause longer than the timeout
+                self.trickle(BODY, 2, 1.0)
+            elif path == "/stalls-once.txt":
+                server.ranges.append(self.headers.get("Range"))
+                if hit == 1:
+                    self.trickle(BODY, 2, 1.0)
+                else:
+                    start = int(self.headers["Range"][6:-1])
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(BODY) - 1}/{len(BODY)}")
+                    self.send_header("Content-Length", str(len(BODY) - start))
+                    self.end_headers()
+                    self.wfile.write(BODY[start:])
+            elif path.startswith("/archive/") and path[9:] in ARCHIVES:
+                self.send_body(ARCHIVES[path[9:]], "application/octet-stream")
             else:
                 self.send_error(404)
 
@@ -394,3 +472,185 @@ def test_missing_local_source_is_bad_input_naming_key_and_file(tmp_path, make):
     source = make(tmp_path / "absent.txt")
     with pytest.raises(BadInput, match=r"'data\.classify': .*absent\.txt: file not found"):
         fetch_source(source, "data.classify", tmp_path, timeout=5, retries=1)
+
+
+# --------------------------------------------------------------------------- slow bodies
+
+
+def test_a_slow_but_steady_body_completes_within_the_timeout(server, tmp_path):
+    start = time.monotonic()
+    fetched = download(server.url("/trickle.txt"), tmp_path / "t.txt", timeout=1, retries=1)
+    assert time.monotonic() - start >= 4 * 0.15  # it really was slow
+    assert fetched.sha256 == BODY_SHA and server.hits["/trickle.txt"] == 1
+
+
+def test_a_body_that_stalls_past_the_timeout_is_retried_then_bad_input(server, tmp_path):
+    with pytest.raises(
+        BadInput, match=r"stalls\.txt: no data for 0\.3 s \(gave up after 2 attempts"
+    ):
+        download(server.url("/stalls.txt"), tmp_path / "s.txt", timeout=0.3, retries=2, backoff=0)
+    assert server.hits["/stalls.txt"] == 2
+    assert leftovers(tmp_path) == []
+
+
+def test_a_stalled_body_resumes_where_it_stopped(server, tmp_path):
+    url = server.url("/stalls-once.txt")
+    fetched = download(url, tmp_path / "s.txt", timeout=0.3, retries=2, backoff=0)
+    first, second = server.ranges[-2:]
+    assert first is None and second == f"bytes={len(BODY) // 2}-"  # the half it had
+    assert fetched.sha256 == BODY_SHA and leftovers(tmp_path) == ["s.txt"]
+
+
+# --------------------------------------------------------------------------- mirror lists
+
+
+def refused_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/x.txt"
+
+
+def test_mirrors_are_tried_in_order_until_one_works(server, tmp_path):
+    urls = [refused_url(), server.url("/not-here.txt"), server.url("/good.txt")]
+    fetched = fetch_sources(urls, "data.corpus", tmp_path, timeout=2, retries=2, backoff=0)
+    assert fetched.location == urls[2] and fetched.sha256 == BODY_SHA
+    assert server.hits["/not-here.txt"] == 1  # a 404 is not retried, the next mirror is
+
+
+def test_mirrors_may_mix_urls_and_paths(server, tmp_path):
+    local = tmp_path / "local.txt"
+    local.write_bytes(BODY)
+    fetched = fetch_sources(
+        [str(tmp_path / "absent.txt"), str(local)], "data.corpus", tmp_path, timeout=2, retries=1
+    )
+    assert fetched.path == local
+
+
+def test_when_no_mirror_works_the_error_names_the_key_and_each_failure(server, tmp_path):
+    urls = [refused_url(), server.url("/page.txt")]
+    with pytest.raises(BadInput) as err:
+        fetch_sources(urls, "data.corpus", tmp_path, timeout=2, retries=1, backoff=0)
+    message = str(err.value)
+    assert message.startswith("params key 'data.corpus': none of the 2 mirrors worked: ")
+    assert "connection failed" in message and "page.txt: served an HTML page" in message
+    assert "\n" not in message and leftovers(tmp_path) == []
+
+
+def test_a_pinned_file_falls_back_to_the_next_url_on_a_wrong_hash(server, tmp_path):
+    local = tmp_path / "bad.txt"
+    local.write_bytes(b"stale copy")
+    urls = [server.url("/truncated.txt"), server.url("/good.txt")]
+    with pytest.raises(BadInput, match=r"truncated\.txt: truncated body"):
+        fetch_pinned("g.txt", urls[:1], BODY_SHA, tmp_path, mirror=None, timeout=2, retries=1)
+    urls = [server.url("/sniffed.txt"), server.url("/data.zip"), server.url("/good.txt")]
+    fetched = fetch_pinned(
+        "good.txt", urls, BODY_SHA, tmp_path, mirror=None, timeout=2, retries=1, backoff=0
+    )
+    assert fetched.location == urls[2]
+    with pytest.raises(BadInput, match=r"data\.zip: sha256 mismatch.*good\.txt: sha256 mismatch"):
+        fetch_pinned("good.txt", urls[1:], "0" * 64, tmp_path, mirror=None, timeout=2, retries=1)
+
+
+# --------------------------------------------------------------------------- archives
+
+
+@pytest.mark.parametrize(
+    ("name", "member", "location_member"),
+    [
+        ("data.zip", "dir/data.tsv", "dir/data.tsv"),
+        ("data.zip", "data.tsv", "dir/data.tsv"),  # a unique base name is enough
+        ("data.tar.gz", "pkg/sub/data.tsv", "pkg/sub/data.tsv"),
+        ("data.tar.gz", "data.tsv", "pkg/sub/data.tsv"),
+        ("data.tsv.gz", "", "data.tsv"),  # one member: no need to name it
+        ("data.tsv.gz", "data.tsv", "data.tsv"),
+        ("one.zip", "", "only/data.tsv"),  # the only file of an archive
+    ],
+)
+def test_archive_members_over_http(server, tmp_path, name, member, location_member):
+    url = server.url(f"/archive/{name}")
+    source = f"{url}#{member}" if member else url
+    fetched = fetch_source(source, "data.classify", tmp_path, timeout=5, retries=1)
+    assert fetched.path.read_bytes() == TSV
+    assert fetched.location == f"{url}#{location_member}"
+    assert fetched.archive == {
+        "location": url,
+        "sha256": hashlib.sha256(ARCHIVES[name]).hexdigest(),
+        "bytes": len(ARCHIVES[name]),
+    }
+
+
+@pytest.mark.parametrize("name", ["data.zip", "data.tar.gz", "data.tsv.gz"])
+def test_archive_members_from_local_paths_and_file_urls(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(ARCHIVES[name])
+    work = tmp_path / "work"
+    for source in (f"{path}#data.tsv", f"{path.as_uri()}#data.tsv"):
+        fetched = fetch_source(source, "data.classify", work, timeout=5, retries=1)
+        assert fetched.path.read_bytes() == TSV and fetched.path.parent == work / "members"
+
+
+def test_a_hash_in_a_plain_file_name_is_part_of_the_name(tmp_path):
+    path = tmp_path / "notes#1.txt"
+    path.write_bytes(BODY)
+    assert split_member(str(path), "path") == (str(path), None)
+    assert split_member("a/data.tar.gz#x/y.tsv", "path") == ("a/data.tar.gz", "x/y.tsv")
+    assert split_member("http://h/a.zip#d%20e.tsv", "url") == ("http://h/a.zip", "d e.tsv")
+    assert fetch_source(str(path), "data.corpus", tmp_path, timeout=5, retries=1).path == path
+
+
+@pytest.mark.parametrize(
+    ("data", "member", "message"),
+    [
+        (ARCHIVES["data.zip"], "dir/missing.tsv", "has no member 'dir/missing.tsv'"),
+        (ARCHIVES["data.zip"], None, "archive holds 2 files (dir/data.tsv, dir/readme.txt)"),
+        (zip_of({"a/x.tsv": TSV, "b/x.tsv": TSV}), "x.tsv", "'x.tsv' is ambiguous"),
+        (ARCHIVES["data.tsv.gz"], "other.tsv", "holds one member ('data.tsv'), not 'other.tsv'"),
+        (ARCHIVES["data.tsv.gz"][:-12], None, "corrupt or truncated gzip archive"),
+        (ARCHIVES["data.tar.gz"][:-40], "data.tsv", "corrupt or truncated"),
+        (BODY, "data.tsv", "names archive member 'data.tsv' but is not a zip, tar"),
+    ],
+    ids=["missing", "unnamed", "ambiguous", "gz name", "truncated gz", "truncated tar", "plain"],
+)
+def test_bad_archives_are_bad_input_naming_the_file(tmp_path, data, member, message):
+    path = tmp_path / "data.tsv.gz"
+    path.write_bytes(data)
+    dest = tmp_path / "out" / "member"
+    with pytest.raises(BadInput, match=r"data\.tsv\.gz") as err:
+        extract_member(local_file(path, str(path)), member, dest)
+    assert message in str(err.value)
+    assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []
+
+
+UNSAFE = {
+    "zip dotdot": (zip_of({"ok.tsv": TSV, "../evil.tsv": TSV}), "'../evil.tsv': a '..' component"),
+    "zip absolute": (zip_of({"/etc/evil.tsv": TSV}), "'/etc/evil.tsv': an absolute path"),
+    "tar dotdot": (tarred([("ok.tsv", TSV), ("a/../../evil.tsv", TSV)]), "'a/../../evil.tsv'"),
+    "tar absolute": (tarred([("/tmp/evil.tsv", TSV)]), "'/tmp/evil.tsv': an absolute path"),
+    "tar symlink": (
+        tarred([("ok.tsv", TSV), link("data.tsv", "/etc/passwd", tarfile.SYMTYPE)]),
+        "'data.tsv': a symbolic link (to '/etc/passwd')",
+    ),
+    "tar hardlink": (
+        tarred([("ok.tsv", TSV), link("data.tsv", "ok.tsv", tarfile.LNKTYPE)], "w"),
+        "'data.tsv': a hard link (to 'ok.tsv')",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSAFE), ids=list(UNSAFE))
+def test_members_that_would_land_outside_are_refused_naming_them(tmp_path, case):
+    data, message = UNSAFE[case]
+    path = tmp_path / "evil.archive"
+    path.write_bytes(data)
+    work = tmp_path / "work"
+    with pytest.raises(BadInput, match="refusing archive member") as err:
+        fetch_source(f"{path.as_uri()}#ok.tsv", "data.classify", work, timeout=5, retries=1)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not work.exists() or leftovers(work) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.archive"]  # nothing extracted
+
+
+def test_a_fragment_on_a_plain_file_is_bad_input(server, tmp_path):
+    with pytest.raises(BadInput, match=r"good\.txt: names archive member 'x' but is not"):
+        fetch_source(server.url("/good.txt#x"), "data.corpus", tmp_path, timeout=5, retries=1)
