@@ -9,7 +9,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import shutil
 import socket
 import tarfile
@@ -21,6 +20,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from support import MIRROR
 from typer.testing import CliRunner
 
 from gptpipe.cli import app
@@ -33,12 +33,6 @@ from gptpipe.tokenizer import EOT
 runner = CliRunner()
 
 
-def find_mirror() -> Path:
-    env = os.environ.get("GPTPIPE_MIRROR")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "mirror"
-
-
-MIRROR = find_mirror()
 needs_mirror = pytest.mark.skipif(
     not (MIRROR / "SMSSpamCollection").is_file(), reason=f"no data mirror at {MIRROR}"
 )

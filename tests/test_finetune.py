@@ -1,12 +1,11 @@
 """Fine-tuning data: Alpaca prompts, response-only loss masks, splits, classification."""
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from support import MIRROR
 
 from gptpipe.config import ClassifyConfig
 from gptpipe.errors import BadInput
@@ -31,18 +30,6 @@ from gptpipe.finetune import (
 from gptpipe.model import GPT, GPTConfig
 from gptpipe.tokenizer import load_tokenizer, save_tokenizer
 from gptpipe.training import evaluating, train
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not spin on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-MIRROR = Path(os.environ.get("GPTPIPE_MIRROR", Path(__file__).parents[2] / "shared" / "mirror"))
 
 
 @pytest.fixture(scope="module")

@@ -20,16 +20,6 @@ from gptpipe.model import GPT, GPTConfig
 from gptpipe.stages import finetune_classify, finetune_instruct
 from gptpipe.tokenizer import PATTERNS, load_tokenizer, save_tokenizer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not spin on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 runner = CliRunner()
 FAST = {
     "warmup_steps": 3,

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from typer.testing import CliRunner
 
@@ -22,16 +21,6 @@ from gptpipe.config import ModelConfig, PretrainConfig, ShardConfig
 from gptpipe.stages import pretrain, shard
 from gptpipe.tokenizer import load_tokenizer, save_tokenizer
 from gptpipe.training import read_checkpoint_state
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and do not spin on a busy machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 runner = CliRunner()
 MODEL = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}

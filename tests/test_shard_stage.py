@@ -1,12 +1,12 @@
 """The `shard` stage: run() and `gptpipe shard` through the real CLI, on real tokenizers."""
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from support import MIRROR
 from typer.testing import CliRunner
 
 from gptpipe.cli import app
@@ -15,9 +15,6 @@ from gptpipe.shards import TokenWindows, load_split, read_manifest
 from gptpipe.stages import shard as stage
 from gptpipe.tokenizer import EOT, load_tokenizer, save_gpt2, save_tokenizer, tokenizer_hash
 
-MIRROR = Path(
-    os.environ.get("GPTPIPE_MIRROR", Path(__file__).resolve().parents[2] / "shared/mirror")
-)
 runner = CliRunner()
 
 

@@ -1,10 +1,9 @@
 """Tokenizer folders: GPT-2's packaged ranks, save/load of trained ranks, corpus documents."""
 
 import hashlib
-import os
-from pathlib import Path
 
 import pytest
+from support import MIRROR
 
 from gptpipe.errors import BadInput
 from gptpipe.tokenizer import (
@@ -16,10 +15,6 @@ from gptpipe.tokenizer import (
     save_gpt2,
     save_tokenizer,
     tokenizer_hash,
-)
-
-MIRROR = Path(
-    os.environ.get("GPTPIPE_MIRROR", Path(__file__).resolve().parents[2] / "shared/mirror")
 )
 
 
