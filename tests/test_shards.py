@@ -296,3 +296,17 @@ def test_non_utf8_bytes_name_the_file_and_offset_from_a_worker(tmp_path, gpt2_di
         BadInput, match=r"corpus\.txt: not UTF-8 text \(invalid byte at offset 16004\)"
     ):
         list(encode_corpus(corpus, gpt2_dir, "uint16", 2, block_bytes=256))
+
+
+def test_split_documents_agrees_with_the_separator_regex():
+    import random
+
+    from gptpipe.shards import _SEPARATOR, split_documents
+    from gptpipe.tokenizer import EOT
+
+    rng = random.Random(0)
+    alphabet = ["a", "\n", "\r", EOT, " "]
+    texts = [f"a\r\n{EOT}\r\r\nb", f"a{EOT}\nb", f"a\n{EOT}x\nb", f"\n\n{EOT}\n\n{EOT}\n"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12))) for _ in range(5000)]
+    for text in texts:
+        assert split_documents(text) == _SEPARATOR.split(text), repr(text)
