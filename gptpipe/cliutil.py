@@ -24,6 +24,13 @@ SetOption = Annotated[
 ]
 
 # Options the training and model-reading stages share (each stage gives its own default).
+CorpusOption = Annotated[
+    Path,
+    typer.Option("--corpus", help="Corpus text: documents separated by '<|endoftext|>' lines."),
+]
+BaseModelOption = Annotated[
+    Path, typer.Option("--base", help="Base model folder (gptpipe weights).")
+]
 ModelOutOption = Annotated[Path, typer.Option("--out", help="Model folder to write.")]
 MetricsOption = Annotated[Path, typer.Option("--metrics", help="Metrics JSON to write.")]
 PlotsOption = Annotated[

@@ -11,6 +11,7 @@ import typer
 from gptpipe import layout
 from gptpipe.checkpoint import WEIGHTS, save_model, with_classifier
 from gptpipe.cliutil import (
+    BaseModelOption,
     CheckpointsOption,
     MetricsOption,
     ModelOutOption,
@@ -141,7 +142,7 @@ def run(
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    base: Annotated[Path, typer.Option(help="Base model folder (gptpipe weights).")] = layout.BASE,
+    base: BaseModelOption = layout.BASE,
     data: Annotated[
         Path, typer.Option(help="Labelled texts: 'label<TAB>text' lines, no header.")
     ] = layout.CLASSIFY_DATA,

@@ -11,6 +11,7 @@ import typer
 from gptpipe import layout
 from gptpipe.checkpoint import WEIGHTS, save_model
 from gptpipe.cliutil import (
+    BaseModelOption,
     CheckpointsOption,
     MetricsOption,
     ModelOutOption,
@@ -129,7 +130,7 @@ def run(
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    base: Annotated[Path, typer.Option(help="Base model folder (gptpipe weights).")] = layout.BASE,
+    base: BaseModelOption = layout.BASE,
     data: Annotated[
         Path, typer.Option(help="Instruction records: a JSON list of {instruction, input, output}.")
     ] = layout.INSTRUCT_DATA,

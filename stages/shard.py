@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import layout
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cliutil import CorpusOption, ParamsOption, SetOption, section
 from gptpipe.config import ShardConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
@@ -95,9 +95,7 @@ def run(
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    corpus: Annotated[
-        Path, typer.Option(help="Corpus text: documents separated by '<|endoftext|>' lines.")
-    ] = layout.CORPUS,
+    corpus: CorpusOption = layout.CORPUS,
     tokenizer: Annotated[
         Path, typer.Option(help="Tokenizer folder (gptpipe tokenizer).")
     ] = layout.TOKENIZER,

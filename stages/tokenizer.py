@@ -11,7 +11,7 @@ import typer
 
 from gptpipe import layout
 from gptpipe.bpe import train_bpe
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cliutil import CorpusOption, ParamsOption, SetOption, section
 from gptpipe.config import TokenizerConfig
 from gptpipe.errors import BadInput
 from gptpipe.progress import console
@@ -64,9 +64,7 @@ def run(
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    corpus: Annotated[
-        Path, typer.Option(help="Corpus text: documents separated by '<|endoftext|>' lines.")
-    ] = layout.CORPUS,
+    corpus: CorpusOption = layout.CORPUS,
     out: Annotated[Path, typer.Option(help="Tokenizer folder to write.")] = layout.TOKENIZER,
 ) -> None:
     """Train a byte-level BPE tokenizer on the corpus (tokenizer.kind=bpe) or write GPT-2's.
