@@ -11,8 +11,8 @@ subprocess with the same parallelism (`--threads`: tiktoken's `num_threads`, the
 - gptpipe: `gptpipe.stages.shard.run` end to end (streaming, encoding threads, writing the
   Arrow shards and the manifest).
 
-Throughput is corpus MB/s (median of `--repeat` runs); peak memory is the peak of the summed
-RSS of the process tree (the process and its workers), sampled every 10 ms with psutil.
+Throughput is corpus MB/s (median of `--repeat` runs); peak memory is the process's peak RSS
+as the kernel counts it (`wait4`). Both sides encode in threads of one process.
 Run at two sizes (`--sizes`) it shows whether memory grows with the corpus.
 
     python benchmarks/bench_shard.py                    # 50 and 200 MB, 2 threads, 3 runs
@@ -25,7 +25,6 @@ growing with the corpus size.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -35,7 +34,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 
 MIRROR = Path(
     os.environ.get("GPTPIPE_MIRROR", Path(__file__).resolve().parents[2] / "shared/mirror")
@@ -84,31 +82,28 @@ def build_corpus(path: Path, megabytes: float) -> None:
 
 
 def measure(script: str, corpus: Path, tok: Path, threads: int, out: Path) -> dict:
-    """Run one side in a subprocess; sample the summed RSS of its process tree."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", script, str(corpus), str(tok), str(threads), str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    root = psutil.Process(proc.pid)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            rss = 0
-            for p in tree:
-                with contextlib.suppress(psutil.Error):
-                    rss += p.memory_info().rss
-            peak = max(peak, rss)
-        except psutil.Error:
-            pass
-        time.sleep(0.01)
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0:
-        raise SystemExit(f"benchmark side failed:\n{stderr}")
-    seconds, tokens = stdout.split()
-    return {"seconds": float(seconds), "tokens": int(tokens), "peak_rss_mb": peak / 2**20}
+    """Run one side in a subprocess; its peak RSS comes from the kernel (`wait4`'s rusage).
+
+    Both sides work in threads of one process, so the process's peak is all of it. Reading
+    the peak after the fact costs nothing while the side runs, where polling /proc would
+    take CPU from a 2-core machine and skew the throughput.
+    """
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(corpus), str(tok), str(threads), str(out)],
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0)
+        stderr.seek(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"benchmark side failed:\n{stderr.read()}")
+        seconds, tokens = stdout.read().split()
+    # ru_maxrss is in KiB on Linux.
+    return {"seconds": float(seconds), "tokens": int(tokens), "peak_rss_mb": usage.ru_maxrss / 1024}
 
 
 def main(argv: list[str] | None = None) -> dict:

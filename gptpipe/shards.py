@@ -281,7 +281,12 @@ class WindowSampler:
 
 
 class ShardWriter:
-    """Appends token ids of one split and writes them as files of at most `shard_tokens`."""
+    """Appends token ids of one split and writes them as files of at most `shard_tokens`.
+
+    Ids are copied into one preallocated shard-sized buffer, so the writer holds
+    `shard_tokens` ids at most, never references to the caller's arrays (a view kept
+    alive would pin its whole parent array and let memory grow with the corpus).
+    """
 
     def __init__(self, out_dir: Path, split: str, dtype: str, shard_tokens: int) -> None:
         self.out_dir = Path(out_dir)
@@ -289,43 +294,44 @@ class ShardWriter:
         self.dtype = dtype
         self.shard_tokens = shard_tokens
         self.shards: list[dict[str, Any]] = []
-        self._pending: list[np.ndarray] = []
-        self._pending_len = 0
+        self._buffer: np.ndarray | None = None  # allocated on the first append
+        self._filled = 0
 
     @property
     def tokens(self) -> int:
         """Tokens appended so far."""
-        return sum(s["tokens"] for s in self.shards) + self._pending_len
+        return sum(s["tokens"] for s in self.shards) + self._filled
 
     def append(self, tokens: np.ndarray) -> None:
         """Append ids (any integer array); full shards are written as they fill."""
-        if len(tokens) == 0:
-            return
-        self._pending.append(np.asarray(tokens, dtype=DTYPES[self.dtype]))
-        self._pending_len += len(tokens)
-        while self._pending_len >= self.shard_tokens:
-            data = np.concatenate(self._pending)
-            self._write(data[: self.shard_tokens])
-            rest = data[self.shard_tokens :]
-            self._pending = [rest] if len(rest) else []
-            self._pending_len = len(rest)
+        if self._buffer is None and len(tokens):
+            self._buffer = np.empty(self.shard_tokens, dtype=DTYPES[self.dtype])
+        while len(tokens):
+            take = min(len(tokens), self.shard_tokens - self._filled)
+            self._buffer[self._filled : self._filled + take] = tokens[:take]
+            self._filled += take
+            tokens = tokens[take:]
+            if self._filled == self.shard_tokens:
+                self._flush()
 
     def close(self) -> dict[str, Any]:
         """Write the last partial shard; return the split's manifest entry."""
-        if self._pending_len:
-            self._write(np.concatenate(self._pending))
-            self._pending, self._pending_len = [], 0
+        if self._filled:
+            self._flush()
+        self._buffer = None
         return {
             "tokens": sum(s["tokens"] for s in self.shards),
             "files": [s["name"] for s in self.shards],
             "shards": self.shards,
         }
 
-    def _write(self, data: np.ndarray) -> None:
+    def _flush(self) -> None:
+        assert self._buffer is not None
         name = shard_name(self.split, len(self.shards))
         path = self.out_dir / name
-        write_shard(path, data, self.dtype)
-        self.shards.append({"name": name, "tokens": len(data), "sha256": _sha256_file(path)})
+        write_shard(path, self._buffer[: self._filled], self.dtype)
+        self.shards.append({"name": name, "tokens": self._filled, "sha256": _sha256_file(path)})
+        self._filled = 0
 
 
 def write_shard(path: Path, tokens: np.ndarray, dtype: str) -> None:
