@@ -255,17 +255,26 @@ def train_bpe(
     pattern: str,
     show_progress: bool = True,
     workers: int = 1,
+    extra_specials: int = 0,
 ) -> BpeResult:
-    """Learn `vocab_size - 257` merges (256 byte tokens + merges + one special token).
+    """Learn `vocab_size - 257 - extra_specials` merges.
 
-    `pattern` is the regex (not its name) that splits text into pre-tokens. `workers`
-    processes count pre-tokens (0: one per CPU core); the result does not depend on it. A
-    vocabulary larger than the corpus supports (no pair left to merge) is BadInput naming
-    `tokenizer.vocab_size` and the largest size reached.
+    The vocabulary is 256 byte tokens + merges + `<|endoftext|>` + `extra_specials` more
+    special tokens (`tokenizer.special_tokens`; only their count matters here, they are
+    never merged). `pattern` is the regex (not its name) that splits text into pre-tokens.
+    `workers` processes count pre-tokens (0: one per CPU core); the result does not depend
+    on it. A vocabulary larger than the corpus supports (no pair left to merge) is BadInput
+    naming `tokenizer.vocab_size` and the largest size reached.
     """
-    num_merges = vocab_size - NUM_BYTES - 1
+    if extra_specials < 0:
+        raise ValueError("extra_specials must be >= 0")
+    reserved = NUM_BYTES + 1 + extra_specials
+    num_merges = vocab_size - reserved
     if num_merges < 0:
-        raise BadInput(f"params key 'tokenizer.vocab_size': must be >= {NUM_BYTES + 1}")
+        raise BadInput(
+            f"params key 'tokenizer.vocab_size': must be >= {reserved} (256 bytes + "
+            f"<|endoftext|> + {extra_specials} special tokens)"
+        )
     trainer = _Trainer(count_pretokens(documents, pattern, workers))
     bar = progress()
     with bar:
@@ -276,7 +285,7 @@ def train_bpe(
                 raise BadInput(
                     f"params key 'tokenizer.vocab_size': {vocab_size} is more than the corpus "
                     f"supports; no pair is left to merge after {step} merges (maximum "
-                    f"vocab_size {NUM_BYTES + step + 1})"
+                    f"vocab_size {reserved + step})"
                 )
             trainer.merge(pair)
             if step % 32 == 31 or step == num_merges - 1:

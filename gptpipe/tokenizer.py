@@ -4,7 +4,10 @@
 - `tokenizer.json`: kind, split pattern, special tokens, vocabulary size, ranks sha256.
 
 Both a trained byte-level BPE and GPT-2's own ranks (shipped in the package, so they work
-offline) are encoded by `tiktoken`. `<|endoftext|>` is the last id and separates documents.
+offline) are encoded by `tiktoken`. Ids: the ranks (256 bytes, then merges), `<|endoftext|>`
+(which separates documents), then a trained BPE's extra special tokens (the params key
+`tokenizer.special_tokens`) in the order given. So the end-of-text id is `eot_id()`, not
+always the last id.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -66,23 +69,78 @@ def read_ranks(path: Path) -> dict[bytes, int]:
     return ranks
 
 
-def save_tokenizer(out_dir: Path | str, ranks: dict[bytes, int], kind: str, pattern: str) -> None:
-    """Write a tokenizer folder atomically; `<|endoftext|>` gets the id after the last rank."""
+def special_token_problem(tokens: Sequence[str]) -> tuple[int, str] | None:
+    """The first reason `tokens` (extra special tokens) cannot be used: (index, message).
+
+    Each must be non-blank, listed once, not `<|endoftext|>` (always present), and no
+    special token may start with another one: tiktoken matches specials left to right
+    with the first alternative that fits, so the longer one could never be encoded (and
+    Hugging Face tokenizers, which prefer the longest, would encode differently).
+    """
+    for i, token in enumerate(tokens):
+        if not token.strip():
+            return i, "must not be empty or only whitespace"
+        if token == EOT:
+            return i, f"{EOT} is always the first special token; do not list it"
+        if len(token.encode("utf-8")) == 1:
+            return i, f"{token!r} is one byte, already a token of every byte-level vocabulary"
+        if token in tokens[:i]:
+            return i, f"{token!r} is listed twice (also at index {tokens.index(token)})"
+        for other in (EOT, *tokens[:i]):
+            if token.startswith(other) or other.startswith(token):
+                short, long = sorted((token, other), key=len)
+                return i, (
+                    f"{token!r} and {other!r}: {short!r} is a prefix of {long!r}, so tiktoken "
+                    f"could never encode {long!r}; no special token may start with another"
+                )
+    return None
+
+
+def save_tokenizer(
+    out_dir: Path | str,
+    ranks: dict[bytes, int],
+    kind: str,
+    pattern: str,
+    special_tokens: Sequence[str] = (),
+) -> None:
+    """Write a tokenizer folder atomically.
+
+    `<|endoftext|>` gets the id after the last rank, the extra `special_tokens` the ids after
+    it, in order. A special token whose UTF-8 bytes are also a token of `ranks` is bad input:
+    a vocabulary (vocab.json, as exported) could not hold both under one string.
+    """
     if pattern not in PATTERNS:
         raise BadInput(f"tokenizer pattern {pattern!r}: allowed {', '.join(PATTERNS)}")
+    special_tokens = list(special_tokens)
+    problem = special_token_problem(special_tokens)
+    if problem is not None:
+        raise BadInput(f"special token {special_tokens[problem[0]]!r}: {problem[1]}")
+    for token in special_tokens:
+        rank = ranks.get(token.encode("utf-8"))
+        if rank is not None:
+            raise BadInput(f"special token {token!r}: {vocabulary_clash(token, rank)}")
     text = ranks_to_text(ranks)
-    eot_id = max(ranks.values()) + 1
+    first = max(ranks.values()) + 1
+    special = {token: first + i for i, token in enumerate([EOT, *special_tokens])}
     meta = {
         "kind": kind,
         "pattern": pattern,
         "pat_str": PATTERNS[pattern],
-        "special_tokens": {EOT: eot_id},
-        "n_vocab": eot_id + 1,
+        "special_tokens": special,
+        "n_vocab": first + len(special),
         "ranks_sha256": hashlib.sha256(text.encode("ascii")).hexdigest(),
     }
     with atomic_dir(out_dir) as tmp:
         (tmp / RANKS_FILE).write_text(text, encoding="ascii")
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def vocabulary_clash(token: str, rank: int) -> str:
+    """Why a special token equal to a vocabulary token is refused (for error messages)."""
+    return (
+        f"is also a token of the vocabulary (rank {rank}); choose a string the split pattern "
+        "cuts into several pieces, such as <|name|>"
+    )
 
 
 def save_gpt2(out_dir: Path | str) -> None:
@@ -104,8 +162,10 @@ def load_tokenizer(directory: Path | str) -> tiktoken.Encoding:
         n_vocab = int(meta["n_vocab"])
     except FileNotFoundError:
         raise BadInput(f"{meta_path}: not found (is {directory} a tokenizer folder?)") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadInput(f"{meta_path}: not a tokenizer description ({exc})") from None
+    if EOT not in special:
+        raise BadInput(f"{meta_path}: no {EOT} special token")
     ranks = read_ranks(directory / RANKS_FILE)
     try:
         return tiktoken.Encoding(
@@ -132,8 +192,14 @@ def tokenizer_hash(directory: Path | str) -> str:
 
 
 def eot_id(encoding: tiktoken.Encoding) -> int:
-    """The id of `<|endoftext|>`."""
+    """The id of `<|endoftext|>` (right after the merges; extra special tokens follow it)."""
     return encoding.encode_single_token(EOT)
+
+
+def special_token_ids(encoding: tiktoken.Encoding) -> dict[str, int]:
+    """Every special token of `encoding` and its id, in id order (`<|endoftext|>` first)."""
+    ids = {token: encoding.encode_single_token(token) for token in encoding.special_tokens_set}
+    return dict(sorted(ids.items(), key=lambda item: item[1]))
 
 
 def iter_documents(

@@ -13,18 +13,28 @@ from gptpipe import layout
 from gptpipe.bpe import train_bpe
 from gptpipe.cliutil import CorpusOption, ParamsOption, SetOption, section
 from gptpipe.config import TokenizerConfig
-from gptpipe.errors import BadInput
+from gptpipe.errors import BadInput, ConfigError
 from gptpipe.progress import console
-from gptpipe.tokenizer import PATTERNS, iter_documents, load_tokenizer, save_gpt2, save_tokenizer
+from gptpipe.tokenizer import (
+    PATTERNS,
+    iter_documents,
+    load_tokenizer,
+    save_gpt2,
+    save_tokenizer,
+    special_token_ids,
+    vocabulary_clash,
+)
 
 
 def run(
     cfg: TokenizerConfig, corpus: Path, out: Path, show_progress: bool = True
 ) -> dict[str, Any]:
-    """Write the tokenizer folder `out`; return a summary (kind, n_vocab, merges, seconds).
+    """Write the tokenizer folder `out`; return a summary (kind, n_vocab, merges, special
+    tokens, seconds).
 
-    kind=gpt2 needs no corpus. kind=bpe trains `vocab_size - 257` merges on the corpus's
-    documents (split on the `<|endoftext|>` lines, which are never part of a merge).
+    kind=gpt2 needs no corpus. kind=bpe trains `vocab_size - 257 - len(special_tokens)`
+    merges on the corpus's documents (split on the `<|endoftext|>` lines, which are never
+    part of a merge); `<|endoftext|>` and then `cfg.special_tokens` get the ids after them.
     """
     started = time.perf_counter()
     if cfg.kind == "gpt2":
@@ -42,8 +52,13 @@ def run(
             pattern,
             show_progress,
             workers=cfg.workers,
+            extra_specials=len(cfg.special_tokens),
         )
-        save_tokenizer(out, result.ranks, kind="bpe", pattern=cfg.pattern)
+        for i, token in enumerate(cfg.special_tokens):
+            rank = result.ranks.get(token.encode("utf-8"))
+            if rank is not None:
+                raise ConfigError(f"tokenizer.special_tokens[{i}]", vocabulary_clash(token, rank))
+        save_tokenizer(out, result.ranks, "bpe", cfg.pattern, special_tokens=cfg.special_tokens)
         merges = result.num_merges
     encoding = load_tokenizer(out)
     summary = {
@@ -51,6 +66,7 @@ def run(
         "pattern": cfg.pattern if cfg.kind == "bpe" else "gpt2",
         "n_vocab": encoding.n_vocab,
         "merges": merges,
+        "special_tokens": special_token_ids(encoding),
         "seconds": round(time.perf_counter() - started, 3),
     }
     if show_progress:
@@ -69,6 +85,7 @@ def command(
 ) -> None:
     """Train a byte-level BPE tokenizer on the corpus (tokenizer.kind=bpe) or write GPT-2's.
 
-    The folder holds tokenizer.tiktoken (ranks) and tokenizer.json (pattern, special tokens).
+    The folder holds tokenizer.tiktoken (ranks) and tokenizer.json (pattern, special tokens:
+    <|endoftext|>, then tokenizer.special_tokens).
     """
     run(section("tokenizer", params, set_), corpus, out)

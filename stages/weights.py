@@ -28,6 +28,7 @@ from gptpipe.tokenizer import (
     META_FILE,
     RANKS_FILE,
     gpt2_ranks_path,
+    load_tokenizer,
     read_ranks,
     save_gpt2,
     tokenizer_hash,
@@ -113,7 +114,8 @@ def _matching_tokenizer(
     other vocabulary must come with a vocab.json equal to the pipeline's tokenizer.
     """
     vocab = _folder_vocab(checkpoint.folder)
-    special = {EOT}
+    # vocab.json lists special tokens among the others: these are not byte-level tokens.
+    special = {EOT} | (load_tokenizer(tokenizer).special_tokens_set if tokenizer else set())
     ranks = vocab_merges_to_ranks(vocab, special) if vocab is not None else None
     vocab_size = checkpoint.config.vocab_size
     is_gpt2 = vocab_size == GPT2_VOCAB and (ranks is None or ranks == read_ranks(gpt2_ranks_path()))

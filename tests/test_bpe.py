@@ -170,3 +170,29 @@ def test_ties_prefer_pairs_of_older_tokens():
     # twice: the pair of the older tokens wins although its bytes sort later.
     result = train_bpe(["abc", "abc", "bz", "bz", "ab"], 260, PATTERNS["gpt2"], False)
     assert sorted(result.ranks, key=result.ranks.get)[256:] == [b"ab", b"bz", b"abc"]
+
+
+def test_extra_special_tokens_take_ids_from_the_merges(tmp_path):
+    """vocab_size counts every special token: 3 extras leave 3 fewer merges, the same ones."""
+    documents = corpus_documents(5)
+    extra = ["<|im_start|>", "<|im_end|>", "<|pad|>"]
+    result = train_bpe(documents, 400, PATTERNS["gpt2"], show_progress=False, extra_specials=3)
+    assert result.num_merges == 400 - NUM_BYTES - 1 - 3
+    again = train_bpe(documents, 400, PATTERNS["gpt2"], show_progress=False, extra_specials=3)
+    plain = train_bpe(documents, 397, PATTERNS["gpt2"], show_progress=False)
+    assert list(result.ranks.items()) == list(again.ranks.items()) == list(plain.ranks.items())
+    save_tokenizer(tmp_path, result.ranks, kind="bpe", pattern="gpt2", special_tokens=extra)
+    enc = load_tokenizer(tmp_path)
+    assert enc.n_vocab == 400
+    assert enc.encode(EOT + "".join(extra), allowed_special="all") == [396, 397, 398, 399]
+    for document in documents:
+        assert enc.encode_ordinary(document) == result.encode_known(document)
+
+
+def test_vocab_accounting_with_extra_specials_names_the_key():
+    with pytest.raises(BadInput, match=r"tokenizer\.vocab_size.*maximum vocab_size 261"):
+        # 2 merges at most (see above) + 256 bytes + <|endoftext|> + 2 extras.
+        train_bpe(["abab"], 300, PATTERNS["gpt2"], show_progress=False, extra_specials=2)
+    with pytest.raises(BadInput, match=r"tokenizer\.vocab_size': must be >= 259"):
+        train_bpe(["abab"], 258, PATTERNS["gpt2"], show_progress=False, extra_specials=2)
+    assert train_bpe(["abab"], 259, PATTERNS["gpt2"], False, extra_specials=2).num_merges == 0

@@ -8,6 +8,7 @@ import yaml
 from gptpipe.config import (
     SECTIONS,
     ModelConfig,
+    TokenizerConfig,
     build_section,
     describe,
     load_section,
@@ -74,6 +75,10 @@ def test_int_is_accepted_for_float_but_not_the_reverse(tmp_path):
         ("sample.temperature=-1", "sample.temperature"),
         ("base.source=somewhere", "base.source"),
         ("evaluate.stride=0", "evaluate.stride"),
+        ("tokenizer.special_tokens=[<|a|>, <|a|>]", "tokenizer.special_tokens[1]"),
+        ("tokenizer.special_tokens=[<|a|>, '']", "tokenizer.special_tokens[1]"),
+        ("tokenizer.special_tokens=[<|endoftext|>]", "tokenizer.special_tokens[0]"),
+        ("tokenizer.special_tokens=<|a|>", "tokenizer.special_tokens"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, override, key):
@@ -82,6 +87,52 @@ def test_bad_values_name_the_key(tmp_path, override, key):
         load_section(section, REPO / "params.yaml", [override])
     assert f"'{key}'" in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_special_tokens_from_params_file_and_set(tmp_path):
+    first, second = TokenizerConfig(), TokenizerConfig()
+    assert first.special_tokens == [] and first.special_tokens is not second.special_tokens
+    path = write(tmp_path, {"tokenizer": {"special_tokens": ["<|im_start|>", "<|im_end|>"]}})
+    assert load_section("tokenizer", path).special_tokens == ["<|im_start|>", "<|im_end|>"]
+    for override in (
+        "tokenizer.special_tokens=[<|pad|>, <|im_start|>]",
+        'tokenizer.special_tokens=["<|pad|>", "<|im_start|>"]',
+    ):
+        cfg = load_section("tokenizer", path, [override])
+        assert cfg.special_tokens == ["<|pad|>", "<|im_start|>"]
+    assert load_section("tokenizer", path, ["tokenizer.special_tokens=[]"]).special_tokens == []
+    assert "tokenizer.special_tokens = []" in describe("tokenizer")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key", "message"),
+    [
+        ({"special_tokens": ["<|a|>", " \t"]}, "tokenizer.special_tokens[1]", "only whitespace"),
+        ({"special_tokens": ["<|a|>", "<|b|>", "<|a|>"]}, "tokenizer.special_tokens[2]", "twice"),
+        ({"special_tokens": ["<|endoftext|>"]}, "tokenizer.special_tokens[0]", "always"),
+        ({"special_tokens": ["<|im|>x", "<|im|>"]}, "tokenizer.special_tokens[1]", "prefix"),
+        ({"special_tokens": ["<|endoftext|>2"]}, "tokenizer.special_tokens[0]", "prefix"),
+        ({"special_tokens": ["!"]}, "tokenizer.special_tokens[0]", "one byte"),
+        ({"kind": "gpt2", "special_tokens": ["<|pad|>"]}, "tokenizer.special_tokens", "gpt2"),
+        (
+            {"vocab_size": 259, "special_tokens": ["<|a|>", "<|b|>", "<|c|>"]},
+            "tokenizer.vocab_size",
+            "must be in 260..1000000",
+        ),
+    ],
+)
+def test_special_tokens_validation_names_the_key(kwargs, key, message):
+    with pytest.raises(ConfigError) as info:
+        TokenizerConfig(**kwargs)
+    assert info.value.key == key and message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_vocab_size_leaves_room_for_every_special_token():
+    assert TokenizerConfig(vocab_size=259, special_tokens=["<|a|>", "<|b|>"]).vocab_size == 259
+    assert TokenizerConfig(special_tokens=["é", "[PAD]", " <sep>"])  # é is 2 bytes: allowed
+    with pytest.raises(ConfigError, match=r"must be in 257\.\.1000000$"):
+        TokenizerConfig(vocab_size=256)
 
 
 def test_unknown_section_and_malformed_override():

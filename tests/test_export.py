@@ -3,6 +3,7 @@ the exported tokenizer encodes like ours."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from gptpipe.bpe import train_bpe
 from gptpipe.checkpoint import load_model, save_model, with_classifier
 from gptpipe.cli import app
 from gptpipe.model import GPT, GPTConfig
-from gptpipe.tokenizer import PATTERNS, load_tokenizer, save_gpt2, save_tokenizer
+from gptpipe.tokenizer import EOT, PATTERNS, load_tokenizer, save_gpt2, save_tokenizer
 
 transformers = pytest.importorskip("transformers")
 runner = CliRunner()
@@ -109,3 +110,62 @@ def test_classifier_and_missing_folders_are_refused(tmp_path):
     assert not (tmp_path / "hf").exists()
     result = _export(tmp_path / "nothing", tmp_path / "hf")
     assert result.exit_code == 2 and "nothing" in result.stderr
+
+
+def test_extra_special_tokens_export_as_added_special_tokens_with_our_ids(tmp_path):
+    extra = ["<|im_start|>", "<|im_end|>", "<|pad|>"]
+    trained = train_bpe(CORPUS, 400, PATTERNS["gpt2"], show_progress=False, extra_specials=3)
+    save_tokenizer(tmp_path / "tok", trained.ranks, "bpe", "gpt2", special_tokens=extra)
+    ours = load_tokenizer(tmp_path / "tok")
+    ids = {token: ours.encode_single_token(token) for token in ["<|endoftext|>", *extra]}
+    assert list(ids.values()) == [396, 397, 398, 399]
+    torch.manual_seed(3)
+    model = GPT(GPTConfig(vocab_size=400, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    save_model(tmp_path / "model", model, tmp_path / "tok")
+    result = _export(tmp_path / "model", tmp_path / "hf")
+    assert result.exit_code == 0, result.output
+    _check_logits(tmp_path / "model", tmp_path / "hf", 400)
+    hf = tmp_path / "hf"
+    added = json.loads((hf / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+    assert [(t["content"], t["id"], t["special"]) for t in added] == [
+        (token, i, True) for token, i in ids.items()
+    ]
+    vocab = json.loads((hf / "vocab.json").read_text(encoding="utf-8"))
+    assert len(vocab) == 400 and all(vocab[token] == i for token, i in ids.items())
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        config = json.loads((hf / name).read_text(encoding="utf-8"))
+        assert config["additional_special_tokens"] == extra and config["eos_token"] == EOT
+    hf_config = json.loads((hf / "config.json").read_text(encoding="utf-8"))
+    assert hf_config["eos_token_id"] == hf_config["bos_token_id"] == 396
+    text = "<|im_start|>user\nHello world!<|im_end|>\n<|im_start|>assistant\nHi<|pad|><|pad|>" + EOT
+    expected = ours.encode(text, allowed_special="all")
+    for loaded in (
+        transformers.AutoTokenizer.from_pretrained(hf),
+        transformers.GPT2TokenizerFast.from_pretrained(hf),
+    ):
+        assert len(loaded) == 400
+        assert loaded.convert_tokens_to_ids(list(ids)) == list(ids.values())
+        assert set(ids) <= set(loaded.all_special_tokens)
+        assert loaded.encode(text) == expected and loaded.decode(expected) == text
+        assert loaded.decode(expected, skip_special_tokens=True) == ours.decode(
+            [i for i in expected if i < 396]
+        )
+    # The exported folder converts back (its vocab.json lists the special tokens too).
+    params = tmp_path / "params.yaml"
+    params.write_text(f"base:\n  source: {hf}\n")
+    args = ["weights", "--params", str(params), "--tokenizer", str(tmp_path / "tok")]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path / "base")])
+    assert result.exit_code == 0, result.output
+    back, _ = load_model(tmp_path / "base")
+    assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+
+
+def test_special_token_spelt_like_a_vocab_json_token_is_refused(tmp_path):
+    """vocab.json spells the byte token b" a" as "Ġa": a special token "Ġa" would clash."""
+    ranks = {bytes([b]): b for b in range(256)} | {b" a": 256}
+    save_tokenizer(tmp_path / "tok", ranks, "bpe", "gpt2", special_tokens=["\u0120a"])
+    model = GPT(GPTConfig(vocab_size=259, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    save_model(tmp_path / "model", model, tmp_path / "tok")
+    result = _export(tmp_path / "model", tmp_path / "hf")
+    assert result.exit_code == 2 and "clashes with a vocabulary token" in result.stderr
+    assert not (tmp_path / "hf").exists()

@@ -1,6 +1,7 @@
 """Tokenizer folders: GPT-2's packaged ranks, save/load of trained ranks, corpus documents."""
 
 import hashlib
+import json
 
 import pytest
 from support import MIRROR
@@ -14,8 +15,11 @@ from gptpipe.tokenizer import (
     load_tokenizer,
     save_gpt2,
     save_tokenizer,
+    special_token_ids,
     tokenizer_hash,
 )
+
+RANKS = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"abc": 257}
 
 
 def test_packaged_gpt2_ranks_equal_the_mirror_copy():
@@ -40,6 +44,68 @@ def test_saved_ranks_load_back_and_hash_changes_with_them(tmp_path):
     assert eot_id(enc) == 258 and enc.n_vocab == 259
     save_tokenizer(tmp_path / "b", ranks | {b"bc": 258}, kind="bpe", pattern="gpt4")
     assert tokenizer_hash(tmp_path / "a") != tokenizer_hash(tmp_path / "b")
+
+
+def test_extra_special_tokens_follow_eot_and_round_trip(tmp_path):
+    extra = ["<|im_start|>", "<|im_end|>", "<|pad|>"]
+    save_tokenizer(tmp_path / "tok", RANKS, "bpe", "gpt2", special_tokens=extra)
+    meta = json.loads((tmp_path / "tok" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert list(meta["special_tokens"].items()) == [
+        (EOT, 258),
+        ("<|im_start|>", 259),
+        ("<|im_end|>", 260),
+        ("<|pad|>", 261),
+    ]
+    assert meta["n_vocab"] == 262
+    enc = load_tokenizer(tmp_path / "tok")
+    assert enc.n_vocab == 262 and eot_id(enc) == 258
+    assert special_token_ids(enc) == meta["special_tokens"]
+    text = "<|im_start|>abc<|im_end|>ab<|pad|><|pad|>" + EOT
+    ids = enc.encode(text, allowed_special="all")
+    assert ids == [259, 257, 260, 256, 261, 261, 258]
+    assert enc.decode(ids) == text
+    assert enc.decode([261]) == "<|pad|>"
+    # Without allowed_special they are plain text, as the corpus is encoded.
+    plain = enc.encode(text, allowed_special=set(), disallowed_special=())
+    assert not set(plain) & {258, 259, 260, 261} and enc.decode(plain) == text
+    assert enc.encode_ordinary("<|pad|>") == enc.encode("<|pad|>", disallowed_special=())
+
+
+def test_special_tokens_are_deterministic_and_part_of_the_hash(tmp_path):
+    for name in ("a", "b"):
+        save_tokenizer(tmp_path / name, RANKS, "bpe", "gpt2", special_tokens=["<|x|>", "<|y|>"])
+    save_tokenizer(tmp_path / "c", RANKS, "bpe", "gpt2", special_tokens=["<|y|>", "<|x|>"])
+    save_tokenizer(tmp_path / "d", RANKS, "bpe", "gpt2")
+    assert tokenizer_hash(tmp_path / "a") == tokenizer_hash(tmp_path / "b")
+    assert len({tokenizer_hash(tmp_path / n) for n in "acd"}) == 3
+    assert load_tokenizer(tmp_path / "c").encode("<|y|>", allowed_special="all") == [259]
+
+
+@pytest.mark.parametrize(
+    ("special", "message"),
+    [
+        ([" "], "empty or only whitespace"),
+        ([EOT], "always the first special token"),
+        (["<|a|>", "<|a|>"], "listed twice"),
+        (["<|a|>", "<|a|>b"], "prefix"),
+        (["<|end"], "prefix"),
+        (["abc"], r"also a token of the vocabulary \(rank 257\)"),
+    ],
+)
+def test_save_tokenizer_refuses_unusable_special_tokens(tmp_path, special, message):
+    with pytest.raises(BadInput, match=message):
+        save_tokenizer(tmp_path / "tok", RANKS, "bpe", "gpt2", special_tokens=special)
+    assert not (tmp_path / "tok").exists()
+
+
+def test_tokenizer_description_without_eot_is_bad_input(tmp_path):
+    save_tokenizer(tmp_path / "tok", RANKS, "bpe", "gpt2", special_tokens=["<|pad|>"])
+    meta_path = tmp_path / "tok" / "tokenizer.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    meta["special_tokens"] = {"<|pad|>": 258, "<|other|>": 259}
+    meta_path.write_text(json.dumps(meta), encoding="utf-8")
+    with pytest.raises(BadInput, match=r"tokenizer\.json: no <\|endoftext\|> special token"):
+        load_tokenizer(tmp_path / "tok")
 
 
 def test_documents_split_on_separator_lines_only(tmp_path):

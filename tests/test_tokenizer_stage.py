@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -87,4 +88,79 @@ def test_bad_corpora_exit_2_with_one_line_naming_the_file(tmp_path):
     result = invoke("--params", p, "--corpus", binary, "--out", tmp_path / "t")
     assert result.exit_code == 2 and "binary.txt: not UTF-8 text" in result.output
     assert "offset 10" in result.output
+    assert not (tmp_path / "t").exists()
+
+
+def test_special_tokens_from_params_and_from_set_get_ids_after_eot(tmp_path):
+    corpus = write_corpus(tmp_path)
+    extra = ["<|im_start|>", "<|im_end|>", "<|pad|>"]
+    p = params(tmp_path, vocab_size=300, special_tokens=extra)
+    assert invoke("--params", p, "--corpus", corpus, "--out", tmp_path / "a").exit_code == 0
+    override = "tokenizer.special_tokens=[<|im_start|>, <|im_end|>, <|pad|>]"
+    args = ["--params", params(tmp_path, vocab_size=300), "-S", override]
+    result = invoke(*args, "--corpus", corpus, "--out", tmp_path / "b")
+    assert result.exit_code == 0, result.output
+    a, b = (tmp_path / n for n in ("a", "b"))
+    for name in (RANKS_FILE, "tokenizer.json"):  # deterministic, whichever way it was set
+        assert (a / name).read_bytes() == (b / name).read_bytes()
+    enc = load_tokenizer(a)
+    assert enc.n_vocab == 300 and len(enc._mergeable_ranks) == 296
+    text = "<|im_start|>The quick brown fox<|im_end|><|pad|>" + EOT
+    ids = enc.encode(text, allowed_special="all")
+    assert ids[0] == 297 and ids[-3:] == [298, 299, 296] and enc.decode(ids) == text
+    summary = stage.run(
+        TokenizerConfig(vocab_size=300, special_tokens=extra), corpus, tmp_path / "c", False
+    )
+    assert summary["merges"] == 300 - 257 - 3
+    assert summary["special_tokens"] == {EOT: 296, **{t: 297 + i for i, t in enumerate(extra)}}
+
+
+def one_error_line(result) -> str:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "key", "message"),
+    [
+        ('[""]', "tokenizer.special_tokens[0]", "empty"),
+        ('["  "]', "tokenizer.special_tokens[0]", "only whitespace"),
+        ("[<|a|>, <|b|>, <|a|>]", "tokenizer.special_tokens[2]", "listed twice"),
+        ("[<|endoftext|>]", "tokenizer.special_tokens[0]", "always the first special token"),
+        ("[<|a|>, <|a|>x]", "tokenizer.special_tokens[1]", "prefix"),
+        ("[<|end]", "tokenizer.special_tokens[0]", "prefix"),
+        ("[x]", "tokenizer.special_tokens[0]", "one byte"),
+        ("<|pad|>", "tokenizer.special_tokens", "expected a list"),
+        ("[[PAD]]", "tokenizer.special_tokens[0]", "expected a string"),
+    ],
+)
+def test_bad_special_tokens_exit_2_with_one_line_naming_the_key(tmp_path, value, key, message):
+    corpus = write_corpus(tmp_path)
+    p = params(tmp_path, vocab_size=300)
+    args = ["--params", p, "-S", f"tokenizer.special_tokens={value}"]
+    line = one_error_line(invoke(*args, "--corpus", corpus, "--out", tmp_path / "tok"))
+    assert f"'{key}'" in line and message in line
+    assert not (tmp_path / "tok").exists()
+
+
+def test_special_tokens_need_room_in_the_vocabulary_and_kind_bpe(tmp_path):
+    corpus = write_corpus(tmp_path)
+    p = params(tmp_path, vocab_size=258, special_tokens=["<|a|>", "<|b|>"])
+    line = one_error_line(invoke("--params", p, "--corpus", corpus, "--out", tmp_path / "t"))
+    assert "'tokenizer.vocab_size'" in line and "must be in 259..1000000" in line
+    p = params(tmp_path, kind="gpt2", special_tokens=["<|pad|>"])
+    line = one_error_line(invoke("--params", p, "--out", tmp_path / "t"))
+    assert "'tokenizer.special_tokens'" in line and "tokenizer.kind: gpt2" in line
+    assert "50257" in line and not (tmp_path / "t").exists()
+
+
+def test_special_token_learned_as_a_merge_exits_2_naming_the_key(tmp_path):
+    corpus = write_corpus(tmp_path, ["abab abab abab"] * 3)
+    p = params(tmp_path, vocab_size=260, special_tokens=["<|pad|>", "ab"])
+    result = invoke("--params", p, "--corpus", corpus, "--out", tmp_path / "t")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("gptpipe:")]
+    assert "'tokenizer.special_tokens[1]'" in line and "also a token of the vocabulary" in line
     assert not (tmp_path / "t").exists()

@@ -4,10 +4,11 @@
 (model.safetensors + config.json, GPT-2's Conv1D layout) and a tokenizer that
 `transformers.AutoTokenizer.from_pretrained(OUT_DIR)` loads and that encodes like ours:
 `tokenizer.json` (Hugging Face tokenizers: the split pattern, byte-level BPE), plus GPT-2's
-classic `vocab.json` + `merges.txt`, derived from the tiktoken ranks. That holds for
-tokenizers with GPT-2's split pattern (kind gpt2, or bpe with pattern gpt2); for the gpt4
-pattern only the weights are exported (Hugging Face's regex engine splits some texts
-differently from tiktoken's).
+classic `vocab.json` + `merges.txt`, derived from the tiktoken ranks; every special token
+(`<|endoftext|>` as bos/eos, `tokenizer.special_tokens` as additional ones) is an added
+special token with our id. That holds for tokenizers with GPT-2's split pattern (kind gpt2,
+or bpe with pattern gpt2); for the gpt4 pattern only the weights are exported (Hugging
+Face's regex engine splits some texts differently from tiktoken's).
 
 Classifier folders are refused: our classification head has a bias and reads the last real
 token by length, while `GPT2ForSequenceClassification`'s head has no bias and finds the
@@ -45,7 +46,20 @@ def hf_tokenizer_files(tokenizer_dir: Path, block_size: int) -> dict[str, str]:
         raise BadInput(f"{meta_path}: not a tokenizer description ({exc})") from None
     if EOT not in special:
         raise BadInput(f"{meta_path}: no {EOT} special token")
-    vocab, merges = ranks_to_vocab_merges(read_ranks(tokenizer_dir / RANKS_FILE), special)
+    ranks = read_ranks(tokenizer_dir / RANKS_FILE)
+    vocab, merges = ranks_to_vocab_merges(ranks, special)
+    if len(vocab) != len(ranks) + len(special) or len(set(vocab.values())) != len(vocab):
+        # vocab.json spells byte tokens in GPT-2's printable alphabet; a special token spelt
+        # the same way (or two tokens sharing an id) would silently merge two entries.
+        raise BadInput(
+            f"{meta_path}: a special token clashes with a vocabulary token (same string or id); "
+            "the tokenizer cannot be written as vocab.json"
+        )
+    # <|endoftext|> is GPT-2's bos/eos/unk token; the others (tokenizer.special_tokens) are
+    # "additional" special tokens, so transformers treats them as special as well.
+    extra = [
+        token for token, _ in sorted(special.items(), key=lambda item: item[1]) if token != EOT
+    ]
     merge_lines = [f"{a} {b}" for a, b in merges]
     tokenizer_json = {
         "version": "1.0",
@@ -102,11 +116,12 @@ def hf_tokenizer_files(tokenizer_dir: Path, block_size: int) -> dict[str, str]:
             "merges": merge_lines,
         },
     }
+    special_map: dict[str, Any] = {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}
+    if extra:
+        special_map["additional_special_tokens"] = extra
     config = {
         "tokenizer_class": "GPT2Tokenizer",
-        "bos_token": EOT,
-        "eos_token": EOT,
-        "unk_token": EOT,
+        **special_map,
         "add_prefix_space": False,
         "add_bos_token": False,
         "model_max_length": block_size,
@@ -117,10 +132,7 @@ def hf_tokenizer_files(tokenizer_dir: Path, block_size: int) -> dict[str, str]:
         "vocab.json": json.dumps(vocab, ensure_ascii=False),
         "merges.txt": "#version: 0.2\n" + "".join(line + "\n" for line in merge_lines),
         "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
-        "special_tokens_map.json": json.dumps(
-            {"bos_token": EOT, "eos_token": EOT, "unk_token": EOT}, indent=2
-        )
-        + "\n",
+        "special_tokens_map.json": json.dumps(special_map, indent=2) + "\n",
     }
 
 
