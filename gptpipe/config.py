@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from gptpipe.errors import BadInput, ConfigError
+from gptpipe.tokenizer import special_token_problem
 
 
 def _f(default: Any, help: str) -> Any:
@@ -50,23 +51,29 @@ class DataConfig:
     corpus: str | list[str] = _f(  # noqa: RUF009 (a str default is immutable)
         "stdlib",
         "Corpus: a named set (stdlib, tinyshakespeare), a URL or a path (archive.zip#member "
-        "reads one member), or a list of mirrors of one file tried in order.",
+        "reads one member), or a list of mirrors of one file tried in order. Plain text "
+        '(<|endoftext|> separates documents), .jsonl or .json (strings or {"text": ...}).',
     )
     instruct: str | list[str] = _f(  # noqa: RUF009
         "stdlib",
         "Instructions: a named set (stdlib, alpaca-instructions), a URL or a path, or a list "
-        "of mirrors.",
+        "of mirrors. A JSON list or JSON Lines of Alpaca records.",
     )
     classify: str | list[str] = _f(  # noqa: RUF009
         "stdlib",
         "Classification data: a named set (stdlib, sms-spam), a URL or a path, or a list of "
-        "mirrors.",
+        "mirrors. TSV (label<TAB>text), CSV (label,text) or JSON (Lines) of label/text objects.",
     )
     mirror: str | None = _f(
         None, "Local folder looked in first, by file name (else $GPTPIPE_MIRROR)."
     )
     timeout: float = _f(60.0, "Seconds to wait on a stalled connection.")
     retries: int = _f(3, "Attempts per URL on connection errors and 5xx responses.")
+    max_bytes: int = _f(
+        20_000_000_000,
+        "Largest file accepted, downloaded or unpacked from an archive, in bytes: a guard "
+        "against runaway downloads and decompression bombs.",
+    )
 
     def __post_init__(self) -> None:
         for key in ("corpus", "instruct", "classify"):
@@ -79,6 +86,7 @@ class DataConfig:
                 _require(bool(value.strip()), f"data.{key}", "must not be empty")
         _require(self.timeout > 0, "data.timeout", "must be > 0")
         _require(self.retries >= 1, "data.retries", "must be >= 1")
+        _require(self.max_bytes >= 1, "data.max_bytes", "must be >= 1")
 
     def sources(self, kind: str) -> list[str]:
         """The sources given for `kind` (corpus, instruct or classify) as a list, stripped."""
@@ -98,17 +106,44 @@ class TokenizerConfig:
     kind: Literal["bpe", "gpt2"] = _f(
         "bpe", "bpe: train on the corpus; gpt2: GPT-2's ranks (n_vocab 50257)."
     )
-    vocab_size: int = _f(4096, "Vocabulary size for kind=bpe: 256 bytes + merges + <|endoftext|>.")
+    vocab_size: int = _f(
+        4096,
+        "Vocabulary size for kind=bpe: 256 bytes + merges + <|endoftext|> + special_tokens.",
+    )
     pattern: Literal["gpt2", "gpt4"] = _f("gpt2", "Pre-tokenisation split pattern for kind=bpe.")
     workers: int = _f(
         0, "Processes counting pre-tokens for kind=bpe (0: one per CPU core); same result."
     )
+    special_tokens: list[str] = _f(  # noqa: RUF009 (_f copies a list default per instance)
+        [],
+        "Extra special tokens for kind=bpe, such as <|im_start|> or <|pad|>: ids after "
+        "<|endoftext|>, in this order. The corpus is still encoded as plain text.",
+    )
 
     def __post_init__(self) -> None:
+        reserved = 257 + len(self.special_tokens)
         _require(
-            257 <= self.vocab_size <= 1_000_000, "tokenizer.vocab_size", "must be in 257..1000000"
+            reserved <= self.vocab_size <= 1_000_000,
+            "tokenizer.vocab_size",
+            f"must be in {reserved}..1000000"
+            + (
+                f" (256 bytes + <|endoftext|> + {len(self.special_tokens)} special_tokens)"
+                if self.special_tokens
+                else ""
+            ),
         )
         _require(self.workers >= 0, "tokenizer.workers", "must be >= 0 (0: one per CPU core)")
+        # GPT-2's weights read exactly its 50257 ids (stages/weights.py checks the tokenizer
+        # against GPT-2's byte for byte), so GPT-2's tokenizer gets no extra ids.
+        _require(
+            self.kind == "bpe" or not self.special_tokens,
+            "tokenizer.special_tokens",
+            "must be empty for tokenizer.kind: gpt2 (GPT-2's vocabulary and weights have "
+            "exactly 50257 ids, <|endoftext|> the only special token); use kind: bpe",
+        )
+        problem = special_token_problem(self.special_tokens)
+        if problem is not None:
+            raise ConfigError(f"tokenizer.special_tokens[{problem[0]}]", problem[1])
 
 
 @dataclass

@@ -1,6 +1,7 @@
-"""The data sets the pipeline knows by name, the offline `stdlib` builder, and normalisers.
+"""The data sets the pipeline knows by name, the offline `stdlib` builder, and loading a
+source of any kind (named set, URL, path, or a list of mirrors) into its normalised file.
 
-Three kinds of data leave the `download` stage:
+Three kinds of data leave the `download` stage (their formats: `gptpipe.formats`):
 - corpus: documents of plain text (rendered joined by a line holding only `<|endoftext|>`);
 - instruct: Alpaca records {"instruction", "input", "output"};
 - classify: (label, text) pairs (rendered as `label<TAB>text` lines).
@@ -14,13 +15,12 @@ never imported), so it is byte-identical across runs on the same Python.
 from __future__ import annotations
 
 import ast
-import csv
+import functools
 import hashlib
-import io
-import json
 import os
 import platform
 import re
+import shutil
 import sysconfig
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -29,30 +29,31 @@ from pathlib import Path
 from typing import Any, Literal
 
 from gptpipe.errors import BadInput
-from gptpipe.fetch import fetch_pinned, fetch_sources, file_url_path, source_kind, split_member
+from gptpipe.fetch import (
+    Fetched,
+    fetch_pinned,
+    fetch_source,
+    file_url_path,
+    source_kind,
+    split_member,
+)
+from gptpipe.formats import (
+    NORMALISERS,
+    Counts,
+    Kind,
+    Normaliser,
+    Record,
+    parse_alpaca,
+    parse_tsv,
+    parsed,
+    write_corpus,
+    write_items,
+)
 from gptpipe.progress import progress
 from gptpipe.tokenizer import EOT
 
-Kind = Literal["corpus", "instruct", "classify"]
 KINDS: tuple[Kind, ...] = ("corpus", "instruct", "classify")
 STDLIB = "stdlib"
-DOC_SEPARATOR = f"\n{EOT}\n"
-INSTRUCT_KEYS = ("instruction", "input", "output")
-
-Record = dict[str, str]
-Items = list[Any]  # list[str] | list[Record] | list[tuple[str, str]], by kind
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def decode_text(data: bytes, origin: str) -> str:
-    """Strict UTF-8 (a leading BOM dropped), newlines normalised to \\n."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{origin}: not UTF-8 text (invalid byte at offset {exc.start})") from None
-    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _one_line(text: str) -> str:
@@ -60,189 +61,11 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def _single_line(text: str) -> str:
-    """Tabs and line breaks as spaces (other spacing kept as it is)."""
-    return re.sub(r"[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", " ", text)
-
-
-# --------------------------------------------------------------------------- corpus
-
-
-def _clean_document(text: str) -> str:
-    """A document as given, less the EOT marker and blank lines at either end."""
-    return text.replace(EOT, "").strip("\n")
-
-
-def parse_corpus(text: str, origin: str) -> list[str]:
-    """Plain text; a line (or any occurrence) of `<|endoftext|>` separates documents."""
-    docs = [doc for doc in (_clean_document(part) for part in text.split(EOT)) if doc.strip()]
-    if not docs:
-        raise BadInput(f"{origin}: empty corpus (no text)")
-    return docs
-
-
-def one_document(text: str, origin: str) -> list[str]:
-    """The whole text as one document (for a corpus that is one work, like tinyshakespeare)."""
-    doc = _clean_document(text)
-    if not doc.strip():
-        raise BadInput(f"{origin}: empty corpus (no text)")
-    return [doc]
-
-
-def render_corpus(docs: Sequence[str]) -> str:
-    return DOC_SEPARATOR.join(docs) + "\n"
-
-
-# --------------------------------------------------------------------------- instructions
-
-
-def _records(value: Any, origin: str) -> list[Record]:
-    if not isinstance(value, list) or not value:
-        raise BadInput(f"{origin}: expected a non-empty JSON list of instruction records")
-    records = []
-    for i, item in enumerate(value):
-        where = f"{origin}: record {i}"
-        if not isinstance(item, dict):
-            raise BadInput(f"{where}: expected an object with keys {', '.join(INSTRUCT_KEYS)}")
-        missing = [k for k in INSTRUCT_KEYS if k not in item]
-        if missing:
-            raise BadInput(f"{where}: missing key(s) {', '.join(missing)}")
-        bad = [k for k in INSTRUCT_KEYS if not isinstance(item[k], str)]
-        if bad:
-            raise BadInput(f"{where}: key(s) {', '.join(bad)} must be strings")
-        if not item["instruction"].strip() or not item["output"].strip():
-            raise BadInput(f"{where}: empty instruction or output")
-        records.append({k: item[k] for k in INSTRUCT_KEYS})
-    return records
-
-
-def parse_instructions(text: str, origin: str) -> list[Record]:
-    """A JSON list of Alpaca records, or JSON Lines of them (one record per line)."""
-    try:
-        return _records(json.loads(text), origin)
-    except json.JSONDecodeError as exc:
-        whole_error = exc
-    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
-    if len(lines) < 2 or not lines[0][1].lstrip().startswith("{"):
-        raise BadInput(f"{origin}: not valid JSON ({whole_error})")
-    values = []
-    for n, line in lines:
-        try:
-            values.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{origin}: line {n}: not valid JSON Lines ({exc})") from None
-    return _records(values, origin)
-
-
-def parse_alpaca(text: str, origin: str) -> list[Record]:
-    """Strictly a JSON list of Alpaca records (the format alpaca-instructions ships in)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{origin}: not valid JSON ({exc})") from None
-    return _records(value, origin)
-
-
-def render_instructions(records: Sequence[Record]) -> str:
-    return json.dumps(list(records), indent=1, ensure_ascii=False) + "\n"
-
-
-# --------------------------------------------------------------------------- classification
-
-
-def _check_labels(rows: list[tuple[str, str]], origin: str) -> list[tuple[str, str]]:
-    labels = sorted({label for label, _ in rows})
-    if len(labels) < 2:
-        raise BadInput(
-            f"{origin}: classification data needs at least 2 labels, found {len(labels)}"
-            + (f" ({labels[0]})" if labels else "")
-        )
-    return rows
-
-
-def _row(label: str, text: str, origin: str, line: int) -> tuple[str, str]:
-    label, text = _single_line(label).strip(), _single_line(text).strip()
-    if not label or not text:
-        raise BadInput(f"{origin}: line {line}: expected label and text, one of them is empty")
-    return label, text
-
-
-def parse_tsv(text: str, origin: str) -> list[tuple[str, str]]:
-    """`label<TAB>text` lines (blank lines skipped); tabs inside the text become spaces."""
-    rows = []
-    for n, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        label, sep, rest = line.partition("\t")
-        if not sep:
-            raise BadInput(f"{origin}: line {n}: expected label<TAB>text, found no tab")
-        rows.append(_row(label, rest, origin, n))
-    return _check_labels(rows, origin)
-
-
-def parse_csv(text: str, origin: str) -> list[tuple[str, str]]:
-    """CSV rows `label,text` (quoted as CSV quotes them); a `label,text` header is skipped."""
-    rows = []
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        for record in reader:
-            n = reader.line_num
-            if not any(cell.strip() for cell in record):
-                continue
-            if not rows and [c.strip().lower() for c in record] == ["label", "text"]:
-                continue
-            if len(record) < 2:
-                raise BadInput(f"{origin}: line {n}: expected label,text, found 1 field")
-            rows.append(_row(record[0], ",".join(record[1:]), origin, n))
-    except csv.Error as exc:
-        raise BadInput(f"{origin}: line {reader.line_num}: not valid CSV ({exc})") from None
-    return _check_labels(rows, origin)
-
-
-def parse_classify(text: str, origin: str) -> list[tuple[str, str]]:
-    """TSV when the first non-blank line has a tab, else CSV."""
-    first = next((line for line in text.split("\n") if line.strip()), "")
-    if not first:
-        raise BadInput(f"{origin}: empty classification file")
-    return parse_tsv(text, origin) if "\t" in first else parse_csv(text, origin)
-
-
-def render_classify(rows: Sequence[tuple[str, str]]) -> str:
-    return "".join(f"{label}\t{text}\n" for label, text in rows)
-
-
-# --------------------------------------------------------------------------- by kind
-
-GENERIC_PARSERS: dict[Kind, Callable[[str, str], Items]] = {
-    "corpus": parse_corpus,
-    "instruct": parse_instructions,
-    "classify": parse_classify,
-}
-RENDERERS: dict[Kind, Callable[[Any], str]] = {
-    "corpus": render_corpus,
-    "instruct": render_instructions,
-    "classify": render_classify,
-}
 FILE_NAMES: dict[Kind, str] = {
     "corpus": "corpus.txt",
     "instruct": "instruct.json",
     "classify": "classify.tsv",
 }
-
-
-def render(kind: Kind, items: Items) -> str:
-    """The text of the output file of a kind."""
-    return RENDERERS[kind](items)
-
-
-def counts(kind: Kind, items: Items) -> dict[str, Any]:
-    """Record counts for the provenance file."""
-    if kind == "corpus":
-        return {"documents": len(items), "characters": sum(len(d) for d in items)}
-    if kind == "instruct":
-        return {"records": len(items)}
-    by_label = Counter(label for label, _ in items)
-    return {"lines": len(items), "labels": dict(sorted(by_label.items()))}
 
 
 # --------------------------------------------------------------------------- named sets
@@ -258,7 +81,7 @@ class NamedSet:
     sha256: str
     urls: tuple[str, ...]
     license: str
-    normalise: Callable[[str, str], Items]
+    normalise: Normaliser  # reads the pinned file, writes the kind's normalised file
     archive_name: str | None = None  # the URLs serve this zip/tar/gzip, holding `file_name`
     description: str = ""
 
@@ -276,7 +99,7 @@ NAMED_SETS: dict[str, NamedSet] = {
                 "tinyshakespeare/input.txt",
             ),
             license="public domain text",
-            normalise=one_document,
+            normalise=functools.partial(write_corpus, one_document=True),
             description="Tiny Shakespeare, 1,115,394 bytes, one document",
         ),
         NamedSet(
@@ -289,7 +112,7 @@ NAMED_SETS: dict[str, NamedSet] = {
                 "01_main-chapter-code/instruction-data.json",
             ),
             license="Apache-2.0 (repository)",
-            normalise=parse_alpaca,
+            normalise=parsed("instruct", parse_alpaca),
             description="1,100 Alpaca-format instruction records",
         ),
         NamedSet(
@@ -299,7 +122,7 @@ NAMED_SETS: dict[str, NamedSet] = {
             sha256="7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
             urls=("https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",),
             license="CC BY 4.0",
-            normalise=parse_tsv,
+            normalise=parsed("classify", parse_tsv),
             archive_name="sms+spam+collection.zip",
             description="UCI SMS Spam Collection, 5,574 lines, ham/spam",
         ),
@@ -659,11 +482,11 @@ def build_stdlib(root: Path | None = None, topics: dict[str, str] | None = None)
 
 @dataclass
 class Loaded:
-    """One kind's normalised items and where they came from (for the provenance file)."""
+    """One kind's normalised file: where it came from and what it holds (for provenance)."""
 
     kind: Kind
-    items: Items
     provenance: dict[str, Any]
+    counts: Counts
 
 
 def named_set(kind: Kind, source: str, key: str, named: dict[str, NamedSet]) -> NamedSet | None:
@@ -725,23 +548,74 @@ def check_source(
     return "mirrors"
 
 
+@dataclass(frozen=True)
+class FetchOptions:
+    """How sources are fetched: `data.timeout`, `data.retries`, `data.max_bytes`, and the
+    first retry's delay (tests shorten it)."""
+
+    timeout: float
+    retries: int
+    max_bytes: int | None = None
+    backoff: float = 1.0
+
+    def kwargs(self) -> dict[str, Any]:
+        return {
+            "timeout": self.timeout,
+            "retries": self.retries,
+            "backoff": self.backoff,
+            "max_bytes": self.max_bytes,
+        }
+
+
+def _upstream(fetched: Fetched) -> dict[str, Any]:
+    upstream: dict[str, Any] = {"sha256": fetched.sha256, "bytes": fetched.bytes}
+    if fetched.archive:
+        upstream["archive"] = fetched.archive
+    return upstream
+
+
+def _load_first(
+    kind: Kind, sources: list[str], key: str, work_dir: Path, dest: Path, options: FetchOptions
+) -> tuple[Fetched, Counts]:
+    """Fetch and normalise the first source that works: a list holds mirrors of one file, so
+    one that cannot be fetched, or that turns out not to be valid data of its kind (a 404, a
+    stall, an HTML page, a bad archive, malformed rows), gives way to the next. Each try's
+    downloads are removed once it is done; only `dest` stays."""
+    errors = []
+    for i, source in enumerate(sources):
+        item_key = key if len(sources) == 1 else f"{key}[{i}]"
+        scratch = work_dir / f"source-{i}"
+        try:
+            fetched = fetch_source(source, item_key, scratch, **options.kwargs())
+            return fetched, NORMALISERS[kind](fetched.path, fetched.location, dest)
+        except BadInput as exc:
+            if len(sources) == 1:
+                raise
+            errors.append(str(exc).removeprefix(f"params key '{item_key}': "))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    raise BadInput(
+        f"params key '{key}': none of the {len(sources)} mirrors worked: " + "; ".join(errors)
+    )
+
+
 def load_source(
     kind: Kind,
     source: str | Sequence[str],
     key: str,
     work_dir: Path,
+    dest: Path,
+    options: FetchOptions,
     *,
     mirror: Path | None,
-    timeout: float,
-    retries: int,
-    backoff: float = 1.0,
     named: dict[str, NamedSet] | None = None,
     stdlib: Callable[[], StdlibBuild] = build_stdlib,
 ) -> Loaded:
-    """Fetch (or build) one source and normalise it to `kind`.
+    """Fetch (or build) one source and write it, normalised to `kind`, as the file `dest`.
 
-    `work_dir` receives downloads; `stdlib` builds the offline default (pass a cached one to
-    build it once for several kinds); `named` replaces the table of named sets.
+    `work_dir` receives downloads (emptied again before returning); `stdlib` builds the
+    offline default (pass a cached one to build it once for several kinds); `named` replaces
+    the table of named sets. Nothing is left at `dest` unless the whole source loads.
     """
     table = NAMED_SETS if named is None else named
     sources = as_list(source)
@@ -749,10 +623,8 @@ def load_source(
     given: str | list[str] = sources[0] if len(sources) == 1 else sources
     if how == STDLIB:
         build = stdlib()
-        items: Items = getattr(build, kind)
         return Loaded(
             kind,
-            items,
             {
                 "source": STDLIB,
                 "type": STDLIB,
@@ -760,41 +632,38 @@ def load_source(
                 "license": STDLIB_LICENSE,
                 "upstream": build.upstream,
             },
+            write_items(kind, getattr(build, kind), dest),
         )
     pinned = named_set(kind, sources[0], key, table) if how == "named" else None
-    if pinned is not None:
-        fetched = fetch_pinned(
-            pinned.file_name,
-            pinned.urls,
-            pinned.sha256,
-            work_dir,
-            mirror=mirror,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            archive_name=pinned.archive_name,
-        )
-        normalise, license_ = pinned.normalise, pinned.license
+    if pinned is None:
+        fetched, counts = _load_first(kind, sources, key, work_dir, dest, options)
+        license_ = "unknown (given by URL or path)"
+        upstream = _upstream(fetched)
     else:
-        fetched = fetch_sources(
-            sources, key, work_dir, timeout=timeout, retries=retries, backoff=backoff
-        )
-        normalise, license_ = GENERIC_PARSERS[kind], "unknown (given by URL or path)"
-    origin = fetched.location
-    items = normalise(decode_text(fetched.path.read_bytes(), origin), origin)
-    upstream: dict[str, Any] = {"sha256": fetched.sha256, "bytes": fetched.bytes}
-    if pinned is not None:
-        upstream["pinned_sha256"] = pinned.sha256
-    if fetched.archive:
-        upstream["archive"] = fetched.archive
+        scratch = work_dir / "pinned"
+        try:
+            fetched = fetch_pinned(
+                pinned.file_name,
+                pinned.urls,
+                pinned.sha256,
+                scratch,
+                mirror=mirror,
+                archive_name=pinned.archive_name,
+                **options.kwargs(),
+            )
+            counts = pinned.normalise(fetched.path, fetched.location, dest)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        license_ = pinned.license
+        upstream = {**_upstream(fetched), "pinned_sha256": pinned.sha256}
     return Loaded(
         kind,
-        items,
         {
             "source": given,
             "type": how,
-            "location": origin,
+            "location": fetched.location,
             "license": license_,
             "upstream": upstream,
         },
+        counts,
     )

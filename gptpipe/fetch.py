@@ -1,16 +1,18 @@
-"""Getting a source file: a pinned file (mirror folder first, then its URLs), a URL or a path,
-or the first of a list of mirrors that works; out of an archive when a member is named.
+"""Getting a source file: a pinned file (mirror folder first, then its URLs), a URL or a path;
+out of an archive when a member is named.
 
 Downloads stream through urllib to a temporary file beside the destination, hashing as they
 go; a download either lands whole at its destination or leaves nothing behind. Connection
 errors, stalls past the timeout, 5xx responses and truncated bodies are retried with
 exponential backoff, resuming with HTTP Range; a 404, an HTML page where a data file was
-expected, or a wrong sha256 is bad input at once (a mirror list then moves on to the next).
+expected, a body over the size limit or a wrong sha256 is bad input at once (the caller may
+then move on to another mirror).
 
 Archives (zip, tar with any compression, a lone gzip/bz2/xz stream) are recognised by their
 bytes. Nothing is ever extracted by the names inside: every entry is checked first (absolute
 paths, `..`, links and devices refuse the whole archive) and only the member wanted is read,
-as a stream, into a scratch file of our own naming.
+as a stream, into a scratch file of our own naming, stopped at the size limit (so a
+decompression bomb fills neither the disk nor the time).
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import http.client
 import lzma
 import os
 import re
-import shutil
 import stat
 import tarfile
 import time
@@ -112,7 +113,15 @@ def _looks_like_html(head: bytes) -> bool:
     return start.startswith((b"<!doctype html", b"<html"))
 
 
-def _stream(url: str, part: Path, timeout: float) -> None:
+def _too_large(where: str, max_bytes: int, size: int | None = None, verb: str = "is") -> BadInput:
+    """Bad input for a file over the size limit (`size` when known, else only that it is)."""
+    limit = f"the size limit of {max_bytes} bytes (data.max_bytes)"
+    if size is None:
+        return BadInput(f"{where}: {verb} more than {limit}")
+    return BadInput(f"{where}: {size} bytes, over {limit}")
+
+
+def _stream(url: str, part: Path, timeout: float, max_bytes: int | None) -> None:
     """One attempt: stream `url` into `part`, resuming it with a Range request when it holds
     bytes from an earlier attempt and the server answers 206; raises on any failure."""
     have = part.stat().st_size if part.exists() else 0
@@ -131,6 +140,8 @@ def _stream(url: str, part: Path, timeout: float) -> None:
             have = 0  # no resume offered: start again from the first byte
         length_header = response.headers.get("Content-Length")
         expected = have + int(length_header) if length_header and length_header.isdigit() else None
+        if max_bytes is not None and expected is not None and expected > max_bytes:
+            raise _too_large(url, max_bytes, expected)
         size = have
         name = Path(urllib.parse.urlparse(url).path).name or url
         with progress() as bar, open(part, "ab" if have else "wb") as fh:
@@ -151,21 +162,30 @@ def _stream(url: str, part: Path, timeout: float) -> None:
                     raise BadInput(f"{url}: served an HTML page, not a data file")
                 fh.write(chunk)
                 size += len(chunk)
+                if max_bytes is not None and size > max_bytes:
+                    raise _too_large(url, max_bytes)
                 bar.update(task, completed=size)
         if expected is not None and size < expected:
             raise Truncated(f"got {size} of {expected} bytes")
 
 
 def download(
-    url: str, dest: Path, *, timeout: float, retries: int, backoff: float = 1.0
+    url: str,
+    dest: Path,
+    *,
+    timeout: float,
+    retries: int,
+    backoff: float = 1.0,
+    max_bytes: int | None = None,
 ) -> Fetched:
     """Download `url` to `dest` atomically, with `retries` attempts on transient failures.
 
     Waits `backoff * 2**k` seconds before the k-th retry. Bytes received before a dropped
     connection stay in a partial file beside `dest` between attempts, and the next attempt
     asks for the rest (HTTP Range); a server that answers with the whole file starts it
-    over. A 4xx response (other than 408 and 429) or an HTML page fails at once; only bad
-    input ever reaches the caller, and the partial file never outlives the call.
+    over. A 4xx response (other than 408 and 429), an HTML page or a body over `max_bytes`
+    (announced or received) fails at once; only bad input ever reaches the caller, and the
+    partial file never outlives the call.
     """
     last = "no attempt made"
     part = dest.with_name(f".{dest.name}.part")
@@ -175,7 +195,7 @@ def download(
             if attempt > 1 and backoff > 0:
                 time.sleep(backoff * 2 ** (attempt - 2))
             try:
-                _stream(url, part, timeout)
+                _stream(url, part, timeout, max_bytes)
             except urllib.error.HTTPError as exc:
                 exc.close()
                 if exc.code == 416:  # our Range is past the end: start over
@@ -334,13 +354,28 @@ def _tar_members(location: str, tf: tarfile.TarFile) -> dict[str, tarfile.TarInf
     return found
 
 
-def extract_member(archive: Fetched, member: str | None, dest: Path) -> Fetched:
-    """Stream one member of a zip, tar (any compression) or gzip/bz2/xz file to `dest`.
+def _copy_limited(src: Any, dest: Path, max_bytes: int | None, where: str) -> None:
+    """Stream `src` into `dest` (atomically), refusing more than `max_bytes` bytes: the guard
+    against an archive member that unpacks to far more than it looked (a decompression bomb)."""
+    with atomic_file(dest) as tmp, open(tmp, "wb") as out:
+        size = 0
+        while chunk := src.read(CHUNK):
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise _too_large(where, max_bytes, verb="unpacks to")
+            out.write(chunk)
 
-    Nothing is extracted by its own name: every entry's name and type is checked first
-    (absolute paths, `..`, links and devices are refused as bad input naming the member),
-    then only the member wanted is read, as a stream, into `dest` (written atomically).
-    With no member named, an archive holding exactly one file gives that file.
+
+def extract_member(
+    archive: Fetched, member: str | None, folder: Path, max_bytes: int | None = None
+) -> Fetched:
+    """Stream one member of a zip, tar (any compression) or gzip/bz2/xz file into `folder`.
+
+    Every entry's name and type is checked first (absolute paths, `..`, links and devices
+    are refused as bad input naming the member), then only the member wanted is read, as a
+    stream, into `folder` under its base name (so its suffix still tells its format; written
+    atomically), and stopped as bad input past `max_bytes`. With no member named, an archive
+    holding exactly one file gives that file.
     """
     where = archive.location
     fmt = archive_format(archive.path)
@@ -353,16 +388,23 @@ def extract_member(archive: Fetched, member: str | None, dest: Path) -> Fetched:
         if fmt == "zip":
             with zipfile.ZipFile(archive.path) as zf:
                 chosen = _pick(where, _zip_members(where, zf), member)
-                with atomic_file(dest) as tmp, zf.open(chosen) as src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+                declared = zf.getinfo(chosen).file_size
+                if max_bytes is not None and declared > max_bytes:
+                    raise _too_large(f"{where}#{chosen}", max_bytes, declared)
+                dest = _member_path(folder, chosen)
+                with zf.open(chosen) as src:
+                    _copy_limited(src, dest, max_bytes, f"{where}#{chosen}")
         elif fmt == "tar":
             with tarfile.open(archive.path, "r:*") as tf:
                 files = _tar_members(where, tf)
                 chosen = _pick(where, list(files), member)
+                if max_bytes is not None and files[chosen].size > max_bytes:
+                    raise _too_large(f"{where}#{chosen}", max_bytes, files[chosen].size)
                 src = tf.extractfile(files[chosen])
                 assert src is not None  # a regular file always has a stream
-                with atomic_file(dest) as tmp, src, open(tmp, "wb") as out:
-                    shutil.copyfileobj(src, out, CHUNK)
+                dest = _member_path(folder, chosen)
+                with src:
+                    _copy_limited(src, dest, max_bytes, f"{where}#{chosen}")
         else:
             _, module, suffix = SINGLE_STREAM[fmt]
             inner = Path(urllib.parse.urlparse(where).path).name.removesuffix(suffix)
@@ -371,12 +413,9 @@ def extract_member(archive: Fetched, member: str | None, dest: Path) -> Fetched:
                     f"{where}: a {fmt} file holds one member ({inner!r}), not {member!r}"
                 )
             chosen = inner or "member"
-            with (
-                atomic_file(dest) as tmp,
-                module.open(archive.path, "rb") as src,
-                open(tmp, "wb") as out,
-            ):
-                shutil.copyfileobj(src, out, CHUNK)
+            dest = _member_path(folder, chosen)
+            with module.open(archive.path, "rb") as src:
+                _copy_limited(src, dest, max_bytes, f"{where}#{chosen}")
     except zipfile.BadZipFile as exc:
         raise BadInput(f"{where}: not a valid zip archive ({exc})") from None
     except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
@@ -393,25 +432,25 @@ def extract_member(archive: Fetched, member: str | None, dest: Path) -> Fetched:
     )
 
 
-def _member_dest(work_dir: Path, member: str | None, archive: Fetched) -> Path:
-    """A scratch path for a member, in its own folder so it never clobbers the archive."""
-    folder = work_dir / "members"  # made by atomic_file once a member is read
-    name = Path((member or archive.path.name).replace("\\", "/")).name or "member"
-    return folder / name
+def _member_path(folder: Path, member: str) -> Path:
+    """Where a member is written: its base name (checked safe already) inside `folder`."""
+    return folder / (Path(member.replace("\\", "/")).name or "member")
 
 
-def unpack(fetched: Fetched, member: str | None, work_dir: Path) -> Fetched:
+def unpack(
+    fetched: Fetched, member: str | None, work_dir: Path, max_bytes: int | None = None
+) -> Fetched:
     """The named member of an archive; an unnamed archive's only file; else the file itself."""
     if member is None and archive_format(fetched.path) is None:
         return fetched
-    return extract_member(fetched, member, _member_dest(work_dir, member, fetched))
+    return extract_member(fetched, member, work_dir / "members", max_bytes)
 
 
-def _unpack(fetched: Fetched, member: str | None, work_dir: Path) -> Fetched:
+def _unpack(fetched: Fetched, member: str | None, work_dir: Path, max_bytes: int | None) -> Fetched:
     """The member of an archive when the pinned file comes archived, else the file itself."""
     if member is None or archive_format(fetched.path) is None:
         return fetched
-    return extract_member(fetched, member, _member_dest(work_dir, member, fetched))
+    return extract_member(fetched, member, work_dir / "members", max_bytes)
 
 
 def _check(fetched: Fetched, sha256: str) -> Fetched:
@@ -432,6 +471,7 @@ def fetch_pinned(
     timeout: float,
     retries: int,
     backoff: float = 1.0,
+    max_bytes: int | None = None,
     archive_name: str | None = None,
 ) -> Fetched:
     """A file known by name and sha256: from the mirror folder if it has it, else from `urls`.
@@ -448,15 +488,17 @@ def fetch_pinned(
         for name in (file_name, archive_name):
             if name and (mirror / name).is_file():
                 found = local_file(mirror / name, str((mirror / name).resolve()))
-                return _check(_unpack(found, member, work_dir), sha256)
+                return _check(_unpack(found, member, work_dir, max_bytes), sha256)
     if not urls:
         raise BadInput(f"{file_name}: not in the mirror folder and no URL to download it from")
     errors = []
     for url in urls:
         dest = work_dir / (archive_name or file_name)
         try:
-            fetched = download(url, dest, timeout=timeout, retries=retries, backoff=backoff)
-            return _check(_unpack(fetched, member, work_dir), sha256)
+            fetched = download(
+                url, dest, timeout=timeout, retries=retries, backoff=backoff, max_bytes=max_bytes
+            )
+            return _check(_unpack(fetched, member, work_dir, max_bytes), sha256)
         except BadInput as exc:
             errors.append(str(exc))
     raise BadInput("; ".join(errors))
@@ -470,6 +512,7 @@ def fetch_source(
     timeout: float,
     retries: int,
     backoff: float = 1.0,
+    max_bytes: int | None = None,
 ) -> Fetched:
     """A user-given source (http(s) URL, file:// URL or local path), its sha256 recorded.
 
@@ -490,37 +533,12 @@ def fetch_source(
         fetched = local_file(path, base)
     else:
         name = Path(urllib.parse.urlparse(base).path).name or "download"
-        fetched = download(base, work_dir / name, timeout=timeout, retries=retries, backoff=backoff)
-    return unpack(fetched, member, work_dir)
-
-
-def fetch_sources(
-    sources: Sequence[str],
-    key: str,
-    work_dir: Path,
-    *,
-    timeout: float,
-    retries: int,
-    backoff: float = 1.0,
-) -> Fetched:
-    """The first of a list of mirrors (URLs or paths of the same file) that can be fetched.
-
-    Each is tried in order with its own retries; a 404, a refused connection, a stall, an
-    HTML page, a missing file or a bad archive moves on to the next. When none works, the
-    bad input names the key and what went wrong with each.
-    """
-    if len(sources) == 1:
-        return fetch_source(
-            sources[0], key, work_dir, timeout=timeout, retries=retries, backoff=backoff
+        fetched = download(
+            base,
+            work_dir / name,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            max_bytes=max_bytes,
         )
-    errors = []
-    for i, source in enumerate(sources):
-        try:
-            return fetch_source(
-                source, f"{key}[{i}]", work_dir, timeout=timeout, retries=retries, backoff=backoff
-            )
-        except BadInput as exc:
-            errors.append(str(exc).removeprefix(f"params key '{key}[{i}]': "))
-    raise BadInput(
-        f"params key '{key}': none of the {len(sources)} mirrors worked: " + "; ".join(errors)
-    )
+    return unpack(fetched, member, work_dir, max_bytes)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,16 +15,15 @@ from gptpipe.datasets import (
     FILE_NAMES,
     KINDS,
     NAMED_SETS,
-    Loaded,
+    FetchOptions,
     NamedSet,
     StdlibBuild,
     build_stdlib,
     check_source,
-    counts,
     load_source,
-    render,
 )
 from gptpipe.errors import BadInput
+from gptpipe.fetch import file_digest
 from gptpipe.fsutil import atomic_dir, write_json
 
 PROVENANCE_FILE = layout.PROVENANCE.name
@@ -65,39 +63,30 @@ def run(
             cache.append(build_stdlib())
         return cache[0]
 
+    options = FetchOptions(cfg.timeout, cfg.retries, cfg.max_bytes, backoff)
     provenance: dict[str, Any] = {"gptpipe": __version__}
     with atomic_dir(out) as tmp:
         work_dir = tmp / ".downloads"
-        work_dir.mkdir()
-        loaded: list[Loaded] = []
         for kind in KINDS:
-            loaded.append(
-                load_source(
-                    kind,
-                    sources[kind],
-                    f"data.{kind}",
-                    work_dir,
-                    mirror=mirror,
-                    timeout=cfg.timeout,
-                    retries=cfg.retries,
-                    backoff=backoff,
-                    named=table,
-                    stdlib=stdlib,
-                )
+            dest = tmp / FILE_NAMES[kind]
+            loaded = load_source(
+                kind,
+                sources[kind],
+                f"data.{kind}",
+                work_dir,
+                dest,
+                options,
+                mirror=mirror,
+                named=table,
+                stdlib=stdlib,
             )
-        shutil.rmtree(work_dir)
-        for item in loaded:
-            data = render(item.kind, item.items).encode("utf-8")
-            (tmp / FILE_NAMES[item.kind]).write_bytes(data)
-            provenance[item.kind] = {
-                **item.provenance,
-                "output": {
-                    "file": FILE_NAMES[item.kind],
-                    "sha256": hashlib.sha256(data).hexdigest(),
-                    "bytes": len(data),
-                },
-                "counts": counts(item.kind, item.items),
+            sha, size = file_digest(dest)
+            provenance[kind] = {
+                **loaded.provenance,
+                "output": {"file": FILE_NAMES[kind], "sha256": sha, "bytes": size},
+                "counts": loaded.counts,
             }
+        shutil.rmtree(work_dir, ignore_errors=True)
         write_json(tmp / PROVENANCE_FILE, provenance)
     return provenance
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import tarfile
 from pathlib import Path
 
@@ -14,167 +13,21 @@ from gptpipe import datasets
 from gptpipe.datasets import (
     AREA_OF,
     CLASSIFY_CAP_PER_LABEL,
-    DOC_SEPARATOR,
-    INSTRUCT_KEYS,
     NAMED_SETS,
+    FetchOptions,
     StdlibBuild,
     build_stdlib,
     check_source,
     classify_rows,
-    counts,
-    decode_text,
     instruct_records,
     load_source,
     module_entries,
-    parse_alpaca,
-    parse_classify,
-    parse_corpus,
-    parse_csv,
-    parse_instructions,
-    parse_tsv,
-    render,
     stdlib_files,
     stdlib_root,
 )
 from gptpipe.errors import BadInput
+from gptpipe.formats import INSTRUCT_KEYS, counts, parse_tsv, parsed, render
 from gptpipe.tokenizer import EOT
-
-# --------------------------------------------------------------------------- decoding & corpus
-
-
-def test_decode_text_drops_bom_and_normalises_newlines():
-    assert decode_text("\ufeffa\r\nb\rc\n".encode(), "f.txt") == "a\nb\nc\n"
-
-
-def test_non_utf8_is_bad_input_naming_the_file_and_offset():
-    with pytest.raises(
-        BadInput, match=r"^corpus\.bin: not UTF-8 text \(invalid byte at offset 3\)"
-    ):
-        decode_text(b"abc\xff\xfe", "corpus.bin")
-
-
-def test_corpus_documents_are_split_on_end_of_text_and_trimmed():
-    text = f"\n\nFirst doc.\n  indented line \n{EOT}\n{EOT}\n\nSecond{EOT}third\n\n"
-    assert parse_corpus(text, "c.txt") == ["First doc.\n  indented line ", "Second", "third"]
-
-
-@pytest.mark.parametrize("text", ["", "\n\n  \n", f"{EOT}\n{EOT}\n"])
-def test_empty_corpus_is_bad_input(text):
-    with pytest.raises(BadInput, match=r"c\.txt: empty corpus"):
-        parse_corpus(text, "c.txt")
-
-
-def test_rendered_corpus_separates_documents_by_a_line_of_end_of_text():
-    text = render("corpus", ["one\ntwo", "three"])
-    assert text == f"one\ntwo\n{EOT}\nthree\n"
-    assert parse_corpus(text, "c.txt") == ["one\ntwo", "three"]
-    assert text.split("\n").count(EOT) == 1 and f"\n{EOT}\n" == DOC_SEPARATOR
-
-
-def test_one_document_keeps_the_text_whole():
-    text = "A.\n\nB.  \n"
-    assert datasets.one_document(text, "t.txt") == ["A.\n\nB.  "]
-
-
-# --------------------------------------------------------------------------- instructions
-
-RECORDS = [
-    {"instruction": "Add.", "input": "1 2", "output": "3", "extra": 1},
-    {"instruction": "Greet.", "input": "", "output": "Hello"},
-]
-
-
-def test_instructions_from_a_json_list_keep_the_three_keys_only():
-    records = parse_instructions(json.dumps(RECORDS), "i.json")
-    assert records == [{k: r[k] for k in INSTRUCT_KEYS} for r in RECORDS]
-
-
-def test_instructions_from_json_lines():
-    text = "\n".join(json.dumps(r) for r in RECORDS) + "\n\n"
-    assert [r["output"] for r in parse_instructions(text, "i.jsonl")] == ["3", "Hello"]
-
-
-def test_rendered_instructions_read_back_as_the_same_records():
-    records = parse_instructions(json.dumps(RECORDS), "i.json")
-    assert json.loads(render("instruct", records)) == records
-
-
-@pytest.mark.parametrize(
-    ("value", "message"),
-    [
-        ({"instruction": "x"}, "expected a non-empty JSON list"),
-        ([], "expected a non-empty JSON list"),
-        (["text"], "record 0: expected an object"),
-        ([RECORDS[1], {"instruction": "a", "output": "b"}], "record 1: missing key.s. input"),
-        (
-            [{"instruction": "a", "input": 3, "output": "b"}],
-            "record 0: key.s. input must be strings",
-        ),
-        ([{"instruction": " ", "input": "", "output": "b"}], "record 0: empty instruction"),
-    ],
-)
-def test_bad_instruction_data_is_bad_input_naming_the_file(value, message):
-    with pytest.raises(BadInput, match=rf"^i\.json: {message}"):
-        parse_instructions(json.dumps(value), "i.json")
-
-
-def test_instructions_that_are_not_json_are_bad_input():
-    with pytest.raises(BadInput, match=r"i\.json: not valid JSON"):
-        parse_instructions("instruction: add\n", "i.json")
-    with pytest.raises(BadInput, match=r"i\.jsonl: line 2: not valid JSON Lines"):
-        parse_instructions('{"instruction": "a", "input": "", "output": "b"}\n{oops\n', "i.jsonl")
-    with pytest.raises(BadInput, match=r"a\.json: not valid JSON"):
-        parse_alpaca("\n".join(json.dumps(r) for r in RECORDS), "a.json")
-
-
-# --------------------------------------------------------------------------- classification
-
-
-def test_tsv_rows_with_tabs_and_spaces_inside_the_text():
-    text = "ham\tsee you  at 5\t pm \n\nspam\tWIN\r\n"
-    assert parse_tsv(decode_text(text.encode(), "x"), "s.tsv") == [
-        ("ham", "see you  at 5  pm"),
-        ("spam", "WIN"),
-    ]
-
-
-def test_tsv_line_without_a_tab_is_bad_input_naming_the_line():
-    with pytest.raises(BadInput, match=r"^s\.tsv: line 3: expected label<TAB>text"):
-        parse_tsv("a\tx\nb\ty\nno tab here\n", "s.tsv")
-
-
-def test_tsv_row_with_an_empty_text_is_bad_input_naming_the_line():
-    with pytest.raises(BadInput, match=r"^s\.tsv: line 2: expected label and text"):
-        parse_tsv("a\tx\nb\t  \n", "s.tsv")
-
-
-def test_fewer_than_two_labels_is_bad_input():
-    with pytest.raises(BadInput, match=r"s\.tsv: .*at least 2 labels, found 1 \(ham\)"):
-        parse_tsv("ham\tx\nham\ty\n", "s.tsv")
-
-
-def test_csv_with_header_quotes_and_commas():
-    text = 'label,text\npos,"great, really\ngreat"\nneg,bad,awful\n'
-    assert parse_csv(text, "c.csv") == [("pos", "great, really great"), ("neg", "bad,awful")]
-
-
-def test_csv_row_with_one_field_is_bad_input_naming_the_line():
-    with pytest.raises(BadInput, match=r"^c\.csv: line 3: expected label,text"):
-        parse_csv("a,x\nb,y\nlonely\n", "c.csv")
-
-
-def test_classify_format_is_guessed_from_the_first_line():
-    assert parse_classify("a\tx, y\nb\tz\n", "f") == [("a", "x, y"), ("b", "z")]
-    assert parse_classify("a,x q\nb,z\tw\n", "f") == [("a", "x q"), ("b", "z w")]
-    with pytest.raises(BadInput, match="empty classification file"):
-        parse_classify("\n \n", "f")
-
-
-def test_rendered_classify_is_one_label_tab_text_line_per_row():
-    rows = [("a", "x y"), ("b", "z")]
-    assert render("classify", rows) == "a\tx y\nb\tz\n"
-    assert counts("classify", rows) == {"lines": 2, "labels": {"a": 1, "b": 1}}
-
 
 # --------------------------------------------------------------------------- named sets
 
@@ -259,15 +112,16 @@ def test_a_named_set_may_ship_inside_a_tar_gz(tmp_path):
             sha256=hashlib.sha256(data).hexdigest(),
             urls=(),
             license="CC0",
-            normalise=parse_tsv,
+            normalise=parsed("classify", parse_tsv),
             archive_name="mini.tar.gz",
         )
     }
-    work = tmp_path / "work"
+    work, dest = tmp_path / "work", tmp_path / "out.tsv"
     loaded = load_source(
-        "classify", "mini", "k", work, mirror=tmp_path, timeout=1, retries=1, named=table
+        "classify", "mini", "k", work, dest, FetchOptions(1, 1), mirror=tmp_path, named=table
     )
-    assert loaded.items == [("ham", "ok then"), ("spam", "free prize")]
+    assert dest.read_text() == "ham\tok then\nspam\tfree prize\n"
+    assert loaded.counts == {"lines": 2, "labels": {"ham": 1, "spam": 1}}
     assert loaded.provenance["location"].endswith("mini.tar.gz#mini-1.0/mini.tsv")
     assert loaded.provenance["upstream"]["sha256"] == table["mini"].sha256
 
@@ -282,34 +136,22 @@ def test_named_set_from_a_mirror_is_verified_and_normalised(tmp_path):
             sha256=hashlib.sha256(data).hexdigest(),
             urls=(),
             license="CC0",
-            normalise=parse_tsv,
+            normalise=parsed("classify", parse_tsv),
         )
     }
     (tmp_path / "mini.tsv").write_bytes(data)
+    work, dest = tmp_path / "work", tmp_path / "out.tsv"
+    options = FetchOptions(1, 1)
     loaded = load_source(
-        "classify",
-        "mini",
-        "data.classify",
-        tmp_path,
-        mirror=tmp_path,
-        timeout=1,
-        retries=1,
-        named=table,
+        "classify", "mini", "data.classify", work, dest, options, mirror=tmp_path, named=table
     )
-    assert loaded.items == [("ham", "ok then"), ("spam", "free prize")]
+    assert dest.read_text() == "ham\tok then\nspam\tfree prize\n"
     assert loaded.provenance["type"] == "named" and loaded.provenance["license"] == "CC0"
     assert loaded.provenance["upstream"]["sha256"] == table["mini"].sha256
     (tmp_path / "mini.tsv").write_bytes(data + b"ham\tmore\n")
     with pytest.raises(BadInput, match=r"mini\.tsv: sha256 mismatch"):
         load_source(
-            "classify",
-            "mini",
-            "data.classify",
-            tmp_path,
-            mirror=tmp_path,
-            timeout=1,
-            retries=1,
-            named=table,
+            "classify", "mini", "data.classify", work, dest, options, mirror=tmp_path, named=table
         )
 
 

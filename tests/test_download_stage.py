@@ -271,6 +271,41 @@ def test_any_url_file_url_or_path_works_with_its_format_guessed(tmp_path, served
     assert provenance["classify"]["license"].startswith("unknown")
 
 
+def test_json_lines_and_json_corpora_over_http(tmp_path, served, small):
+    """A corpus dump in JSON Lines (gzipped, as dumps come) or JSON, picked by file name."""
+    root, base = served
+    lines = [{"text": "Doc one.\r\nLine two.", "id": 1}, {"text": "Doc two."}, "Doc three."]
+    (root / "dump.jsonl.gz").write_bytes(gzip.compress("\n".join(map(json.dumps, lines)).encode()))
+    (root / "docs.json").write_text(json.dumps(lines))
+    expected = f"Doc one.\nLine two.\n{EOT}\nDoc two.\n{EOT}\nDoc three.\n"
+    for source in (f"{base}/dump.jsonl.gz", f"{base}/docs.json"):
+        result = invoke(["--out", "raw", *sets(small, corpus=source)])
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "raw" / "corpus.txt").read_text() == expected
+        provenance = json.loads((tmp_path / "raw" / "provenance.json").read_text())
+        assert provenance["corpus"]["counts"] == {"documents": 3, "characters": 36}
+        assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
+            "classify.tsv",
+            "corpus.txt",
+            "instruct.json",
+            "provenance.json",
+        ]  # no download left inside the output
+
+
+def test_a_decompression_bomb_is_bad_input_naming_the_limit(tmp_path, served, small):
+    root, base = served
+    (root / "bomb.tsv.gz").write_bytes(gzip.compress(b"spam\tbuy\n" * 300_000))  # 3 MB
+    source = f"{base}/bomb.tsv.gz"
+    result = invoke(["--out", "raw", *sets(small, classify=source), "-S", "data.max_bytes=1000000"])
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert errors == [
+        f"gptpipe: error: {source}#bomb.tsv: unpacks to more than the size limit of 1000000 "
+        "bytes (data.max_bytes)"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "www"]  # nothing written
+
+
 def test_a_list_of_mirrors_is_tried_in_order(tmp_path, served, small):
     root, base = served
     (root / "books.txt").write_text(GOOD_CORPUS)
@@ -447,7 +482,12 @@ def test_a_404_url_is_bad_input_naming_the_url(small, served):
 
 
 @pytest.mark.parametrize(
-    ("override", "key"), [("data.retries=0", "data.retries"), ("data.timeout=0", "data.timeout")]
+    ("override", "key"),
+    [
+        ("data.retries=0", "data.retries"),
+        ("data.timeout=0", "data.timeout"),
+        ("data.max_bytes=0", "data.max_bytes"),
+    ],
 )
 def test_bad_fetch_params_are_bad_input(small, override, key):
     result = invoke(["--out", "raw", *sets(small), "-S", override])

@@ -1,5 +1,5 @@
 """Fetching against a real HTTP server on 127.0.0.1: retries, 404, HTML, truncation, sha256,
-slow and stalled bodies, mirror lists, and members of zip, tar and gzip archives."""
+slow and stalled bodies, size limits, mirror lists, and members of zip, tar and gzip archives."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
+from gptpipe.datasets import FetchOptions, load_source
 from gptpipe.errors import BadInput
 from gptpipe.fetch import (
     download,
     extract_member,
     fetch_pinned,
     fetch_source,
-    fetch_sources,
     file_digest,
     file_url_path,
     local_file,
@@ -49,6 +49,7 @@ def zipped(name: str, data: bytes) -> bytes:
 
 ZIP_BODY = zipped(MEMBER, MEMBER_BODY)
 TSV = b"yes\tfine\nno\tnope\n"
+BOMB = (b"spam\tbuy now\n" * 700_000)[: 8 << 20]  # 8 MiB that compress to a few KB
 
 
 def tarred(entries: list[tarfile.TarInfo | tuple[str, bytes]], mode: str = "w:gz") -> bytes:
@@ -85,6 +86,10 @@ ARCHIVES = {
     "data.tar.gz": tarred([("pkg/", b""), ("pkg/sub/data.tsv", TSV), ("pkg/readme", b"x")]),
     "data.tsv.gz": gzip.compress(TSV),
     "one.zip": zip_of({"only/data.tsv": TSV}),
+    # Decompression bombs: a few KB that unpack to 8 MB.
+    "bomb.zip": zip_of({"bomb.tsv": BOMB}),
+    "bomb.tar.gz": tarred([("bomb.tsv", BOMB)]),
+    "bomb.tsv.gz": gzip.compress(BOMB),
 }
 
 
@@ -140,6 +145,16 @@ def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.send_error(500 if hit == 1 else 503)
             elif path == "/flaky.txt":
                 self.send_body(BODY)
+            elif path == "/no-length.txt":  # no Content-Length: the size shows as it streams
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(BODY)
+                self.close_connection = True
+            elif path == "/latin1.tsv":  # downloads fine, but is not UTF-8 text
+                self.send_body("yes\tcaf\u00e9\nno\tna\u00efve\n".encode("latin-1"))
+            elif path == "/good.tsv":
+                self.send_body(TSV)
             elif path == "/always500.txt":
                 self.send_error(500)
             elif path == "/page.txt":
@@ -511,30 +526,58 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{port}/x.txt"
 
 
+def files(folder: Path) -> list[str]:
+    """The files anywhere below a folder (empty folders do not count)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def load(kind, sources, tmp_path, retries=2):
+    """`load_source` of a list of mirrors into tmp_path/out, as the download stage calls it."""
+    options = FetchOptions(timeout=2, retries=retries, backoff=0)
+    return load_source(
+        kind, sources, f"data.{kind}", tmp_path / "work", tmp_path / "out", options, mirror=None
+    )
+
+
 def test_mirrors_are_tried_in_order_until_one_works(server, tmp_path):
     urls = [refused_url(), server.url("/not-here.txt"), server.url("/good.txt")]
-    fetched = fetch_sources(urls, "data.corpus", tmp_path, timeout=2, retries=2, backoff=0)
-    assert fetched.location == urls[2] and fetched.sha256 == BODY_SHA
+    loaded = load("corpus", urls, tmp_path)
+    assert loaded.provenance["location"] == urls[2]
+    assert loaded.provenance["upstream"]["sha256"] == BODY_SHA
     assert server.hits["/not-here.txt"] == 1  # a 404 is not retried, the next mirror is
+    assert files(tmp_path) == ["out"]  # the downloads are gone
 
 
 def test_mirrors_may_mix_urls_and_paths(server, tmp_path):
     local = tmp_path / "local.txt"
     local.write_bytes(BODY)
-    fetched = fetch_sources(
-        [str(tmp_path / "absent.txt"), str(local)], "data.corpus", tmp_path, timeout=2, retries=1
-    )
-    assert fetched.path == local
+    loaded = load("corpus", [str(tmp_path / "absent.txt"), str(local)], tmp_path, retries=1)
+    assert loaded.provenance["location"] == str(local.resolve())
+    assert local.read_bytes() == BODY  # a local mirror is read in place, never removed
+
+
+def test_a_mirror_whose_data_is_malformed_gives_way_to_the_next(server, tmp_path):
+    urls = [server.url("/latin1.tsv"), server.url("/archive/data.zip"), server.url("/good.tsv")]
+    loaded = load("classify", urls, tmp_path)
+    assert loaded.provenance["location"] == urls[2]
+    assert (tmp_path / "out").read_bytes() == TSV
+    with pytest.raises(BadInput) as err:
+        load("classify", urls[:2], tmp_path)
+    message = str(err.value)
+    assert message.startswith("params key 'data.classify': none of the 2 mirrors worked: ")
+    assert "latin1.tsv: not UTF-8 text (invalid byte at offset 7)" in message
+    assert "data.zip: archive holds 2 files" in message
+    assert "\n" not in message and files(tmp_path) == ["out"]  # the earlier good one
 
 
 def test_when_no_mirror_works_the_error_names_the_key_and_each_failure(server, tmp_path):
     urls = [refused_url(), server.url("/page.txt")]
     with pytest.raises(BadInput) as err:
-        fetch_sources(urls, "data.corpus", tmp_path, timeout=2, retries=1, backoff=0)
+        load("corpus", urls, tmp_path, retries=1)
     message = str(err.value)
     assert message.startswith("params key 'data.corpus': none of the 2 mirrors worked: ")
     assert "connection failed" in message and "page.txt: served an HTML page" in message
-    assert "\n" not in message and leftovers(tmp_path) == []
+    assert "\n" not in message and files(tmp_path) == []
 
 
 def test_a_pinned_file_falls_back_to_the_next_url_on_a_wrong_hash(server, tmp_path):
@@ -615,9 +658,8 @@ def test_a_hash_in_a_plain_file_name_is_part_of_the_name(tmp_path):
 def test_bad_archives_are_bad_input_naming_the_file(tmp_path, data, member, message):
     path = tmp_path / "data.tsv.gz"
     path.write_bytes(data)
-    dest = tmp_path / "out" / "member"
     with pytest.raises(BadInput, match=r"data\.tsv\.gz") as err:
-        extract_member(local_file(path, str(path)), member, dest)
+        extract_member(local_file(path, str(path)), member, tmp_path / "out")
     assert message in str(err.value)
     assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []
 
@@ -654,3 +696,46 @@ def test_members_that_would_land_outside_are_refused_naming_them(tmp_path, case)
 def test_a_fragment_on_a_plain_file_is_bad_input(server, tmp_path):
     with pytest.raises(BadInput, match=r"good\.txt: names archive member 'x' but is not"):
         fetch_source(server.url("/good.txt#x"), "data.corpus", tmp_path, timeout=5, retries=1)
+
+
+# --------------------------------------------------------------------------- size limits
+
+
+@pytest.mark.parametrize("path", ["/good.txt", "/no-length.txt"])
+def test_a_body_over_the_size_limit_is_bad_input_at_once(server, tmp_path, path):
+    """Refused on the announced length when there is one, else as the bytes arrive."""
+    before = server.hits[path]
+    with pytest.raises(BadInput, match=r"the size limit of 4096 bytes \(data\.max_bytes\)$"):
+        download(server.url(path), tmp_path / "x.txt", timeout=5, retries=3, max_bytes=4096)
+    assert server.hits[path] == before + 1  # not retried
+    assert leftovers(tmp_path) == []
+    fetched = download(
+        server.url(path), tmp_path / "x.txt", timeout=5, retries=1, max_bytes=len(BODY)
+    )
+    assert fetched.sha256 == BODY_SHA
+
+
+@pytest.mark.parametrize("name", ["bomb.zip", "bomb.tar.gz", "bomb.tsv.gz"])
+def test_a_decompression_bomb_stops_at_the_size_limit(server, tmp_path, name):
+    source = server.url(f"/archive/{name}")
+    assert len(ARCHIVES[name]) < 64 * 1024  # small on the wire
+    with pytest.raises(BadInput, match=rf"{name}#bomb\.tsv: .* the size limit of 1048576 bytes"):
+        fetch_source(source, "data.classify", tmp_path, timeout=5, retries=1, max_bytes=1 << 20)
+    assert all(p.stat().st_size <= 64 * 1024 for p in tmp_path.rglob("*") if p.is_file())
+    fetched = fetch_source(
+        source, "data.classify", tmp_path, timeout=5, retries=1, max_bytes=9 << 20
+    )
+    assert fetched.bytes == 8 << 20
+
+
+def test_a_zip_member_that_lies_about_its_size_gets_nowhere(tmp_path):
+    """Declared small, it passes the size check, but zipfile reads no more than declared and
+    then fails the CRC: bad input, nothing written."""
+    data = bytearray(zip_of({"bomb.tsv": BOMB}))
+    header = data.index(b"PK\x01\x02")  # the central directory entry: declare 10 bytes
+    data[header + 24 : header + 28] = (10).to_bytes(4, "little")
+    archive = tmp_path / "liar.zip"
+    archive.write_bytes(bytes(data))
+    with pytest.raises(BadInput, match=r"liar\.zip: not a valid zip archive \(Bad CRC"):
+        extract_member(local_file(archive, str(archive)), None, tmp_path / "out", 1 << 20)
+    assert not (tmp_path / "out").exists() or leftovers(tmp_path / "out") == []
