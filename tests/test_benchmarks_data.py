@@ -30,3 +30,9 @@ def test_bench_shard_quick_matches_tiktoken_token_counts(tmp_path):
     entry = result["sizes"]["2"]
     assert entry["gptpipe"]["tokens"] == entry["tiktoken"]["tokens"] > 100_000
     assert entry["throughput_ratio"] > 0 and entry["gptpipe"]["peak_rss_mb"] > 0
+
+
+def test_bench_download_measures_the_stage_at_each_size():
+    load("bench_shard")  # bench_download builds its corpus with bench_shard's builder
+    result = load("bench_download").main(["--sizes", "0.5", "--repeat", "1"])
+    assert result["0.5"]["corpus_mb"] > 0.4 and result["0.5"]["peak_rss_mb"] > 0
