@@ -36,6 +36,22 @@ def _check_logits(model_dir, out_dir, vocab: int) -> None:
         assert (ours(ids)[0] - hf(ids).logits).abs().max().item() < 1e-4
 
 
+def _weights(source: Path, tokenizer: Path, out: Path):
+    """`gptpipe weights` with base.source = an exported folder."""
+    params = out.parent / f"{out.name}-params.yaml"
+    params.write_text(f"base:\n  source: {source}\n")
+    args = ["weights", "--params", str(params), "--tokenizer", str(tokenizer), "--out", str(out)]
+    return runner.invoke(app, args)
+
+
+def _check_converts_back(model: GPT, hf: Path, tokenizer: Path, tmp_path: Path) -> None:
+    result = _weights(hf, tokenizer, tmp_path / "base")
+    assert result.exit_code == 0, result.output
+    back, _ = load_model(tmp_path / "base")
+    for name, value in model.state_dict().items():
+        assert torch.equal(back.state_dict()[name], value), name
+
+
 @pytest.mark.parametrize("bias", [True, False])
 def test_gpt2_vocabulary_model_exports_with_same_logits_and_tokenizer(tmp_path, bias):
     save_gpt2(tmp_path / "tok")
@@ -87,17 +103,9 @@ def test_exported_bpe_model_converts_back_with_its_tokenizer(tmp_path):
     model = GPT(GPTConfig(vocab_size=300, block_size=32, n_layer=1, n_head=2, n_embd=16))
     save_model(tmp_path / "model", model, tmp_path / "tok")
     assert _export(tmp_path / "model", tmp_path / "hf").exit_code == 0
-    params = tmp_path / "params.yaml"
-    params.write_text(f"base:\n  source: {tmp_path / 'hf'}\n")
-    args = ["weights", "--params", str(params), "--tokenizer", str(tmp_path / "tok")]
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "base")])
-    assert result.exit_code == 0, result.output
-    back, _ = load_model(tmp_path / "base")
-    for name, value in model.state_dict().items():
-        assert torch.equal(back.state_dict()[name], value), name
+    _check_converts_back(model, tmp_path / "hf", tmp_path / "tok", tmp_path)
     save_gpt2(tmp_path / "gpt2tok")  # a different tokenizer is refused
-    args = ["weights", "--params", str(params), "--tokenizer", str(tmp_path / "gpt2tok")]
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "base2")])
+    result = _weights(tmp_path / "hf", tmp_path / "gpt2tok", tmp_path / "base2")
     assert result.exit_code == 2 and "vocabulary of 300 ids" in result.stderr
 
 
@@ -151,13 +159,7 @@ def test_extra_special_tokens_export_as_added_special_tokens_with_our_ids(tmp_pa
             [i for i in expected if i < 396]
         )
     # The exported folder converts back (its vocab.json lists the special tokens too).
-    params = tmp_path / "params.yaml"
-    params.write_text(f"base:\n  source: {hf}\n")
-    args = ["weights", "--params", str(params), "--tokenizer", str(tmp_path / "tok")]
-    result = runner.invoke(app, [*args, "--out", str(tmp_path / "base")])
-    assert result.exit_code == 0, result.output
-    back, _ = load_model(tmp_path / "base")
-    assert all(torch.equal(back.state_dict()[k], v) for k, v in model.state_dict().items())
+    _check_converts_back(model, hf, tmp_path / "tok", tmp_path)
 
 
 def test_special_token_spelt_like_a_vocab_json_token_is_refused(tmp_path):
