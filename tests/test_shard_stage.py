@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from support import MIRROR
+from support import MIRROR, needs_mirror
 from typer.testing import CliRunner
 
 from gptpipe.cli import app
@@ -114,6 +114,7 @@ def test_bpe_tokenizer_shards_feed_training_windows(tmp_path, corpus):
     assert text.count(EOT) >= 1 and "Document" in text
 
 
+@needs_mirror
 def test_tinyshakespeare_splits_with_gpt2_counts(tmp_path, gpt2):
     corpus = MIRROR / "tinyshakespeare.txt"
     manifest = stage.run(ShardConfig(), corpus, gpt2, tmp_path / "s", show_progress=False)
