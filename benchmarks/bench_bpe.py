@@ -39,8 +39,9 @@ import json, sys, time
 from pathlib import Path
 corpus, heldout, vocab, threads, out = sys.argv[1:6]
 t0 = time.perf_counter()
-from gptpipe.bpe import train_bpe
-from gptpipe.tokenizer import PATTERNS, iter_documents, load_tokenizer, save_tokenizer
+from gptpipe.tokenizer.bpe import train_bpe
+from gptpipe.tokenizer.folder import PATTERNS, load_tokenizer, save_tokenizer
+from gptpipe.tokens.corpus import iter_documents
 t1 = time.perf_counter()
 result = train_bpe(iter_documents(corpus), int(vocab), PATTERNS["gpt2"], show_progress=False,
                    workers=int(threads))

@@ -44,8 +44,8 @@ mode, folder, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 import torch
 t0 = time.perf_counter()
 if mode == "convert":
-    from gptpipe.checkpoint import model_from_tensors
-    from gptpipe.convert import open_checkpoint
+    from gptpipe.model.folder import model_from_tensors
+    from gptpipe.interop.gpt2_layouts import open_checkpoint
     ckpt = open_checkpoint(folder)
     model = model_from_tensors(ckpt.config, ckpt.tensors)
     n = sum(p.numel() for p in model.parameters())
@@ -55,7 +55,7 @@ elif mode == "stage":
     weights.run(BaseConfig(source=str(folder)), Path("unused"), work / "base")
     n = None
 elif mode == "load":
-    from gptpipe.checkpoint import load_model
+    from gptpipe.model.folder import load_model
     model, _ = load_model(work / "base")
     n = sum(p.numel() for p in model.parameters())
 else:
@@ -83,10 +83,11 @@ def write_checkpoint(folder: Path, name: str) -> int:
     """A Hugging Face GPT-2 folder of the named size, random weights; returns its parameters."""
     import torch
 
-    from gptpipe.checkpoint import write_safetensors
-    from gptpipe.convert import LazyTensor, expected_shapes, hf_config, hf_export_tensors
-    from gptpipe.hub import SIZES
-    from gptpipe.model import GPTConfig
+    from gptpipe.interop.gpt2_layouts import expected_shapes
+    from gptpipe.interop.hf_export import hf_config, hf_export_tensors
+    from gptpipe.interop.hub import SIZES
+    from gptpipe.model.gpt import GPTConfig
+    from gptpipe.model.tensors import LazyTensor, write_safetensors
 
     size = SIZES[name]
     config = GPTConfig(n_layer=size.n_layer, n_head=size.n_head, n_embd=size.n_embd)

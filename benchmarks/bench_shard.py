@@ -40,7 +40,8 @@ EOT = "<|endoftext|>"
 
 _THEIRS = r"""
 import sys, time
-from gptpipe.tokenizer import iter_documents, load_tokenizer
+from gptpipe.tokens.corpus import iter_documents
+from gptpipe.tokenizer.folder import load_tokenizer
 corpus, tok, threads, out = sys.argv[1:5]
 enc = load_tokenizer(tok)
 t0 = time.perf_counter()
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"threads": args.threads, "repeat": args.repeat, "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="bench-shard-") as tmp:
         folder = Path(tmp)
-        from gptpipe.tokenizer import save_gpt2
+        from gptpipe.tokenizer.folder import save_gpt2
 
         save_gpt2(folder / "gpt2")
         for size in args.sizes:

@@ -54,7 +54,7 @@ DEFAULT_VARIANTS = "hf,hf-compiled,hf-tuned,ours-fp32-plain,ours-fp32,ours-bf16-
 
 
 def build_ours(arch: dict[str, int]) -> Any:
-    from gptpipe.model import GPT, GPTConfig
+    from gptpipe.model.gpt import GPT, GPTConfig
 
     return GPT(GPTConfig(dropout=0.0, **arch))
 
@@ -85,7 +85,8 @@ def measure_step(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from gptpipe.config import PretrainConfig
-    from gptpipe.training import make_optimizer, optimizer_step, param_groups
+    from gptpipe.train.loop import optimizer_step
+    from gptpipe.train.optim import make_optimizer, param_groups
 
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)

@@ -1,3 +1,3 @@
-from gptpipe.cli import main
+from gptpipe.cli.app import main
 
 main()

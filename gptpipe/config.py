@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from gptpipe.errors import BadInput, ConfigError
-from gptpipe.tokenizer import special_token_problem
+from gptpipe.tokenizer.special import special_token_problem
 
 
 def _f(default: Any, help: str) -> Any:

@@ -15,15 +15,21 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tiktoken
 import torch
 import torch.nn.functional as F
 
+from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput, ConfigError
-from gptpipe.model import GPT
+from gptpipe.model.folder import load_model
+from gptpipe.model.gpt import GPT
 from gptpipe.progress import progress
+from gptpipe.runtime import resolve_device
+from gptpipe.tokenizer.folder import load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -174,3 +180,49 @@ def scored_bytes(encoding: tiktoken.Encoding, tokens: np.ndarray | Sequence[int]
     )
     ids = ids[~np.isin(ids, special)]
     return len(encoding.decode_bytes(ids.tolist()))
+
+
+def evaluate_tokens(
+    cfg: EvaluateConfig, model_dir: Path, tokens: np.ndarray, label: str | None = None
+) -> dict[str, Any]:
+    """Perplexity, bits per byte and counts of one model folder on a token stream."""
+    device = resolve_device(cfg.device)
+    model, info = load_model(model_dir, device)
+    if info.config.n_classes > 0:
+        raise BadInput(f"{model_dir}: is a classifier; perplexity needs a language model")
+    encoding = load_tokenizer(model_dir)
+    result = perplexity(
+        model, tokens, cfg.stride, cfg.batch_size, device, description=label or model_dir.name
+    )
+    n_bytes = scored_bytes(encoding, tokens)
+    return {
+        "perplexity": result["perplexity"],
+        "bits_per_byte": bits_per_byte(float(result["nll"]), n_bytes),
+        "mean_nll": result["mean_nll"],
+        "tokens": result["tokens"],
+        "bytes": n_bytes,
+        "windows": result["windows"],
+        "stride": result["stride"],
+        "block_size": result["block_size"],
+    }
+
+
+def evaluate_text(cfg: EvaluateConfig, model_dir: Path, text_file: Path) -> dict[str, Any]:
+    """Evaluate any UTF-8 text file, encoded with the model folder's own tokenizer."""
+    if not text_file.is_file():
+        raise BadInput(f"{text_file}: text file not found")
+    try:
+        text = text_file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{text_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    check_model_dir(model_dir)
+    tokens = np.asarray(load_tokenizer(model_dir).encode_ordinary(text), dtype=np.int64)
+    if tokens.size < 2:
+        raise BadInput(f"{text_file}: too short to evaluate ({tokens.size} tokens, need 2)")
+    result = evaluate_tokens(cfg, model_dir, tokens)
+    return {"model": str(model_dir), "file": str(text_file), **result}
+
+
+def check_model_dir(model_dir: Path) -> None:
+    if not model_dir.is_dir():
+        raise BadInput(f"{model_dir}: model folder not found")

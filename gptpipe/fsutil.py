@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +11,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from gptpipe.errors import BadInput
 
 
 @contextlib.contextmanager
@@ -69,7 +72,6 @@ def write_json(target: Path | str, obj: Any) -> None:
 
 def read_json(path: Path | str) -> Any:
     """Read a JSON file; a missing or malformed file is bad input naming the file."""
-    from gptpipe.errors import BadInput
 
     path = Path(path)
     try:
@@ -78,3 +80,13 @@ def read_json(path: Path | str) -> Any:
         raise BadInput(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not valid JSON ({exc})") from None
+
+
+def file_digest(*paths: Path) -> str:
+    """sha256 over the bytes of files (for `checkpoint_key`: data and base weights)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with Path(path).open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()

@@ -8,7 +8,6 @@ import functools
 import os
 import random
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -84,53 +83,3 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bfloat16" if native_bf16(device) else "float32"
     return name
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class Ranks:
-    """Where this process stands in a torchrun job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        """Rank 0: the one process that writes outputs, logs and checkpoints."""
-        return self.rank == 0
-
-
-def launched_ranks() -> Ranks:
-    """The ranks torchrun put in the environment (RANK, WORLD_SIZE, LOCAL_RANK)."""
-    env = os.environ
-    return Ranks(
-        int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0))
-    )
-
-
-def init_distributed(device_name: str) -> tuple[Ranks, torch.device]:
-    """Join the torchrun job if there is one (gloo on the CPU, nccl on CUDA, one GPU per local
-    rank) and return the ranks and this process's device. Alone: (Ranks(), the device)."""
-    ranks = launched_ranks()
-    device = resolve_device(device_name)
-    if ranks.world_size == 1:
-        return ranks, device
-    import torch.distributed as dist
-
-    if device.type == "cuda":
-        device = torch.device("cuda", ranks.local_rank)
-        torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return ranks, device
-
-
-def close_distributed() -> None:
-    """Leave the process group (after the last collective)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

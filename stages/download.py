@@ -9,22 +9,21 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import __version__, layout
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cli.options import ParamsOption, SetOption, section
 from gptpipe.config import DataConfig
-from gptpipe.datasets import (
+from gptpipe.errors import BadInput
+from gptpipe.fsutil import atomic_dir, write_json
+from gptpipe.sources.datasets import (
     FILE_NAMES,
     KINDS,
     NAMED_SETS,
     FetchOptions,
     NamedSet,
-    StdlibBuild,
-    build_stdlib,
     check_source,
     load_source,
 )
-from gptpipe.errors import BadInput
-from gptpipe.fetch import file_digest
-from gptpipe.fsutil import atomic_dir, write_json
+from gptpipe.sources.fetch import file_digest
+from gptpipe.sources.stdlib import StdlibBuild, build_stdlib
 
 PROVENANCE_FILE = layout.PROVENANCE.name
 

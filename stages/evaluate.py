@@ -10,64 +10,21 @@ import numpy as np
 import typer
 
 from gptpipe import layout
-from gptpipe.checkpoint import load_model, read_info
-from gptpipe.cliutil import ModelsOption, ParamsOption, SetOption, section
+from gptpipe.cli.options import ModelsOption, ParamsOption, SetOption, section
 from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
-from gptpipe.evaluation import bits_per_byte, perplexity, scored_bytes
+from gptpipe.evaluation import (
+    check_model_dir,
+    evaluate_text,
+    evaluate_tokens,
+)
 from gptpipe.fsutil import write_json
-from gptpipe.runtime import resolve_device
-from gptpipe.shards import load_split, read_manifest
-from gptpipe.tokenizer import load_tokenizer, tokenizer_hash
+from gptpipe.model.folder import read_info
+from gptpipe.tokenizer.folder import tokenizer_hash
+from gptpipe.tokens.shards import load_split, read_manifest
 
 DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
 DEFAULT_OUT = layout.METRICS / "evaluate.json"
-
-
-def evaluate_tokens(
-    cfg: EvaluateConfig, model_dir: Path, tokens: np.ndarray, label: str | None = None
-) -> dict[str, Any]:
-    """Perplexity, bits per byte and counts of one model folder on a token stream."""
-    device = resolve_device(cfg.device)
-    model, info = load_model(model_dir, device)
-    if info.config.n_classes > 0:
-        raise BadInput(f"{model_dir}: is a classifier; perplexity needs a language model")
-    encoding = load_tokenizer(model_dir)
-    result = perplexity(
-        model, tokens, cfg.stride, cfg.batch_size, device, description=label or model_dir.name
-    )
-    n_bytes = scored_bytes(encoding, tokens)
-    return {
-        "perplexity": result["perplexity"],
-        "bits_per_byte": bits_per_byte(float(result["nll"]), n_bytes),
-        "mean_nll": result["mean_nll"],
-        "tokens": result["tokens"],
-        "bytes": n_bytes,
-        "windows": result["windows"],
-        "stride": result["stride"],
-        "block_size": result["block_size"],
-    }
-
-
-def evaluate_text(cfg: EvaluateConfig, model_dir: Path, text_file: Path) -> dict[str, Any]:
-    """Evaluate any UTF-8 text file, encoded with the model folder's own tokenizer."""
-    if not text_file.is_file():
-        raise BadInput(f"{text_file}: text file not found")
-    try:
-        text = text_file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise BadInput(f"{text_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    _check_model_dir(model_dir)
-    tokens = np.asarray(load_tokenizer(model_dir).encode_ordinary(text), dtype=np.int64)
-    if tokens.size < 2:
-        raise BadInput(f"{text_file}: too short to evaluate ({tokens.size} tokens, need 2)")
-    result = evaluate_tokens(cfg, model_dir, tokens)
-    return {"model": str(model_dir), "file": str(text_file), **result}
-
-
-def _check_model_dir(model_dir: Path) -> None:
-    if not model_dir.is_dir():
-        raise BadInput(f"{model_dir}: model folder not found")
 
 
 def _check_matches_shards(model_dir: Path, manifest: dict[str, Any], shards: Path) -> None:
@@ -91,7 +48,7 @@ def run(cfg: EvaluateConfig, shards: Path, models: list[Path], out: Path) -> dic
     if len(set(names)) != len(names):
         raise BadInput(f"model folders must have distinct names (keys of {out}): {names}")
     for model_dir in models:
-        _check_model_dir(model_dir)
+        check_model_dir(model_dir)
     manifest = read_manifest(shards)
     for model_dir in models:
         _check_matches_shards(model_dir, manifest, shards)

@@ -9,8 +9,7 @@ import torch
 import typer
 
 from gptpipe import layout
-from gptpipe.checkpoint import WEIGHTS, save_model, with_classifier
-from gptpipe.cliutil import (
+from gptpipe.cli.options import (
     BaseModelOption,
     CheckpointsOption,
     MetricsOption,
@@ -22,23 +21,24 @@ from gptpipe.cliutil import (
 )
 from gptpipe.config import ClassifyConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune import (
-    batches_of,
-    classify_loss,
+from gptpipe.finetune.batches import batches_of, context_length, encode
+from gptpipe.finetune.classify import (
     classify_metrics,
     collate_classify,
-    context_length,
-    encode,
-    load_base,
     majority_accuracy,
     read_labelled,
-    stratified_split,
 )
-from gptpipe.fsutil import write_json
+from gptpipe.finetune.splits import stratified_split
+from gptpipe.fsutil import file_digest, write_json
+from gptpipe.model.folder import WEIGHTS, load_base, save_model
+from gptpipe.model.heads import with_classifier
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
-from gptpipe.shards import WindowSampler
-from gptpipe.tokenizer import eot_id
-from gptpipe.training import evaluating, file_digest, train, training_device
+from gptpipe.tokenizer.folder import eot_id
+from gptpipe.tokens.sampler import WindowSampler
+from gptpipe.train.distributed import training_device
+from gptpipe.train.loop import train
+from gptpipe.train.losses import classify_loss
+from gptpipe.train.precision import evaluating
 
 SPLITS = ("train", "val", "test")
 

@@ -9,8 +9,7 @@ import torch
 import typer
 
 from gptpipe import layout
-from gptpipe.checkpoint import WEIGHTS, save_model
-from gptpipe.cliutil import (
+from gptpipe.cli.options import (
     BaseModelOption,
     CheckpointsOption,
     MetricsOption,
@@ -22,25 +21,20 @@ from gptpipe.cliutil import (
 )
 from gptpipe.config import InstructConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune import (
-    collate_instructions,
-    context_length,
-    encode,
-    fixed_batches,
-    format_prompt,
-    lm_loss,
-    load_base,
-    masked_lm_loss,
-    read_instructions,
-    split_indices,
-    tokenize_instruction,
-)
-from gptpipe.fsutil import write_json
-from gptpipe.generation import generate
+from gptpipe.finetune.batches import context_length, encode, fixed_batches
+from gptpipe.finetune.instruct import collate_instructions, read_instructions, tokenize_instruction
+from gptpipe.finetune.splits import split_indices
+from gptpipe.fsutil import file_digest, write_json
+from gptpipe.generate.decode import generate
+from gptpipe.model.folder import WEIGHTS, load_base, save_model
+from gptpipe.prompts import format_prompt
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
-from gptpipe.shards import WindowSampler
-from gptpipe.tokenizer import eot_id
-from gptpipe.training import evaluating, file_digest, train, training_device
+from gptpipe.tokenizer.folder import eot_id
+from gptpipe.tokens.sampler import WindowSampler
+from gptpipe.train.distributed import training_device
+from gptpipe.train.loop import train
+from gptpipe.train.losses import lm_loss, masked_lm_loss
+from gptpipe.train.precision import evaluating
 
 
 def run(

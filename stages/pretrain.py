@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import torch
 import typer
 
 from gptpipe import layout
-from gptpipe.checkpoint import save_model
-from gptpipe.cliutil import (
+from gptpipe.cli.options import (
     CheckpointsOption,
     MetricsOption,
     ModelOutOption,
@@ -27,27 +22,22 @@ from gptpipe.cliutil import (
 )
 from gptpipe.config import ModelConfig, PretrainConfig, to_dict
 from gptpipe.errors import BadInput
-from gptpipe.finetune import lm_loss, masked_lm_loss
 from gptpipe.fsutil import write_json
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.runtime import (
+from gptpipe.model.folder import save_model
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.runtime import seed_everything, set_threads, tune_allocator
+from gptpipe.tokenizer.folder import tokenizer_hash
+from gptpipe.tokens.sampler import WindowSampler, spread
+from gptpipe.tokens.shards import TokenWindows, read_manifest
+from gptpipe.train.distributed import (
     close_distributed,
     init_distributed,
     launched_ranks,
-    seed_everything,
-    set_threads,
-    tune_allocator,
+    relaunch,
+    training_device,
 )
-from gptpipe.shards import TokenWindows, WindowSampler, read_manifest
-from gptpipe.tokenizer import tokenizer_hash
-from gptpipe.training import train, training_device
-
-
-def spread(n: int, count: int, batch_size: int) -> list[np.ndarray]:
-    """`count` indices spread evenly over range(n) (all of them if n <= count), in batches:
-    a fixed validation set that samples the whole split, not just its beginning."""
-    picked = np.unique(np.linspace(0, n - 1, num=min(n, count)).round().astype(np.int64))
-    return [picked[s : s + batch_size] for s in range(0, len(picked), batch_size)]
+from gptpipe.train.loop import train
+from gptpipe.train.losses import lm_loss, masked_lm_loss
 
 
 def run(
@@ -154,29 +144,6 @@ def _run(
         save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
         write_json(metrics_path, metrics)
     return metrics
-
-
-def torchrun_argv(nproc: int, argv: list[str]) -> list[str]:
-    """This same command line, relaunched under torchrun with `nproc` processes on this
-    machine (`--standalone`: a local rendezvous; see the README for several machines)."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    return [*launcher, f"--nproc_per_node={nproc}", "-m", "gptpipe", *argv]
-
-
-def relaunch(nproc: int) -> int:
-    """Run the current `gptpipe pretrain ...` under torchrun and return its exit status.
-
-    Each process gets an even share of the cores (torchrun would otherwise give each one
-    thread) unless OMP_NUM_THREADS is set. The checkpoint, Ctrl-C and exit-status behaviour
-    is the same as one process: torchrun forwards SIGINT/SIGTERM to the ranks.
-    """
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    proc = subprocess.Popen(torchrun_argv(nproc, sys.argv[1:]), env=env)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:  # the ranks got the signal too: let them save and exit
-        return proc.wait()
 
 
 def command(

@@ -8,18 +8,12 @@ from typing import Annotated
 import typer
 
 from gptpipe import layout
-from gptpipe.cliutil import ParamsOption, SetOption, section
+from gptpipe.cli.options import ParamsOption, SetOption, section
 from gptpipe.config import ReportConfig
 from gptpipe.fsutil import atomic_dir, write_text
-from gptpipe.reporting import (
-    ReportInputs,
-    read_curves,
-    read_list,
-    read_metrics,
-    read_models,
-    render,
-    write_figures,
-)
+from gptpipe.report.figures import write_figures
+from gptpipe.report.inputs import ReportInputs, read_curves, read_list, read_metrics, read_models
+from gptpipe.report.markdown import render
 
 DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
 DEFAULT_EXAMPLES = Path("reports/instruct_examples.json")

@@ -3,85 +3,27 @@
 from __future__ import annotations
 
 import json
-import zlib
 from pathlib import Path
 from typing import Annotated, Any
 
-import tiktoken
-import torch
 import typer
 
 from gptpipe import layout
-from gptpipe.checkpoint import ModelInfo, load_model
-from gptpipe.cliutil import ModelsOption, ParamsOption, SetOption, section
+from gptpipe.cli.options import ModelsOption, ParamsOption, SetOption, section
 from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune import format_prompt
 from gptpipe.fsutil import atomic_dir
-from gptpipe.generation import generate
-from gptpipe.model import GPT
+from gptpipe.generate.samples import continuations, sample_seed
+from gptpipe.model.folder import is_instruct, load_model
 from gptpipe.progress import progress
-from gptpipe.reporting import samples_markdown
+from gptpipe.prompts import format_prompt
+from gptpipe.report.samples import samples_markdown
 from gptpipe.runtime import resolve_device
-from gptpipe.tokenizer import eot_id, load_tokenizer
+from gptpipe.tokenizer.folder import load_tokenizer
 
 DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
 SAMPLES_JSON = "samples.json"
 SAMPLES_MD = "samples.md"
-
-
-def is_instruct(model_dir: Path, info: ModelInfo) -> bool:
-    """An instruction-tuned model (its config says stage `instruct`, or its folder's name)."""
-    return info.meta.get("stage") == "instruct" or model_dir.name == "instruct"
-
-
-def prompt_ids(encoding: tiktoken.Encoding, text: str) -> list[int]:
-    """User text as ids; an empty prompt starts from `<|endoftext|>` (unconditional text)."""
-    return encoding.encode_ordinary(text) or [eot_id(encoding)]
-
-
-def sample_seed(seed: int, model: str, prompt_format: str, prompt: str) -> int:
-    """A seed per (model, prompt format, prompt): stable across runs and independent of the
-    other models and prompts, so adding a prompt does not change the others' samples."""
-    key = zlib.crc32(f"{model}\n{prompt_format}\n{prompt}".encode())
-    return (seed * 1_000_003 + key) % 2**63
-
-
-def continuations(
-    model: GPT,
-    encoding: tiktoken.Encoding,
-    cfg: SampleConfig,
-    text: str,
-    seed: int,
-) -> list[dict[str, Any]]:
-    """One greedy continuation of `text`, then `num_samples` sampled ones from one generator."""
-    ids = prompt_ids(encoding, text)
-    stop = eot_id(encoding)
-    out = []
-    new = generate(model, ids, cfg.max_new_tokens, temperature=0.0, stop_id=stop)
-    out.append({"method": "greedy", "sample": 0, "temperature": 0.0, "top_k": 0, "ids": new})
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    for number in range(1, cfg.num_samples + 1):
-        new = generate(
-            model,
-            ids,
-            cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,
-            stop_id=stop,
-            generator=generator,
-        )
-        method = "greedy" if cfg.temperature == 0 else "sample"
-        out.append(
-            {
-                "method": method,
-                "sample": number,
-                "temperature": cfg.temperature,
-                "top_k": cfg.top_k,
-                "ids": new,
-            }
-        )
-    return out
 
 
 def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]]:

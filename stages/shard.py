@@ -8,21 +8,21 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import layout
-from gptpipe.cliutil import CorpusOption, ParamsOption, SetOption, section
+from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, section
 from gptpipe.config import ShardConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
 from gptpipe.progress import console, progress
-from gptpipe.shards import (
+from gptpipe.tokenizer.folder import eot_id, load_tokenizer, tokenizer_hash
+from gptpipe.tokens.shard_writer import (
     CorpusStats,
     ShardWriter,
     TrainValSplitter,
-    dtype_for_vocab,
     encode_corpus,
     new_manifest,
     write_manifest,
 )
-from gptpipe.tokenizer import eot_id, load_tokenizer, tokenizer_hash
+from gptpipe.tokens.shards import dtype_for_vocab
 
 
 def run(

@@ -10,20 +10,20 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import layout
-from gptpipe.bpe import train_bpe
-from gptpipe.cliutil import CorpusOption, ParamsOption, SetOption, section
+from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, section
 from gptpipe.config import TokenizerConfig
 from gptpipe.errors import BadInput, ConfigError
 from gptpipe.progress import console
-from gptpipe.tokenizer import (
+from gptpipe.tokenizer.bpe import train_bpe
+from gptpipe.tokenizer.folder import (
     PATTERNS,
-    iter_documents,
     load_tokenizer,
     save_gpt2,
     save_tokenizer,
     special_token_ids,
     vocabulary_clash,
 )
+from gptpipe.tokens.corpus import iter_documents
 
 
 def run(

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 import regex
 
-from gptpipe.bpe import NUM_BYTES, _safe_pieces, count_pretokens, train_bpe
 from gptpipe.errors import BadInput
-from gptpipe.tokenizer import EOT, PATTERNS, load_tokenizer, save_tokenizer
+from gptpipe.tokenizer.bpe import NUM_BYTES, _safe_pieces, count_pretokens, train_bpe
+from gptpipe.tokenizer.folder import PATTERNS, load_tokenizer, save_tokenizer
+from gptpipe.tokenizer.special import EOT
 
 VARIED = [
     "Hello world! Hello, WORLD... hello   world\n\n\tTabs\tand    spaces   ",
@@ -145,7 +146,7 @@ def test_safe_cuts_never_change_the_pretokens(pattern):
 
 
 def test_worker_count_does_not_change_counts_or_vocabulary(monkeypatch):
-    import gptpipe.bpe as bpe
+    import gptpipe.tokenizer.bpe as bpe
 
     monkeypatch.setattr(bpe, "TASK_CHARS", 500)  # many tasks, long documents cut in pieces
     documents = ["\n".join(corpus_documents(3)), *corpus_documents(2)]
@@ -157,7 +158,7 @@ def test_worker_count_does_not_change_counts_or_vocabulary(monkeypatch):
 
 
 def test_bad_document_in_parallel_counting_is_bad_input_from_the_caller(tmp_path):
-    from gptpipe.tokenizer import iter_documents
+    from gptpipe.tokens.corpus import iter_documents
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(("hello world\n" * 50_000).encode() + b"\xff\xfe bad\n")

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from gptpipe.checkpoint import copy_model, load_model, read_info, save_model, with_classifier
 from gptpipe.errors import BadInput
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.tokenizer import load_tokenizer, save_gpt2
+from gptpipe.model.folder import copy_model, load_model, read_info, save_model
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.heads import with_classifier
+from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2
 
 
 @pytest.fixture(scope="module")

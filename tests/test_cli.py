@@ -8,7 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from gptpipe import layout
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -15,24 +15,21 @@ from gpt2_fixtures import (
 )
 from safetensors.torch import load_file
 
-from gptpipe.checkpoint import lazy_tensors, model_from_tensors, write_safetensors
-from gptpipe.convert import (
-    LazyTensor,
+from gptpipe.errors import BadInput
+from gptpipe.interop.gpt2_layouts import (
     config_from_shapes,
-    crc32c,
     expected_shapes,
     hf_to_ours,
     open_checkpoint,
     ours_to_hf,
-    ranks_to_vocab_merges,
-    read_table,
-    snappy_decompress,
     tf_name_to_ours,
-    vocab_merges_to_ranks,
 )
-from gptpipe.errors import BadInput
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.tokenizer import gpt2_ranks_path, read_ranks
+from gptpipe.interop.gpt2_vocab import ranks_to_vocab_merges, vocab_merges_to_ranks
+from gptpipe.interop.tf_checkpoint import crc32c, read_table, snappy_decompress
+from gptpipe.model.folder import model_from_tensors
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.tensors import LazyTensor, lazy_tensors, write_safetensors
+from gptpipe.tokenizer.folder import gpt2_ranks_path, read_ranks
 
 
 def test_crc32c_matches_the_standard_check_value():

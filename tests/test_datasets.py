@@ -9,25 +9,22 @@ from pathlib import Path
 
 import pytest
 
-from gptpipe import datasets
-from gptpipe.datasets import (
+from gptpipe.errors import BadInput
+from gptpipe.sources import datasets
+from gptpipe.sources.datasets import NAMED_SETS, FetchOptions, check_source, load_source
+from gptpipe.sources.formats import INSTRUCT_KEYS, counts, parse_tsv, parsed, render
+from gptpipe.sources.stdlib import (
     AREA_OF,
     CLASSIFY_CAP_PER_LABEL,
-    NAMED_SETS,
-    FetchOptions,
     StdlibBuild,
     build_stdlib,
-    check_source,
     classify_rows,
     instruct_records,
-    load_source,
     module_entries,
     stdlib_files,
     stdlib_root,
 )
-from gptpipe.errors import BadInput
-from gptpipe.formats import INSTRUCT_KEYS, counts, parse_tsv, parsed, render
-from gptpipe.tokenizer import EOT
+from gptpipe.tokenizer.special import EOT
 
 # --------------------------------------------------------------------------- named sets
 

@@ -11,7 +11,7 @@ from test_pretrain_stage import byte_tokenizer, corpus_text, write_params
 
 from gptpipe.config import ShardConfig
 from gptpipe.stages import shard
-from gptpipe.stages.pretrain import torchrun_argv
+from gptpipe.train.distributed import torchrun_argv
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,12 @@ import pytest
 from support import MIRROR
 from typer.testing import CliRunner
 
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 from gptpipe.config import DataConfig
-from gptpipe.datasets import NAMED_SETS
 from gptpipe.errors import BadInput
+from gptpipe.sources.datasets import NAMED_SETS
 from gptpipe.stages import download
-from gptpipe.tokenizer import EOT
+from gptpipe.tokenizer.special import EOT
 
 runner = CliRunner()
 

@@ -18,7 +18,7 @@ DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
 # Plumbing that cannot change what a stage writes: CLI defaults (dvc.yaml passes every path),
 # option parsing, error messages and progress bars. Everything else a stage imports is a dep.
-PLUMBING = {"layout.py", "cliutil.py", "errors.py", "progress.py"}
+PLUMBING = {"layout.py", "cli/options.py", "errors.py", "progress.py"}
 
 
 def module_file(module: str) -> Path | None:
@@ -63,7 +63,11 @@ def closure(start: Path) -> set[Path]:
 
 
 def plumbing(path: Path) -> bool:
-    return path.parent == REPO / "gptpipe" and path.name in PLUMBING
+    return (
+        path.relative_to(REPO / "gptpipe").as_posix() in PLUMBING
+        if "gptpipe" in path.parts
+        else False
+    )
 
 
 def stage_module(cmd: str) -> Path:

@@ -11,15 +11,21 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gptpipe.checkpoint import load_model, save_model
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import perplexity
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.shards import ShardWriter, new_manifest, write_manifest
+from gptpipe.model.folder import load_model, save_model
+from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.stages import evaluate as evaluate_stage
-from gptpipe.tokenizer import eot_id, load_tokenizer, save_gpt2, save_tokenizer, tokenizer_hash
+from gptpipe.tokenizer.folder import (
+    eot_id,
+    load_tokenizer,
+    save_gpt2,
+    save_tokenizer,
+    tokenizer_hash,
+)
+from gptpipe.tokens.shard_writer import ShardWriter, new_manifest, write_manifest
 
 TEXT = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import bits_per_byte, perplexity, scored_bytes, windows
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.tokenizer import eot_id, load_tokenizer, save_gpt2
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.tokenizer.folder import eot_id, load_tokenizer, save_gpt2
 
 BLOCK = 16
 

@@ -11,16 +11,18 @@ import torch
 from gpt2_fixtures import TEXT
 from typer.testing import CliRunner
 
-from gptpipe import convert
-from gptpipe.bpe import train_bpe
-from gptpipe.checkpoint import load_model, save_model, with_classifier
-from gptpipe.cli import app
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.tokenizer import EOT, PATTERNS, load_tokenizer, save_gpt2, save_tokenizer
+from gptpipe.cli.app import app
+from gptpipe.interop import gpt2_layouts
+from gptpipe.model.folder import load_model, save_model
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.heads import with_classifier
+from gptpipe.tokenizer.bpe import train_bpe
+from gptpipe.tokenizer.folder import PATTERNS, load_tokenizer, save_gpt2, save_tokenizer
+from gptpipe.tokenizer.special import EOT
 
 transformers = pytest.importorskip("transformers")
 runner = CliRunner()
-CORPUS = [TEXT, Path(convert.__file__).read_text(encoding="utf-8")]
+CORPUS = [TEXT, Path(gpt2_layouts.__file__).read_text(encoding="utf-8")]
 SAMPLE = "Hello world! It's 2024: naïve café — résumé's 12345 tokens.\n\n  spaced   out\tand tabs"
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from gptpipe.datasets import FetchOptions, load_source
 from gptpipe.errors import BadInput
-from gptpipe.fetch import (
+from gptpipe.sources.datasets import FetchOptions, load_source
+from gptpipe.sources.fetch import (
     download,
     extract_member,
     fetch_pinned,

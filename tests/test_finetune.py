@@ -9,27 +9,26 @@ from support import MIRROR
 
 from gptpipe.config import ClassifyConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune import (
-    IGNORE,
-    Instruction,
-    classify_loss,
+from gptpipe.finetune.batches import context_length, encode
+from gptpipe.finetune.classify import (
     classify_metrics,
     collate_classify,
-    collate_instructions,
-    context_length,
-    encode,
-    format_prompt,
     majority_accuracy,
-    masked_lm_loss,
-    read_instructions,
     read_labelled,
-    split_indices,
-    stratified_split,
+)
+from gptpipe.finetune.instruct import (
+    Instruction,
+    collate_instructions,
+    read_instructions,
     tokenize_instruction,
 )
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.tokenizer import load_tokenizer, save_tokenizer
-from gptpipe.training import evaluating, train
+from gptpipe.finetune.splits import split_indices, stratified_split
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.prompts import format_prompt
+from gptpipe.tokenizer.folder import load_tokenizer, save_tokenizer
+from gptpipe.train.loop import train
+from gptpipe.train.losses import IGNORE, classify_loss, masked_lm_loss
+from gptpipe.train.precision import evaluating
 
 
 @pytest.fixture(scope="module")

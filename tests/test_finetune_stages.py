@@ -10,15 +10,15 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from gptpipe.bpe import train_bpe
-from gptpipe.checkpoint import load_model, read_info, save_model
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 from gptpipe.config import ClassifyConfig, InstructConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune import format_prompt
-from gptpipe.model import GPT, GPTConfig
+from gptpipe.model.folder import load_model, read_info, save_model
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.prompts import format_prompt
 from gptpipe.stages import finetune_classify, finetune_instruct
-from gptpipe.tokenizer import PATTERNS, load_tokenizer, save_tokenizer
+from gptpipe.tokenizer.bpe import train_bpe
+from gptpipe.tokenizer.folder import PATTERNS, load_tokenizer, save_tokenizer
 
 runner = CliRunner()
 FAST = {

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gptpipe.errors import BadInput
-from gptpipe.formats import (
+from gptpipe.sources.formats import (
     DOC_SEPARATOR,
     INSTRUCT_KEYS,
     NORMALISERS,
@@ -30,7 +30,7 @@ from gptpipe.formats import (
     write_corpus,
     write_items,
 )
-from gptpipe.tokenizer import EOT
+from gptpipe.tokenizer.special import EOT
 
 # --------------------------------------------------------------------------- decoding
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gptpipe.checkpoint import load_model, save_model, with_classifier
-from gptpipe.cli import app
-from gptpipe.finetune import format_prompt
-from gptpipe.generation import generate
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.tokenizer import eot_id, load_tokenizer, save_gpt2
+from gptpipe.cli.app import app
+from gptpipe.generate.decode import generate
+from gptpipe.model.folder import load_model, save_model
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.heads import with_classifier
+from gptpipe.prompts import format_prompt
+from gptpipe.tokenizer.folder import eot_id, load_tokenizer, save_gpt2
 
 runner = CliRunner()
 CONFIG = {"vocab_size": 50257, "block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}

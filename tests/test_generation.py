@@ -2,8 +2,8 @@
 
 import torch
 
-from gptpipe.generation import generate
-from gptpipe.model import GPT, GPTConfig
+from gptpipe.generate.decode import generate
+from gptpipe.model.gpt import GPT, GPTConfig
 
 
 def tiny() -> GPT:

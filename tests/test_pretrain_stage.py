@@ -15,12 +15,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gptpipe.checkpoint import load_model
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 from gptpipe.config import ModelConfig, PretrainConfig, ShardConfig
+from gptpipe.model.folder import load_model
 from gptpipe.stages import pretrain, shard
-from gptpipe.tokenizer import load_tokenizer, save_tokenizer
-from gptpipe.training import read_checkpoint_state
+from gptpipe.tokenizer.folder import load_tokenizer, save_tokenizer
+from gptpipe.train.state import read_checkpoint_state
 
 runner = CliRunner()
 MODEL = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}

@@ -10,11 +10,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gptpipe.checkpoint import save_model, with_classifier
-from gptpipe.cli import app
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.reporting import NOT_RUN, config_breakdown
-from gptpipe.tokenizer import save_gpt2
+from gptpipe.cli.app import app
+from gptpipe.model.folder import save_model
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.heads import with_classifier
+from gptpipe.model.params import config_breakdown
+from gptpipe.report.text import NOT_RUN
+from gptpipe.tokenizer.folder import save_gpt2
 
 runner = CliRunner()
 CONFIG = GPTConfig(vocab_size=50257, block_size=32, n_layer=2, n_head=2, n_embd=32)

@@ -8,20 +8,14 @@ from pathlib import Path
 import pytest
 from matplotlib.image import imread
 
-from gptpipe.checkpoint import with_classifier
 from gptpipe.errors import BadInput
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.reporting import (
-    NOT_RUN,
-    config_breakdown,
-    fenced,
-    figure_curves,
-    fmt,
-    parameter_breakdown,
-    plot_curves,
-    read_curve,
-    summary_rows,
-)
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.heads import with_classifier
+from gptpipe.model.params import config_breakdown, parameter_breakdown
+from gptpipe.report.figures import figure_curves, plot_curves
+from gptpipe.report.inputs import read_curve
+from gptpipe.report.markdown import fenced, fmt, summary_rows
+from gptpipe.report.text import NOT_RUN
 
 SMALL = GPTConfig(vocab_size=100, block_size=8, n_layer=3, n_head=2, n_embd=16)
 

@@ -13,7 +13,7 @@ from test_pretrain_stage import byte_tokenizer, corpus_text, write_params
 
 from gptpipe.config import ShardConfig
 from gptpipe.stages import shard
-from gptpipe.training import read_checkpoint_state, recover_checkpoint
+from gptpipe.train.state import read_checkpoint_state, recover_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,14 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from gptpipe.checkpoint import load_model, save_model
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 from gptpipe.config import SampleConfig
-from gptpipe.finetune import format_prompt
-from gptpipe.generation import generate
-from gptpipe.model import GPT, GPTConfig
+from gptpipe.generate.decode import generate
+from gptpipe.model.folder import load_model, save_model
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.prompts import format_prompt
 from gptpipe.stages import sample as sample_stage
-from gptpipe.tokenizer import eot_id, load_tokenizer, save_gpt2
+from gptpipe.tokenizer.folder import eot_id, load_tokenizer, save_gpt2
 
 runner = CliRunner()
 

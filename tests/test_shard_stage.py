@@ -9,11 +9,12 @@ import yaml
 from support import MIRROR, needs_mirror
 from typer.testing import CliRunner
 
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 from gptpipe.config import ShardConfig
-from gptpipe.shards import TokenWindows, load_split, read_manifest
 from gptpipe.stages import shard as stage
-from gptpipe.tokenizer import EOT, load_tokenizer, save_gpt2, save_tokenizer, tokenizer_hash
+from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2, save_tokenizer, tokenizer_hash
+from gptpipe.tokenizer.special import EOT
+from gptpipe.tokens.shards import TokenWindows, load_split, read_manifest
 
 runner = CliRunner()
 
@@ -98,8 +99,8 @@ def test_reruns_are_byte_identical_and_seed_changes_the_split(tmp_path, corpus, 
 
 
 def test_bpe_tokenizer_shards_feed_training_windows(tmp_path, corpus):
-    from gptpipe.bpe import train_bpe
-    from gptpipe.tokenizer import PATTERNS
+    from gptpipe.tokenizer.bpe import train_bpe
+    from gptpipe.tokenizer.folder import PATTERNS
 
     result = train_bpe(documents(), 400, PATTERNS["gpt2"], show_progress=False)
     save_tokenizer(tmp_path / "tok", result.ranks, kind="bpe", pattern="gpt2")
@@ -164,7 +165,7 @@ def test_bad_inputs_exit_2_naming_file_and_leave_nothing(tmp_path, corpus, gpt2)
 
 
 def test_shards_are_byte_identical_whatever_the_worker_count(tmp_path, gpt2, monkeypatch):
-    import gptpipe.shards as shards
+    import gptpipe.tokens.shard_writer as shards
 
     monkeypatch.setattr(shards, "BLOCK_BYTES", 4096)  # many pieces in flight
     corpus = tmp_path / "big.txt"

@@ -8,18 +8,9 @@ import pytest
 import torch
 
 from gptpipe.errors import BadInput
-from gptpipe.shards import (
-    MANIFEST,
-    ShardWriter,
-    TokenWindows,
-    TrainValSplitter,
-    WindowSampler,
-    dtype_for_vocab,
-    load_split,
-    new_manifest,
-    read_manifest,
-    write_manifest,
-)
+from gptpipe.tokens.sampler import WindowSampler
+from gptpipe.tokens.shard_writer import ShardWriter, TrainValSplitter, new_manifest, write_manifest
+from gptpipe.tokens.shards import MANIFEST, TokenWindows, dtype_for_vocab, load_split, read_manifest
 
 
 def make_shards(
@@ -253,7 +244,8 @@ def tricky_corpus(path: Path, copies: int = 40) -> Path:
 
 
 def reference_ids(path: Path, encoding) -> list[int]:
-    from gptpipe.tokenizer import eot_id, iter_documents
+    from gptpipe.tokenizer.folder import eot_id
+    from gptpipe.tokens.corpus import iter_documents
 
     return [
         t for d in iter_documents(path) for t in [*encoding.encode_ordinary(d), eot_id(encoding)]
@@ -262,7 +254,7 @@ def reference_ids(path: Path, encoding) -> list[int]:
 
 @pytest.fixture(scope="module")
 def gpt2_dir(tmp_path_factory) -> Path:
-    from gptpipe.tokenizer import save_gpt2
+    from gptpipe.tokenizer.folder import save_gpt2
 
     out = tmp_path_factory.mktemp("tok") / "gpt2"
     save_gpt2(out)
@@ -271,8 +263,9 @@ def gpt2_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("block", [7, 64, 1000, 1 << 20])
 def test_streamed_pieces_encode_exactly_like_whole_documents(tmp_path, gpt2_dir, block):
-    from gptpipe.shards import CorpusStats, encode_corpus, read_pieces
-    from gptpipe.tokenizer import load_tokenizer
+    from gptpipe.tokenizer.folder import load_tokenizer
+    from gptpipe.tokens.corpus import read_pieces
+    from gptpipe.tokens.shard_writer import CorpusStats, encode_corpus
 
     corpus = tricky_corpus(tmp_path / "corpus.txt")
     pieces = list(read_pieces(corpus, block))
@@ -288,7 +281,7 @@ def test_streamed_pieces_encode_exactly_like_whole_documents(tmp_path, gpt2_dir,
 
 
 def test_non_utf8_bytes_name_the_file_and_offset_from_a_worker(tmp_path, gpt2_dir):
-    from gptpipe.shards import encode_corpus
+    from gptpipe.tokens.shard_writer import encode_corpus
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_bytes(b"good words here\n" * 1000 + b"bad \xff byte\n" + b"more text\n" * 10)
@@ -301,8 +294,8 @@ def test_non_utf8_bytes_name_the_file_and_offset_from_a_worker(tmp_path, gpt2_di
 def test_split_documents_agrees_with_the_separator_regex():
     import random
 
-    from gptpipe.shards import _SEPARATOR, split_documents
-    from gptpipe.tokenizer import EOT
+    from gptpipe.tokenizer.special import EOT
+    from gptpipe.tokens.corpus import _SEPARATOR, split_documents
 
     rng = random.Random(0)
     alphabet = ["a", "\n", "\r", EOT, " "]

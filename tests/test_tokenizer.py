@@ -7,17 +7,17 @@ import pytest
 from support import MIRROR, needs_mirror
 
 from gptpipe.errors import BadInput
-from gptpipe.tokenizer import (
-    EOT,
+from gptpipe.tokenizer.folder import (
     eot_id,
     gpt2_ranks_path,
-    iter_documents,
     load_tokenizer,
     save_gpt2,
     save_tokenizer,
     special_token_ids,
     tokenizer_hash,
 )
+from gptpipe.tokenizer.special import EOT
+from gptpipe.tokens.corpus import iter_documents
 
 RANKS = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"abc": 257}
 

@@ -6,10 +6,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 from gptpipe.config import TokenizerConfig
 from gptpipe.stages import tokenizer as stage
-from gptpipe.tokenizer import EOT, RANKS_FILE, load_tokenizer
+from gptpipe.tokenizer.folder import RANKS_FILE, load_tokenizer
+from gptpipe.tokenizer.special import EOT
 
 runner = CliRunner()
 DOCS = [

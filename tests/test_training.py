@@ -10,17 +10,11 @@ import pytest
 import torch
 
 from gptpipe.config import PretrainConfig
-from gptpipe.finetune import lm_loss
-from gptpipe.model import GPT, GPTConfig
-from gptpipe.training import (
-    Diverged,
-    TrainResult,
-    lr_at,
-    make_optimizer,
-    param_groups,
-    read_checkpoint_state,
-    train,
-)
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.train.loop import Diverged, TrainResult, train
+from gptpipe.train.losses import lm_loss
+from gptpipe.train.optim import lr_at, make_optimizer, param_groups
+from gptpipe.train.state import read_checkpoint_state
 
 VOCAB, BLOCK = 64, 16
 

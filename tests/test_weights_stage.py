@@ -12,14 +12,14 @@ import torch.nn.functional as F
 from gpt2_fixtures import TEXT, hf_model, write_tf_checkpoint
 from typer.testing import CliRunner
 
-from gptpipe import hub
-from gptpipe.checkpoint import load_model, read_info, save_model
-from gptpipe.cli import app
+from gptpipe.cli.app import app
 from gptpipe.config import BaseConfig
 from gptpipe.errors import BadInput
-from gptpipe.model import GPT, GPTConfig
+from gptpipe.interop import hub
+from gptpipe.model.folder import load_model, read_info, save_model
+from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.stages import weights
-from gptpipe.tokenizer import load_tokenizer, save_gpt2, save_tokenizer, tokenizer_hash
+from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2, save_tokenizer, tokenizer_hash
 
 runner = CliRunner()
 

@@ -1,0 +1,1 @@
+"""Fine-tuning data and metrics: instruction records, labelled texts, splits and batches."""

@@ -1,0 +1,1 @@
+"""Generation: decoding loops, sampling rules and text helpers."""

@@ -1,0 +1,204 @@
+"""A GPT-2 decoder in plain PyTorch, readable top to bottom against the GPT-2 paper.
+
+Parameter names follow OpenAI's GPT-2 checkpoints (`wte`, `wpe`, `h.N.ln_1`,
+`h.N.attn.c_attn`, `h.N.attn.c_proj`, `h.N.ln_2`, `h.N.mlp.c_fc`, `h.N.mlp.c_proj`, `ln_f`),
+so loading OpenAI's weights is a key map plus a transpose of the Conv1D matrices.
+This module imports nothing else from the project and does no I/O.
+
+Shape letters: B batch, T sequence length, C embedding width (n_embd), H heads,
+D head width (C // H), V vocabulary size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gptpipe.model.fused_loss import linear_cross_entropy
+
+
+@dataclass
+class GPTConfig:
+    """The architecture; saved in every checkpoint's config.json."""
+
+    vocab_size: int = 50257
+    block_size: int = 1024  # maximum context length (GPT-2's n_positions)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # GPT-2 has biases in every Linear and LayerNorm
+    n_classes: int = 0  # > 0: a classification head replaces the language-model head
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head masked self-attention with one fused query/key/value projection."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
+        # (B, T, C) -> (B, H, T, D)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        dropout = self.dropout if self.training else 0.0
+        if return_weights:
+            y, weights = attention_reference(q, k, v, dropout=dropout)
+            self.last_weights = weights  # (B, H, T, T), for inspection and teaching
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, D) -> (B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+def attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(D) + causal mask) v, written out; returns (output, weights).
+
+    The fast path uses `scaled_dot_product_attention`; this one exists to read and to return
+    the attention weights, and is tested equal to it.
+    """
+    T = q.size(-2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, T)
+    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
+    scores = scores.masked_fill(future, float("-inf"))
+    weights = F.softmax(scores, dim=-1)
+    if dropout > 0:
+        weights = F.dropout(weights, p=dropout)
+    return weights @ v, weights  # (B, H, T, D), (B, H, T, T)
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: C -> 4C -> GELU (tanh approximation, as GPT-2) -> C."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """A pre-LayerNorm transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, return_weights: bool = False) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), return_weights=return_weights)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Token + learned position embeddings, n_layer blocks, a final LayerNorm, and a head.
+
+    The language-model head shares its weight with `wte` (weight tying, as GPT-2). With
+    `config.n_classes > 0` the head is instead `score`, a Linear on the last token's state.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5)
+        if config.n_classes > 0:
+            self.score = nn.Linear(config.n_embd, config.n_classes, bias=True)
+        else:
+            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+            self.lm_head.weight = self.wte.weight  # tied
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layer) at initialisation.
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def hidden_states(self, idx: torch.Tensor, return_weights: bool = False) -> torch.Tensor:
+        """Token ids (B, T) -> final normalised hidden states (B, T, C)."""
+        T = idx.size(1)  # idx: (B, T)
+        if T > self.config.block_size:
+            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)  # (T,)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        for block in self.h:
+            x = block(x, return_weights=return_weights)
+        return self.ln_f(x)
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        return_weights: bool = False,
+        with_logits: bool = True,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Language model: (B, T) ids -> logits (B, T, V), and the mean cross-entropy
+        against `targets` (B, T) if given; targets equal to -100 are ignored.
+
+        Training passes `with_logits=False`: then no logits are returned (None) and the head
+        and the loss run fused, a chunk of positions at a time (`linear_cross_entropy`), the
+        same loss without ever holding the (B, T, V) logits. It goes through `forward` so that
+        wrappers (DistributedDataParallel, torch.compile) see it.
+        """
+        x = self.hidden_states(idx, return_weights=return_weights)
+        if targets is not None and not with_logits:
+            flat = x.reshape(-1, x.size(-1))  # (B*T, C)
+            return None, linear_cross_entropy(flat, self.lm_head.weight, targets.reshape(-1))
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100
+            )
+        return logits, loss
+
+    def classify(self, idx: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Classifier: (B, T) ids, right-padded, with true `lengths` (B,) -> logits (B, n_classes),
+        read from the hidden state of each sequence's last real token."""
+        x = self.hidden_states(idx)  # (B, T, C)
+        last = x[torch.arange(x.size(0), device=x.device), lengths - 1]  # (B, C)
+        return self.score(last)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; the tied head counts once, position embeddings optionally not."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wpe.weight.numel()
+        return n

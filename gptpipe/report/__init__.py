@@ -1,0 +1,1 @@
+"""The report: inputs read from artifacts, figures and Markdown."""

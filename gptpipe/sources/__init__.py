@@ -1,0 +1,1 @@
+"""Where data comes from: downloads, archives, named sets, formats, the offline stdlib set."""

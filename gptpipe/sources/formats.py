@@ -1,0 +1,455 @@
+"""The file formats of the pipeline's three kinds of data: what users bring, what we write.
+
+What the `download` stage writes:
+- corpus (`corpus.txt`): documents of plain text, each followed by nothing but a line holding
+  only `<|endoftext|>` before the next, the file ending in a newline;
+- instruct (`instruct.json`): a JSON list of Alpaca records {"instruction", "input", "output"};
+- classify (`classify.tsv`): one `label<TAB>text` line per example.
+
+What it reads (always strict UTF-8, a leading BOM dropped, line breaks made `\\n`):
+- corpus, picked by the file's name: JSON Lines (`.jsonl`, `.ndjson`: one document per line,
+  a string or an object with a string "text"), JSON (`.json`: a list of the same), or plain
+  text (anything else: `<|endoftext|>` separates documents). Streamed in blocks, so memory
+  stays at a few MB whatever the corpus's size (a JSON list is the exception: it is parsed
+  whole);
+- instruct: a JSON list or JSON Lines of Alpaca records;
+- classify: TSV (`label<TAB>text`), CSV (`label,text`, an optional header), or JSON / JSON
+  Lines objects with "label" and "text".
+
+Every reader names the file (and line or record) in its bad-input message, and every writer
+writes atomically: a failed read leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO, Literal, TextIO
+
+from gptpipe.errors import BadInput
+from gptpipe.fsutil import atomic_file
+from gptpipe.tokenizer.special import EOT
+
+Kind = Literal["corpus", "instruct", "classify"]
+CorpusFormat = Literal["text", "jsonl", "json"]
+DOC_SEPARATOR = f"\n{EOT}\n"
+INSTRUCT_KEYS = ("instruction", "input", "output")
+READ_BYTES = 1 << 20
+
+Record = dict[str, str]
+Items = list[Any]  # list[str] | list[Record] | list[tuple[str, str]], by kind
+Counts = dict[str, Any]
+# Reads a source file (its location given for messages) and writes the normalised file.
+Normaliser = Callable[[Path, str, Path], Counts]
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_text(data: bytes, origin: str) -> str:
+    """Strict UTF-8 (a leading BOM dropped), newlines normalised to \\n."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{origin}: not UTF-8 text (invalid byte at offset {exc.start})") from None
+    return _newlines(text.removeprefix("\ufeff"))
+
+
+def _newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _held_back(text: str) -> int:
+    """How many characters at the end of a block may join the next block's start to mean
+    something else: a `\\r` (of `\\r\\n`) or the beginning of an `<|endoftext|>`."""
+    if text.endswith("\r"):
+        return 1
+    for length in range(min(len(EOT) - 1, len(text)), 0, -1):
+        if text.endswith(EOT[:length]):
+            return length
+    return 0
+
+
+def decoded_blocks(fh: BinaryIO, origin: str, block_bytes: int = READ_BYTES) -> Iterator[str]:
+    """A binary file's text in blocks, decoded as `decode_text` decodes the whole.
+
+    No block ends inside a UTF-8 sequence, a `\\r\\n` or an `<|endoftext|>`, so the blocks can
+    be normalised and split one by one. Invalid UTF-8 is bad input naming the byte offset.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    offset = 0  # bytes given to the decoder so far
+    held = ""
+    at_start = True
+    while True:
+        block = fh.read(block_bytes)
+        final = not block
+        buffered = len(decoder.getstate()[0])
+        try:
+            text = decoder.decode(block, final=final)
+        except UnicodeDecodeError as exc:
+            where = offset - buffered + exc.start
+            raise BadInput(f"{origin}: not UTF-8 text (invalid byte at offset {where})") from None
+        offset += len(block)
+        if at_start and text:
+            text = text.removeprefix("\ufeff")
+            at_start = False
+        text = held + text
+        keep = 0 if final else _held_back(text)
+        held = text[len(text) - keep :]
+        text = text[: len(text) - keep]
+        if text:
+            yield _newlines(text)
+        if final:
+            return
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def corpus_format(name: str) -> CorpusFormat:
+    """How a corpus file is read, by its name: JSON Lines, JSON, else plain text."""
+    lower = name.lower()
+    if lower.endswith((".jsonl", ".ndjson")):
+        return "jsonl"
+    if lower.endswith(".json"):
+        return "json"
+    return "text"
+
+
+class CorpusWriter:
+    """Writes `corpus.txt` from documents given in pieces, in constant memory.
+
+    A document is cleaned as it streams: `<|endoftext|>` never appears inside one, line breaks
+    at its start and end are dropped, and one holding only whitespace is skipped. Documents
+    are joined by DOC_SEPARATOR and the file ends in a newline.
+    """
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.documents = 0
+        self.characters = 0
+        self._lead = ""  # the document's text so far while it is all whitespace
+        self._started = False  # the document has non-whitespace text (and is being written)
+        self._newlines = 0  # line breaks at the end of what was fed, written only if more comes
+
+    def feed(self, text: str, *, split: bool = True) -> None:
+        """Add text (newlines already normalised) to the current document; with `split`, an
+        `<|endoftext|>` in it ends the document, else it is dropped."""
+        for i, part in enumerate(text.split(EOT)):
+            if i and split:
+                self.end_document()
+            self._feed(part)
+
+    def _feed(self, text: str) -> None:
+        if not text:
+            return
+        if not self._started:
+            text = (self._lead + text).lstrip("\n")
+            if not text.strip():
+                self._lead = text
+                return
+            self._lead, self._started = "", True
+            if self.documents:
+                self.out.write(DOC_SEPARATOR)
+        elif self._newlines:
+            text = "\n" * self._newlines + text
+        body = text.rstrip("\n")
+        self._newlines = len(text) - len(body)
+        self.out.write(body)
+        self.characters += len(body)
+
+    def end_document(self) -> None:
+        """End the current document (one with no text is dropped)."""
+        if self._started:
+            self.documents += 1
+        self._lead, self._started, self._newlines = "", False, 0
+
+    def close(self) -> Counts:
+        """End the last document and the file; return the counts."""
+        self.end_document()
+        if self.documents:
+            self.out.write("\n")
+        return {"documents": self.documents, "characters": self.characters}
+
+
+def _document_text(value: Any, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and isinstance(value.get("text"), str):
+        return value["text"]
+    raise BadInput(f'{where}: expected a string or an object with a string "text" field')
+
+
+def json_lines(fh: BinaryIO, origin: str) -> Iterator[tuple[str, Any]]:
+    """(where, value) of each non-blank line of a JSON Lines file, read line by line."""
+    offset = 0
+    for number, line in enumerate(fh, start=1):
+        start, offset = offset, offset + len(line)
+        if not line.strip():
+            continue
+        where = f"{origin}: line {number}"
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(
+                f"{where}: not UTF-8 text (invalid byte at offset {start + exc.start})"
+            ) from None
+        try:
+            yield where, json.loads(text.removeprefix("\ufeff") if number == 1 else text)
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{where}: not valid JSON Lines ({exc})") from None
+
+
+def _json_list(data: bytes, origin: str, what: str) -> list[Any]:
+    try:
+        value = json.loads(decode_text(data, origin))
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{origin}: not valid JSON ({exc})") from None
+    if not isinstance(value, list):
+        raise BadInput(f"{origin}: expected a JSON list of {what}, found {type(value).__name__}")
+    return value
+
+
+def write_corpus(
+    source: Path,
+    origin: str,
+    dest: Path,
+    *,
+    one_document: bool = False,
+    block_bytes: int = READ_BYTES,
+) -> Counts:
+    """Normalise a corpus file (format by its name) into `dest`; return its counts.
+
+    `one_document`: plain text is one document whatever it holds (`<|endoftext|>` dropped),
+    for a corpus that is one work. Plain text is read `block_bytes` at a time. An empty
+    result is bad input naming `origin`.
+    """
+    fmt = corpus_format(source.name)
+    with (
+        open(source, "rb") as fh,
+        atomic_file(dest) as tmp,
+        open(tmp, "w", encoding="utf-8", newline="") as out,
+    ):
+        writer = CorpusWriter(out)
+        if fmt == "text":
+            for text in decoded_blocks(fh, origin, block_bytes):
+                writer.feed(text, split=not one_document)
+        else:
+            if fmt == "jsonl":
+                values: Iterator[tuple[str, Any]] = json_lines(fh, origin)
+            else:
+                records = _json_list(fh.read(), origin, "documents")
+                values = ((f"{origin}: record {i}", v) for i, v in enumerate(records))
+            for where, value in values:
+                writer.feed(_newlines(_document_text(value, where)))
+                writer.end_document()
+        counts = writer.close()
+        if not counts["documents"]:
+            raise BadInput(f"{origin}: empty corpus (no text)")
+    return counts
+
+
+def render_corpus(docs: Sequence[str]) -> str:
+    """Clean documents (as the stdlib builder makes them) as the text of `corpus.txt`."""
+    return DOC_SEPARATOR.join(docs) + "\n"
+
+
+# --------------------------------------------------------------------------- instructions
+
+
+def _records(value: Any, origin: str) -> list[Record]:
+    if not isinstance(value, list) or not value:
+        raise BadInput(f"{origin}: expected a non-empty JSON list of instruction records")
+    records = []
+    for i, item in enumerate(value):
+        where = f"{origin}: record {i}"
+        if not isinstance(item, dict):
+            raise BadInput(f"{where}: expected an object with keys {', '.join(INSTRUCT_KEYS)}")
+        missing = [k for k in INSTRUCT_KEYS if k not in item]
+        if missing:
+            raise BadInput(f"{where}: missing key(s) {', '.join(missing)}")
+        bad = [k for k in INSTRUCT_KEYS if not isinstance(item[k], str)]
+        if bad:
+            raise BadInput(f"{where}: key(s) {', '.join(bad)} must be strings")
+        if not item["instruction"].strip() or not item["output"].strip():
+            raise BadInput(f"{where}: empty instruction or output")
+        records.append({k: item[k] for k in INSTRUCT_KEYS})
+    return records
+
+
+def _json_or_lines(text: str, origin: str) -> Any:
+    """A whole JSON document, or the list of values of JSON Lines (two or more objects)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        whole_error = exc
+    lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
+    if len(lines) < 2 or not lines[0][1].lstrip().startswith("{"):
+        raise BadInput(f"{origin}: not valid JSON ({whole_error})")
+    values = []
+    for n, line in lines:
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{origin}: line {n}: not valid JSON Lines ({exc})") from None
+    return values
+
+
+def parse_instructions(text: str, origin: str) -> list[Record]:
+    """A JSON list of Alpaca records, or JSON Lines of them (one record per line)."""
+    return _records(_json_or_lines(text, origin), origin)
+
+
+def parse_alpaca(text: str, origin: str) -> list[Record]:
+    """Strictly a JSON list of Alpaca records (the format alpaca-instructions ships in)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{origin}: not valid JSON ({exc})") from None
+    return _records(value, origin)
+
+
+def render_instructions(records: Sequence[Record]) -> str:
+    return json.dumps(list(records), indent=1, ensure_ascii=False) + "\n"
+
+
+# --------------------------------------------------------------------------- classification
+
+
+def _single_line(text: str) -> str:
+    """Tabs and line breaks as spaces (other spacing kept as it is)."""
+    return re.sub(r"[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", " ", text)
+
+
+def _check_labels(rows: list[tuple[str, str]], origin: str) -> list[tuple[str, str]]:
+    labels = sorted({label for label, _ in rows})
+    if len(labels) < 2:
+        raise BadInput(
+            f"{origin}: classification data needs at least 2 labels, found {len(labels)}"
+            + (f" ({labels[0]})" if labels else "")
+        )
+    return rows
+
+
+def _row(label: str, text: str, where: str) -> tuple[str, str]:
+    label, text = _single_line(label).strip(), _single_line(text).strip()
+    if not label or not text:
+        raise BadInput(f"{where}: expected label and text, one of them is empty")
+    return label, text
+
+
+def parse_tsv(text: str, origin: str) -> list[tuple[str, str]]:
+    """`label<TAB>text` lines (blank lines skipped); tabs inside the text become spaces."""
+    rows = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        label, sep, rest = line.partition("\t")
+        if not sep:
+            raise BadInput(f"{origin}: line {n}: expected label<TAB>text, found no tab")
+        rows.append(_row(label, rest, f"{origin}: line {n}"))
+    return _check_labels(rows, origin)
+
+
+def parse_csv(text: str, origin: str) -> list[tuple[str, str]]:
+    """CSV rows `label,text` (quoted as CSV quotes them); a `label,text` header is skipped."""
+    rows = []
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        for record in reader:
+            n = reader.line_num
+            if not any(cell.strip() for cell in record):
+                continue
+            if not rows and [c.strip().lower() for c in record] == ["label", "text"]:
+                continue
+            if len(record) < 2:
+                raise BadInput(f"{origin}: line {n}: expected label,text, found 1 field")
+            rows.append(_row(record[0], ",".join(record[1:]), f"{origin}: line {n}"))
+    except csv.Error as exc:
+        raise BadInput(f"{origin}: line {reader.line_num}: not valid CSV ({exc})") from None
+    return _check_labels(rows, origin)
+
+
+def parse_labelled_json(text: str, origin: str) -> list[tuple[str, str]]:
+    """A JSON list, or JSON Lines, of objects {"label": str or int, "text": str}."""
+    values = _json_or_lines(text, origin)
+    if not isinstance(values, list):
+        raise BadInput(f"{origin}: expected a JSON list of objects with label and text")
+    rows = []
+    for i, item in enumerate(values):
+        where = f"{origin}: record {i}"
+        label = item.get("label") if isinstance(item, dict) else None
+        if isinstance(label, bool) or not isinstance(label, str | int):
+            raise BadInput(f'{where}: expected an object with a "label" (string or integer)')
+        if not isinstance(item.get("text"), str):
+            raise BadInput(f'{where}: expected an object with a string "text"')
+        rows.append(_row(str(label), item["text"], where))
+    return _check_labels(rows, origin)
+
+
+def parse_classify(text: str, origin: str) -> list[tuple[str, str]]:
+    """JSON (Lines) when the text starts with `[` or `{`, TSV when its first line has a tab,
+    else CSV."""
+    first = next((line for line in text.split("\n") if line.strip()), "")
+    if not first:
+        raise BadInput(f"{origin}: empty classification file")
+    if first.lstrip().startswith(("[", "{")):
+        return parse_labelled_json(text, origin)
+    return parse_tsv(text, origin) if "\t" in first else parse_csv(text, origin)
+
+
+def render_classify(rows: Sequence[tuple[str, str]]) -> str:
+    return "".join(f"{label}\t{text}\n" for label, text in rows)
+
+
+# --------------------------------------------------------------------------- by kind
+
+RENDERERS: dict[Kind, Callable[[Any], str]] = {
+    "corpus": render_corpus,
+    "instruct": render_instructions,
+    "classify": render_classify,
+}
+
+
+def render(kind: Kind, items: Items) -> str:
+    """The text of the output file of a kind."""
+    return RENDERERS[kind](items)
+
+
+def counts(kind: Kind, items: Items) -> Counts:
+    """Record counts for the provenance file."""
+    if kind == "corpus":
+        return {"documents": len(items), "characters": sum(len(d) for d in items)}
+    if kind == "instruct":
+        return {"records": len(items)}
+    by_label = Counter(label for label, _ in items)
+    return {"lines": len(items), "labels": dict(sorted(by_label.items()))}
+
+
+def write_items(kind: Kind, items: Items, dest: Path) -> Counts:
+    """Write already-normalised items of a kind as its output file; return the counts."""
+    with atomic_file(dest) as tmp:
+        tmp.write_bytes(render(kind, items).encode("utf-8"))
+    return counts(kind, items)
+
+
+def parsed(kind: Kind, parse: Callable[[str, str], Items]) -> Normaliser:
+    """A normaliser that reads a whole (small) file, parses it and writes the kind's file."""
+
+    def normalise(source: Path, origin: str, dest: Path) -> Counts:
+        return write_items(kind, parse(decode_text(source.read_bytes(), origin), origin), dest)
+
+    return normalise
+
+
+NORMALISERS: dict[Kind, Normaliser] = {
+    "corpus": write_corpus,
+    "instruct": parsed("instruct", parse_instructions),
+    "classify": parsed("classify", parse_classify),
+}

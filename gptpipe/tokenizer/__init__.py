@@ -1,0 +1,1 @@
+"""Tokenizers: folders of tiktoken ranks, the BPE trainer, special tokens."""

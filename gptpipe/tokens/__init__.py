@@ -1,0 +1,1 @@
+"""Token streams: reading corpora, writing and reading Arrow shards, sampling windows."""

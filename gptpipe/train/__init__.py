@@ -1,0 +1,1 @@
+"""The one training loop and its parts: optimizer, precision, checkpoints, ranks, losses, curves."""

@@ -1,0 +1,44 @@
+"""The losses the training loop minimises: next-token cross-entropy (fused head, prompt tokens
+masked with IGNORE) and classification cross-entropy, plus the validation loss of a language model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IGNORE = -100  # target id the loss skips
+
+
+def lm_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean next-token cross-entropy over the targets that are not IGNORE, for training: the
+    model's fused head + loss (no full logits; see gptpipe.model.linear_cross_entropy)."""
+    x, y = batch
+    _, loss = model(x, y, with_logits=False)
+    return loss
+
+
+def masked_lm_loss(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+    """Token-weighted mean loss over whole batches (call under no_grad, eval mode)."""
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for x, y in batches:
+        x, y = x.to(device), y.to(device)
+        logits, _ = model(x)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)).float(),
+            y.reshape(-1),
+            ignore_index=IGNORE,
+            reduction="sum",
+        )
+        total += float(loss)
+        count += int((y != IGNORE).sum())
+    return total / max(count, 1)
+
+
+def classify_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    x, lengths, labels = batch
+    return F.cross_entropy(model.classify(x, lengths).float(), labels)
