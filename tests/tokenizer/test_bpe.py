@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import regex
+from helpers.mirror import MIRROR, needs_mirror
 
 from gptpipe.errors import BadInput
 from gptpipe.tokenizer.bpe import NUM_BYTES, _safe_pieces, count_pretokens, train_bpe
@@ -44,9 +45,9 @@ def test_tiktoken_encodes_training_text_exactly_like_the_trainer(tmp_path, patte
         assert enc.encode_ordinary(word) == ids or regex.findall(PATTERNS[pattern], word) != [word]
 
 
+@needs_mirror
 def test_tiktoken_matches_trainer_on_real_corpus(tmp_path):
-    shakespeare = Path(__file__).resolve().parents[2] / "shared/mirror/tinyshakespeare.txt"
-    text = shakespeare.read_text(encoding="utf-8")[:300_000]
+    text = (MIRROR / "tinyshakespeare.txt").read_text(encoding="utf-8")[:300_000]
     result = train_bpe([text], 2000, PATTERNS["gpt2"], show_progress=False)
     save_tokenizer(tmp_path, result.ranks, kind="bpe", pattern="gpt2")
     enc = load_tokenizer(tmp_path)

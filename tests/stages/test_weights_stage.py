@@ -9,7 +9,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 import torch.nn.functional as F
-from gpt2_fixtures import TEXT, hf_model, write_tf_checkpoint
+from helpers.gpt2 import TEXT, hf_model, write_tf_checkpoint
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from support import MIRROR
+from helpers.mirror import MIRROR
 
 from gptpipe.config import ClassifyConfig
 from gptpipe.errors import BadInput

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from gpt2_fixtures import TEXT
+from helpers.gpt2 import TEXT
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app

@@ -10,53 +10,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
+from helpers.tiny import MODEL, TRAIN, byte_tokenizer, corpus_text, write_params
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
 from gptpipe.config import ModelConfig, PretrainConfig, ShardConfig
 from gptpipe.model.folder import load_model
 from gptpipe.stages import pretrain, shard
-from gptpipe.tokenizer.folder import load_tokenizer, save_tokenizer
+from gptpipe.tokenizer.folder import load_tokenizer
 from gptpipe.train.state import read_checkpoint_state
 
 runner = CliRunner()
-MODEL = {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32}
-TRAIN = {
-    "max_steps": 40,
-    "batch_size": 8,
-    "learning_rate": 3e-3,
-    "min_lr": 3e-4,
-    "warmup_steps": 5,
-    "eval_interval": 20,
-    "eval_batches": 2,
-    "log_interval": 10,
-    "checkpoint_interval": 0,
-    "threads": 1,
-}
-
-
-def corpus_text(seed: int = 0, sentences: int = 600) -> str:
-    """Sentences from a small grammar: structure a tiny model can pick up in a few steps."""
-    rng = np.random.default_rng(seed)
-    subjects, verbs, objects = ["the cat", "a dog", "my friend"], ["sees", "likes"], ["fish", "tea"]
-    docs = []
-    for d in range(sentences // 20):
-        docs.append(
-            " ".join(
-                f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}."
-                for _ in range(20)
-            )
-            + f" ({d})"
-        )
-    return "\n<|endoftext|>\n".join(docs) + "\n"
-
-
-def byte_tokenizer(path: Path) -> Path:
-    save_tokenizer(path, {bytes([i]): i for i in range(256)}, kind="bpe", pattern="gpt2")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +38,6 @@ def workdir(tmp_path_factory) -> Path:
         show_progress=False,
     )
     return root
-
-
-def write_params(path: Path, **train) -> Path:
-    path.write_text(yaml.safe_dump({"model": MODEL, "pretrain": TRAIN | train}))
-    return path
 
 
 def test_run_trains_and_writes_model_metrics_and_curves(workdir, tmp_path):

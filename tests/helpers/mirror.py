@@ -7,7 +7,7 @@ import pytest
 
 # The offline copies of the named data sets: $GPTPIPE_MIRROR, else ../shared/mirror.
 MIRROR = Path(
-    os.environ.get("GPTPIPE_MIRROR") or Path(__file__).resolve().parents[2] / "shared" / "mirror"
+    os.environ.get("GPTPIPE_MIRROR") or Path(__file__).resolve().parents[3] / "shared" / "mirror"
 )
 
 # For tests that read the mirror: CI has it beside the checkout; a bare clone skips them.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_train.py"
 
 
 def test_quick_mode_measures_both_sides_and_the_peaks(tmp_path):

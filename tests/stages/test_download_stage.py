@@ -20,7 +20,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support import MIRROR
+from helpers.mirror import MIRROR
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app

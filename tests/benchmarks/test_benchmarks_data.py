@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import needs_mirror
+from helpers.mirror import needs_mirror
 
 # Every benchmark builds its corpus from the offline mirror.
 pytestmark = needs_mirror
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def load(name: str):

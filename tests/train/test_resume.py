@@ -8,8 +8,8 @@ import time
 
 import pytest
 import torch
+from helpers.tiny import byte_tokenizer, corpus_text, write_params
 from safetensors.torch import load_file
-from test_pretrain_stage import byte_tokenizer, corpus_text, write_params
 
 from gptpipe.config import ShardConfig
 from gptpipe.stages import shard

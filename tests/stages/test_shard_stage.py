@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from support import MIRROR, needs_mirror
+from helpers.mirror import MIRROR, needs_mirror
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app

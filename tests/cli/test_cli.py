@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from gptpipe import layout
 from gptpipe.cli.app import app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 STAGE_COMMANDS = [

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 import torch
-from gpt2_fixtures import (
+from helpers.gpt2 import (
     crc32c_bitwise,
     hf_model,
     snappy_compress,

@@ -4,7 +4,7 @@ import hashlib
 import json
 
 import pytest
-from support import MIRROR, needs_mirror
+from helpers.mirror import MIRROR, needs_mirror
 
 from gptpipe.errors import BadInput
 from gptpipe.tokenizer.folder import (

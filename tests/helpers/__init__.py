@@ -1,0 +1,1 @@
+"""Test helpers shared across test folders: the data mirror, tiny pipelines, GPT-2 fixtures."""
