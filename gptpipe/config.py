@@ -7,6 +7,7 @@ section into the text shown by `gptpipe <stage> --help`. Every error names the d
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -17,7 +18,7 @@ from typing import Any, Literal
 
 import yaml
 
-from gptpipe.errors import BadInput, ConfigError
+from gptpipe.errors import BadInput, ConfigError, os_message
 from gptpipe.tokenizer.special import special_token_problem
 
 
@@ -33,12 +34,82 @@ def _require(ok: bool, key: str, message: str) -> None:
         raise ConfigError(key, message)
 
 
+# What torch.device accepts among the devices the pipeline runs on (checked here, so a string
+# torch would reject is bad input naming the key, not a RuntimeError from deep in a stage).
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
+# torch.manual_seed takes any 64-bit seed; keep seeds non-negative and inside that range.
+MAX_SEED = 2**63 - 1
+
+
 def _require_device(device: str, key: str) -> None:
-    _require(
-        device in ("auto", "cpu") or device.startswith("cuda"),
-        key,
-        f"must be auto, cpu, cuda or cuda:N, not {device!r}",
+    _require(bool(_DEVICE.match(device)), key, f"must be auto, cpu, cuda or cuda:N, not {device!r}")
+
+
+def _require_seed(seed: int, key: str) -> None:
+    _require(0 <= seed <= MAX_SEED, key, f"must be in 0..{MAX_SEED} (2**63 - 1), not {seed}")
+
+
+# --------------------------------------------------------------------------- sizes
+# Upper bounds: sizes that cannot fit are refused before anything is allocated, with how much
+# they would need. Hard limits catch the absurd at once; the memory estimate the rest.
+
+MODEL_LIMITS = {"block_size": 1 << 20, "n_layer": 10_000, "n_head": 10_000, "n_embd": 1 << 17}
+TRAINING_LIMITS = {"max_steps": 10**12, "batch_size": 1 << 20, "grad_accum": 1 << 20}
+# Softmax temperature floor: logits / T overflows float32 (3.4e38) for T near 1e-37.
+MIN_TEMPERATURE = 1e-4
+
+
+def gpt_params(model: Any, vocab_size: int) -> int:
+    """Parameters of a GPT-2 model with these sizes (tied head; `model` has the model keys)."""
+    C, L, T = model.n_embd, model.n_layer, model.block_size
+    per_block = 12 * C * C + 13 * C  # c_attn, c_proj, c_fc, c_proj (+ biases) and 2 LayerNorms
+    return vocab_size * C + T * C + L * per_block + 2 * C
+
+
+def training_bytes(model: Any, vocab_size: int, batch_size: int) -> int:
+    """Rough peak memory of float32 AdamW training: weights, gradients and two moments (16
+    bytes a parameter), activations kept for the backward pass (about 2 * (34 C + 5 H T)
+    bytes per token and layer, Korthikanti et al. 2022, in float32) and the logits."""
+    tokens = batch_size * model.block_size
+    activations = (
+        2 * tokens * model.n_layer * (34 * model.n_embd + 5 * model.n_head * model.block_size)
     )
+    return 16 * gpt_params(model, vocab_size) + activations + 8 * tokens * vocab_size
+
+
+def memory_bytes() -> int:
+    """This machine's memory for the process: physical memory, or a smaller cgroup limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        total = 1 << 62  # unknown: do not refuse on a guess
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text(encoding="ascii").strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def human_bytes(n: float) -> str:
+    """1536 -> '1.5 KiB'."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} EiB"  # pragma: no cover (PiB returns above)
+
+
+def require_fits(key: str, need: int, what: str, available: int | None = None) -> None:
+    """Refuse (naming `key`) a size whose estimated memory exceeds what the machine has."""
+    have = memory_bytes() if available is None else available
+    if need > have:
+        raise ConfigError(
+            key,
+            f"{what} needs about {human_bytes(need)} of memory, more than the "
+            f"{human_bytes(have)} this machine has",
+        )
 
 
 # --------------------------------------------------------------------------- sections
@@ -165,6 +236,16 @@ class ShardConfig:
         _require(self.workers >= 0, "shard.workers", "must be >= 0 (0: one per CPU core)")
         _require(self.shard_tokens >= 1024, "shard.shard_tokens", "must be >= 1024")
         _require(self.split_chunk_tokens >= 16, "shard.split_chunk_tokens", "must be >= 16")
+        _require(
+            self.split_chunk_tokens <= self.shard_tokens,
+            "shard.split_chunk_tokens",
+            f"must be <= shard.shard_tokens ({self.shard_tokens})",
+        )
+        _require_seed(self.seed, "shard.seed")
+        # The writer holds one shard's ids (4 bytes each at most) per split while filling it.
+        require_fits(
+            "shard.shard_tokens", 2 * 4 * self.shard_tokens, f"{self.shard_tokens:,} tokens"
+        )
 
 
 @dataclass
@@ -187,6 +268,14 @@ class ModelConfig:
             f"must be divisible by model.n_head ({self.n_embd} % {self.n_head} != 0)",
         )
         _require(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        for key, limit in MODEL_LIMITS.items():
+            value = getattr(self, key)
+            _require(value <= limit, f"model.{key}", f"must be <= {limit:,}, not {value:,}")
+        # The smallest vocabulary (bytes + <|endoftext|>) already says whether it can fit.
+        # The model is built in host memory first; with the smallest vocabulary (bytes +
+        # <|endoftext|>) its float32 weights alone must fit (the stage checks training).
+        weights = 4 * gpt_params(self, vocab_size=257)
+        require_fits("model", weights, f"the weights of {self.n_layer} layers x {self.n_embd} wide")
 
 
 @dataclass
@@ -252,11 +341,12 @@ class TrainingConfig:
         _require(self.threads >= 0, f"{section}.threads", "must be >= 0")
         _require(self.checkpoint_interval >= 0, f"{section}.checkpoint_interval", "must be >= 0")
         _require(self.patience >= 0, f"{section}.patience", "must be >= 0")
-        _require(
-            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
-            f"{section}.device",
-            f"must be auto, cpu, cuda or cuda:N, not {self.device!r}",
-        )
+        _require_device(self.device, f"{section}.device")
+        _require_seed(self.seed, f"{section}.seed")
+        for key in ("max_steps", "batch_size", "grad_accum"):
+            limit = TRAINING_LIMITS[key]
+            value = getattr(self, key)
+            _require(value <= limit, f"{section}.{key}", f"must be <= {limit:,}, not {value:,}")
 
     @classmethod
     def _section(cls) -> str:
@@ -404,6 +494,11 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         _require(self.stride >= 1, "evaluate.stride", "must be >= 1")
         _require(self.batch_size >= 1, "evaluate.batch_size", "must be >= 1")
+        _require(
+            self.batch_size <= TRAINING_LIMITS["batch_size"],
+            "evaluate.batch_size",
+            f"must be <= {TRAINING_LIMITS['batch_size']:,}",
+        )
         _require_device(self.device, "evaluate.device")
 
 
@@ -422,7 +517,14 @@ class SampleConfig:
     def __post_init__(self) -> None:
         _require(len(self.prompts) >= 1, "sample.prompts", "must list at least one prompt")
         _require(self.max_new_tokens >= 1, "sample.max_new_tokens", "must be >= 1")
-        _require(self.temperature >= 0, "sample.temperature", "must be >= 0")
+        _require(self.max_new_tokens <= 1_000_000, "sample.max_new_tokens", "must be <= 1,000,000")
+        _require(
+            self.temperature == 0 or self.temperature >= MIN_TEMPERATURE,
+            "sample.temperature",
+            f"must be 0 (greedy) or >= {MIN_TEMPERATURE:g}, not {self.temperature:g} "
+            "(a smaller one divides the logits into overflow)",
+        )
+        _require_seed(self.seed, "sample.seed")
         _require(self.top_k >= 0, "sample.top_k", "must be >= 0")
         _require(self.num_samples >= 0, "sample.num_samples", "must be >= 0")
         _require_device(self.device, "sample.device")
@@ -465,6 +567,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise BadInput(f"override {key!r}: value nested too deeply") from None
     return key, value
 
 
@@ -473,14 +577,14 @@ def read_params(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     raw: Any = {}
     if path.exists():
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raw = _load_yaml(path)
     elif path.name != "params.yaml" or path.parent != Path():
         raise BadInput(f"{path}: params file not found")
     if not isinstance(raw, dict):
         raise BadInput(f"{path}: expected a mapping of sections at the top level")
+    unknown = [str(k) for k in raw if k not in SECTIONS]
+    if unknown:
+        raise BadInput(f"{path}: unknown section {unknown[0]!r}; allowed: {', '.join(SECTIONS)}")
     params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for text in overrides:
         key, value = parse_override(text)
@@ -491,6 +595,23 @@ def read_params(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
             raise ConfigError(section, "must be a mapping")
         target[name] = value
     return params
+
+
+def _load_yaml(path: Path) -> Any:
+    """The YAML document in `path`; unreadable, non-UTF-8, malformed or absurdly nested text is
+    bad input naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise BadInput(os_message(exc, path)) from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: nested too deeply to be a params file") from None
 
 
 def _check_key(section: str, name: str) -> None:
@@ -561,9 +682,13 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         return value
     if annotation is float:
         if isinstance(value, str) and _YAML12_FLOAT.match(value):
-            return float(value)  # PyYAML reads 3e-4 as a string; YAML 1.2 (and DVC) as a float
+            value = float(value)  # PyYAML reads 3e-4 as a string; YAML 1.2 (and DVC) as a float
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"expected a number, got {value!r}")
+        if isinstance(value, int) and abs(value) > 2**1000:
+            raise ConfigError(key, f"must be a finite number, not {value:.3g}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, not {value}")
         return float(value)
     if annotation is str:
         if not isinstance(value, str):

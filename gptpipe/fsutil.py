@@ -8,11 +8,110 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from gptpipe.errors import BadInput
+from gptpipe.errors import BadInput, os_message
+
+# Called between the renames that commit outputs (its argument says which step): a seam for
+# tests to fail a commit half-way; the product never sets it.
+_commit_seam: Callable[[str], None] | None = None
+
+
+def _prepare_parent(target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BadInput(os_message(exc, target.parent)) from None
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists() or path.is_symlink():
+        path.unlink(missing_ok=True)
+
+
+def _as_bad_input(exc: BaseException, target: Path, staged: Path) -> BaseException:
+    """An OSError while writing `target` (through its staged path `staged`) names `target`;
+    one about some other file (an input read on the way) keeps its own name."""
+    if not isinstance(exc, OSError) or isinstance(exc, BadInput) or exc.errno is None:
+        return exc
+    name = str(exc.filename) if exc.filename is not None else None
+    if name is None or name.startswith(str(staged)):
+        return BadInput(f"{target}: cannot write ({os_message(exc).split(': ', 1)[-1]})")
+    return exc
+
+
+def commit(staged: list[Path], targets: list[Path]) -> None:
+    """Move each staged output over its target so that they change together: every existing
+    target is first renamed aside, then every staged path renamed in, then the old ones are
+    removed. A failure half-way puts every old target back (and removes the staged ones).
+    A staged path that was never written removes its target: no stale output stays beside
+    new ones.
+    """
+    token = f"{os.getpid()}-{os.urandom(3).hex()}"
+    aside: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    try:
+        for target in targets:
+            if target.exists() or target.is_symlink():
+                old = target.with_name(f".{target.name}.old-{token}")
+                os.replace(target, old)
+                aside.append((target, old))
+                if _commit_seam is not None:
+                    _commit_seam(f"aside {target}")
+        for new, target in zip(staged, targets, strict=True):
+            if new.exists() or new.is_symlink():
+                os.replace(new, target)
+                placed.append(target)
+                if _commit_seam is not None:
+                    _commit_seam(f"placed {target}")
+    except BaseException as exc:
+        for target in placed:
+            _remove(target)
+        for target, old in aside:
+            os.replace(old, target)
+        for new in staged:
+            _remove(new)
+        if isinstance(exc, OSError) and not isinstance(exc, BadInput):
+            raise BadInput(os_message(exc)) from None
+        raise
+    for _, old in aside:
+        _remove(old)
+
+
+@contextlib.contextmanager
+def staged_outputs(*targets: Path | str) -> Iterator[list[Path]]:
+    """Yield one temporary path beside each target (nothing created there yet: write a file
+    or a folder at each); on success all of them replace their targets together (`commit`).
+
+    On any exception (Ctrl-C included) the temporary paths are removed and every target is
+    left as it was, so a stage's outputs appear together or not at all.
+    """
+    paths = [Path(t) for t in targets]
+    token = f"{os.getpid()}-{os.urandom(3).hex()}"
+    staged = [p.with_name(f".{p.name}.{token}.tmp") for p in paths]
+    for path in paths:
+        _prepare_parent(path)
+    try:
+        yield staged
+    except BaseException as exc:
+        for new in staged:
+            _remove(new)
+        converted = next(
+            (
+                c
+                for t, n in zip(paths, staged, strict=True)
+                if (c := _as_bad_input(exc, t, n)) is not exc
+            ),
+            exc,
+        )
+        if converted is not exc:
+            raise converted from None
+        raise
+    commit(staged, paths)
 
 
 @contextlib.contextmanager
@@ -22,41 +121,41 @@ def atomic_dir(target: Path | str) -> Iterator[Path]:
     On any exception (Ctrl-C included) the temporary folder is removed and `target`
     is left as it was, so DVC never sees a half-written output.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; outputs are ordinary folders
-    try:
+    with staged_outputs(target) as (tmp,):
+        try:
+            tmp.mkdir(mode=0o755)
+        except OSError as exc:
+            raise BadInput(
+                f"{target}: cannot write ({os_message(exc).split(': ', 1)[-1]})"
+            ) from None
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.is_dir() and not target.is_symlink():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if target.exists() or target.is_symlink():
-            target.unlink()
-        tmp.rename(target)
 
 
 @contextlib.contextmanager
 def atomic_file(target: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success it is renamed over `target`."""
+    """Yield a temporary path beside `target`; on success it is renamed over `target`.
+
+    Failures of the file system (a full disk, a read-only folder, a path under a regular
+    file) are bad input naming `target`.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    _prepare_parent(target)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise BadInput(f"{target}: cannot write ({os_message(exc).split(': ', 1)[-1]})") from None
     os.close(fd)
     tmp = Path(name)
     tmp.chmod(0o644)  # mkstemp makes it private; outputs are ordinary files
     try:
         yield tmp
-    except BaseException:
+        os.replace(tmp, target)
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        converted = _as_bad_input(exc, target, tmp)
+        if converted is not exc:
+            raise converted from None
         raise
-    os.replace(tmp, target)
 
 
 def write_text(target: Path | str, text: str) -> None:
@@ -80,6 +179,10 @@ def read_json(path: Path | str) -> Any:
         raise BadInput(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: not valid JSON (nested too deeply)") from None
+    except OSError as exc:
+        raise BadInput(os_message(exc, path)) from None
 
 
 def file_digest(*paths: Path) -> str:

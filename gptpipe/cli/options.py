@@ -11,7 +11,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from gptpipe.config import load_section
-from gptpipe.errors import BadInput
+from gptpipe.errors import one_line
 
 ParamsOption = Annotated[
     Path, typer.Option("--params", help="Params file (YAML, one section per stage).")
@@ -51,18 +51,26 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def guarded(fn: F) -> F:
-    """Run a command so that bad input exits 2 with one line, and Ctrl-C exits 130."""
+    """Run a command so that bad input exits 2 with one line, and Ctrl-C exits 130.
+
+    Bad input is `BadInput` (raised where the key or file is known) and the foreseeable
+    failures `gptpipe.errors.one_line` recognises (a file system that refuses, nesting too
+    deep to parse); anything else is a bug and stays a traceback with exit status 1.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except BadInput as exc:
-            print(f"gptpipe: error: {exc}", file=sys.stderr)
-            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             print("gptpipe: interrupted", file=sys.stderr)
             raise typer.Exit(130) from None
+        except Exception as exc:
+            message = one_line(exc)
+            if message is None:
+                raise
+            print(f"gptpipe: error: {message}", file=sys.stderr)
+            raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
 
