@@ -13,16 +13,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptpipe.errors import BadInput
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present, else the CPU."""
+    """`auto` picks CUDA when present, else the CPU. A device string torch rejects, or a CUDA
+    device this build or machine does not have, is bad input naming the device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BadInput(
+            f"device {name!r}: not a device; expected auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU found"
+            raise BadInput(f"device {name!r}: no CUDA device ({build}); use cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BadInput(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return device
 
 
 def seed_everything(seed: int) -> None:

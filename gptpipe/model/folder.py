@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,9 @@ import tiktoken
 import torch
 from safetensors.torch import save_file
 
+from gptpipe.config import MODEL_LIMITS, gpt_params, require_fits
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import atomic_dir
+from gptpipe.fsutil import atomic_dir, file_digest
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.tensors import (
     LazyTensor,
@@ -64,6 +65,7 @@ def save_model(
             "model": model.config.to_dict(),
             "labels": list(labels or []),
             "meta": meta or {},
+            DIGEST: weights_digest(tmp / WEIGHTS),
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         for name in TOKENIZER_FILES:
@@ -81,11 +83,109 @@ def read_info(model_dir: Path | str) -> ModelInfo:
         raise BadInput(f"{path}: not found (is {model_dir} a model folder?)")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        known = {f.name for f in fields(GPTConfig)}
-        config = GPTConfig(**{k: v for k, v in raw["model"].items() if k in known})
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise BadInput(f"{path}: not a gptpipe model config ({exc})") from None
-    return ModelInfo(config=config, labels=list(raw.get("labels", [])), meta=raw.get("meta", {}))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadInput(f"{path}: not a gptpipe model config (not valid JSON: {exc})") from None
+    config, labels, meta = check_config(raw, path)
+    return ModelInfo(config=config, labels=labels, meta=meta)
+
+
+# --------------------------------------------------------------------------- checks
+
+DIGEST = "weights_sha256"  # config.json key: sha256 of model.safetensors, verified on load
+_INT_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+_VOCAB_LIMIT = 10_000_000
+
+
+def check_config(raw: Any, path: Path) -> tuple[GPTConfig, list[str], dict[str, Any]]:
+    """A model folder's config.json checked as strictly as params.yaml: types, ranges,
+    shapes and a size that fits in memory; every error names the file and the key."""
+
+    def bad(key: str, message: str) -> BadInput:
+        return BadInput(f"{path}: key '{key}': {message}")
+
+    if not isinstance(raw, dict):
+        raise BadInput(f"{path}: not a gptpipe model config (expected a JSON object)")
+    model = raw.get("model")
+    if model is None:
+        raise BadInput(f"{path}: not a gptpipe model config (no 'model' key)")
+    if not isinstance(model, dict):
+        raise bad("model", f"expected a mapping, got {type(model).__name__}")
+    values: dict[str, Any] = {}
+    for key in (*_INT_KEYS, "n_classes"):
+        if key not in model:
+            if key == "n_classes":
+                continue
+            raise bad(f"model.{key}", "missing")
+        value = model[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(f"model.{key}", f"expected an integer, got {value!r}")
+        low = 0 if key == "n_classes" else 1
+        if value < low:
+            raise bad(f"model.{key}", f"must be >= {low}, not {value}")
+        values[key] = value
+    for key, limit in (*MODEL_LIMITS.items(), ("vocab_size", _VOCAB_LIMIT)):
+        if values[key] > limit:
+            raise bad(f"model.{key}", f"must be <= {limit:,}, not {values[key]:,}")
+    if values["n_embd"] % values["n_head"]:
+        raise bad("model.n_embd", f"must be divisible by model.n_head ({values['n_head']})")
+    if "dropout" in model:
+        dropout = model["dropout"]
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float):
+            raise bad("model.dropout", f"expected a number, got {dropout!r}")
+        if not 0 <= dropout < 1:
+            raise bad("model.dropout", f"must be in [0, 1), not {dropout}")
+        values["dropout"] = float(dropout)
+    if "bias" in model:
+        if not isinstance(model["bias"], bool):
+            raise bad("model.bias", f"expected true or false, got {model['bias']!r}")
+        values["bias"] = model["bias"]
+    config = GPTConfig(**values)
+    weights = 4 * gpt_params(config, config.vocab_size)
+    try:
+        require_fits("model", weights, "its float32 weights")
+    except BadInput as exc:
+        raise BadInput(f"{path}: {str(exc).removeprefix('params key ')}") from None
+    labels = raw.get("labels", [])
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise bad("labels", f"expected a list of class names (strings), got {labels!r}")
+    if config.n_classes and len(labels) not in (0, config.n_classes):
+        raise bad("labels", f"names {len(labels)} classes, model.n_classes is {config.n_classes}")
+    meta = raw.get("meta", {})
+    if not isinstance(meta, dict):
+        raise bad("meta", f"expected a mapping, got {type(meta).__name__}")
+    digest = raw.get(DIGEST)
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64):
+        raise bad(DIGEST, "expected the sha256 hex digest of model.safetensors")
+    return config, list(labels), meta
+
+
+def weights_digest(path: Path | str) -> str:
+    """sha256 (hex) of a weights file, read in 1 MiB blocks (hashing runs at GB/s)."""
+    return file_digest(Path(path))
+
+
+def verify_weights(model_dir: Path) -> None:
+    """A weights file whose bytes differ from the digest config.json records is bad input
+    (a flipped bit or a truncated copy). Folders saved before digests were recorded load
+    without the check."""
+    raw = json.loads((model_dir / CONFIG).read_text(encoding="utf-8"))
+    expected = raw.get(DIGEST) if isinstance(raw, dict) else None
+    if expected is None:
+        return
+    weights = model_dir / WEIGHTS
+    if weights_digest(weights) != expected:
+        raise BadInput(
+            f"{weights}: corrupt (sha256 differs from {DIGEST} in {model_dir / CONFIG}); "
+            "copy or rebuild the model"
+        )
+
+
+def check_finite(model: GPT, where: Path) -> None:
+    """NaN or infinite weights make every output NaN: refuse them when loading."""
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise BadInput(f"{where}: tensor {name} holds NaN or infinite values")
 
 
 def load_model(model_dir: Path | str, device: torch.device | str = "cpu") -> tuple[GPT, ModelInfo]:
@@ -99,11 +199,13 @@ def load_model(model_dir: Path | str, device: torch.device | str = "cpu") -> tup
     weights = model_dir / WEIGHTS
     if not weights.is_file():
         raise BadInput(f"{weights}: not found")
+    verify_weights(model_dir)
     tensors = {k: v for k, v in lazy_tensors(weights).items() if k != TIED}
     try:
         model = model_from_tensors(info.config, tensors, weights)
     except BadInput as exc:
         raise BadInput(f"{exc} (config.json and model.safetensors do not match)") from None
+    check_finite(model, weights)
     return model.to(device).eval(), info
 
 
@@ -138,6 +240,7 @@ def save_tensors(
             "model": config.to_dict(),
             "labels": list(labels or []),
             "meta": meta or {},
+            DIGEST: weights_digest(tmp / WEIGHTS),
         }
         (tmp / CONFIG).write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
 

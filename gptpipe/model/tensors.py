@@ -38,8 +38,44 @@ def safetensors_header(path: Path) -> dict[str, dict]:
         raise BadInput(f"{path}: not found") from None
     except (struct.error, ValueError, UnicodeDecodeError) as exc:
         raise BadInput(f"{path}: not a safetensors file ({exc})") from None
+    if not isinstance(header, dict):
+        raise BadInput(f"{path}: not a safetensors file (header is not a JSON object)")
     header.pop("__metadata__", None)
+    data_bytes = path.stat().st_size - 8 - n
+    for name, entry in header.items():
+        problem = _entry_problem(entry, data_bytes)
+        if problem:
+            raise BadInput(f"{path}: corrupt safetensors header (tensor {name!r}: {problem})")
     return header
+
+
+_ITEM_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1}
+_ITEM_BYTES |= {"U8": 1, "BOOL": 1, "U16": 2, "U32": 4, "U64": 8}
+
+
+def _entry_problem(entry: Any, data_bytes: int) -> str | None:
+    """What is wrong with one tensor entry of a safetensors header, if anything."""
+    if not isinstance(entry, dict):
+        return "entry is not an object"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in _ITEM_BYTES:
+        return f"unknown dtype {dtype!r}"
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        return f"shape {shape!r} is not a list of sizes"
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+    ):
+        return f"data_offsets {offsets!r} is not [begin, end]"
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_bytes:
+        return f"bytes {begin}..{end} lie outside the file's {data_bytes} data bytes (truncated?)"
+    if end - begin != _ITEM_BYTES[dtype] * math.prod(shape):
+        return f"{end - begin} bytes do not hold a {dtype} tensor of shape {shape}"
+    return None
 
 
 # --------------------------------------------------------------------------- streaming

@@ -65,6 +65,38 @@ class Truncated(Exception):
     """The server closed the connection before sending all the bytes it announced."""
 
 
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects only to http(s) URLs, and say a redirect loop in one line."""
+
+    max_redirections = 10
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        scheme = urllib.parse.urlparse(urllib.parse.urljoin(req.full_url, newurl)).scheme
+        if scheme.lower() not in ("http", "https"):
+            raise BadInput(
+                f"{req.full_url}: redirected to {newurl!r}, a {scheme or 'relative'} URL; "
+                "only http(s) redirects are followed"
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    def http_error_302(self, req, fp, code, msg, headers):  # type: ignore[no-untyped-def]
+        try:
+            return super().http_error_302(req, fp, code, msg, headers)
+        except urllib.error.HTTPError as exc:
+            if "redirect" in str(exc.msg).lower() and exc.code in (301, 302, 303, 307, 308):
+                exc.close()
+                raise BadInput(
+                    f"{req.full_url}: redirect loop (more than {self.max_redirections} "
+                    "redirects or back to a URL already visited)"
+                ) from None
+            raise
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+_OPENER = urllib.request.build_opener(_Redirects)
+
+
 def file_digest(path: Path) -> tuple[str, int]:
     """The sha256 (hex) and size in bytes of a file."""
     digest = hashlib.sha256()
@@ -128,8 +160,15 @@ def _stream(url: str, part: Path, timeout: float, max_bytes: int | None) -> None
     headers = {"User-Agent": USER_AGENT}
     if have:
         headers["Range"] = f"bytes={have}-"
-    request = urllib.request.Request(url, headers=headers)
-    with urllib.request.urlopen(request, timeout=timeout) as response:
+    try:
+        request = urllib.request.Request(url, headers=headers)
+    except ValueError as exc:  # no host, unknown type
+        raise BadInput(f"{url}: malformed URL ({exc})") from None
+    try:
+        response = _OPENER.open(request, timeout=timeout)
+    except (ValueError, http.client.InvalidURL) as exc:
+        raise BadInput(f"{url}: malformed URL ({exc})") from None
+    with response:
         content_type = response.headers.get("Content-Type", "").lower()
         if content_type.startswith("text/html"):
             raise BadInput(
