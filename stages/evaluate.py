@@ -52,7 +52,8 @@ def run(cfg: EvaluateConfig, shards: Path, models: list[Path], out: Path) -> dic
     manifest = read_manifest(shards)
     for model_dir in models:
         _check_matches_shards(model_dir, manifest, shards)
-    tokens = load_split(shards, "val").astype(np.int64)
+    vocab = min(read_info(m).config.vocab_size for m in models)
+    tokens = load_split(shards, "val", vocab_size=vocab).astype(np.int64)
     if tokens.size < 2:
         raise BadInput(f"{shards}: the val split holds {tokens.size} tokens, too few to evaluate")
     metrics = {m.name: evaluate_tokens(cfg, m, tokens, label=f"evaluate {m.name}") for m in models}

@@ -62,6 +62,13 @@ def read_manifest(shards_dir: Path | str) -> dict[str, Any]:
         for key in ("eot_id", "vocab_size"):
             if not isinstance(manifest[key], int):
                 raise ValueError(f"{key} is not an integer")
+        vocab = manifest["vocab_size"]
+        if not 1 <= vocab <= 2**32:
+            raise ValueError(f"vocab_size {vocab} is out of range")
+        if not 0 <= manifest["eot_id"] < vocab:
+            raise ValueError(f"eot_id {manifest['eot_id']} is not an id of the vocabulary")
+        if manifest["dtype"] == "uint16" and vocab > 65536:
+            raise ValueError(f"dtype uint16 cannot hold the ids of a {vocab}-id vocabulary")
         if not isinstance(manifest["tokenizer_hash"], str):
             raise ValueError("tokenizer_hash is not a string")
         for split in SPLITS:
@@ -123,28 +130,45 @@ def read_shard(path: Path, dtype: str, tokens: int, sha256: str | None = None) -
     return array
 
 
-def _split_arrays(shards_dir: Path, split: str, verify: bool) -> tuple[dict, list[np.ndarray]]:
+def check_ids(path: Path, array: np.ndarray, vocab_size: int) -> None:
+    """Every id must index the vocabulary (else training fails with an IndexError deep in
+    the embedding). One pass over the memory-mapped shard, about a GB/s."""
+    if len(array) and int(array.max()) >= vocab_size:
+        raise BadInput(
+            f"{path}: holds token id {int(array.max())}, outside the vocabulary of "
+            f"{vocab_size} ids (a manifest or tokenizer that does not match the shards)"
+        )
+
+
+def _split_arrays(
+    shards_dir: Path, split: str, verify: bool, vocab_size: int | None = None
+) -> tuple[dict, list[np.ndarray]]:
+    """The split's shards, each checked against the manifest and its ids against the
+    vocabulary (the manifest's, or the smaller `vocab_size` of the model that reads them)."""
     manifest = read_manifest(shards_dir)
     info = _split_info(manifest, shards_dir, split)
-    arrays = [
-        read_shard(
-            Path(shards_dir) / s["name"],
-            manifest["dtype"],
-            int(s["tokens"]),
-            s.get("sha256") if verify else None,
+    vocab = int(manifest["vocab_size"]) if vocab_size is None else vocab_size
+    vocab = min(vocab, int(manifest["vocab_size"]))
+    arrays = []
+    for s in info["shards"]:
+        path = Path(shards_dir) / s["name"]
+        array = read_shard(
+            path, manifest["dtype"], int(s["tokens"]), s.get("sha256") if verify else None
         )
-        for s in info["shards"]
-    ]
+        check_ids(path, array, vocab)
+        arrays.append(array)
     return manifest, arrays
 
 
-def load_split(shards_dir: Path | str, split: str, verify: bool = True) -> np.ndarray:
+def load_split(
+    shards_dir: Path | str, split: str, verify: bool = True, vocab_size: int | None = None
+) -> np.ndarray:
     """All token ids of a split in order, 1-D, in the manifest's dtype.
 
     Memory-mapped (read-only) when the split is one shard; a concatenated copy otherwise.
     `verify` checks each file's sha256 against the manifest (one read of the file).
     """
-    manifest, arrays = _split_arrays(Path(shards_dir), split, verify)
+    manifest, arrays = _split_arrays(Path(shards_dir), split, verify, vocab_size)
     if len(arrays) == 1:
         return arrays[0]
     if not arrays:
@@ -161,14 +185,19 @@ class TokenWindows:
     """
 
     def __init__(
-        self, shards_dir: Path | str, split: str, block_size: int, verify: bool = True
+        self,
+        shards_dir: Path | str,
+        split: str,
+        block_size: int,
+        verify: bool = True,
+        vocab_size: int | None = None,
     ) -> None:
         if block_size < 1:
             raise ValueError("block_size must be >= 1")
         self.shards_dir = Path(shards_dir)
         self.split = split
         self.block_size = block_size
-        self.manifest, self._arrays = _split_arrays(self.shards_dir, split, verify)
+        self.manifest, self._arrays = _split_arrays(self.shards_dir, split, verify, vocab_size)
         self._arrays = [a for a in self._arrays if len(a)]
         lengths = np.array([len(a) for a in self._arrays], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
