@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,9 +22,16 @@ from gptpipe.cli.options import (
     SetOption,
     section,
 )
-from gptpipe.config import ModelConfig, PretrainConfig, to_dict
+from gptpipe.config import (
+    ModelConfig,
+    PretrainConfig,
+    gpt_params,
+    require_fits,
+    to_dict,
+    training_bytes,
+)
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import write_json
+from gptpipe.fsutil import staged_outputs, write_json
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
@@ -107,10 +116,71 @@ def _run(
     ]
     sampler = WindowSampler(len(train_windows), cfg.batch_size, cfg.seed, rank, world_size)
 
+    vocab_size = int(manifest["vocab_size"])
+    check_training_fits(model_cfg, cfg, vocab_size, device)
     seed_everything(cfg.seed)
-    config = GPTConfig(vocab_size=int(manifest["vocab_size"]), **to_dict(model_cfg))
+    config = GPTConfig(vocab_size=vocab_size, **to_dict(model_cfg))
     model = GPT(config).to(device)
     manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    # The model, metrics and curves appear together or not at all: rank 0 writes them to
+    # temporary paths (the curves too, while training runs) and renames them in at the end.
+    with _outputs(rank, out, metrics_path, plots) as (new_out, new_metrics, new_plots):
+        return _train_and_write(
+            model, cfg, train_windows, val_windows, sampler, val_batches, manifest_hash,
+            tok_hash, tokenizer_dir, checkpoints, rank, world_size, device,
+            new_out, new_metrics, new_plots,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _outputs(rank: int, *paths: Path) -> Iterator[list[Path]]:
+    """Staged output paths on rank 0 (committed together on success); other ranks write
+    nothing and get the paths as they are."""
+    if rank != 0:
+        yield list(paths)
+        return
+    with staged_outputs(*paths) as staged:
+        yield staged
+
+
+def check_training_fits(
+    model_cfg: ModelConfig, cfg: PretrainConfig, vocab_size: int, device: torch.device
+) -> None:
+    """Refuse, before building anything, a model and batch whose training cannot fit in the
+    device's memory (host memory on the CPU, the GPU's on CUDA)."""
+    need = training_bytes(model_cfg, vocab_size, cfg.batch_size)
+    available = None
+    if device.type == "cuda":
+        available = torch.cuda.get_device_properties(device).total_memory
+    params = gpt_params(model_cfg, vocab_size)
+    require_fits(
+        "pretrain.batch_size",
+        need,
+        f"training {params:,} parameters (vocabulary {vocab_size:,}) at batch_size "
+        f"{cfg.batch_size} x block_size {model_cfg.block_size}",
+        available,
+    )
+
+
+def _train_and_write(
+    model: GPT,
+    cfg: PretrainConfig,
+    train_windows: TokenWindows,
+    val_windows: TokenWindows,
+    sampler: WindowSampler,
+    val_batches: list[Any],
+    manifest_hash: str,
+    tok_hash: str,
+    tokenizer_dir: Path,
+    checkpoints: Path | None,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    out: Path,
+    metrics_path: Path,
+    plots: Path,
+) -> dict[str, Any]:
+    config = model.config
     result = train(
         model,
         cfg,

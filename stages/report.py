@@ -10,7 +10,7 @@ import typer
 from gptpipe import layout
 from gptpipe.cli.options import ParamsOption, SetOption, section
 from gptpipe.config import ReportConfig
-from gptpipe.fsutil import atomic_dir, write_text
+from gptpipe.fsutil import staged_outputs
 from gptpipe.report.figures import write_figures
 from gptpipe.report.inputs import ReportInputs, read_curves, read_list, read_metrics, read_models
 from gptpipe.report.markdown import render
@@ -43,10 +43,12 @@ def run(
         examples=read_list(examples),
         models=read_models(models),
     )
-    with atomic_dir(figures) as tmp:
-        made = write_figures(inputs.curves, tmp)
-    text = render(inputs, made, figures, out)
-    write_text(out, text)
+    # Figures and report appear together: both are written to staged paths, then renamed in.
+    with staged_outputs(figures, out) as (new_figures, new_out):
+        new_figures.mkdir(mode=0o755)
+        made = write_figures(inputs.curves, new_figures)
+        text = render(inputs, made, figures, out)
+        new_out.write_text(text, encoding="utf-8")
     return text
 
 

@@ -145,14 +145,20 @@ def test_tokenizer_mismatch_and_missing_shards_exit_2(workdir, tmp_path):
     assert not (tmp_path / "m").exists() and not (tmp_path / "m.json").exists()
 
 
+def _staged_curve(curve: Path) -> Path | None:
+    """The curve training is writing: in the plots folder's staged copy until training ends."""
+    return next(curve.parent.parent.glob(f".{curve.parent.name}.*.tmp/{curve.name}"), None)
+
+
 def _interrupt(cmd: list[str], cwd: Path, sig: int, curve: Path) -> tuple[int, str]:
-    """Start the command, wait until training writes its curve, send `sig`, return (rc, stderr)."""
+    """Start the command, wait until training writes its (staged) curve, send `sig`, return
+    (rc, stderr)."""
     env = {**os.environ, "COLUMNS": "120"}
     proc = subprocess.Popen(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
-    while not curve.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while _staged_curve(curve) is None and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.2)
     proc.send_signal(sig)
@@ -181,8 +187,7 @@ def test_ctrl_c_saves_a_checkpoint_exits_130_and_the_next_run_resumes(workdir, t
     first = read_checkpoint_state(checkpoints)
     assert first is not None and first["step"] >= 1
     assert not (tmp_path / "models" / "pretrain").exists()  # no half-written model
-
-    curve.unlink()
+    assert not curve.exists() and _staged_curve(curve) is None  # no curves without a model
     rc, err = _interrupt(cmd, tmp_path, signal.SIGTERM, curve)
     assert rc == 130, err
     assert f"resuming from the checkpoint at step {first['step']}" in " ".join(err.split())
