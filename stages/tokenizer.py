@@ -23,7 +23,7 @@ from gptpipe.tokenizer.folder import (
     special_token_ids,
     vocabulary_clash,
 )
-from gptpipe.tokens.corpus import iter_documents
+from gptpipe.tokens.corpus import iter_texts
 
 
 def run(
@@ -41,7 +41,7 @@ def run(
         save_gpt2(out)
         merges = None
     else:
-        documents = iter_documents(corpus)
+        documents = iter_texts(corpus)  # bounded pieces, same pre-token counts
         first = next(documents, None)
         if first is None:
             raise BadInput(f"{corpus}: corpus is empty (no text to train the tokenizer on)")

@@ -206,14 +206,86 @@ def json_lines(fh: BinaryIO, origin: str) -> Iterator[tuple[str, Any]]:
             raise BadInput(f"{where}: not valid JSON Lines ({exc})") from None
 
 
-def _json_list(data: bytes, origin: str, what: str) -> list[Any]:
-    try:
-        value = json.loads(decode_text(data, origin))
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{origin}: not valid JSON ({exc})") from None
-    if not isinstance(value, list):
-        raise BadInput(f"{origin}: expected a JSON list of {what}, found {type(value).__name__}")
-    return value
+_JSON_KINDS = {"{": "dict", '"': "str", "t": "bool", "f": "bool", "n": "NoneType"}
+
+
+def json_array_items(
+    fh: BinaryIO, origin: str, what: str, block_bytes: int = READ_BYTES
+) -> Iterator[tuple[str, Any]]:
+    """(where, value) of each item of a JSON file holding one list, read incrementally: memory
+    stays at a few blocks plus the largest item, whatever the file size."""
+    decoder = json.JSONDecoder()
+    blocks = decoded_blocks(fh, origin, block_bytes)
+    buffer, pos, consumed, eof = "", 0, 0, False
+
+    def more() -> bool:
+        """Append the next block (dropping what was consumed); False at the end of the file."""
+        nonlocal buffer, pos, consumed, eof
+        block = next(blocks, None)
+        if block is None:
+            eof = True
+            return False
+        consumed += pos
+        buffer, pos = buffer[pos:] + block, 0
+        return True
+
+    def skip_space() -> str:
+        """The next non-blank character ('' at the end of the file), not consumed."""
+        nonlocal pos
+        while True:
+            while pos < len(buffer) and buffer[pos] in " \t\n\r":
+                pos += 1
+            if pos < len(buffer) or not more():
+                return buffer[pos] if pos < len(buffer) else ""
+
+    def fail(message: str) -> BadInput:
+        return BadInput(f"{origin}: not valid JSON ({message} at character {consumed + pos})")
+
+    first = skip_space()
+    if first != "[":
+        if not first:
+            raise fail("no value")
+        kind = _JSON_KINDS.get(first, "float" if first in "-0123456789." else "")
+        if not kind:
+            raise fail(f"unexpected {first!r}")
+        raise BadInput(f"{origin}: expected a JSON list of {what}, found {kind}")
+    pos += 1
+    index = 0
+    while True:
+        char = skip_space()
+        if char == "]" and index == 0:
+            pos += 1
+            break
+        while True:  # decode one item, reading on until it is whole and followed by more
+            try:
+                value, end = decoder.raw_decode(buffer, pos)
+            except json.JSONDecodeError as exc:
+                # Read on until the unread text doubles (an item larger than a block is then
+                # decoded O(log n) times, not once per block).
+                if eof:
+                    raise fail(exc.msg) from None
+                want = max(2 * (len(buffer) - pos), 1)
+                while len(buffer) - pos < want and more():
+                    pass
+                continue
+            except RecursionError:
+                raise fail("nested too deeply") from None
+            # A number at the end of the buffer may go on in the next block.
+            if end < len(buffer) or eof or not more():
+                break
+        yield f"{origin}: record {index}", value
+        index += 1
+        pos = end
+        char = skip_space()
+        if char == ",":
+            pos += 1
+            continue
+        if char == "]":
+            pos += 1
+            break
+        raise fail("expected ',' or ']'" if char else "the list is not closed")
+    if skip_space():
+        raise fail("extra data after the list")
 
 
 def write_corpus(
@@ -244,8 +316,7 @@ def write_corpus(
             if fmt == "jsonl":
                 values: Iterator[tuple[str, Any]] = json_lines(fh, origin)
             else:
-                records = _json_list(fh.read(), origin, "documents")
-                values = ((f"{origin}: record {i}", v) for i, v in enumerate(records))
+                values = json_array_items(fh, origin, "documents", block_bytes)
             for where, value in values:
                 writer.feed(_newlines(_document_text(value, where)))
                 writer.end_document()

@@ -127,6 +127,34 @@ def read_pieces(path: Path, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[in
         yield offset, carry
 
 
+def iter_texts(
+    path: Path | str,
+    block_bytes: int = BLOCK_BYTES,
+    on_bytes: Callable[[bytes], None] | None = None,
+) -> Iterator[str]:
+    """The corpus's text with separator lines removed, in pieces of about `block_bytes` cut at
+    document boundaries and at safe cut points inside documents (see `_CUT`): pre-tokens of
+    the pieces are exactly those of the documents (with either split pattern), so a counter
+    gets the same counts as from `iter_documents`, and memory stays at a few blocks however
+    long a document is (one multi-GB document with no `<|endoftext|>` included).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"{path}: corpus file not found")
+    for offset, data in read_pieces(path, block_bytes):
+        if on_bytes is not None:
+            on_bytes(data)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadInput(
+                f"{path}: not UTF-8 text (invalid byte at offset {offset + exc.start})"
+            ) from None
+        for document in split_documents(text):
+            if document:
+                yield document
+
+
 def _ends_document(data: bytes) -> bool:
     """Whether a piece ends with a separator line (so the next starts a new document)."""
     start = data.rfind(b"\n", 0, len(data) - 1) + 1
