@@ -612,6 +612,8 @@ def _load_yaml(path: Path) -> Any:
         raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except RecursionError:
         raise BadInput(f"{path}: nested too deeply to be a params file") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise BadInput(f"{path}: not a usable params file ({exc})") from None
 
 
 def _check_key(section: str, name: str) -> None:
@@ -686,7 +688,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(key, f"expected a number, got {value!r}")
         if isinstance(value, int) and abs(value) > 2**1000:
-            raise ConfigError(key, f"must be a finite number, not {value:.3g}")
+            raise ConfigError(
+                key, f"must be a finite number, not an integer of {value.bit_length()} bits"
+            )
         if not math.isfinite(value):
             raise ConfigError(key, f"must be a finite number, not {value}")
         return float(value)

@@ -4,7 +4,6 @@ lists, archive members, bad input."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gzip
 import hashlib
 import io
@@ -12,14 +11,13 @@ import json
 import shutil
 import socket
 import tarfile
-import threading
 import zipfile
 from collections import Counter
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.http import serve_folder
 from helpers.mirror import MIRROR
 from typer.testing import CliRunner
 
@@ -74,23 +72,13 @@ def sets(files: dict[str, Path], **changes: str) -> list[str]:
     return [arg for kind, value in values.items() for arg in ("-S", f"data.{kind}={value}")]
 
 
-class QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def served(tmp_path) -> Iterator[tuple[Path, str]]:
     """A folder served over HTTP on 127.0.0.1, and its base URL."""
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(QuietHandler, directory=str(root))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(root) as server:
+        yield root, server.base
 
 
 # --------------------------------------------------------------------------- named sets
