@@ -35,16 +35,18 @@ def cli(args: list[str | Path], cwd: Path | None = None) -> Result:
 
 
 def expect_bad_input(result: Result, *fragments: str) -> str:
-    """Exit 2, exactly one line on stderr, naming every fragment; no traceback anywhere."""
+    """Exit 2 and one error line on stderr (the last; progress lines may come before it),
+    naming every fragment; no traceback anywhere."""
     stderr = result.stderr
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert result.exit_code == 2, (result.exit_code, stderr, result.exception)
     assert "Traceback" not in stderr + result.stdout
-    assert len(lines) == 1, stderr
-    assert lines[0].startswith("gptpipe: error: "), lines[0]
+    errors = [line for line in lines if "error" in line.lower()]
+    assert len(errors) == 1 and lines[-1] == errors[0], stderr
+    assert errors[0].startswith("gptpipe: error: "), errors[0]
     for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
 
 
 def raises_bad_input(fn: Callable[[], Any], *fragments: str) -> str:
