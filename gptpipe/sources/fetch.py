@@ -71,19 +71,17 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     max_redirections = 10
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
-        scheme = urllib.parse.urlparse(urllib.parse.urljoin(req.full_url, newurl)).scheme
-        if scheme.lower() not in ("http", "https"):
-            raise BadInput(
-                f"{req.full_url}: redirected to {newurl!r}, a {scheme or 'relative'} URL; "
-                "only http(s) redirects are followed"
-            )
+        _check_redirect(req.full_url, newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
     def http_error_302(self, req, fp, code, msg, headers):  # type: ignore[no-untyped-def]
+        location = headers.get("Location") or headers.get("URI")
+        if location:  # refuse other schemes here: urllib's own refusal is a multi-line error
+            _check_redirect(req.full_url, location)
         try:
             return super().http_error_302(req, fp, code, msg, headers)
         except urllib.error.HTTPError as exc:
-            if "redirect" in str(exc.msg).lower() and exc.code in (301, 302, 303, 307, 308):
+            if "infinite loop" in str(exc.msg) and exc.code in (301, 302, 303, 307, 308):
                 exc.close()
                 raise BadInput(
                     f"{req.full_url}: redirect loop (more than {self.max_redirections} "
@@ -92,6 +90,19 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
             raise
 
     http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+
+def _check_redirect(url: str, location: str) -> None:
+    """A redirect to anything but an http(s) URL is bad input naming both."""
+    try:
+        scheme = urllib.parse.urlsplit(urllib.parse.urljoin(url, location)).scheme.lower()
+    except ValueError as exc:
+        raise BadInput(f"{url}: redirected to a malformed URL {location!r} ({exc})") from None
+    if scheme not in ("http", "https"):
+        raise BadInput(
+            f"{url}: redirected to {location!r}, a {scheme or 'schemeless'} URL; "
+            "only http(s) redirects are followed"
+        )
 
 
 _OPENER = urllib.request.build_opener(_Redirects)
@@ -115,6 +126,12 @@ def source_kind(text: str, key: str) -> SourceKind:
         return "path"
     scheme = scheme.lower()
     if scheme in ("http", "https"):
+        try:
+            host = urllib.parse.urlsplit(text).hostname
+        except ValueError as exc:
+            raise BadInput(f"params key '{key}': malformed URL {text!r} ({exc})") from None
+        if not host:
+            raise BadInput(f"params key '{key}': malformed URL {text!r} (no host)")
         return "url"
     if scheme == "file":
         return "file"
