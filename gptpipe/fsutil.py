@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -36,12 +37,24 @@ def _remove(path: Path) -> None:
 def _as_bad_input(exc: BaseException, target: Path, staged: Path) -> BaseException:
     """An OSError while writing `target` (through its staged path `staged`) names `target`;
     one about some other file (an input read on the way) keeps its own name."""
-    if not isinstance(exc, OSError) or isinstance(exc, BadInput) or exc.errno is None:
+    if isinstance(exc, BadInput) or not isinstance(exc, Exception):
+        return exc
+    if not isinstance(exc, OSError):
+        # Writers in Rust (safetensors) report a failed system call inside their own error.
+        found = _OS_ERROR.search(str(exc))
+        if found is None:
+            return exc
+        reason = os_message(OSError(int(found.group(1)), os.strerror(int(found.group(1)))))
+        return BadInput(f"{target}: cannot write ({reason})")
+    if exc.errno is None:
         return exc
     name = str(exc.filename) if exc.filename is not None else None
     if name is None or name.startswith(str(staged)):
         return BadInput(f"{target}: cannot write ({os_message(exc).split(': ', 1)[-1]})")
     return exc
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 
 def commit(staged: list[Path], targets: list[Path]) -> None:
@@ -82,6 +95,36 @@ def commit(staged: list[Path], targets: list[Path]) -> None:
         _remove(old)
 
 
+def _remove_stale(target: Path) -> None:
+    """Remove what a killed run left beside `target`: staged outputs and set-aside old ones
+    of processes that no longer exist (their names carry the process id)."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:old-)?(\d+)-[0-9a-f]{{6}}(?:\.tmp)?$")
+    try:
+        siblings = list(target.parent.iterdir())
+    except OSError:
+        return
+    for sibling in sorted(siblings):
+        match = pattern.match(sibling.name)
+        if not match or _alive(int(match.group(1))):
+            continue
+        if ".old-" in sibling.name and not (target.exists() or target.is_symlink()):
+            os.replace(sibling, target)  # killed between the renames: the old output returns
+        else:
+            _remove(sibling)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def staged_outputs(*targets: Path | str) -> Iterator[list[Path]]:
     """Yield one temporary path beside each target (nothing created there yet: write a file
@@ -95,6 +138,7 @@ def staged_outputs(*targets: Path | str) -> Iterator[list[Path]]:
     staged = [p.with_name(f".{p.name}.{token}.tmp") for p in paths]
     for path in paths:
         _prepare_parent(path)
+        _remove_stale(path)
     try:
         yield staged
     except BaseException as exc:

@@ -147,8 +147,12 @@ def test_hostile_archive_is_refused(tmp_path, name, data, fragment):
 
 def test_a_good_download_still_works(tmp_path, monkeypatch):
     monkeypatch.delenv("GPTPIPE_MIRROR", raising=False)
+    instruct, classify = tmp_path / "instruct.json", tmp_path / "classify.tsv"
+    instruct.write_text(json.dumps([{"instruction": "Say hi.", "input": "", "output": "Hi!"}]))
+    classify.write_text("pos\tlovely\nneg\tawful\npos\tfine\n")
     with serve({"/good": Reply(BODY, content_type="text/plain")}) as server:
         args = ["download", "--params", "params.yaml", "--out", tmp_path / "raw"]
+        args += ["-S", f"data.instruct={instruct}", "-S", f"data.classify={classify}"]
         result = cli([*args, "-S", f"data.corpus={server.url('/good')}"], tmp_path)
     assert result.exit_code == 0, result.stderr
     provenance = json.loads((tmp_path / "raw" / "provenance.json").read_text())
