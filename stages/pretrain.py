@@ -17,14 +17,17 @@ from gptpipe.cli.options import (
     ModelOutOption,
     ParamsOption,
     PlotsOption,
+    RunDetailsOption,
     SetOption,
     section,
 )
-from gptpipe.config import ModelConfig, PretrainConfig, to_dict
+from gptpipe.config import BaseConfig, ModelConfig, PretrainConfig, to_dict
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import write_json
+from gptpipe.fsutil import atomic_dir, write_json
+from gptpipe.metrics import write_metrics
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.skipped import write_skipped
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.sampler import WindowSampler, spread
@@ -49,8 +52,10 @@ def run(
     metrics_path: Path,
     plots: Path,
     checkpoints: Path | None = None,
+    details: Path | None = None,
 ) -> dict[str, Any]:
-    """Pretrain from scratch; write the model folder, metrics JSON and loss curves.
+    """Pretrain from scratch; write the model folder, metrics JSON (headline metrics; the
+    run's details such as seconds and device to `details`) and loss curves.
 
     Under torchrun every process runs this: each trains on its own slice of every global batch
     (DistributedDataParallel), and only rank 0 writes the outputs.
@@ -68,6 +73,7 @@ def run(
             metrics_path,
             plots,
             checkpoints,
+            details,
             ranks.rank,
             ranks.world_size,
             device,
@@ -85,6 +91,7 @@ def _run(
     metrics_path: Path,
     plots: Path,
     checkpoints: Path | None,
+    details: Path | None,
     rank: int,
     world_size: int,
     device: torch.device,
@@ -142,8 +149,30 @@ def _run(
     }
     if rank == 0:
         save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
-        write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics, details)
     return metrics
+
+
+# Header rows of the curves, so the declared DVC plots exist (empty) when nothing was trained.
+CURVE_HEADERS = {
+    "train.csv": "step,train_loss,lr,tokens_per_s,grad_norm\n",
+    "val.csv": "step,val_loss\n",
+}
+
+
+def skip(base: BaseConfig, out: Path, metrics_path: Path, plots: Path, details: Path | None) -> str:
+    """Write the outputs of a stage that trains nothing because `base.source` is not pretrain:
+    a skipped marker in place of the model folder, empty metrics, header-only curves and run
+    details saying why. Returns the one line to show."""
+    reason = f"base.source is {base.source!r}: the base model comes from there"
+    write_skipped(out, "pretrain", reason, base_source=base.source)
+    with atomic_dir(plots) as tmp:
+        for name, header in CURVE_HEADERS.items():
+            (tmp / name).write_text(header, encoding="utf-8")
+    write_json(metrics_path, {})
+    if details is not None:
+        write_json(details, {"skipped": True, "reason": reason, "base_source": base.source})
+    return f"pretrain: skipped, nothing trained ({reason})"
 
 
 def command(
@@ -159,6 +188,7 @@ def command(
     metrics: MetricsOption = layout.METRICS / "pretrain.json",
     plots: PlotsOption = layout.PLOTS / "pretrain",
     checkpoints: CheckpointsOption = layout.CHECKPOINTS / "pretrain",
+    details: RunDetailsOption = layout.RUNS / "pretrain.json",
 ) -> None:
     """Pretrain a GPT-2 model from scratch on the token shards (next-token prediction).
 
@@ -168,6 +198,10 @@ def command(
     """
     model_cfg = section("model", params, set_)
     cfg = section("pretrain", params, set_)
+    base: BaseConfig = section("base", params, set_)  # only base.source is read (see dvc.yaml)
+    if base.source != "pretrain":
+        typer.echo(skip(base, out, metrics, plots, details), err=True)
+        return
     tune_allocator()
     if cfg.nproc > 1 and launched_ranks().world_size == 1:
         status = relaunch(cfg.nproc)
@@ -176,4 +210,4 @@ def command(
         if status != 0:
             raise typer.Exit(status)
         return
-    run(model_cfg, cfg, shards, tokenizer, out, metrics, plots, checkpoints)
+    run(model_cfg, cfg, shards, tokenizer, out, metrics, plots, checkpoints, details)

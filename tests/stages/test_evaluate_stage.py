@@ -94,6 +94,7 @@ def test_stage_writes_metrics_per_model_equal_to_direct_computation(
 def test_cli_stage_mode_prints_what_it_writes(world: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "evaluate.json"
     args = ["evaluate", "--shards", str(world["shards"]), "--model", str(world["root"] / "base")]
+    args += ["--details", str(tmp_path / "run.json")]
     result = runner.invoke(
         app, [*args, "--out", str(out), "--stride", "16", "-S", "evaluate.device=cpu"]
     )
