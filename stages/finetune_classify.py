@@ -136,6 +136,7 @@ def run(
         "test_accuracy": metrics["test_accuracy"],
         "max_length": max_length,
         "seed": cfg.seed,
+        "data": {"file": data.name, "sha256": file_digest(data), "records": len(records)},
     }
     save_model(out, model.to(torch.device("cpu")), base, labels=labels, meta=meta)
     write_metrics(metrics_path, metrics, details)

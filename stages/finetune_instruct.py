@@ -117,6 +117,7 @@ def run(
         "val_loss": val_loss,
         "prompt_format": "alpaca",
         "seed": cfg.seed,
+        "data": {"file": data.name, "sha256": file_digest(data), "records": len(records)},
     }
     save_model(out, model.to(torch.device("cpu")), base, meta=meta)
     write_json(examples_path, answers)

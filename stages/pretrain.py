@@ -146,6 +146,9 @@ def _run(
         "train_loss": result.train_loss,
         "val_loss": val_loss,
         "seed": cfg.seed,
+        # what it was trained on (`gptpipe info` shows it)
+        "data": {k: manifest.get(k) for k in ("corpus_sha256", "corpus_bytes", "documents")}
+        | {"tokens": manifest.get("tokens")},
     }
     if rank == 0:
         save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gptpipe.model.gpt import GPT, GPTConfig
-from gptpipe.model.params import PARAM_GROUPS, head_is_tied
+from gptpipe.model.params import PARAM_GROUPS, block_breakdown, head_is_tied
 from gptpipe.report.figures import STAGE_NAMES, TITLES, confusion_counts
 from gptpipe.report.history import metric_changes
 from gptpipe.report.inputs import STAGES, ModelEntry, ReportInputs
@@ -495,23 +495,7 @@ def _attention_section(inputs: ReportInputs, figures_dir: Path, report_path: Pat
 def block_rows(config: GPTConfig) -> list[list[str]]:
     """Parameters per block: embeddings, each block's attention, MLP and norms, the final
     norm and the head (tied to the embeddings for language models), and the total."""
-    import torch
-
-    with torch.device("meta"):
-        model = GPT(config)
-    groups: dict[str, int] = {}
-    for name, param in model.named_parameters():  # a tied head appears once, as wte
-        parts = name.split(".")
-        if parts[0] in ("wte", "wpe"):
-            key = f"embeddings ({parts[0]})"
-        elif parts[0] == "h":
-            kind = {"attn": "attention", "mlp": "MLP"}.get(parts[2], "norms")
-            key = f"block {parts[1]} {kind}"
-        elif parts[0] == "ln_f":
-            key = "final norm"
-        else:
-            key = "head"
-        groups[key] = groups.get(key, 0) + param.numel()
+    groups = block_breakdown(config)
     total = sum(groups.values())
     rows = [[key, fmt(n), f"{100 * n / total:.1f}%"] for key, n in groups.items()]
     if head_is_tied(config):

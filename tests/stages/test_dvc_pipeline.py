@@ -47,7 +47,7 @@ TINY = {
         "eval_batches": 2,
         "warmup_steps": 1,
     },
-    "evaluate": {"stride": 16},
+    "evaluate": {"stride": 32},  # = the context: each window scores new tokens only
     "sample": {"prompts": ["The "], "max_new_tokens": 6, "num_samples": 1},
 }
 ALL_STAGES = {
