@@ -12,6 +12,7 @@ from gptpipe import layout
 from gptpipe.cli.options import ParamsOption, SetOption, section
 from gptpipe.config import ReportConfig, read_params
 from gptpipe.fsutil import atomic_dir, write_text
+from gptpipe.report.compare import compare_table, read_experiments
 from gptpipe.report.environment import collect_environment
 from gptpipe.report.figures import write_figures
 from gptpipe.report.history import committed_metrics
@@ -123,11 +124,22 @@ def command(
     responses: Annotated[
         Path, typer.Option(help="Instruction test responses JSON with ROUGE-L, if any.")
     ] = DEFAULT_RESPONSES,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Instead of the report: print a Markdown table of the DVC experiments "
+            "(dvc exp show --json): params that differ, headline metrics, best first.",
+        ),
+    ] = False,
 ) -> None:
     """Write the report card: summary against references, params, environment, data,
     tokenizer, training curves, classification, responses, parameters, samples, evaluation,
     the change against the last committed run, and wall times."""
     cfg: ReportConfig = section("report", params, set_)
+    if compare:
+        print(compare_table(read_experiments(Path.cwd())), end="")
+        return
     models = list(model) if model else DEFAULT_MODELS
     sources = Sources(runs, provenance, shards, tokenizer, responses, params)
     run(cfg, metrics, plots, samples, examples, models, out, figures, sources)

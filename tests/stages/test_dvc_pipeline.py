@@ -195,6 +195,8 @@ def test_exp_run_with_set_param_and_exp_show_lists_metrics(project):
     text = json.dumps(data)
     assert '"max_steps": 12' in text
     assert "val_loss" in text and "test_accuracy" in text
+    table = run(project, "gptpipe", "report", "--compare").stdout
+    assert "| short | 12 |" in table and "| experiment | pretrain.max_steps |" in table
 
 
 def test_another_base_source_skips_pretraining_in_a_static_dag(project):
