@@ -59,6 +59,8 @@ def plot_curves(
     pairs = figure_curves(curves, kind)
     if not pairs:
         return False
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure()
     ax = fig.add_subplot()
     for split, column in pairs:
@@ -72,6 +74,7 @@ def plot_curves(
         ax.plot(xs, ys, label=label, **style)
     if kind == "lr":
         ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.set_xlabel("step")
     ax.set_ylabel(TITLES[kind])
     ax.set_title(f"{STAGE_NAMES.get(stage, stage)}: {TITLES[kind]}")

@@ -20,7 +20,7 @@ from gptpipe.report.figures import STAGE_NAMES, TITLES, confusion_counts
 from gptpipe.report.history import metric_changes
 from gptpipe.report.inputs import STAGES, ModelEntry, ReportInputs
 from gptpipe.report.samples import samples_markdown
-from gptpipe.report.text import NOT_RUN, fenced, fmt, table
+from gptpipe.report.text import NOT_RUN, fmt, table
 
 # Params a reader needs to know what was run; every key is in params.yaml.
 KEY_PARAMS = (
@@ -280,8 +280,8 @@ def _environment_section(env: dict[str, Any]) -> list[str]:
     lines += table(["", "value"], rows)
     lines += [
         "",
-        "Collected when the report was written (the stages ran on this machine when "
-        "run by one `dvc repro`).",
+        "Collected when the report was written: under one `dvc repro`, the machine the stages "
+        "ran on.",
     ]
     return [*lines, ""]
 
@@ -458,26 +458,38 @@ def _classification_section(
     return [*lines, "", "On the test split (rows of confusion.json).", ""]
 
 
+CELL_CHARS = 240  # longer texts are cut in the responses table
+
+
+def _cell(text: Any) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+
+
 def _responses_section(inputs: ReportInputs) -> list[str]:
     lines = ["## Instruction responses", ""]
-    records, scored = inputs.responses, True
-    if records is None:
-        records, scored = inputs.examples, False
+    records = inputs.responses if inputs.responses is not None else inputs.examples
     if records is None:
         return [*lines, f"{NOT_RUN} (no instruction responses).", ""]
     if not records:
         return [*lines, "No held-out instructions were answered.", ""]
-    for number, ex in enumerate(records, start=1):
-        lines += [f"### {number}. {ex.get('instruction', '')}", ""]
-        if ex.get("input"):
-            lines += ["**Input:**", "", fenced(str(ex["input"])), ""]
-        lines += ["**Reference:**", "", fenced(str(ex.get("reference", ""))), ""]
-        score = f" (ROUGE-L {fmt(ex['rougeL'])})" if scored and "rougeL" in ex else ""
-        lines += [f"**Tuned model{score}:**", "", fenced(str(ex.get("response", ""))), ""]
-        if ex.get("base_response") is not None:
-            base_score = f" (ROUGE-L {fmt(ex['base_rougeL'])})" if "base_rougeL" in ex else ""
-            lines += [f"**Untuned base{base_score}:**", "", fenced(str(ex["base_response"])), ""]
-    return lines
+    with_base = any(r.get("base_response") is not None for r in records)
+    header = ["#", "instruction", "reference", "tuned model", "ROUGE-L"]
+    header += ["untuned base", "ROUGE-L"] if with_base else []
+    rows = []
+    for number, r in enumerate(records, start=1):
+        instruction = _cell(r.get("instruction"))
+        if r.get("input"):
+            instruction += f" (input: {_cell(r['input'])})"
+        row = [str(number), instruction, _cell(r.get("reference")), _cell(r.get("response"))]
+        row.append(fmt(r["rougeL"]) if "rougeL" in r else "-")
+        if with_base:
+            row.append(_cell(r.get("base_response")))
+            row.append(fmt(r["base_rougeL"]) if "base_rougeL" in r else "-")
+        rows.append(row)
+    lines += table(header, rows)
+    source = "reports/instruct/responses.json" if inputs.responses is not None else "examples"
+    return [*lines, "", f"Greedy answers to held-out instructions ({source}).", ""]
 
 
 def _attention_section(inputs: ReportInputs, figures_dir: Path, report_path: Path) -> list[str]:

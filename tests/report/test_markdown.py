@@ -23,8 +23,8 @@ from gptpipe.report.environment import CPU_FLAGS, collect_environment
 from gptpipe.report.figures import confusion_counts, figure_curves, plot_confusion, plot_curves
 from gptpipe.report.history import committed_metrics, metric_changes
 from gptpipe.report.inputs import read_curve
-from gptpipe.report.markdown import block_rows, class_scores, fenced, fmt, summary_rows
-from gptpipe.report.text import NOT_RUN
+from gptpipe.report.markdown import block_rows, class_scores, summary_rows
+from gptpipe.report.text import NOT_RUN, fenced, fmt
 
 SMALL = GPTConfig(vocab_size=100, block_size=8, n_layer=3, n_head=2, n_embd=16)
 

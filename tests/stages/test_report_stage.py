@@ -219,7 +219,10 @@ def test_report_is_reproducible(run_tree: Path) -> None:
     assert (run_tree / "reports" / "report.md").read_text() == report
 
 
-def test_report_card_sections_in_order_and_rendered_as_html(run_tree: Path) -> None:
+def test_report_card_sections_in_order_and_rendered_as_html(
+    run_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(run_tree)  # no git checkout here: no committed run to compare with
     result = runner.invoke(app, report_args(run_tree))
     assert result.exit_code == 0, result.output
     report_path = run_tree / "reports" / "report.md"
@@ -249,7 +252,10 @@ def test_report_card_sections_in_order_and_rendered_as_html(run_tree: Path) -> N
     assert "Corpus: 30,000 bytes, 12 documents, 3.000 bytes per token" in text
     assert "| corpus | stdlib | Python stdlib | PSF-2.0 | `abababababababab` | 1,234 |" in text
     assert "First run" in text  # the run tree is no git checkout
-    assert "**Untuned base (ROUGE-L 0.125):**" in text and "Lyon?" in text
+    first = "| 1 | Name the capital of France. | Paris. | Paris is the capital. | 0.5 | Lyon? |"
+    assert f"{first} 0.125 |" in text
+    assert "| 2 | Add the numbers. (input: 2 and 3) | 5 | 6 | 0.5 | Lyon? | 0.125 |" in text
+    assert "| not a git checkout |" in text
     # As a reader sees it: every image the HTML shows exists and is a PNG.
     html = MarkdownIt("commonmark").enable("table").render(text)
     assert "<table>" in html and "<h2>Summary</h2>" in html
