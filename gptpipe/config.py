@@ -357,6 +357,8 @@ class TrainingConfig:
 class PretrainConfig(TrainingConfig):
     """`pretrain`: next-token pretraining of the model from scratch on the shards."""
 
+    max_steps: int = _f(1200, "Optimizer steps.")
+
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
         "auto",
         "Autocast compute dtype. auto: bfloat16 where the hardware computes it natively (CUDA "
@@ -430,7 +432,7 @@ class BaseConfig:
 class InstructConfig(TrainingConfig):
     """`instruct`: instruction fine-tuning in the Alpaca prompt format."""
 
-    max_steps: int = _f(200, "Optimizer steps.")
+    max_steps: int = _f(400, "Optimizer steps.")
     batch_size: int = _f(8, "Sequences per micro-batch.")
     learning_rate: float = _f(5e-4, "Peak learning rate (AdamW).")
     min_lr: float = _f(5e-5, "Learning rate at the end of the cosine decay.")

@@ -10,7 +10,7 @@ import numpy as np
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import ModelsOption, ParamsOption, SetOption, section
+from gptpipe.cli.options import ModelsOption, ParamsOption, RunDetailsOption, SetOption, section
 from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import (
@@ -18,7 +18,7 @@ from gptpipe.evaluation import (
     evaluate_text,
     evaluate_tokens,
 )
-from gptpipe.fsutil import write_json
+from gptpipe.metrics import write_metrics
 from gptpipe.model.folder import read_info
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.shards import load_split, read_manifest
@@ -42,8 +42,15 @@ def _check_matches_shards(model_dir: Path, manifest: dict[str, Any], shards: Pat
         )
 
 
-def run(cfg: EvaluateConfig, shards: Path, models: list[Path], out: Path) -> dict[str, Any]:
-    """Evaluate each model on the val split; write {model dir name: metrics} to `out`."""
+def run(
+    cfg: EvaluateConfig,
+    shards: Path,
+    models: list[Path],
+    out: Path,
+    details: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate each model on the val split; write {model dir name: metrics} to `out` (the
+    headline metrics) and to `details` (token, byte and window counts, stride, context)."""
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise BadInput(f"model folders must have distinct names (keys of {out}): {names}")
@@ -57,7 +64,7 @@ def run(cfg: EvaluateConfig, shards: Path, models: list[Path], out: Path) -> dic
     if tokens.size < 2:
         raise BadInput(f"{shards}: the val split holds {tokens.size} tokens, too few to evaluate")
     metrics = {m.name: evaluate_tokens(cfg, m, tokens, label=f"evaluate {m.name}") for m in models}
-    write_json(out, metrics)
+    write_metrics(out, metrics, details)
     return metrics
 
 
@@ -73,6 +80,7 @@ def command(
         layout.SHARDS
     ),
     out: Annotated[Path, typer.Option(help="Metrics JSON written in stage mode.")] = DEFAULT_OUT,
+    details: RunDetailsOption = layout.RUNS / "evaluate.json",
     stride: Annotated[
         int | None, typer.Option(help="Window stride in tokens (overrides evaluate.stride).")
     ] = None,
@@ -89,5 +97,5 @@ def command(
             raise BadInput("--text evaluates one model: give a single --model")
         result = evaluate_text(cfg, model[0] if model else layout.BASE, text)
     else:
-        result = run(cfg, shards, list(model) if model else DEFAULT_MODELS, out)
+        result = run(cfg, shards, list(model) if model else DEFAULT_MODELS, out, details)
     print(json.dumps(result, indent=2))

@@ -16,6 +16,7 @@ from gptpipe.cli.options import (
     ModelOutOption,
     ParamsOption,
     PlotsOption,
+    RunDetailsOption,
     SetOption,
     section,
 )
@@ -29,7 +30,8 @@ from gptpipe.finetune.classify import (
     read_labelled,
 )
 from gptpipe.finetune.splits import stratified_split
-from gptpipe.fsutil import file_digest, write_json
+from gptpipe.fsutil import file_digest
+from gptpipe.metrics import write_metrics
 from gptpipe.model.folder import WEIGHTS, load_base, save_model
 from gptpipe.model.heads import with_classifier
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
@@ -51,6 +53,7 @@ def run(
     metrics_path: Path,
     plots: Path,
     checkpoints: Path | None = None,
+    details: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a classifier; write the model (labels in config.json), metrics and curves."""
     set_threads(cfg.threads)
@@ -133,9 +136,10 @@ def run(
         "test_accuracy": metrics["test_accuracy"],
         "max_length": max_length,
         "seed": cfg.seed,
+        "data": {"file": data.name, "sha256": file_digest(data), "records": len(records)},
     }
     save_model(out, model.to(torch.device("cpu")), base, labels=labels, meta=meta)
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, metrics, details)
     return metrics
 
 
@@ -150,6 +154,7 @@ def command(
     metrics: MetricsOption = layout.METRICS / "classify.json",
     plots: PlotsOption = layout.PLOTS / "classify",
     checkpoints: CheckpointsOption = layout.CHECKPOINTS / "classify",
+    details: RunDetailsOption = layout.RUNS / "classify.json",
 ) -> None:
     """Fine-tune the base model as a classifier (a head on the last token's hidden state).
 
@@ -157,4 +162,4 @@ def command(
     """
     cfg = section("classify", params, set_)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
-    run(cfg, base, data, out, metrics, plots, checkpoints)
+    run(cfg, base, data, out, metrics, plots, checkpoints, details)

@@ -16,6 +16,7 @@ from gptpipe.cli.options import (
     ModelOutOption,
     ParamsOption,
     PlotsOption,
+    RunDetailsOption,
     SetOption,
     section,
 )
@@ -26,6 +27,7 @@ from gptpipe.finetune.instruct import collate_instructions, read_instructions, t
 from gptpipe.finetune.splits import split_indices
 from gptpipe.fsutil import file_digest, write_json
 from gptpipe.generate.decode import generate
+from gptpipe.metrics import write_metrics
 from gptpipe.model.folder import WEIGHTS, load_base, save_model
 from gptpipe.prompts import format_prompt
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
@@ -46,6 +48,7 @@ def run(
     plots: Path,
     examples_path: Path,
     checkpoints: Path | None = None,
+    details: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune on instruction records; write the model, metrics, curves and example answers."""
     set_threads(cfg.threads)
@@ -114,10 +117,11 @@ def run(
         "val_loss": val_loss,
         "prompt_format": "alpaca",
         "seed": cfg.seed,
+        "data": {"file": data.name, "sha256": file_digest(data), "records": len(records)},
     }
     save_model(out, model.to(torch.device("cpu")), base, meta=meta)
     write_json(examples_path, answers)
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, metrics, details)
     return metrics
 
 
@@ -135,6 +139,7 @@ def command(
         Path, typer.Option(help="JSON of held-out instructions with the model's greedy answers.")
     ] = Path("reports/instruct_examples.json"),
     checkpoints: CheckpointsOption = layout.CHECKPOINTS / "instruct",
+    details: RunDetailsOption = layout.RUNS / "instruct.json",
 ) -> None:
     """Fine-tune the base model to follow instructions (Alpaca prompt format, loss on responses).
 
@@ -142,4 +147,4 @@ def command(
     """
     cfg = section("instruct", params, set_)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
-    run(cfg, base, data, out, metrics, plots, examples, checkpoints)
+    run(cfg, base, data, out, metrics, plots, examples, checkpoints, details)

@@ -19,10 +19,12 @@ from gptpipe.cli.options import (
     ModelOutOption,
     ParamsOption,
     PlotsOption,
+    RunDetailsOption,
     SetOption,
     section,
 )
 from gptpipe.config import (
+    BaseConfig,
     ModelConfig,
     PretrainConfig,
     gpt_params,
@@ -31,9 +33,11 @@ from gptpipe.config import (
     training_bytes,
 )
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import staged_outputs, write_json
+from gptpipe.fsutil import atomic_dir, staged_outputs, write_json
+from gptpipe.metrics import write_metrics
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.skipped import write_skipped
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.sampler import WindowSampler, spread
@@ -58,8 +62,10 @@ def run(
     metrics_path: Path,
     plots: Path,
     checkpoints: Path | None = None,
+    details: Path | None = None,
 ) -> dict[str, Any]:
-    """Pretrain from scratch; write the model folder, metrics JSON and loss curves.
+    """Pretrain from scratch; write the model folder, metrics JSON (headline metrics; the
+    run's details such as seconds and device to `details`) and loss curves.
 
     Under torchrun every process runs this: each trains on its own slice of every global batch
     (DistributedDataParallel), and only rank 0 writes the outputs.
@@ -77,6 +83,7 @@ def run(
             metrics_path,
             plots,
             checkpoints,
+            details,
             ranks.rank,
             ranks.world_size,
             device,
@@ -94,6 +101,7 @@ def _run(
     metrics_path: Path,
     plots: Path,
     checkpoints: Path | None,
+    details: Path | None,
     rank: int,
     world_size: int,
     device: torch.device,
@@ -117,18 +125,20 @@ def _run(
     sampler = WindowSampler(len(train_windows), cfg.batch_size, cfg.seed, rank, world_size)
 
     vocab_size = int(manifest["vocab_size"])
-    check_training_fits(model_cfg, cfg, vocab_size, device)
+    _check_training_fits(model_cfg, cfg, vocab_size, device)
     seed_everything(cfg.seed)
     config = GPTConfig(vocab_size=vocab_size, **to_dict(model_cfg))
     model = GPT(config).to(device)
     manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     # The model, metrics and curves appear together or not at all: rank 0 writes them to
     # temporary paths (the curves too, while training runs) and renames them in at the end.
-    with _outputs(rank, out, metrics_path, plots) as (new_out, new_metrics, new_plots):
+    targets = [out, metrics_path, plots] + ([details] if details is not None else [])
+    with _outputs(rank, *targets) as staged:
+        new_out, new_metrics, new_plots = staged[:3]
         return _train_and_write(
-            model, cfg, train_windows, val_windows, sampler, val_batches, manifest_hash,
-            tok_hash, tokenizer_dir, checkpoints, rank, world_size, device,
-            new_out, new_metrics, new_plots,
+            model, cfg, train_windows, val_windows, sampler, val_batches, manifest,
+            manifest_hash, tok_hash, tokenizer_dir, checkpoints, rank, world_size, device,
+            new_out, new_metrics, new_plots, staged[3] if details is not None else None,
         )  # fmt: skip
 
 
@@ -143,7 +153,7 @@ def _outputs(rank: int, *paths: Path) -> Iterator[list[Path]]:
         yield staged
 
 
-def check_training_fits(
+def _check_training_fits(
     model_cfg: ModelConfig, cfg: PretrainConfig, vocab_size: int, device: torch.device
 ) -> None:
     """Refuse, before building anything, a model and batch whose training cannot fit in the
@@ -169,6 +179,7 @@ def _train_and_write(
     val_windows: TokenWindows,
     sampler: WindowSampler,
     val_batches: list[Any],
+    manifest: dict[str, Any],
     manifest_hash: str,
     tok_hash: str,
     tokenizer_dir: Path,
@@ -179,6 +190,7 @@ def _train_and_write(
     out: Path,
     metrics_path: Path,
     plots: Path,
+    details: Path | None,
 ) -> dict[str, Any]:
     config = model.config
     result = train(
@@ -209,11 +221,38 @@ def _train_and_write(
         "train_loss": result.train_loss,
         "val_loss": val_loss,
         "seed": cfg.seed,
+        # what it was trained on (`gptpipe info` shows it)
+        "data": {k: manifest.get(k) for k in ("corpus_sha256", "corpus_bytes", "documents")}
+        | {"tokens": manifest.get("tokens")},
     }
     if rank == 0:
         save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
-        write_json(metrics_path, metrics)
+        write_metrics(metrics_path, metrics, details)
     return metrics
+
+
+# Header rows of the curves, so the declared DVC plots exist (empty) when nothing was trained.
+_CURVE_HEADERS = {
+    "train.csv": "step,train_loss,lr,tokens_per_s,grad_norm\n",
+    "val.csv": "step,val_loss\n",
+}
+
+
+def _skip(
+    base: BaseConfig, out: Path, metrics_path: Path, plots: Path, details: Path | None
+) -> str:
+    """Write the outputs of a stage that trains nothing because `base.source` is not pretrain:
+    a skipped marker in place of the model folder, empty metrics, header-only curves and run
+    details saying why. Returns the one line to show."""
+    reason = f"base.source is {base.source!r}: the base model comes from there"
+    write_skipped(out, "pretrain", reason, base_source=base.source)
+    with atomic_dir(plots) as tmp:
+        for name, header in _CURVE_HEADERS.items():
+            (tmp / name).write_text(header, encoding="utf-8")
+    write_json(metrics_path, {})
+    if details is not None:
+        write_json(details, {"skipped": True, "reason": reason, "base_source": base.source})
+    return f"pretrain: skipped, nothing trained ({reason})"
 
 
 def command(
@@ -229,6 +268,7 @@ def command(
     metrics: MetricsOption = layout.METRICS / "pretrain.json",
     plots: PlotsOption = layout.PLOTS / "pretrain",
     checkpoints: CheckpointsOption = layout.CHECKPOINTS / "pretrain",
+    details: RunDetailsOption = layout.RUNS / "pretrain.json",
 ) -> None:
     """Pretrain a GPT-2 model from scratch on the token shards (next-token prediction).
 
@@ -238,6 +278,10 @@ def command(
     """
     model_cfg = section("model", params, set_)
     cfg = section("pretrain", params, set_)
+    base: BaseConfig = section("base", params, set_)  # only base.source is read (see dvc.yaml)
+    if base.source != "pretrain":
+        typer.echo(_skip(base, out, metrics, plots, details), err=True)
+        return
     tune_allocator()
     if cfg.nproc > 1 and launched_ranks().world_size == 1:
         status = relaunch(cfg.nproc)
@@ -246,4 +290,4 @@ def command(
         if status != 0:
             raise typer.Exit(status)
         return
-    run(model_cfg, cfg, shards, tokenizer, out, metrics, plots, checkpoints)
+    run(model_cfg, cfg, shards, tokenizer, out, metrics, plots, checkpoints, details)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -9,14 +10,40 @@ import typer
 
 from gptpipe import layout
 from gptpipe.cli.options import ParamsOption, SetOption, section
-from gptpipe.config import ReportConfig
+from gptpipe.config import ReportConfig, read_params
 from gptpipe.fsutil import staged_outputs
+from gptpipe.report.compare import compare_table, read_experiments
+from gptpipe.report.environment import collect_environment
 from gptpipe.report.figures import write_figures
-from gptpipe.report.inputs import ReportInputs, read_curves, read_list, read_metrics, read_models
+from gptpipe.report.history import committed_metrics
+from gptpipe.report.inputs import (
+    METRIC_FILES,
+    ReportInputs,
+    read_confusion,
+    read_curves,
+    read_list,
+    read_metrics,
+    read_models,
+    read_object,
+)
 from gptpipe.report.markdown import render
 
 DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
 DEFAULT_EXAMPLES = Path("reports/instruct_examples.json")
+DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
+
+
+@dataclass
+class Sources:
+    """The artifacts beside metrics, plots and samples that the report card reads; any of
+    them may be absent (its section says "not run")."""
+
+    runs: Path = layout.RUNS
+    provenance: Path = layout.PROVENANCE
+    shards: Path = layout.SHARDS
+    tokenizer: Path = layout.TOKENIZER
+    responses: Path = DEFAULT_RESPONSES
+    params: Path | None = None  # the run's params file, for its key params
 
 
 def run(
@@ -28,25 +55,38 @@ def run(
     models: list[Path],
     out: Path,
     figures: Path,
+    sources: Sources | None = None,
 ) -> str:
     """Write the figures folder and the report; returns the report's Markdown.
 
     Any input that does not exist is reported as "not run"; inputs that exist but are
     malformed are bad input naming the file.
     """
+    src = sources or Sources()
     samples_file = samples / "samples.json" if samples.is_dir() else samples
+    current = read_metrics(metrics)
+    repo = Path.cwd()
     inputs = ReportInputs(
         title=cfg.title,
-        metrics=read_metrics(metrics),
+        metrics=current,
         curves=read_curves(plots),
         samples=read_list(samples_file),
         examples=read_list(examples),
         models=read_models(models),
+        runs=read_metrics(src.runs),
+        params=read_params(src.params) if src.params is not None else {},
+        environment=collect_environment(repo),
+        provenance=read_object(src.provenance),
+        manifest=read_object(src.shards / "manifest.json"),
+        tokenizer=read_object(src.tokenizer / "tokenizer.json"),
+        confusion=read_confusion(plots / "classify" / "confusion.json"),
+        responses=read_list(src.responses),
+        previous=committed_metrics(repo, {n: metrics / f"{n}.json" for n in METRIC_FILES}),
     )
     # Figures and report appear together: both are written to staged paths, then renamed in.
     with staged_outputs(figures, out) as (new_figures, new_out):
         new_figures.mkdir(mode=0o755)
-        made = write_figures(inputs.curves, new_figures)
+        made = write_figures(inputs.curves, new_figures, inputs.confusion)
         text = render(inputs, made, figures, out)
         new_out.write_text(text, encoding="utf-8")
     return text
@@ -73,9 +113,36 @@ def command(
     figures: Annotated[
         Path, typer.Option(help="Folder for the PNG figures (linked from the report).")
     ] = layout.FIGURES,
+    runs: Annotated[
+        Path, typer.Option(help="Folder of run details: <stage>.json (seconds, device, steps).")
+    ] = layout.RUNS,
+    provenance: Annotated[
+        Path, typer.Option(help="Data provenance JSON (gptpipe download).")
+    ] = layout.PROVENANCE,
+    shards: Annotated[
+        Path, typer.Option(help="Shards folder; its manifest.json gives token counts.")
+    ] = layout.SHARDS,
+    tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder.")] = layout.TOKENIZER,
+    responses: Annotated[
+        Path, typer.Option(help="Instruction test responses JSON with ROUGE-L, if any.")
+    ] = DEFAULT_RESPONSES,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare",
+            help="Instead of the report: print a Markdown table of the DVC experiments "
+            "(dvc exp show --json): params that differ, headline metrics, best first.",
+        ),
+    ] = False,
 ) -> None:
-    """Write the Markdown report: metrics summary, loss curves, parameter counts, samples."""
+    """Write the report card: summary against references, params, environment, data,
+    tokenizer, training curves, classification, responses, parameters, samples, evaluation,
+    the change against the last committed run, and wall times."""
     cfg: ReportConfig = section("report", params, set_)
+    if compare:
+        print(compare_table(read_experiments(Path.cwd())), end="")
+        return
     models = list(model) if model else DEFAULT_MODELS
-    run(cfg, metrics, plots, samples, examples, models, out, figures)
+    sources = Sources(runs, provenance, shards, tokenizer, responses, params)
+    run(cfg, metrics, plots, samples, examples, models, out, figures, sources)
     print(f"wrote {out} (figures in {figures})")

@@ -14,6 +14,7 @@ from gptpipe.config import (
     load_section,
     parse_override,
     read_params,
+    to_dict,
 )
 from gptpipe.errors import BadInput, ConfigError
 
@@ -31,6 +32,14 @@ def test_repository_params_file_is_valid_for_every_section():
     assert set(params) == set(SECTIONS)
     for name in SECTIONS:
         build_section(params, name)
+
+
+@pytest.mark.parametrize("name", list(SECTIONS))
+def test_params_file_holds_every_documented_key_with_the_built_in_default(name):
+    """Every key `--help` documents is in params.yaml (so `dvc exp run -S key=...` finds it),
+    and the dataclass default equals the file's value (a stage run alone agrees with DVC)."""
+    on_file = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))[name]
+    assert on_file == to_dict(SECTIONS[name]())
 
 
 def test_fixed_point_keys_exist():

@@ -1,4 +1,7 @@
-"""`gptpipe info`: a model's architecture and parameter breakdown (from a folder or params)."""
+"""`gptpipe info`: what a model folder holds (from its config.json and tokenizer files alone):
+architecture, parameter breakdown per group and per block, size on disk, tokenizer, whether it
+is a base, instruction-tuned or classifier model, and what it was trained on; or the model a
+params file would build."""
 
 from __future__ import annotations
 
@@ -17,24 +20,68 @@ from gptpipe.config import ModelConfig, TokenizerConfig, build_section, read_par
 from gptpipe.errors import BadInput
 from gptpipe.model.folder import WEIGHTS, read_info
 from gptpipe.model.gpt import GPTConfig
-from gptpipe.model.params import PARAM_GROUPS, config_breakdown, head_is_tied
+from gptpipe.model.params import PARAM_GROUPS, block_breakdown, config_breakdown, head_is_tied
+from gptpipe.model.skipped import read_skipped
 
 GPT2_VOCAB = 50257
 
 
+def model_kind(n_classes: int, meta: dict[str, Any]) -> str:
+    """classifier, instruction-tuned or base (pretrained here, or converted GPT-2 weights)."""
+    if n_classes:
+        return "classifier"
+    return "instruction-tuned" if meta.get("stage") == "instruct" else "base"
+
+
+def trained_on(meta: dict[str, Any]) -> str:
+    """One line on the data (or the weights) a model folder came from, from its meta."""
+    data = meta.get("data")
+    if isinstance(data, dict) and data.get("corpus_sha256"):
+        return (
+            f"corpus sha256 {str(data['corpus_sha256'])[:16]}..., {data.get('tokens')} tokens, "
+            f"{data.get('documents')} documents"
+        )
+    if isinstance(data, dict) and data.get("sha256"):
+        digest = str(data["sha256"])[:16]
+        return f"{data.get('file')} (sha256 {digest}..., {data.get('records')} records)"
+    if meta.get("stage") == "weights":
+        return f"converted from {meta.get('source')} ({meta.get('origin', 'unknown origin')})"
+    return "not recorded"
+
+
+def _tokenizer(model_dir: Path) -> dict[str, Any] | None:
+    path = model_dir / "tokenizer.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise BadInput(f"{path}: not valid JSON") from None
+    return {k: meta.get(k) for k in ("kind", "n_vocab", "pattern", "special_tokens")}
+
+
 def describe_model(model_dir: Path) -> dict[str, Any]:
-    """Architecture, labels, provenance and parameter counts of a model folder (config.json)."""
+    """Architecture, kind, provenance, tokenizer, size and parameter counts of a model folder
+    (its config.json and tokenizer.json; the weights are not read)."""
     if not model_dir.is_dir():
         raise BadInput(f"{model_dir}: model folder not found")
+    skipped = read_skipped(model_dir)
+    if skipped is not None:
+        return {"model": str(model_dir), **skipped}
     info = read_info(model_dir)
     weights = model_dir / WEIGHTS
     return {
         "model": str(model_dir),
+        "kind": model_kind(info.config.n_classes, info.meta),
         "config": info.config.to_dict(),
         "labels": info.labels,
         "meta": info.meta,
+        "trained_on": trained_on(info.meta),
+        "tokenizer": _tokenizer(model_dir),
         "weights_bytes": weights.stat().st_size if weights.is_file() else None,
+        "size_bytes": sum(p.stat().st_size for p in model_dir.iterdir() if p.is_file()),
         "parameters": config_breakdown(info.config),
+        "blocks": block_breakdown(info.config),
     }
 
 
@@ -56,14 +103,19 @@ def describe_params(params: Path, overrides: list[str]) -> dict[str, Any]:
         "meta": {"tokenizer": tok_cfg.kind},
         "weights_bytes": None,
         "parameters": config_breakdown(config),
+        "blocks": block_breakdown(config),
     }
 
 
 def render(description: dict[str, Any], console: Console) -> None:
     """Print a description as a summary line and a rich table of parameter groups."""
+    if description.get("skipped"):
+        console.print(f"{escape(description['model'])}: skipped, {escape(description['reason'])}")
+        return
     c = description["config"]
     source = description.get("model") or f"{description['params']} (not trained)"
-    console.print(f"[bold]{escape(source)}[/bold]")
+    kind = f" ({description['kind']} model)" if description.get("kind") else ""
+    console.print(f"[bold]{escape(source)}[/bold]{kind}")
     console.print(
         f"context {c['block_size']}, {c['n_layer']} layers, {c['n_head']} heads, "
         f"width {c['n_embd']}, vocabulary {c['vocab_size']:,}, dropout {c['dropout']}, "
@@ -73,6 +125,11 @@ def render(description: dict[str, Any], console: Console) -> None:
     stage = description["meta"].get("stage")
     if stage:
         console.print(f"stage {stage}, steps {description['meta'].get('steps', '?')}")
+    if description.get("trained_on"):
+        console.print(f"trained on: {escape(description['trained_on'])}")
+    tok = description.get("tokenizer")
+    if tok:
+        console.print(f"tokenizer: {tok['kind']}, vocabulary {tok['n_vocab']:,}")
     counts = description["parameters"]
     total = counts["total"]
     table = Table(title="Parameters")
@@ -88,11 +145,24 @@ def render(description: dict[str, Any], console: Console) -> None:
     table.add_section()
     table.add_row("[bold]total[/bold]", f"[bold]{total:,}[/bold]", "100.0%")
     console.print(table)
+    blocks = Table(title="Parameters per block")
+    blocks.add_column("part")
+    blocks.add_column("parameters", justify="right")
+    for part, count in description["blocks"].items():
+        blocks.add_row(part, f"{count:,}")
+    console.print(blocks)
     if description["weights_bytes"] is not None:
-        console.print(f"weights file: {description['weights_bytes'] / 2**20:.1f} MiB")
+        size = description["size_bytes"] / 2**20
+        console.print(
+            f"weights file: {description['weights_bytes'] / 2**20:.1f} MiB; folder {size:.1f} MiB"
+        )
 
 
 def command(
+    model_dir: Annotated[
+        Path | None,
+        typer.Argument(help="Model folder to describe (same as --model).", show_default=False),
+    ] = None,
     model: Annotated[
         Path | None, typer.Option(help="Model folder to describe (default: models/base).")
     ] = None,
@@ -105,6 +175,9 @@ def command(
 ) -> None:
     """Show a model's architecture and its parameter count per group (embeddings, attention,
     MLP, layer norms, head) with the total."""
+    if model_dir is not None and model is not None:
+        raise BadInput("give the model folder once: MODEL_DIR or --model")
+    model = model if model is not None else model_dir
     if model is not None and params is not None:
         raise BadInput("give --model or --params, not both")
     if set_ and params is None:

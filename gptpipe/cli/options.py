@@ -33,6 +33,12 @@ BaseModelOption = Annotated[
 ]
 ModelOutOption = Annotated[Path, typer.Option("--out", help="Model folder to write.")]
 MetricsOption = Annotated[Path, typer.Option("--metrics", help="Metrics JSON to write.")]
+RunDetailsOption = Annotated[
+    Path,
+    typer.Option(
+        "--details", help="Run details JSON to write (seconds, device, steps; not a DVC metric)."
+    ),
+]
 PlotsOption = Annotated[
     Path, typer.Option("--plots", help="Folder for the curves (train.csv, val.csv).")
 ]

@@ -57,3 +57,24 @@ def config_breakdown(config: GPTConfig) -> dict[str, int]:
 def head_is_tied(config: GPTConfig) -> bool:
     """Language models tie the head to `wte`; classifiers have their own `score` head."""
     return config.n_classes == 0
+
+
+def block_breakdown(config: GPTConfig) -> dict[str, int]:
+    """Parameters per part, in model order: token and position embeddings, each block's norms,
+    attention and MLP, the final norm, and the head (absent when tied to the embeddings)."""
+    with torch.device("meta"):
+        model = GPT(config)
+    parts: dict[str, int] = {}
+    for name, param in model.named_parameters():  # a tied head appears once, as wte
+        words = name.split(".")
+        if words[0] in ("wte", "wpe"):
+            key = f"embeddings ({words[0]})"
+        elif words[0] == "h":
+            kind = {"attn": "attention", "mlp": "MLP"}.get(words[2], "norms")
+            key = f"block {words[1]} {kind}"
+        elif words[0] == "ln_f":
+            key = "final norm"
+        else:
+            key = "head"
+        parts[key] = parts.get(key, 0) + param.numel()
+    return parts

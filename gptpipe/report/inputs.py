@@ -46,10 +46,21 @@ class ReportInputs:
     samples: list[dict[str, Any]] | None = None
     examples: list[dict[str, Any]] | None = None
     models: list[ModelEntry] = field(default_factory=list)
+    runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # reports/runs/<stage>.json
+    params: dict[str, Any] = field(default_factory=dict)  # the run's params.yaml
+    environment: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] | None = None  # data/raw/provenance.json
+    manifest: dict[str, Any] | None = None  # data/shards/manifest.json
+    tokenizer: dict[str, Any] | None = None  # models/tokenizer/tokenizer.json
+    confusion: list[dict[str, Any]] | None = None  # rows {"actual", "predicted"} (test split)
+    responses: list[dict[str, Any]] | None = None  # reports/instruct/responses.json
+    previous: dict[str, dict[str, Any]] | None = None  # committed run's metrics; None: first
+    attention: list[str] = field(default_factory=list)  # attention figure file names
 
 
 def read_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
-    """The metrics JSON files that exist (pretrain, instruct, classify, evaluate)."""
+    """The metrics JSON files that exist (pretrain, instruct, classify, evaluate); the same
+    for the run details folder (reports/runs)."""
     found: dict[str, dict[str, Any]] = {}
     for name in METRIC_FILES:
         path = metrics_dir / f"{name}.json"
@@ -59,6 +70,24 @@ def read_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
                 raise BadInput(f"{path}: expected a JSON object of metrics")
             found[name] = data
     return found
+
+
+def read_object(path: Path | None) -> dict[str, Any] | None:
+    """A JSON object (provenance, manifest, tokenizer.json), or None if the file is absent."""
+    if path is None or not path.is_file():
+        return None
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: expected a JSON object")
+    return data
+
+
+def read_confusion(path: Path) -> list[dict[str, Any]] | None:
+    """Confusion rows [{"actual", "predicted"}, ...] (DVC's confusion template), or None."""
+    rows = read_list(path)
+    if rows is not None and not all("actual" in r and "predicted" in r for r in rows):
+        raise BadInput(f"{path}: expected rows with 'actual' and 'predicted'")
+    return rows
 
 
 def read_curve(path: Path) -> dict[str, list[float]]:

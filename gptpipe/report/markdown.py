@@ -1,114 +1,522 @@
-"""The run report as Markdown: headline metrics, figures, parameter counts, examples, samples.
+"""The run report as Markdown, a report card a person reads top to bottom.
 
 It renders what `gptpipe.report.inputs` read from earlier stages' artifacts; a missing input
 is shown as "not run" rather than failing, so the report also works on a partial run.
+Sections, in order: summary, params, environment, data, tokenizer, training, classification,
+instruction responses, attention, parameters, samples, evaluation, change against the last
+committed run, wall time.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
 
-from gptpipe.model.params import (
-    PARAM_GROUPS,
-    head_is_tied,
-)
-from gptpipe.report.inputs import METRIC_FILES, SPLITS, STAGES, ModelEntry, ReportInputs
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.params import PARAM_GROUPS, block_breakdown, head_is_tied
+from gptpipe.report.figures import STAGE_NAMES, TITLES, confusion_counts
+from gptpipe.report.history import metric_changes
+from gptpipe.report.inputs import STAGES, ModelEntry, ReportInputs
 from gptpipe.report.samples import samples_markdown
-from gptpipe.report.text import NOT_RUN, fenced, fmt, table
+from gptpipe.report.text import NOT_RUN, fmt, table
 
-# --------------------------------------------------------------------------- Markdown
+# Params a reader needs to know what was run; every key is in params.yaml.
+KEY_PARAMS = (
+    "data.corpus",
+    "data.instruct",
+    "data.classify",
+    "tokenizer.kind",
+    "tokenizer.vocab_size",
+    "model.block_size",
+    "model.n_layer",
+    "model.n_head",
+    "model.n_embd",
+    "model.dropout",
+    "pretrain.max_steps",
+    "pretrain.batch_size",
+    "pretrain.grad_accum",
+    "pretrain.learning_rate",
+    "pretrain.dtype",
+    "pretrain.device",
+    "pretrain.nproc",
+    "base.source",
+    "instruct.max_steps",
+    "instruct.learning_rate",
+    "classify.max_steps",
+    "classify.learning_rate",
+    "evaluate.stride",
+    "sample.temperature",
+    "sample.top_k",
+)
+# Dense bf16 tensor-core peaks (FLOP/s) of common data-centre GPUs, by name fragment; the
+# MFU column is left empty on other devices rather than guessed.
+GPU_PEAK_BF16 = (
+    ("H200", 989e12),
+    ("H100 PCIe", 756e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+    ("L40S", 362e12),
+    ("L4", 121e12),
+    ("A10", 125e12),
+    ("V100", 125e12),
+    ("T4", 65e12),
+)
+# Published results the default data sets can be compared with, by (data.classify, base).
+PUBLISHED = {
+    ("sms-spam", "gpt2"): (
+        0.9567,
+        "95.67% test accuracy: GPT-2 124M, balanced SMS spam (Raschka, Build a Large "
+        "Language Model (From Scratch), ch. 6)",
+    ),
+}
 
 
-def summary_rows(metrics: dict[str, dict[str, Any]]) -> list[list[str]]:
-    """The headline metrics: [stage, metric, value, reference]."""
-    rows: list[list[str]] = []
-    pre = metrics.get("pretrain")
-    if pre is None:
-        rows.append(["pretrain", "final train / val loss", NOT_RUN, ""])
-    else:
-        rows.append(["pretrain", "final train loss", fmt(pre.get("train_loss")), ""])
-        rows.append(["pretrain", "final val loss", fmt(pre.get("val_loss")), ""])
-        rows.append(["pretrain", "val perplexity", fmt(pre.get("val_perplexity")), ""])
-    evaluation = metrics.get("evaluate")
-    if not evaluation:
-        rows.append(["evaluate", "perplexity, bits per byte", NOT_RUN, ""])
-    else:
-        for model, values in evaluation.items():
-            if not isinstance(values, dict):
-                continue
-            stride = values.get("stride")
-            ref = f"sliding window, stride {stride}" if stride is not None else ""
-            rows.append(
-                ["evaluate", f"{model}: val perplexity", fmt(values.get("perplexity")), ref]
-            )
-            rows.append(
-                ["evaluate", f"{model}: bits per byte", fmt(values.get("bits_per_byte")), ""]
-            )
-    ins = metrics.get("instruct")
-    if ins is None:
-        rows.append(["instruct", "val loss", NOT_RUN, ""])
-    else:
-        rows.append(["instruct", "final train loss", fmt(ins.get("train_loss")), ""])
-        rows.append(["instruct", "final val loss", fmt(ins.get("val_loss")), ""])
-    cls = metrics.get("classify")
-    if cls is None:
-        rows.append(["classify", "accuracy", NOT_RUN, ""])
-    else:
-        for split in SPLITS:
-            value = cls.get(f"{split}_accuracy")
-            baseline = cls.get(f"majority_baseline_{split}", cls.get("majority_baseline"))
-            ref = f"majority baseline {fmt(baseline)}" if baseline is not None else ""
-            rows.append(["classify", f"{split} accuracy", fmt(value), ref])
-    return rows
-
-
-def _scalar_items(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    """Flatten nested metrics to (dotted key, scalar) pairs."""
-    items: list[tuple[str, Any]] = []
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            items.extend(_scalar_items(value, f"{name}."))
-        elif isinstance(value, int | float | str | bool) or value is None:
-            items.append((name, value))
-        elif isinstance(value, list) and all(not isinstance(v, dict | list) for v in value):
-            items.append((name, ", ".join(map(str, value))))
-    return items
+# --------------------------------------------------------------------------- helpers
 
 
 def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def render(
-    inputs: ReportInputs, figures: dict[str, list[str]], figures_dir: Path, report_path: Path
-) -> str:
-    """The report's Markdown text; image links are relative to the report's folder."""
-    lines = [f"# {inputs.title}", ""]
-    lines += ["## Summary", ""]
-    lines += table(["stage", "metric", "value", "reference"], summary_rows(inputs.metrics))
-    lines += ["", "## Training curves", ""]
-    for stage in STAGES:
-        lines.append(f"### {stage}")
-        lines.append("")
-        names = figures.get(stage)
-        if not names:
-            lines += [f"{stage}: {NOT_RUN} (no curves in the plots folder)", ""]
+def _get(params: dict[str, Any], dotted: str) -> Any:
+    section, _, key = dotted.partition(".")
+    values = params.get(section)
+    return values.get(key) if isinstance(values, dict) else None
+
+
+def _model(inputs: ReportInputs, name: str) -> ModelEntry | None:
+    for entry in inputs.models:
+        if entry.name == name and entry.info is not None:
+            return entry
+    return None
+
+
+def base_source(inputs: ReportInputs) -> str:
+    """Which base model the fine-tunings started from: the base folder's provenance first
+    (it is what was used), else the params."""
+    entry = _model(inputs, "base")
+    if entry is not None and entry.info is not None:
+        meta = entry.info.meta
+        if meta.get("stage") == "weights" and meta.get("source"):
+            return str(meta["source"])
+        if meta.get("stage") == "pretrain":
+            return "pretrain"
+    return str(_get(inputs.params, "base.source") or NOT_RUN)
+
+
+def pretrain_skipped(inputs: ReportInputs) -> bool:
+    return bool(inputs.runs.get("pretrain", {}).get("skipped"))
+
+
+def flops_per_token(config: GPTConfig) -> float:
+    """Training FLOPs per token: 6 per parameter (forward + backward; position embeddings
+    excluded, they are a lookup) plus attention's 12 * layers * context * width (PaLM, app. B)."""
+    with_wte = _params_total(config) - config.block_size * config.n_embd
+    return 6.0 * with_wte + 12.0 * config.n_layer * config.block_size * config.n_embd
+
+
+def _params_total(config: GPTConfig) -> int:
+    import torch
+
+    with torch.device("meta"):
+        model = GPT(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def gpu_peak(environment: dict[str, Any]) -> tuple[str, float] | None:
+    gpus = environment.get("gpus") or []
+    if not gpus:
+        return None
+    name = str(gpus[0].get("name", ""))
+    for fragment, peak in GPU_PEAK_BF16:
+        if fragment in name:
+            return name, peak
+    return None
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def summary_rows(inputs: ReportInputs | dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The headline metrics: [stage, metric, value, reference]."""
+    if not isinstance(inputs, ReportInputs):
+        inputs = ReportInputs(title="", metrics=inputs)
+    metrics = inputs.metrics
+    rows: list[list[str]] = []
+    pre = metrics.get("pretrain")
+    vocab = (inputs.manifest or {}).get("vocab_size")
+    if pretrain_skipped(inputs):
+        rows.append(["pretrain", "skipped", f"base.source: {base_source(inputs)}", ""])
+    elif pre is None:
+        rows.append(["pretrain", "final train / val loss", NOT_RUN, ""])
+    else:
+        uniform = f"uniform guess {fmt(math.log(vocab))}" if vocab else ""
+        rows.append(["pretrain", "final train loss", fmt(pre.get("train_loss")), uniform])
+        rows.append(["pretrain", "final val loss", fmt(pre.get("val_loss")), uniform])
+        ref = f"uniform guess {fmt(int(vocab))}" if vocab else ""
+        rows.append(["pretrain", "val perplexity", fmt(pre.get("val_perplexity")), ref])
+    rows.append(["weights", "base model", base_source(inputs), ""])
+    evaluation = metrics.get("evaluate")
+    if not evaluation:
+        rows.append(["evaluate", "perplexity, bits per byte", NOT_RUN, ""])
+    else:
+        base = evaluation.get("base") if isinstance(evaluation.get("base"), dict) else None
+        for model, values in evaluation.items():
+            if not isinstance(values, dict):
+                continue
+            ppl_ref = bpb_ref = ""
+            if model != "base" and base is not None:
+                ppl_ref = f"untuned base {fmt(base.get('perplexity'))}"
+                bpb_ref = f"untuned base {fmt(base.get('bits_per_byte'))}"
+            rows.append(
+                ["evaluate", f"{model}: val perplexity", fmt(values.get("perplexity")), ppl_ref]
+            )
+            rows.append(
+                ["evaluate", f"{model}: bits per byte", fmt(values.get("bits_per_byte")), bpb_ref]
+            )
+    ins = metrics.get("instruct")
+    if ins is None:
+        rows.append(["instruct", "val loss", NOT_RUN, ""])
+    else:
+        ref = f"untuned base {fmt(ins['base_val_loss'])}" if "base_val_loss" in ins else ""
+        rows.append(["instruct", "final train loss", fmt(ins.get("train_loss")), ""])
+        rows.append(["instruct", "final val loss", fmt(ins.get("val_loss")), ref])
+        tuned, untuned = _mean_rouge(inputs.responses)
+        if tuned is not None:
+            ref = f"untuned base {fmt(untuned)}" if untuned is not None else ""
+            rows.append(["instruct", "mean ROUGE-L (test responses)", fmt(tuned), ref])
+    cls = metrics.get("classify")
+    if cls is None:
+        rows.append(["classify", "accuracy", NOT_RUN, ""])
+    else:
+        published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
+        for split in ("train", "val", "test"):
+            value = cls.get(f"{split}_accuracy")
+            baseline = cls.get(f"majority_baseline_{split}", cls.get("majority_baseline"))
+            ref = f"majority baseline {fmt(baseline)}" if baseline is not None else ""
+            if split == "test" and published is not None:
+                ref += f"; published {fmt(published[0])}"
+            rows.append(["classify", f"{split} accuracy", fmt(value), ref])
+    return rows
+
+
+def _mean_rouge(responses: list[dict[str, Any]] | None) -> tuple[float | None, float | None]:
+    """Mean ROUGE-L of the tuned responses and, where recorded, of the untuned base's."""
+    if not responses:
+        return None, None
+    tuned = [float(r["rougeL"]) for r in responses if isinstance(r.get("rougeL"), int | float)]
+    base = [
+        float(r["base_rougeL"]) for r in responses if isinstance(r.get("base_rougeL"), int | float)
+    ]
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return mean(tuned), mean(base)
+
+
+def _summary_section(inputs: ReportInputs) -> list[str]:
+    lines = ["## Summary", ""]
+    lines += table(["stage", "metric", "value", "reference"], summary_rows(inputs))
+    published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
+    if published is not None and "classify" in inputs.metrics:
+        lines += ["", f"Published: {published[1]}."]
+    return [*lines, ""]
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _params_section(params: dict[str, Any]) -> list[str]:
+    lines = ["## Params", ""]
+    if not params:
+        return [*lines, f"No params file: {NOT_RUN}.", ""]
+    sections: dict[str, list[str]] = {}
+    for key in KEY_PARAMS:
+        value = _get(params, key)
+        if value is None and not key.startswith("data."):
             continue
-        for name in names:
+        section, _, name = key.partition(".")
+        shown = str(value) if isinstance(value, list) else fmt(value)
+        sections.setdefault(section, []).append(f"{name} `{shown}`")
+    rows = [[section, ", ".join(items)] for section, items in sections.items()]
+    lines += table(["section", "key params"], rows)
+    return [*lines, "", "The full set is the run's params.yaml (`gptpipe <stage> --help`).", ""]
+
+
+def _environment_section(env: dict[str, Any]) -> list[str]:
+    lines = ["## Environment", ""]
+    if not env:
+        return [*lines, "Not collected.", ""]
+    git = env.get("git") or {}
+    cpu = env.get("cpu") or {}
+    commit = git.get("commit")
+    dirty = " (dirty: tracked files differ)" if git.get("dirty") else " (clean)"
+    state = NOT_RUN if commit is None else f"`{commit[:12]}`{dirty}"
+    flags = cpu.get("flags") or {}
+    has = [f for f, on in flags.items() if on]
+    lacks = [f for f, on in flags.items() if not on]
+    flag_text = ", ".join(has) or "none"
+    if lacks:
+        flag_text += f" (no {', '.join(lacks)})"
+    gpus = env.get("gpus") or []
+    gpu_text = (
+        "; ".join(f"{g['name']} ({g['memory_bytes'] / 2**30:.0f} GiB)" for g in gpus)
+        if gpus
+        else "none"
+    )
+    memory = env.get("memory_bytes")
+    rows = [
+        ["git commit", "not a git checkout" if commit is None else state],
+        ["CPU", str(cpu.get("model") or "unknown")],
+        ["CPU flags", flag_text],
+        ["cores / threads", f"{fmt(cpu.get('cores'))} / {fmt(cpu.get('threads'))}"],
+        ["GPU", gpu_text + (f", CUDA {env['cuda']}" if gpus and env.get("cuda") else "")],
+        ["RAM", f"{memory / 2**30:.1f} GiB" if memory else "unknown"],
+        ["OS", str(env.get("os"))],
+        ["Python", str(env.get("python"))],
+    ]
+    for name, version in (env.get("packages") or {}).items():
+        rows.append([name, version or "not installed"])
+    lines += table(["", "value"], rows)
+    lines += [
+        "",
+        "Collected when the report was written: under one `dvc repro`, the machine the stages "
+        "ran on.",
+    ]
+    return [*lines, ""]
+
+
+def _data_section(inputs: ReportInputs) -> list[str]:
+    lines = ["## Data", ""]
+    prov = inputs.provenance
+    if prov is None:
+        lines += [f"Provenance: {NOT_RUN} (no data/raw/provenance.json).", ""]
+    else:
+        rows = []
+        for kind in ("corpus", "instruct", "classify"):
+            entry = prov.get(kind)
+            if not isinstance(entry, dict):
+                continue
+            output = entry.get("output") or {}
+            counts = entry.get("counts") or {}
+            count_text = ", ".join(
+                f"{k} {fmt(v)}" for k, v in counts.items() if not isinstance(v, dict | list)
+            )
+            rows.append(
+                [
+                    kind,
+                    str(entry.get("source")),
+                    str(entry.get("location") or entry.get("url") or ""),
+                    str(entry.get("license") or "unknown"),
+                    f"`{str(output.get('sha256', ''))[:16]}`",
+                    fmt(output.get("bytes")),
+                    count_text,
+                ]
+            )
+        header = ["data", "source", "from", "license", "sha256", "bytes", "counts"]
+        lines += [*table(header, rows), ""]
+    manifest = inputs.manifest
+    if manifest is None:
+        return [*lines, f"Token shards: {NOT_RUN} (no data/shards/manifest.json).", ""]
+    splits = manifest.get("splits") or {}
+    rows = [[split, fmt((info or {}).get("tokens"))] for split, info in splits.items()]
+    tokens, corpus_bytes = manifest.get("tokens"), manifest.get("corpus_bytes")
+    rows.append(["total", fmt(tokens)])
+    lines += table(["split", "tokens"], rows)
+    if tokens and corpus_bytes:
+        lines += [
+            "",
+            f"Corpus: {fmt(corpus_bytes)} bytes, {fmt(manifest.get('documents'))} "
+            f"documents, {corpus_bytes / tokens:.3f} bytes per token, stored as "
+            f"{manifest.get('dtype')}.",
+        ]
+    return [*lines, ""]
+
+
+def _tokenizer_section(inputs: ReportInputs) -> list[str]:
+    lines = ["## Tokenizer", ""]
+    tok = inputs.tokenizer
+    if tok is None:
+        return [*lines, f"{NOT_RUN} (no tokenizer.json).", ""]
+    specials = tok.get("special_tokens") or {}
+    rows = [
+        ["kind", str(tok.get("kind"))],
+        ["vocabulary", fmt(tok.get("n_vocab"))],
+        ["split pattern", str(tok.get("pattern"))],
+        ["special tokens", ", ".join(f"`{t}` ({i})" for t, i in specials.items()) or "none"],
+    ]
+    val = (inputs.runs.get("evaluate") or {}).get("base")
+    if isinstance(val, dict) and val.get("tokens") and val.get("bytes"):
+        rows.append(
+            [
+                "compression on validation text",
+                f"{val['bytes'] / val['tokens']:.3f} bytes per token",
+            ]
+        )
+    return [*lines, *table(["", "value"], rows), ""]
+
+
+def _training_section(
+    inputs: ReportInputs, figures: dict[str, list[str]], figures_dir: Path, report_path: Path
+) -> list[str]:
+    lines = ["## Training", ""]
+    peak = gpu_peak(inputs.environment)
+    for stage in STAGES:
+        lines += [f"### {STAGE_NAMES[stage]}", ""]
+        run = inputs.runs.get(stage) or {}
+        metrics = inputs.metrics.get(stage)
+        if run.get("skipped"):
+            lines += [f"Skipped: {run.get('reason', 'nothing to train')}.", ""]
+            continue
+        if metrics is None:
+            lines += [f"{NOT_RUN} (no metrics).", ""]
+            continue
+        config = _stage_config(inputs, stage)
+        mfu = ""
+        tps = run.get("tokens_per_s")
+        if config is not None and isinstance(tps, int | float):
+            achieved = flops_per_token(config) * tps
+            mfu = flop_rate(achieved)
+            if peak is not None and str(run.get("device", "")).startswith("cuda"):
+                mfu = f"{100 * achieved / peak[1]:.1f}% of {peak[0]}'s bf16 peak ({mfu})"
+        best = metrics.get("best_val_loss")
+        best_text = fmt(best) + (f" (step {run['best_step']})" if "best_step" in run else "")
+        rows = [
+            ["steps", fmt(run.get("steps"))],
+            ["tokens", fmt(run.get("tokens"))],
+            ["time", f"{run['seconds']:.1f} s" if "seconds" in run else NOT_RUN],
+            ["tokens/s", f"{tps:,.0f}" if isinstance(tps, int | float) else NOT_RUN],
+            ["model FLOP/s (MFU)", mfu or NOT_RUN],
+            ["device", _device_text(run)],
+            ["final train loss", fmt(metrics.get("train_loss"))],
+            ["final val loss", fmt(metrics.get("val_loss"))],
+            ["best val loss", best_text],
+        ]
+        lines += [*table(["", "value"], rows), ""]
+        for name in figures.get(stage, []):
+            if name.endswith("_confusion.png"):
+                continue
+            kind = Path(name).stem.split("_", 1)[1]
             link = _rel(figures_dir / name, report_path.parent)
-            lines += [f"![{stage} {Path(name).stem.split('_', 1)[1]}]({link})", ""]
-    lines += _models_section(inputs.models)
-    lines += _metrics_section(inputs.metrics)
-    lines += _examples_section(inputs.examples)
-    lines += _samples_section(inputs.samples)
-    return "\n".join(lines).rstrip() + "\n"
+            lines += [f"![{STAGE_NAMES[stage]}: {TITLES.get(kind, kind)}]({link})", ""]
+    lines += [
+        "MFU counts 6 FLOPs per parameter and token plus attention (PaLM's estimate); it is "
+        "shown against a known GPU's dense bf16 peak, and as achieved FLOP/s elsewhere.",
+        "",
+    ]
+    return lines
 
 
-def _models_section(models: list[ModelEntry]) -> list[str]:
-    lines = ["## Models", ""]
+def flop_rate(flops: float) -> str:
+    """FLOP/s with an SI prefix: 3.2 GFLOP/s, 410 TFLOP/s."""
+    for scale, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {prefix}FLOP/s"
+    return f"{flops:.3g} FLOP/s"
+
+
+def _device_text(run: dict[str, Any]) -> str:
+    if "device" not in run:
+        return "not recorded"
+    processes = int(run.get("processes", 1))
+    return str(run["device"]) + (f", {processes} processes" if processes > 1 else "")
+
+
+def _stage_config(inputs: ReportInputs, stage: str) -> GPTConfig | None:
+    name = {"pretrain": "base", "instruct": "instruct", "classify": "classify"}[stage]
+    entry = _model(inputs, name)
+    return entry.info.config if entry is not None and entry.info is not None else None
+
+
+def class_scores(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Per class: [label, precision, recall, F1, support] from confusion rows."""
+    labels, counts = confusion_counts(rows)
+    out = []
+    for i, label in enumerate(labels):
+        tp = counts[i][i]
+        predicted = sum(counts[a][i] for a in range(len(labels)))
+        actual = sum(counts[i])
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        out.append([label, fmt(precision), fmt(recall), fmt(f1), fmt(actual)])
+    return out
+
+
+def _classification_section(
+    inputs: ReportInputs, figures: dict[str, list[str]], figures_dir: Path, report_path: Path
+) -> list[str]:
+    lines = ["## Classification", ""]
+    if not inputs.confusion:
+        return [*lines, f"Confusion matrix: {NOT_RUN} (no confusion.json).", ""]
+    if "classify_confusion.png" in figures.get("classify", []):
+        link = _rel(figures_dir / "classify_confusion.png", report_path.parent)
+        lines += [f"![classification confusion matrix]({link})", ""]
+    lines += table(
+        ["class", "precision", "recall", "F1", "support"], class_scores(inputs.confusion)
+    )
+    return [*lines, "", "On the test split (rows of confusion.json).", ""]
+
+
+CELL_CHARS = 240  # longer texts are cut in the responses table
+
+
+def _cell(text: Any) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= CELL_CHARS else text[: CELL_CHARS - 1] + "…"
+
+
+def _responses_section(inputs: ReportInputs) -> list[str]:
+    lines = ["## Instruction responses", ""]
+    records = inputs.responses if inputs.responses is not None else inputs.examples
+    if records is None:
+        return [*lines, f"{NOT_RUN} (no instruction responses).", ""]
+    if not records:
+        return [*lines, "No held-out instructions were answered.", ""]
+    with_base = any(r.get("base_response") is not None for r in records)
+    header = ["#", "instruction", "reference", "tuned model", "ROUGE-L"]
+    header += ["untuned base", "ROUGE-L"] if with_base else []
+    rows = []
+    for number, r in enumerate(records, start=1):
+        instruction = _cell(r.get("instruction"))
+        if r.get("input"):
+            instruction += f" (input: {_cell(r['input'])})"
+        row = [str(number), instruction, _cell(r.get("reference")), _cell(r.get("response"))]
+        row.append(fmt(r["rougeL"]) if "rougeL" in r else "-")
+        if with_base:
+            row.append(_cell(r.get("base_response")))
+            row.append(fmt(r["base_rougeL"]) if "base_rougeL" in r else "-")
+        rows.append(row)
+    lines += table(header, rows)
+    source = "reports/instruct/responses.json" if inputs.responses is not None else "examples"
+    return [*lines, "", f"Greedy answers to held-out instructions ({source}).", ""]
+
+
+def _attention_section(inputs: ReportInputs, figures_dir: Path, report_path: Path) -> list[str]:
+    if not inputs.attention:
+        return []  # no attention figures drawn in this run: the section is left out
+    lines = ["## Attention", ""]
+    for name in inputs.attention:
+        lines += [
+            f"![attention {Path(name).stem}]({_rel(figures_dir / name, report_path.parent)})",
+            "",
+        ]
+    return lines
+
+
+def block_rows(config: GPTConfig) -> list[list[str]]:
+    """Parameters per block: embeddings, each block's attention, MLP and norms, the final
+    norm and the head (tied to the embeddings for language models), and the total."""
+    groups = block_breakdown(config)
+    total = sum(groups.values())
+    rows = [[key, fmt(n), f"{100 * n / total:.1f}%"] for key, n in groups.items()]
+    if head_is_tied(config):
+        rows.append(["head", "tied to wte", ""])
+    return [*rows, ["total", fmt(total), "100%"]]
+
+
+def _parameters_section(models: list[ModelEntry]) -> list[str]:
+    lines = ["## Parameters", ""]
     if not models:
         return [*lines, f"No model folders given: {NOT_RUN}.", ""]
     header = ["model", "context", "layers", "heads", "width", "vocab", "classes"]
@@ -126,34 +534,11 @@ def _models_section(models: list[ModelEntry]) -> list[str]:
             + [fmt(entry.params[g]) for g in PARAM_GROUPS if g != "head"]
             + [head, fmt(entry.params["total"])]
         )
-    return [*lines, "Parameter counts per model:", "", *table(header, rows), ""]
-
-
-def _metrics_section(metrics: dict[str, dict[str, Any]]) -> list[str]:
-    lines = ["## All metrics", ""]
-    for name in METRIC_FILES:
-        lines += [f"### {name}", ""]
-        data = metrics.get(name)
-        if data is None:
-            lines += [f"{NOT_RUN} (no {name}.json)", ""]
-            continue
-        rows = [[key, fmt(value)] for key, value in _scalar_items(data)]
-        lines += [*table(["key", "value"], rows), ""]
-    return lines
-
-
-def _examples_section(examples: list[dict[str, Any]] | None) -> list[str]:
-    lines = ["## Instruction examples", ""]
-    if examples is None:
-        return [*lines, f"{NOT_RUN} (no instruction examples)", ""]
-    if not examples:
-        return [*lines, "No held-out examples were answered.", ""]
-    for number, ex in enumerate(examples, start=1):
-        lines += [f"### Example {number}", "", f"**Instruction:** {ex.get('instruction', '')}", ""]
-        if ex.get("input"):
-            lines += ["**Input:**", "", fenced(str(ex["input"])), ""]
-        lines += ["**Reference:**", "", fenced(str(ex.get("reference", ""))), ""]
-        lines += ["**Model response:**", "", fenced(str(ex.get("response", ""))), ""]
+    lines += ["Per model:", "", *table(header, rows), ""]
+    first = next((e for e in models if e.info is not None), None)
+    if first is not None and first.info is not None:
+        lines += [f"Per block of `{first.name}`:", ""]
+        lines += [*table(["part", "parameters", "share"], block_rows(first.info.config)), ""]
     return lines
 
 
@@ -161,5 +546,95 @@ def _samples_section(samples: list[dict[str, Any]] | None) -> list[str]:
     lines = ["## Samples", ""]
     if samples is None:
         return [*lines, f"{NOT_RUN} (no samples)", ""]
-    lines += samples_markdown(samples, level=3)
+    return [*lines, *samples_markdown(samples, level=3)]
+
+
+def _evaluation_section(inputs: ReportInputs) -> list[str]:
+    lines = ["## Evaluation", ""]
+    evaluation = inputs.metrics.get("evaluate")
+    if not evaluation:
+        return [*lines, f"{NOT_RUN} (no evaluate.json).", ""]
+    details = inputs.runs.get("evaluate") or {}
+    rows = []
+    for model, values in evaluation.items():
+        if not isinstance(values, dict):
+            continue
+        d = details.get(model) or {}
+        rows.append(
+            [
+                model,
+                fmt(values.get("perplexity")),
+                fmt(values.get("bits_per_byte")),
+                fmt(d.get("tokens")),
+                fmt(d.get("stride")),
+                fmt(d.get("block_size")),
+            ]
+        )
+    header = ["model", "perplexity", "bits per byte", "tokens scored", "stride", "context"]
+    lines += table(header, rows)
+    lines += [
+        "",
+        "On the validation split, with a sliding window as long as the model's context that "
+        "advances by `stride` tokens: each token is scored once, with up to context - 1 tokens "
+        "before it. Bits per byte divide the total loss (in bits) by the text's UTF-8 bytes, "
+        "so they compare across tokenizers.",
+        "",
+    ]
     return lines
+
+
+def _changes_section(inputs: ReportInputs) -> list[str]:
+    lines = ["## Change against the last committed run", ""]
+    if inputs.previous is None:
+        return [*lines, "First run: no committed dvc.lock to compare with.", ""]
+    rows, same = [], 0
+    for name, key, old, new, change in metric_changes(inputs.metrics, inputs.previous):
+        if change == 0:
+            same += 1
+            continue
+        shown = [fmt(v) if v is not None else "-" for v in (old, new)]
+        rows.append([name, key, *shown, f"{change:+.4g}" if change is not None else "-"])
+    note = "As `dvc metrics diff` computes it (HEAD's dvc.lock against this run)"
+    if not rows:
+        return [*lines, f"No metric changed ({same} compared). {note}.", ""]
+    lines += table(["file", "metric", "committed", "this run", "change"], rows)
+    return [*lines, "", f"{note}; {same} unchanged metrics not shown.", ""]
+
+
+def _wall_time_section(runs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["## Wall time", ""]
+    rows = []
+    for stage in ("pretrain", "instruct", "classify", "evaluate"):
+        run = runs.get(stage)
+        if run is None:
+            rows.append([stage, NOT_RUN])
+        elif run.get("skipped"):
+            rows.append([stage, "skipped"])
+        elif isinstance(run.get("seconds"), int | float):
+            rows.append([stage, f"{run['seconds']:.1f} s"])
+        else:
+            rows.append([stage, "not recorded"])
+    lines += table(["stage", "wall time"], rows)
+    return [*lines, "", "From reports/runs/<stage>.json; the data stages do not record time.", ""]
+
+
+def render(
+    inputs: ReportInputs, figures: dict[str, list[str]], figures_dir: Path, report_path: Path
+) -> str:
+    """The report's Markdown text; image links are relative to the report's folder."""
+    lines = [f"# {inputs.title}", ""]
+    lines += _summary_section(inputs)
+    lines += _params_section(inputs.params)
+    lines += _environment_section(inputs.environment)
+    lines += _data_section(inputs)
+    lines += _tokenizer_section(inputs)
+    lines += _training_section(inputs, figures, figures_dir, report_path)
+    lines += _classification_section(inputs, figures, figures_dir, report_path)
+    lines += _responses_section(inputs)
+    lines += _attention_section(inputs, figures_dir, report_path)
+    lines += _parameters_section(inputs.models)
+    lines += _samples_section(inputs.samples)
+    lines += _evaluation_section(inputs)
+    lines += _changes_section(inputs)
+    lines += _wall_time_section(inputs.runs)
+    return "\n".join(lines).rstrip() + "\n"

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import platform
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+import yaml
 from matplotlib.image import imread
 
 from gptpipe.errors import BadInput
+from gptpipe.metrics import split_metrics
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.heads import with_classifier
 from gptpipe.model.params import config_breakdown, parameter_breakdown
-from gptpipe.report.figures import figure_curves, plot_curves
+from gptpipe.report.environment import CPU_FLAGS, collect_environment
+from gptpipe.report.figures import confusion_counts, figure_curves, plot_confusion, plot_curves
+from gptpipe.report.history import committed_metrics, metric_changes
 from gptpipe.report.inputs import read_curve
-from gptpipe.report.markdown import fenced, fmt, summary_rows
-from gptpipe.report.text import NOT_RUN
+from gptpipe.report.markdown import block_rows, class_scores, summary_rows
+from gptpipe.report.text import NOT_RUN, fenced, fmt
 
 SMALL = GPTConfig(vocab_size=100, block_size=8, n_layer=3, n_head=2, n_embd=16)
 
@@ -72,7 +81,7 @@ def test_plot_curves_writes_a_png_only_when_there_is_data(tmp_path: Path) -> Non
     assert plot_curves("pretrain", curves, "loss", out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     height, width, _ = imread(out).shape
-    assert (width, height) == (640, 360)
+    assert (width, height) == (704, 396)  # 6.4 x 3.6 inches at 110 dpi
     assert not plot_curves("pretrain", curves, "accuracy", tmp_path / "acc.png")
     assert not (tmp_path / "acc.png").exists()
 
@@ -88,7 +97,7 @@ def test_fmt_and_fenced() -> None:
 
 def test_summary_rows_say_not_run_for_missing_stages() -> None:
     rows = summary_rows({})
-    assert {r[0] for r in rows} == {"pretrain", "evaluate", "instruct", "classify"}
+    assert {r[0] for r in rows} == {"pretrain", "weights", "evaluate", "instruct", "classify"}
     assert all(r[2] == NOT_RUN for r in rows)
     rows = summary_rows(
         {
@@ -97,5 +106,98 @@ def test_summary_rows_say_not_run_for_missing_stages() -> None:
         }
     )
     assert ["classify", "test accuracy", "0.9", "majority baseline 0.6"] in rows
-    assert ["evaluate", "base: val perplexity", "12.5", "sliding window, stride 64"] in rows
+    assert ["evaluate", "base: val perplexity", "12.5", ""] in rows
     assert ["evaluate", "base: bits per byte", "1.25", ""] in rows
+
+
+def test_a_single_point_curve_is_drawn_with_a_marker(tmp_path: Path) -> None:
+    curves = {"train": {"step": [5.0], "train_loss": [2.0], "lr": [1e-3]}}
+    for kind in ("loss", "lr"):
+        out = tmp_path / f"{kind}.png"
+        assert plot_curves("instruct", curves, kind, out)
+        pixels = imread(out)[:, :, :3]
+        # the marker: a blob of the line colour (matplotlib's C0 blue) in the plot area
+        blue = (abs(pixels[:, :, 0] - 0.12) < 0.1) & (abs(pixels[:, :, 2] - 0.71) < 0.1)
+        assert blue.sum() > 20, kind
+
+
+def test_confusion_figure_and_per_class_scores(tmp_path: Path) -> None:
+    rows = [{"actual": "ham", "predicted": "ham"}] * 6 + [{"actual": "spam", "predicted": "ham"}]
+    rows += [{"actual": "spam", "predicted": "spam"}] * 3
+    assert confusion_counts(rows) == (["ham", "spam"], [[6, 0], [1, 3]])
+    assert plot_confusion(rows, tmp_path / "c.png")
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    scores = {r[0]: r[1:] for r in class_scores(rows)}
+    assert scores["ham"] == ["0.8571", "1", "0.9231", "6"]  # precision 6/7, recall 6/6
+    assert scores["spam"] == ["1", "0.75", "0.8571", "4"]
+    assert not plot_confusion([], tmp_path / "none.png")
+
+
+def test_block_rows_add_up_to_the_breakdown() -> None:
+    rows = block_rows(SMALL)
+    parts = {r[0]: int(r[1].replace(",", "")) for r in rows if r[2] and r[0] != "total"}
+    total = config_breakdown(SMALL)["total"]
+    assert sum(parts.values()) == total and rows[-1][:2] == ["total", f"{total:,}"]
+    assert parts["block 2 attention"] == 16 * 48 + 48 + 16 * 16 + 16
+    assert parts["block 0 norms"] == 2 * 2 * 16 and parts["final norm"] == 2 * 16
+    assert ["head", "tied to wte", ""] in rows
+
+
+def test_split_metrics_keeps_results_and_moves_run_details() -> None:
+    metrics = {
+        "val_loss": 2.0,
+        "steps": 10,
+        "seconds": 1.5,
+        "train_records": 8,
+        "base": {"perplexity": 7.0, "stride": 64},
+    }
+    headline, details = split_metrics(metrics)
+    assert headline == {"val_loss": 2.0, "base": {"perplexity": 7.0}}
+    assert details == {"steps": 10, "seconds": 1.5, "train_records": 8, "base": {"stride": 64}}
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+
+def test_committed_metrics_come_from_heads_dvc_lock_and_the_cache(tmp_path: Path) -> None:
+    metrics = tmp_path / "reports" / "metrics"
+    metrics.mkdir(parents=True)
+    files = {"pretrain": metrics / "pretrain.json"}
+    git(tmp_path, "init", "-q")
+    assert committed_metrics(tmp_path, files) is None  # no commit: the first run
+    old = b'{"val_loss": 2.5, "base": {"perplexity": 9.0}}'
+    md5 = hashlib.md5(old).hexdigest()
+    cached = tmp_path / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(old)
+    lock = {"schema": "2.0", "stages": {"pretrain": {"cmd": "x", "outs": [
+        {"path": "reports/metrics/pretrain.json", "hash": "md5", "md5": md5, "size": len(old)}
+    ]}}}  # fmt: skip
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    git(tmp_path, "add", "dvc.lock")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run")
+    previous = committed_metrics(tmp_path, files)
+    assert previous == {"pretrain": {"val_loss": 2.5, "base": {"perplexity": 9.0}}}
+    current = {"pretrain": {"val_loss": 2.0, "base": {"perplexity": 9.0}, "new": 1}}
+    assert metric_changes(current, previous) == [
+        ("pretrain", "base.perplexity", 9.0, 9.0, 0.0),
+        ("pretrain", "new", None, 1.0, None),
+        ("pretrain", "val_loss", 2.5, 2.0, -0.5),
+    ]
+
+
+def test_environment_names_this_machine(tmp_path: Path) -> None:
+    env = collect_environment(tmp_path)
+    assert env["python"] == platform.python_version()
+    assert env["packages"]["torch"] == torch.__version__
+    assert env["cpu"]["threads"] == os.cpu_count()
+    assert set(env["cpu"]["flags"]) <= set(CPU_FLAGS)
+    assert env["git"] == {"commit": None, "dirty": None}  # not a git checkout
+    git(tmp_path, "init", "-q")
+    (tmp_path / "a.txt").write_text("a")
+    git(tmp_path, "add", "a.txt")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    assert collect_environment(tmp_path)["git"]["dirty"] is False
+    (tmp_path / "a.txt").write_text("b")
+    assert collect_environment(tmp_path)["git"]["dirty"] is True

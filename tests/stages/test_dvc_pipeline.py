@@ -17,12 +17,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.tiny import corpus_text
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 TINY = {
+    # A small local corpus (tests/helpers/tiny.py's grammar) keeps tokenizer, shard and
+    # evaluate quick; the instruction and classification sets stay the offline default.
+    "data": {"corpus": "tiny_corpus.txt"},
     "tokenizer": {"vocab_size": 320},
+    "shard": {"split_chunk_tokens": 256},
     "model": {"block_size": 32, "n_layer": 2, "n_head": 2, "n_embd": 32},
     "pretrain": {
         "max_steps": 16,
@@ -47,7 +52,7 @@ TINY = {
         "eval_batches": 2,
         "warmup_steps": 1,
     },
-    "evaluate": {"stride": 16},
+    "evaluate": {"stride": 32, "batch_size": 64},  # stride = context: fewest windows
     "sample": {"prompts": ["The "], "max_new_tokens": 6, "num_samples": 1},
 }
 ALL_STAGES = {
@@ -91,6 +96,7 @@ def project(tmp_path_factory) -> Path:
     for name in ("gptpipe", "stages"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    (root / "tiny_corpus.txt").write_text(corpus_text(sentences=6000), encoding="utf-8")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)
@@ -117,7 +123,32 @@ def test_full_repro_writes_the_report_and_metrics(project):
     for key in ("val_loss", "train_loss", "perplexity", "test_accuracy"):
         assert f'"{key}"' in flat, key
     plots = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)
-    assert "pretraining loss" in plots["data"]
+    axes = {
+        "pretraining loss": "loss",
+        "pretraining learning rate": "learning rate",
+        "classification accuracy": "accuracy",
+    }
+    for name, y_title in axes.items():
+        (plot,) = plots["data"][name]
+        titles = re.findall(r'"title": "([^"]*)"', json.dumps(plot["content"]))
+        assert "step" in titles and y_title in titles and "y" not in titles, (name, titles)
+
+
+def metric_columns(node: object, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix]
+    return [c for key, value in node.items() for c in metric_columns(value, f"{prefix}.{key}")]
+
+
+def test_metrics_hold_headline_numbers_and_run_details_go_beside(project):
+    metrics = json.loads(run(project, "dvc", "metrics", "show", "--json").stdout)
+    files = metrics[""]["data"] if "" in metrics else next(iter(metrics.values()))["data"]
+    columns = [c for entry in files.values() for c in metric_columns(entry["data"])]
+    assert 10 <= len(columns) < 30, columns
+    for noise in ("seconds", "tokens_per_s", "device", "processes", "steps"):
+        assert not any(c.endswith(f".{noise}") for c in columns), noise
+    details = json.loads((project / "reports" / "runs" / "pretrain.json").read_text())
+    assert details["steps"] == TINY["pretrain"]["max_steps"] and details["seconds"] > 0
 
 
 def test_second_repro_runs_nothing(project):
@@ -134,6 +165,7 @@ def test_a_stage_run_alone_gives_the_same_result_as_under_dvc(project, tmp_path)
         "--metrics", str(alone / "metrics.json"),
         "--plots", str(alone / "plots"),
         "--checkpoints", str(alone / "checkpoints"),
+        "--details", str(alone / "run.json"),
     )  # fmt: skip
     under_dvc = project / "models" / "pretrain"
     for name in ("model.safetensors", "config.json"):
@@ -169,3 +201,17 @@ def test_exp_run_with_set_param_and_exp_show_lists_metrics(project):
     text = json.dumps(data)
     assert '"max_steps": 12' in text
     assert "val_loss" in text and "test_accuracy" in text
+    table = run(project, "gptpipe", "report", "--compare").stdout
+    assert "| short | 12 |" in table and "| experiment | pretrain.max_steps |" in table
+
+
+def test_another_base_source_skips_pretraining_in_a_static_dag(project):
+    """Runs last: it leaves the workspace on the experiment. Only pretrain reruns (the target),
+    in well under the time training took, and leaves the skipped marker."""
+    result = run(project, "dvc", "exp", "run", "-S", "base.source=gpt2", "-n", "gpt2", "pretrain")
+    assert ran_stages(result.stdout) == {"pretrain"}
+    said = result.stdout + result.stderr  # dvc passes the stage's stderr on
+    assert "pretrain: skipped, nothing trained (base.source is 'gpt2'" in said
+    marker = json.loads((project / "models" / "pretrain" / "skipped.json").read_text())
+    assert marker["skipped"] is True and marker["base_source"] == "gpt2"
+    assert json.loads((project / "reports" / "metrics" / "pretrain.json").read_text()) == {}

@@ -92,4 +92,5 @@ def test_stage_deps_include_all_library_code_it_runs(name):
 def test_stage_reads_only_its_own_params_sections(name):
     module = stage_module(STAGES[name]["cmd"]).read_text()
     used = set(re.findall(r"""section\(\s*["'](\w+)["']""", module))
-    assert used == set(STAGES[name]["params"]), name
+    # `base.source` in dvc.yaml: the stage reads one key of that section (and DVC tracks only it)
+    assert used == {key.split(".")[0] for key in STAGES[name]["params"]}, name

@@ -15,6 +15,7 @@ from gptpipe.cli.app import app
 from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import perplexity
+from gptpipe.metrics import split_metrics
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.stages import evaluate as evaluate_stage
@@ -71,12 +72,15 @@ def test_stage_writes_metrics_per_model_equal_to_direct_computation(
 ) -> None:
     out = tmp_path / "metrics" / "evaluate.json"
     cfg = EvaluateConfig(stride=8, batch_size=3, device="cpu")
-    result = evaluate_stage.run(
-        cfg, world["shards"], [world["root"] / "base", world["root"] / "instruct"], out
-    )
-    written = json.loads(out.read_text())
+    details = tmp_path / "runs" / "evaluate.json"
+    models = [world["root"] / "base", world["root"] / "instruct"]
+    result = evaluate_stage.run(cfg, world["shards"], models, out, details)
+    headline = json.loads(out.read_text())
+    assert set(headline) == {"base", "instruct"}
+    assert set(headline["base"]) == {"perplexity", "bits_per_byte"}  # DVC metrics: results only
+    ran = json.loads(details.read_text())
+    written = {name: headline[name] | ran[name] for name in headline}
     assert written == json.loads(json.dumps(result))
-    assert set(written) == {"base", "instruct"}
     enc = load_tokenizer(world["tok"])
     ids = np.asarray(world["ids"])
     n_bytes = len(TEXT.encode()) + len(TEXT[:90].encode()) - len(enc.decode_bytes([int(ids[0])]))
@@ -94,13 +98,14 @@ def test_stage_writes_metrics_per_model_equal_to_direct_computation(
 def test_cli_stage_mode_prints_what_it_writes(world: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "evaluate.json"
     args = ["evaluate", "--shards", str(world["shards"]), "--model", str(world["root"] / "base")]
+    args += ["--details", str(tmp_path / "run.json")]
     result = runner.invoke(
         app, [*args, "--out", str(out), "--stride", "16", "-S", "evaluate.device=cpu"]
     )
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.stdout)
-    assert printed == json.loads(out.read_text())
-    assert list(printed) == ["base"]
+    printed = json.loads(result.stdout)  # all of it: the metrics and the run details
+    assert split_metrics(printed)[0] == json.loads(out.read_text())
+    assert list(printed) == ["base"] and printed["base"]["stride"] == 16
 
 
 def test_cli_text_mode_prints_one_json_object(world: dict[str, Path], tmp_path: Path) -> None:

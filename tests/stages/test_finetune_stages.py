@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from gptpipe.cli.app import app
 from gptpipe.config import ClassifyConfig, InstructConfig
 from gptpipe.errors import BadInput
+from gptpipe.metrics import split_metrics
 from gptpipe.model.folder import load_model, read_info, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.prompts import format_prompt
@@ -102,7 +103,7 @@ def test_instruct_run_trains_on_responses_and_writes_examples(base, instruct_dat
         tmp_path / "plots",
         tmp_path / "examples.json",
     )
-    assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(metrics)
+    assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(split_metrics(metrics)[0])
     assert metrics["train_records"] == 24 and metrics["val_records"] == 6
     assert metrics["truncated_records"] == 0 and metrics["steps"] == 30
     val = rows(tmp_path / "plots" / "val.csv")
@@ -146,13 +147,16 @@ def test_instruct_cli_and_bad_input(base, instruct_data, tmp_path):
         str(tmp_path / "e.json"),
         "--checkpoints",
         str(tmp_path / "ckpt"),
+        "--details",
+        str(tmp_path / "run.json"),
     ]
     # A context shorter than the prompts: every record is cut but keeps response to learn.
     args = [*common, "--data", str(instruct_data), "-S", "instruct.max_length=20"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "m.json").read_text())
-    assert metrics["truncated_records"] == 30 and metrics["max_length"] == 20
+    details = json.loads((tmp_path / "run.json").read_text())
+    assert details["truncated_records"] == 30 and details["max_length"] == 20
     assert math.isfinite(metrics["val_loss"])
     assert len(json.loads((tmp_path / "e.json").read_text())) == 3  # the default num_examples
     assert not (tmp_path / "ckpt").exists()
@@ -187,7 +191,7 @@ def test_classify_run_learns_and_reports_accuracy_against_the_baseline(
     metrics = finetune_classify.run(
         cfg, base, classify_data, out, tmp_path / "m.json", tmp_path / "plots"
     )
-    assert json.loads((tmp_path / "m.json").read_text()) == metrics
+    assert json.loads((tmp_path / "m.json").read_text()) == split_metrics(metrics)[0]
     assert metrics["labels"] == ["neg", "pos"]
     # 70 pos / 50 neg, stratified: test 14 pos + 10 neg, val 7 + 5.
     assert (metrics["train_records"], metrics["val_records"], metrics["test_records"]) == (
@@ -234,6 +238,8 @@ def test_classify_cli_and_bad_input(base, classify_data, instruct_data, tmp_path
         str(tmp_path / "p"),
         "--checkpoints",
         str(tmp_path / "ckpt"),
+        "--details",
+        str(tmp_path / "run.json"),
     ]
     result = runner.invoke(app, [*common, "--base", str(base), "--data", str(classify_data)])
     assert result.exit_code == 0, result.output

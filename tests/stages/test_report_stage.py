@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from markdown_it import MarkdownIt
+from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
@@ -36,10 +38,13 @@ def run_tree(tmp_path: Path) -> Path:
             "train_loss": 3.14159,
             "val_loss": 3.5,
             "val_perplexity": 33.115,
-            "steps": 600,
+            "best_val_loss": 3.4,
         },
-        "instruct": {"train_loss": 1.23456, "val_loss": 1.75, "steps": 200},
+        "instruct": {"train_loss": 1.23456, "val_loss": 1.75, "best_val_loss": 1.7},
         "classify": {
+            "train_loss": 0.25,
+            "val_loss": 0.5,
+            "best_val_loss": 0.45,
             "train_accuracy": 0.9876,
             "val_accuracy": 0.8765,
             "test_accuracy": 0.8642,
@@ -80,6 +85,36 @@ def run_tree(tmp_path: Path) -> Path:
          "response": "6"},
     ]  # fmt: skip
     write(reports / "instruct_examples.json", json.dumps(examples))
+    responses = [dict(ex, base_response="Lyon?", rougeL=0.5, base_rougeL=0.125) for ex in examples]
+    write(reports / "instruct" / "responses.json", json.dumps(responses))
+    confusion = [{"actual": "ham", "predicted": "ham"}] * 5 + [
+        {"actual": "spam", "predicted": "ham"},
+        {"actual": "spam", "predicted": "spam"},
+    ]
+    write(reports / "plots" / "classify" / "confusion.json", json.dumps(confusion))
+    runs = {
+        "pretrain": {"steps": 600, "tokens": 1_228_800, "seconds": 61.5, "tokens_per_s": 20000.0,
+                     "best_step": 500, "device": "cpu", "processes": 1},
+        "instruct": {"steps": 200, "tokens": 51200, "seconds": 9.25, "tokens_per_s": 5535.0},
+        "classify": {"steps": 200, "tokens": 102400, "seconds": 7.75, "tokens_per_s": 13212.9},
+        "evaluate": {
+            "base": {"tokens": 900, "bytes": 2700, "stride": 64, "block_size": 32},
+            "instruct": {"tokens": 900, "bytes": 2700, "stride": 64, "block_size": 32},
+        },
+    }  # fmt: skip
+    for name, data in runs.items():
+        write(reports / "runs" / f"{name}.json", json.dumps(data))
+    provenance = {
+        kind: {"source": "stdlib", "location": "Python stdlib", "license": "PSF-2.0",
+               "output": {"file": f"{kind}.x", "sha256": "ab" * 32, "bytes": 1234},
+               "counts": {"documents": 12}}
+        for kind in ("corpus", "instruct", "classify")
+    }  # fmt: skip
+    write(tmp_path / "data" / "raw" / "provenance.json", json.dumps(provenance))
+    splits = {"train": {"tokens": 9000}, "val": {"tokens": 1000}}
+    manifest = {"vocab_size": 50257, "tokens": 10_000, "corpus_bytes": 30_000, "documents": 12,
+                "dtype": "uint16", "splits": splits}  # fmt: skip
+    write(tmp_path / "data" / "shards" / "manifest.json", json.dumps(manifest))
     save_gpt2(tmp_path / "tok")
     torch.manual_seed(0)
     lm = GPT(CONFIG)
@@ -100,8 +135,20 @@ def report_args(root: Path) -> list[str]:
     for name in ("base", "instruct", "classify"):
         args += ["--model", str(root / "models" / name)]
     args += ["--out", str(reports / "report.md"), "--figures", str(reports / "figures")]
+    args += [
+        "--runs",
+        str(reports / "runs"),
+        "--responses",
+        str(reports / "instruct" / "responses.json"),
+    ]
+    args += ["--provenance", str(root / "data" / "raw" / "provenance.json")]
+    args += ["--shards", str(root / "data" / "shards"), "--tokenizer", str(root / "tok")]
     params = root / "params.yaml"
-    params.write_text("report:\n  title: Test run 42\n")
+    params.write_text(
+        "report:\n  title: Test run 42\n"
+        "data: {corpus: stdlib, instruct: stdlib, classify: stdlib}\n"
+        "model: {n_layer: 2}\nbase: {source: pretrain}\n"
+    )
     return [*args, "--params", str(params)]
 
 
@@ -118,9 +165,13 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == [
         "figures/classify_accuracy.png",
+        "figures/classify_confusion.png",
         "figures/classify_loss.png",
+        "figures/classify_lr.png",
         "figures/instruct_loss.png",
+        "figures/instruct_lr.png",
         "figures/pretrain_loss.png",
+        "figures/pretrain_lr.png",
     ]
     for link in links:
         assert (report_path.parent / link).read_bytes()[:4] == b"\x89PNG"
@@ -128,7 +179,7 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
         Path(link).name for link in links
     )
     lm_total = config_breakdown(CONFIG)["total"]
-    assert text.count(f"| {lm_total:,} |") == 2  # base and instruct
+    assert text.count(f"| {lm_total:,} |") == 3  # base, instruct and the per-block total
     assert f"| {lm_total + 32 * 2 + 2:,} |" in text  # the classifier's head adds 66
     assert "ham, spam" in text
     for snippet in ("Name the capital of France.", "Paris is the capital.", "2 and 3"):
@@ -166,3 +217,75 @@ def test_report_is_reproducible(run_tree: Path) -> None:
     assert runner.invoke(app, args).exit_code == 0
     assert {p.name: p.read_bytes() for p in figures.iterdir()} == first
     assert (run_tree / "reports" / "report.md").read_text() == report
+
+
+def test_report_card_sections_in_order_and_rendered_as_html(
+    run_tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(run_tree)  # no git checkout here: no committed run to compare with
+    result = runner.invoke(app, report_args(run_tree))
+    assert result.exit_code == 0, result.output
+    report_path = run_tree / "reports" / "report.md"
+    text = report_path.read_text()
+    headings = re.findall(r"^## (.+)$", text, flags=re.MULTILINE)
+    assert headings == [
+        "Summary",
+        "Params",
+        "Environment",
+        "Data",
+        "Tokenizer",
+        "Training",
+        "Classification",
+        "Instruction responses",
+        "Parameters",
+        "Samples",
+        "Evaluation",
+        "Change against the last committed run",
+        "Wall time",
+    ]
+    assert "| instruct | mean ROUGE-L (test responses) | 0.5 | untuned base 0.125 |" in text
+    assert "| pretrain | val perplexity | 33.12 | uniform guess 50,257 |" in text
+    assert "| weights | base model | pretrain |  |" in text
+    assert "| ham | 0.8333 | 1 | 0.9091 | 5 |" in text  # precision 5/6, recall 5/5
+    assert "| compression on validation text | 3.000 bytes per token |" in text
+    assert "| time | 61.5 s |" in text and "| tokens/s | 20,000 |" in text
+    assert "Corpus: 30,000 bytes, 12 documents, 3.000 bytes per token" in text
+    assert "| corpus | stdlib | Python stdlib | PSF-2.0 | `abababababababab` | 1,234 |" in text
+    assert "First run" in text  # the run tree is no git checkout
+    first = "| 1 | Name the capital of France. | Paris. | Paris is the capital. | 0.5 | Lyon? |"
+    assert f"{first} 0.125 |" in text
+    assert "| 2 | Add the numbers. (input: 2 and 3) | 5 | 6 | 0.5 | Lyon? | 0.125 |" in text
+    assert "| not a git checkout |" in text
+    # As a reader sees it: every image the HTML shows exists and is a PNG.
+    html = MarkdownIt("commonmark").enable("table").render(text)
+    assert "<table>" in html and "<h2>Summary</h2>" in html
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == 8
+    for src in images:
+        data = (report_path.parent / src).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", src
+        height, width, _ = imread(report_path.parent / src).shape
+        assert width >= 600 and height >= 350, src
+
+
+def test_report_says_which_base_and_that_pretraining_was_skipped(run_tree: Path) -> None:
+    reports = run_tree / "reports"
+    (reports / "metrics" / "pretrain.json").write_text("{}")
+    skipped = {"skipped": True, "reason": "base.source is 'gpt2': the base model comes from there"}
+    (reports / "runs" / "pretrain.json").write_text(json.dumps(skipped))
+    for name in ("train.csv", "val.csv"):
+        (reports / "plots" / "pretrain" / name).write_text("step,train_loss,lr\n")
+    save_model(
+        run_tree / "models" / "base",
+        GPT(CONFIG),
+        run_tree / "tok",
+        meta={"stage": "weights", "source": "gpt2"},
+    )
+    result = runner.invoke(app, report_args(run_tree))
+    assert result.exit_code == 0, result.output
+    text = (reports / "report.md").read_text()
+    assert "| pretrain | skipped | base.source: gpt2 |  |" in text
+    assert "| weights | base model | gpt2 |  |" in text
+    assert "Skipped: base.source is 'gpt2': the base model comes from there." in text
+    assert "| pretrain | skipped |" in text.split("## Wall time")[1]
+    assert "pretrain_loss.png" not in text
