@@ -80,15 +80,15 @@ def rows(path):
         return list(csv.DictReader(fh))
 
 
-def test_instruct_run_trains_on_responses_and_writes_examples(base, instruct_data, tmp_path):
+def test_instruct_run_trains_on_responses_and_writes_responses(base, instruct_data, tmp_path):
     cfg = InstructConfig(
         max_steps=30,
         batch_size=6,
         learning_rate=3e-3,
         min_lr=3e-4,
         eval_interval=10,
-        val_fraction=0.2,
-        num_examples=2,
+        split=[0.6, 0.2, 0.2],
+        shuffle=True,
         max_new_tokens=8,
         **FAST,
     )
@@ -100,25 +100,39 @@ def test_instruct_run_trains_on_responses_and_writes_examples(base, instruct_dat
         out,
         tmp_path / "m.json",
         tmp_path / "plots",
-        tmp_path / "examples.json",
+        tmp_path / "responses.json",
     )
     assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(metrics)
-    assert metrics["train_records"] == 24 and metrics["val_records"] == 6
+    assert (metrics["train_records"], metrics["test_records"], metrics["val_records"]) == (18, 6, 6)
     assert metrics["truncated_records"] == 0 and metrics["steps"] == 30
     val = rows(tmp_path / "plots" / "val.csv")
     assert [int(r["step"]) for r in val] == [10, 20, 30]
     losses = [float(r["val_loss"]) for r in val]
     assert losses == sorted(losses, reverse=True) and losses[-1] < math.log(340) - 1
     assert metrics["val_perplexity"] == pytest.approx(math.exp(metrics["val_loss"]))
-    examples = json.loads((tmp_path / "examples.json").read_text())
+    responses = json.loads((tmp_path / "responses.json").read_text())
     records = json.loads(instruct_data.read_text())
-    assert len(examples) == 2
-    for example in examples:
-        assert set(example) == {"instruction", "input", "reference", "response"}
-        assert {k: example[k] for k in ("instruction", "input")} | {
-            "output": example["reference"]
-        } in records
-        assert isinstance(example["response"], str) and "<|endoftext|>" not in example["response"]
+    shown = [
+        {"instruction": r["instruction"], "input": r["input"], "output": r["reference"]}
+        for r in responses
+    ]
+    assert len(shown) == 6 and all(r in records for r in shown)  # the shuffled test split
+    for r in responses:
+        assert set(r) == {
+            "instruction",
+            "input",
+            "reference",
+            "response",
+            "base_response",
+            "rougeL",
+            "exact",
+            "base_rougeL",
+            "base_exact",
+        }
+        assert isinstance(r["response"], str) and "<|endoftext|>" not in r["response"]
+        assert 0 <= r["rougeL"] <= 1 and r["exact"] == (r["response"] == r["reference"])
+    assert metrics["test_rougeL"] == pytest.approx(sum(r["rougeL"] for r in responses) / 6)
+    assert metrics["base_test_loss"] > metrics["test_loss"]
     model, info = load_model(out)
     assert info.meta["stage"] == "instruct" and info.config == read_info(base).config
     assert not torch.equal(model.wte.weight, load_model(base)[0].wte.weight)
@@ -142,7 +156,7 @@ def test_instruct_cli_and_bad_input(base, instruct_data, tmp_path):
         str(tmp_path / "m.json"),
         "--plots",
         str(tmp_path / "p"),
-        "--examples",
+        "--responses",
         str(tmp_path / "e.json"),
         "--checkpoints",
         str(tmp_path / "ckpt"),
@@ -154,7 +168,7 @@ def test_instruct_cli_and_bad_input(base, instruct_data, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["truncated_records"] == 30 and metrics["max_length"] == 20
     assert math.isfinite(metrics["val_loss"])
-    assert len(json.loads((tmp_path / "e.json").read_text())) == 3  # the default num_examples
+    assert len(json.loads((tmp_path / "e.json").read_text())) == 3  # 10% of 30: the test split
     assert not (tmp_path / "ckpt").exists()
 
     result = runner.invoke(app, [*common, "--data", str(tmp_path / "nope.json")])
@@ -184,11 +198,12 @@ def test_classify_run_learns_and_reports_accuracy_against_the_baseline(
         **FAST,
     )
     out = tmp_path / "classify"
+    details = tmp_path / "details.json"
     metrics = finetune_classify.run(
-        cfg, base, classify_data, out, tmp_path / "m.json", tmp_path / "plots"
+        cfg, base, classify_data, out, tmp_path / "m.json", tmp_path / "plots", None, details
     )
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
-    assert metrics["labels"] == ["neg", "pos"]
+    assert json.loads(details.read_text())["labels"] == ["neg", "pos"]
     # 70 pos / 50 neg, stratified: test 14 pos + 10 neg, val 7 + 5.
     assert (metrics["train_records"], metrics["val_records"], metrics["test_records"]) == (
         84,
@@ -234,6 +249,8 @@ def test_classify_cli_and_bad_input(base, classify_data, instruct_data, tmp_path
         str(tmp_path / "p"),
         "--checkpoints",
         str(tmp_path / "ckpt"),
+        "--details",
+        str(tmp_path / "d.json"),
     ]
     result = runner.invoke(app, [*common, "--base", str(base), "--data", str(classify_data)])
     assert result.exit_code == 0, result.output
@@ -274,6 +291,7 @@ def test_finetuning_is_deterministic(base, classify_data, tmp_path):
             tmp_path / name,
             tmp_path / f"{name}.json",
             tmp_path / f"p{name}",
+            details_path=tmp_path / f"d{name}.json",
         )
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
         tmp_path / "b" / "model.safetensors"
@@ -286,4 +304,5 @@ def test_finetuning_is_deterministic(base, classify_data, tmp_path):
             tmp_path / "c",
             tmp_path / "c.json",
             tmp_path / "pc",
+            details_path=tmp_path / "dc.json",
         )
