@@ -37,7 +37,6 @@ TINY = {
         "eval_interval": 2,
         "eval_batches": 2,
         "warmup_steps": 1,
-        "num_examples": 1,
         "max_new_tokens": 4,
     },
     "classify": {
