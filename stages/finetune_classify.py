@@ -22,7 +22,7 @@ from gptpipe.cli.options import (
 )
 from gptpipe.config import ClassifyConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune.batches import batches_of, context_length
+from gptpipe.finetune.batches import batches_of, context_length, length_batches
 from gptpipe.finetune.classify import (
     classify_metrics,
     collate_classify,
@@ -114,8 +114,9 @@ def run(
     sampler = WindowSampler(len(train_set), cfg.batch_size, cfg.seed)
     val_set = split_examples["val"][: cfg.eval_batches * cfg.batch_size]
     val_batches = batches_of(val_set, cfg.batch_size, collate)
+    # Whole splits are scored in larger batches of similar lengths (no gradients to hold).
     split_batches = {
-        n: batches_of(items, cfg.batch_size, collate) for n, items in split_examples.items()
+        n: length_batches(items, 4 * cfg.batch_size, collate) for n, items in split_examples.items()
     }
 
     def validate(model: torch.nn.Module) -> dict[str, float]:

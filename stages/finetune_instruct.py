@@ -23,7 +23,7 @@ from gptpipe.cli.options import (
 )
 from gptpipe.config import InstructConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune.batches import batches_of, context_length, encode, fixed_batches
+from gptpipe.finetune.batches import context_length, encode, fixed_batches, length_batches
 from gptpipe.finetune.instruct import (
     Instruction,
     RougeL,
@@ -114,8 +114,8 @@ def run(
         return collate_instructions(batch, eot)
 
     whole = {
-        "val": batches_of(val_set, cfg.batch_size, collate),
-        "test": batches_of(test_set, cfg.batch_size, collate),
+        "val": length_batches(val_set, cfg.batch_size, collate),
+        "test": length_batches(test_set, cfg.batch_size, collate),
     }
 
     def batch_at(i: int) -> tuple[torch.Tensor, torch.Tensor]:
