@@ -443,6 +443,12 @@ class ClassifyConfig(FinetuneConfig):
     warmup_steps: int = _f(20, "Linear warm-up steps.")
     eval_interval: int = _f(50, "Validate every this many steps (and at the end).")
     eval_batches: int = _f(10, "Validation batches per evaluation.")
+    epochs: float = _f(
+        5.0,
+        "> 0: train this many passes over the training split (sets max_steps from its size, "
+        "batch_size and grad_accum); 0: train max_steps. 5 (the book's) with batch 16 and "
+        "lr 5e-4 reaches 96.3% on the balanced SMS-spam protocol (bench_classify).",
+    )
     protocol: Literal["stratified", "balanced"] = _f(
         "stratified",
         "stratified: every class split in the same proportions (the class balance kept); "

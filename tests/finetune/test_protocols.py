@@ -87,7 +87,7 @@ def test_epochs_set_max_steps_from_the_training_split():
     cfg = ClassifyConfig(epochs=5, batch_size=8)
     assert with_epochs(cfg, 1045).max_steps == 654  # ceil(5 * 1045 / 8)
     assert with_epochs(ClassifyConfig(epochs=0.5, grad_accum=2), 100).max_steps == 2
-    assert with_epochs(ClassifyConfig(max_steps=7), 1045).max_steps == 7
+    assert with_epochs(ClassifyConfig(max_steps=7, epochs=0), 1045).max_steps == 7
 
 
 def test_rouge_l_is_the_maintained_scorer_and_exact_match_ignores_spacing():

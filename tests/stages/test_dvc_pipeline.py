@@ -40,6 +40,7 @@ TINY = {
         "max_new_tokens": 4,
     },
     "classify": {
+        "epochs": 0.0,
         "max_steps": 4,
         "batch_size": 4,
         "eval_interval": 2,

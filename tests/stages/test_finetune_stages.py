@@ -24,6 +24,7 @@ from gptpipe.tokenizer.folder import PATTERNS, load_tokenizer, save_tokenizer
 
 runner = CliRunner()
 FAST = {
+    "epochs": 0.0,
     "warmup_steps": 3,
     "eval_batches": 2,
     "log_interval": 5,
@@ -337,14 +338,13 @@ def spam_data(tmp_path_factory):
 
 
 def spam_cfg(**kw):
-    settings = dict(
+    settings = FAST | dict(
         protocol="balanced",
         epochs=12,
         batch_size=8,
         learning_rate=3e-3,
         min_lr=3e-4,
         eval_interval=20,
-        **FAST,
     )
     return ClassifyConfig(**(settings | kw))
 
