@@ -428,8 +428,55 @@ class BaseConfig:
         return Path(value) if value else None
 
 
+LORA_TARGETS = ("c_attn", "c_proj", "c_fc", "head")  # module names LoRA can adapt
+
+
 @dataclass
-class InstructConfig(TrainingConfig):
+class FinetuneConfig(TrainingConfig):
+    """What both fine-tunings share: epochs, which weights train, and LoRA's settings."""
+
+    epochs: float = _f(
+        0.0,
+        "> 0: train this many passes over the training split (sets max_steps from its size, "
+        "batch_size and grad_accum); 0: train max_steps.",
+    )
+    trainable: Literal["all", "last_blocks", "lora"] = _f(
+        "all",
+        "What trains: all (every weight); last_blocks (the head, the last trainable_blocks "
+        "blocks and the final LayerNorm); lora (low-rank adapters on lora_targets, plus a new "
+        "classifier head; merged into the weights when saved).",
+    )
+    trainable_blocks: int = _f(1, "Blocks that train with trainable: last_blocks (from the top).")
+    lora_rank: int = _f(16, "LoRA rank r of the adapters (trainable: lora).")
+    lora_alpha: float = _f(16.0, "LoRA alpha: adapters are scaled by alpha / rank.")
+    lora_dropout: float = _f(0.0, "Dropout on the adapters' input (trainable: lora).")
+    lora_targets: list[str] = _f(  # noqa: RUF009
+        ["c_attn", "c_proj", "c_fc"],
+        "Modules LoRA adapts: c_attn (query/key/value, one adapter each), c_proj (attention "
+        "and MLP output projections; attn.c_proj or mlp.c_proj for one of them), c_fc (MLP "
+        "input), head (the classifier head).",
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        section = self._section()
+        _require(self.epochs >= 0, f"{section}.epochs", "must be >= 0")
+        _require(self.trainable_blocks >= 1, f"{section}.trainable_blocks", "must be >= 1")
+        _require(self.lora_rank >= 1, f"{section}.lora_rank", "must be >= 1")
+        _require(self.lora_alpha > 0, f"{section}.lora_alpha", "must be > 0")
+        _require(0 <= self.lora_dropout < 1, f"{section}.lora_dropout", "must be in [0, 1)")
+        _require(bool(self.lora_targets), f"{section}.lora_targets", "must name a module")
+        allowed = {*LORA_TARGETS, "attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}
+        for target in self.lora_targets:
+            _require(
+                target in allowed,
+                f"{section}.lora_targets",
+                f"unknown module {target!r}; allowed: {', '.join(sorted(allowed))}",
+            )
+
+
+@dataclass
+class InstructConfig(FinetuneConfig):
     """`instruct`: instruction fine-tuning in the Alpaca prompt format."""
 
     max_steps: int = _f(400, "Optimizer steps.")
@@ -439,23 +486,46 @@ class InstructConfig(TrainingConfig):
     warmup_steps: int = _f(20, "Linear warm-up steps.")
     eval_interval: int = _f(50, "Validate every this many steps (and at the end).")
     eval_batches: int = _f(10, "Validation batches per evaluation.")
-    val_fraction: float = _f(0.1, "Share of the records held out for validation.")
+    split: list[float] = _f(  # noqa: RUF009
+        [0.85, 0.10, 0.05],
+        "Train, test and validation shares of the records, in file order (the book's "
+        "85/10/5: 935/110/55 of 1,100); the last split takes the rest.",
+    )
+    shuffle: bool = _f(False, "Shuffle the records (with seed) before splitting.")
+    mask_prompt: bool = _f(True, "Leave the prompt tokens out of the loss (train on responses).")
     max_length: int = _f(
         0, "Model input per example in tokens; prompt+response is cut to it (0: the context)."
     )
-    num_examples: int = _f(3, "Held-out instructions answered greedily in the metrics.")
-    max_new_tokens: int = _f(48, "Tokens generated per example answer.")
+    max_new_tokens: int = _f(48, "Tokens generated per test response (greedy).")
+    judge_url: str | None = _f(
+        None,
+        "Optional judge: an Ollama-compatible endpoint (http://HOST:11434/api/chat or "
+        "/api/generate) scoring each test response 0-100; null: no judge.",
+    )
+    judge_model: str = _f("llama3", "Model name the judge endpoint runs.")
+    judge_timeout: float = _f(120.0, "Seconds to wait for each judge reply.")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        _require(0 < self.val_fraction < 1, "instruct.val_fraction", "must be between 0 and 1")
+        _require(
+            len(self.split) == 3 and all(0 < f < 1 for f in self.split),
+            "instruct.split",
+            "must be three shares in (0, 1): train, test, validation",
+        )
+        _require(abs(sum(self.split) - 1) < 1e-6, "instruct.split", "shares must sum to 1")
         _require(self.max_length >= 0, "instruct.max_length", "must be >= 0")
-        _require(self.num_examples >= 0, "instruct.num_examples", "must be >= 0")
         _require(self.max_new_tokens >= 1, "instruct.max_new_tokens", "must be >= 1")
+        _require(self.judge_timeout > 0, "instruct.judge_timeout", "must be > 0")
+        if self.judge_url is not None:
+            _require(
+                self.judge_url.startswith(("http://", "https://")),
+                "instruct.judge_url",
+                f"must be an http(s) URL, not {self.judge_url!r}",
+            )
 
 
 @dataclass
-class ClassifyConfig(TrainingConfig):
+class ClassifyConfig(FinetuneConfig):
     """`classify`: classification fine-tuning with a head on the last token."""
 
     max_steps: int = _f(200, "Optimizer steps.")
@@ -465,9 +535,32 @@ class ClassifyConfig(TrainingConfig):
     warmup_steps: int = _f(20, "Linear warm-up steps.")
     eval_interval: int = _f(50, "Validate every this many steps (and at the end).")
     eval_batches: int = _f(10, "Validation batches per evaluation.")
+    epochs: float = _f(
+        5.0,
+        "> 0: train this many passes over the training split (sets max_steps from its size, "
+        "batch_size and grad_accum); 0: train max_steps. 5 (the book's) with batch 16 and "
+        "lr 5e-4 reaches 96.3% on the balanced SMS-spam protocol (bench_classify).",
+    )
+    protocol: Literal["stratified", "balanced"] = _f(
+        "stratified",
+        "stratified: every class split in the same proportions (the class balance kept); "
+        "balanced: the book's protocol (every class undersampled to the smallest one's count, "
+        "seeded, shuffled, then cut train / val / test in order).",
+    )
     val_fraction: float = _f(0.1, "Share of the records held out for validation.")
     test_fraction: float = _f(0.2, "Share of the records held out for the final test.")
-    max_length: int = _f(0, "Truncate texts to this many tokens (0: the model's context).")
+    max_length: int = _f(
+        0,
+        "Truncate texts to this many tokens (0: the longest training text, at most the "
+        "model's context).",
+    )
+    lora_targets: list[str] = _f(  # noqa: RUF009
+        ["c_attn", "c_proj", "c_fc", "head"],
+        "Modules LoRA adapts: c_attn (query/key/value, one adapter each), c_proj (attention "
+        "and MLP output projections; attn.c_proj or mlp.c_proj for one of them), c_fc (MLP "
+        "input), head (the classifier head: frozen at its initialisation plus an adapter; "
+        "without it the head trains whole).",
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 import typer
 
@@ -22,15 +23,20 @@ from gptpipe.cli.options import (
 )
 from gptpipe.config import ClassifyConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune.batches import batches_of, context_length, encode
+from gptpipe.finetune.batches import batches_of, context_length, length_batches
 from gptpipe.finetune.classify import (
     classify_metrics,
     collate_classify,
     majority_accuracy,
+    majority_label,
+    predict,
     read_labelled,
+    scores,
+    text_ids,
 )
-from gptpipe.finetune.splits import stratified_split
-from gptpipe.fsutil import file_digest
+from gptpipe.finetune.splits import balanced_split, stratified_split
+from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
+from gptpipe.fsutil import file_digest, write_json
 from gptpipe.metrics import write_metrics
 from gptpipe.model.folder import WEIGHTS, load_base, save_model
 from gptpipe.model.heads import with_classifier
@@ -43,6 +49,33 @@ from gptpipe.train.losses import classify_loss
 from gptpipe.train.precision import evaluating
 
 SPLITS = ("train", "val", "test")
+DEFAULT_SCORES = Path("reports/classify/scores.json")
+
+
+def split_records(
+    targets: list[int], labels: list[str], cfg: ClassifyConfig, data: Path
+) -> dict[str, np.ndarray]:
+    """The train / val / test indices of the protocol; every split non-empty, and every class
+    in the training and the test split."""
+    cut = balanced_split if cfg.protocol == "balanced" else stratified_split
+    parts = cut(targets, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    splits = dict(zip(SPLITS, parts, strict=True))
+    for name, indices in splits.items():
+        if len(indices) == 0:
+            raise BadInput(
+                f"{data}: {len(targets)} records leave the {name} split empty; add records or "
+                f"change classify.val_fraction / classify.test_fraction"
+            )
+    for name in ("train", "test"):
+        present = {targets[int(i)] for i in splits[name]}
+        for c, label in enumerate(labels):
+            if c not in present:
+                count = targets.count(c)
+                raise BadInput(
+                    f"{data}: class {label!r} ({count} records) is absent from the {name} "
+                    f"split; add records of it or change classify.test_fraction"
+                )
+    return splits
 
 
 def run(
@@ -54,32 +87,27 @@ def run(
     plots: Path,
     checkpoints: Path | None = None,
     details: Path | None = None,
+    scores_path: Path = DEFAULT_SCORES,
 ) -> dict[str, Any]:
-    """Fine-tune a classifier; write the model (labels in config.json), metrics and curves."""
+    """Fine-tune a classifier; write the model (labels in config.json), the headline metrics,
+    per-class details, the test confusion plot and the curves."""
     set_threads(cfg.threads)
     device = training_device(cfg)
     records = read_labelled(data)
     labels = sorted({r.label for r in records})
     label_id = {label: i for i, label in enumerate(labels)}
     targets = [label_id[r.label] for r in records]
-    splits = dict(
-        zip(
-            SPLITS,
-            stratified_split(targets, cfg.val_fraction, cfg.test_fraction, cfg.seed),
-            strict=True,
-        )
-    )
-    for name, indices in splits.items():
-        if len(indices) == 0:
-            raise BadInput(
-                f"{data}: {len(records)} records leave the {name} split empty; add records or "
-                f"change classify.val_fraction / classify.test_fraction"
-            )
+    splits = split_records(targets, labels, cfg, data)
     base_model, enc = load_base(base, device)
     eot = eot_id(enc)
-    max_length = context_length(cfg.max_length, base_model.config.block_size, "classify.max_length")
-    # Right padding; an empty text still has one token to read the class from.
-    examples = [(encode(enc, r.text)[:max_length] or [eot], label_id[r.label]) for r in records]
+    block_size = base_model.config.block_size
+    limit = context_length(cfg.max_length, block_size, "classify.max_length")
+    encoded = [text_ids(enc, r.text, limit, eot) for r in records]
+    # Truncate every split to the longest training text (the book's protocol).
+    max_length = max(len(encoded[int(i)]) for i in splits["train"])
+    examples = [
+        (ids[:max_length], label_id[r.label]) for ids, r in zip(encoded, records, strict=True)
+    ]
     split_examples = {name: [examples[int(i)] for i in idx] for name, idx in splits.items()}
 
     def collate(batch: Any) -> tuple[torch.Tensor, ...]:
@@ -89,6 +117,10 @@ def run(
     sampler = WindowSampler(len(train_set), cfg.batch_size, cfg.seed)
     val_set = split_examples["val"][: cfg.eval_batches * cfg.batch_size]
     val_batches = batches_of(val_set, cfg.batch_size, collate)
+    # Whole splits are scored in larger batches of similar lengths (no gradients to hold).
+    split_batches = {
+        n: length_batches(items, 4 * cfg.batch_size, collate) for n, items in split_examples.items()
+    }
 
     def validate(model: torch.nn.Module) -> dict[str, float]:
         loss, accuracy = classify_metrics(model, val_batches)
@@ -97,6 +129,10 @@ def run(
     seed_everything(cfg.seed)
     model = with_classifier(base_model, len(labels))
     del base_model
+    counts = select_trainable(model, cfg)
+    with evaluating(model, cfg.dtype):  # the untuned head, for comparison
+        untuned = {n: classify_metrics(model, b)[1] for n, b in split_batches.items()}
+    cfg = with_epochs(cfg, len(train_set))
     result = train(
         model,
         cfg,
@@ -108,25 +144,53 @@ def run(
         checkpoint_key={"base": file_digest(base / WEIGHTS), "data": file_digest(data)},
         description="finetune classify",
     )
+    model = finished(model)  # LoRA adapters merged: a plain classifier
 
-    # Final losses and accuracies over whole splits replace the sampled validation's.
+    # Final losses and scores over whole splits replace the sampled validation's.
     metrics: dict[str, Any] = result.metrics(perplexity=False)
     train_labels = [label for _, label in train_set]
+    per_split: dict[str, dict[str, Any]] = {}
+    test_rows: list[dict[str, str]] = []
     with evaluating(model, cfg.dtype):
-        for name, items in split_examples.items():
-            loss, accuracy = classify_metrics(model, batches_of(items, cfg.batch_size, collate))
-            metrics[f"{name}_accuracy"] = accuracy
+        for name, batches in split_batches.items():
+            loss, predicted, actual = predict(model, batches)
+            split_scores = scores(actual, predicted, labels)
+            baseline = majority_accuracy(train_labels, actual.tolist())
+            per_split[name] = {
+                "records": len(actual),
+                "loss": loss,
+                **split_scores,
+                "majority_baseline": baseline,
+                "untuned_accuracy": untuned[name],
+            }
+            metrics[f"{name}_accuracy"] = split_scores["accuracy"]
+            metrics[f"{name}_macro_f1"] = split_scores["macro"]["f1"]
             if name != "train":
                 metrics[f"{name}_loss"] = loss
-    for name, items in split_examples.items():
-        metrics[f"majority_baseline_{name}"] = majority_accuracy(
-            train_labels, [label for _, label in items]
-        )
+            if name == "test":
+                test_rows = [
+                    {"actual": labels[a], "predicted": labels[p]}
+                    for a, p in zip(actual.tolist(), predicted.tolist(), strict=True)
+                ]
+    test = per_split["test"]
     metrics |= {
-        "labels": labels,
+        "test_macro_precision": test["macro"]["precision"],
+        "test_macro_recall": test["macro"]["recall"],
+        **{f"untuned_{name}_accuracy": untuned[name] for name in SPLITS},
+        **{f"majority_baseline_{name}": per_split[name]["majority_baseline"] for name in SPLITS},
+        **counts,
         **{f"{name}_records": len(items) for name, items in split_examples.items()},
         "max_length": max_length,
         "epochs": sampler.epoch(result.steps * cfg.grad_accum),
+    }
+    scores_record = {
+        "labels": labels,
+        "protocol": cfg.protocol,
+        "trainable": cfg.trainable,
+        "max_length": max_length,
+        "majority_label": labels[majority_label(train_labels)],
+        "params": {"trainable": counts["trainable_params"], "total": counts["total_params"]},
+        "splits": per_split,
     }
     meta = {
         "stage": "classify",
@@ -135,10 +199,14 @@ def run(
         "val_accuracy": metrics["val_accuracy"],
         "test_accuracy": metrics["test_accuracy"],
         "max_length": max_length,
+        "protocol": cfg.protocol,
+        "trainable": cfg.trainable,
         "seed": cfg.seed,
         "data": {"file": data.name, "sha256": file_digest(data), "records": len(records)},
     }
     save_model(out, model.to(torch.device("cpu")), base, labels=labels, meta=meta)
+    write_json(plots / "confusion.json", test_rows)
+    write_json(scores_path, scores_record)
     write_metrics(metrics_path, metrics, details)
     return metrics
 
@@ -148,13 +216,20 @@ def command(
     set_: SetOption = None,
     base: BaseModelOption = layout.BASE,
     data: Annotated[
-        Path, typer.Option(help="Labelled texts: 'label<TAB>text' lines, no header.")
+        Path,
+        typer.Option(help="Labelled texts: 'label<TAB>text' lines (or CSV, JSON, JSON Lines)."),
     ] = layout.CLASSIFY_DATA,
     out: ModelOutOption = layout.CLASSIFY_MODEL,
     metrics: MetricsOption = layout.METRICS / "classify.json",
     plots: PlotsOption = layout.PLOTS / "classify",
     checkpoints: CheckpointsOption = layout.CHECKPOINTS / "classify",
     details: RunDetailsOption = layout.RUNS / "classify.json",
+    scores: Annotated[
+        Path,
+        typer.Option(
+            help="JSON of per-split, per-class scores and confusion matrices (for the report)."
+        ),
+    ] = DEFAULT_SCORES,
 ) -> None:
     """Fine-tune the base model as a classifier (a head on the last token's hidden state).
 
@@ -162,4 +237,4 @@ def command(
     """
     cfg = section("classify", params, set_)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
-    run(cfg, base, data, out, metrics, plots, checkpoints, details)
+    run(cfg, base, data, out, metrics, plots, checkpoints, details, scores)

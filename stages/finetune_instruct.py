@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import torch
 import typer
 
@@ -22,13 +24,23 @@ from gptpipe.cli.options import (
 )
 from gptpipe.config import InstructConfig
 from gptpipe.errors import BadInput
-from gptpipe.finetune.batches import context_length, encode, fixed_batches
-from gptpipe.finetune.instruct import collate_instructions, read_instructions, tokenize_instruction
-from gptpipe.finetune.splits import split_indices
+from gptpipe.finetune.batches import context_length, encode, fixed_batches, length_batches
+from gptpipe.finetune.instruct import (
+    Instruction,
+    RougeL,
+    collate_instructions,
+    exact_match,
+    read_instructions,
+    tokenize_instruction,
+)
+from gptpipe.finetune.judge import judge
+from gptpipe.finetune.splits import ordered_split
+from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
 from gptpipe.fsutil import file_digest, write_json
 from gptpipe.generate.decode import generate
 from gptpipe.metrics import write_metrics
 from gptpipe.model.folder import WEIGHTS, load_base, save_model
+from gptpipe.model.gpt import GPT
 from gptpipe.prompts import format_prompt
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
@@ -38,6 +50,37 @@ from gptpipe.train.loop import train
 from gptpipe.train.losses import lm_loss, masked_lm_loss
 from gptpipe.train.precision import evaluating
 
+SPLITS = ("train", "test", "val")  # the order of instruct.split's shares
+DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
+
+
+def split_records(n: int, cfg: InstructConfig, data: Path) -> dict[str, np.ndarray]:
+    """Train / test / val indices: the shares of instruct.split in file order (or shuffled
+    with the seed first); every split must hold at least one record."""
+    order = np.random.default_rng(cfg.seed).permutation(n) if cfg.shuffle else np.arange(n)
+    parts = {
+        name: order[idx] for name, idx in zip(SPLITS, ordered_split(n, cfg.split), strict=True)
+    }
+    for name, idx in parts.items():
+        if len(idx) == 0:
+            raise BadInput(
+                f"{data}: {n} records leave the {name} split empty; add records or change "
+                "instruct.split"
+            )
+    return parts
+
+
+def respond(
+    model: GPT, enc: Any, records: list[Instruction], max_new_tokens: int, eot: int
+) -> list[str]:
+    """Greedy responses to the records' prompts (the model in eval mode, no grad)."""
+    out = []
+    for record in records:
+        prompt = encode(enc, format_prompt(record.instruction, record.input))
+        new = generate(model, prompt, max_new_tokens, temperature=0.0, stop_id=eot)
+        out.append(enc.decode(new).strip())
+    return out
+
 
 def run(
     cfg: InstructConfig,
@@ -46,36 +89,47 @@ def run(
     out: Path,
     metrics_path: Path,
     plots: Path,
-    examples_path: Path,
+    responses_path: Path = DEFAULT_RESPONSES,
     checkpoints: Path | None = None,
     details: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune on instruction records; write the model, metrics, curves and example answers."""
+    """Fine-tune on instruction records; write the model, metrics, curves and every test
+    response (fine-tuned and base model, with their ROUGE-L and exact match)."""
     set_threads(cfg.threads)
     device = training_device(cfg)
     records = read_instructions(data)
+    splits = split_records(len(records), cfg, data)
     model, enc = load_base(base, device)
     eot = eot_id(enc)
     max_length = context_length(cfg.max_length, model.config.block_size, "instruct.max_length")
-
-    val_idx, train_idx = split_indices(len(records), [cfg.val_fraction], cfg.seed)
-    if len(train_idx) == 0:
-        raise BadInput(
-            f"{data}: {len(records)} records leave no training records; "
-            "lower instruct.val_fraction or add records"
-        )
-    examples = [tokenize_instruction(enc, r, eot, max_length) for r in records]
-    train_set = [examples[int(i)] for i in train_idx]
+    examples = [tokenize_instruction(enc, r, eot, max_length, cfg.mask_prompt) for r in records]
+    train_set = [examples[int(i)] for i in splits["train"]]
+    val_set = [examples[int(i)] for i in splits["val"]]
+    test_set = [examples[int(i)] for i in splits["test"]]
+    test_records = [records[int(i)] for i in splits["test"]]
     sampler = WindowSampler(len(train_set), cfg.batch_size, cfg.seed)
     val_batches = [
-        collate_instructions([examples[int(val_idx[j])] for j in batch], eot)
-        for batch in fixed_batches(len(val_idx), cfg.batch_size, cfg.eval_batches)
+        collate_instructions([val_set[int(j)] for j in batch], eot)
+        for batch in fixed_batches(len(val_set), cfg.batch_size, cfg.eval_batches)
     ]
 
-    def batch_at(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return collate_instructions([train_set[j] for j in sampler.indices(i)], eot)
+    def collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        return collate_instructions(batch, eot)
 
+    whole = {
+        "val": length_batches(val_set, cfg.batch_size, collate),
+        "test": length_batches(test_set, cfg.batch_size, collate),
+    }
+
+    def batch_at(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return collate([train_set[j] for j in sampler.indices(i)])
+
+    with evaluating(model, cfg.dtype):  # the base model, before fine-tuning
+        base_test_loss = masked_lm_loss(model, whole["test"])
+        base_responses = respond(model, enc, test_records, cfg.max_new_tokens, eot)
     seed_everything(cfg.seed)
+    counts = select_trainable(model, cfg)
+    cfg = with_epochs(cfg, len(train_set))
     result = train(
         model,
         cfg,
@@ -87,25 +141,44 @@ def run(
         checkpoint_key={"base": file_digest(base / WEIGHTS), "data": file_digest(data)},
         description="finetune instruct",
     )
+    model = finished(model)  # LoRA adapters merged: a plain language model
 
-    answers = []
     with evaluating(model, cfg.dtype):
-        for i in val_idx[: cfg.num_examples]:
-            record = records[int(i)]
-            prompt = encode(enc, format_prompt(record.instruction, record.input))
-            new = generate(model, prompt, cfg.max_new_tokens, temperature=0.0, stop_id=eot)
-            answers.append(
-                {
-                    "instruction": record.instruction,
-                    "input": record.input,
-                    "reference": record.output,
-                    "response": enc.decode(new),
-                }
-            )
-    val_loss = result.val["val_loss"]
+        losses = {name: masked_lm_loss(model, batches) for name, batches in whole.items()}
+        responses = respond(model, enc, test_records, cfg.max_new_tokens, eot)
+    rouge = RougeL()
+    answers: list[dict[str, Any]] = []
+    for record, response, base_response in zip(
+        test_records, responses, base_responses, strict=True
+    ):
+        answers.append(
+            {
+                "instruction": record.instruction,
+                "input": record.input,
+                "reference": record.output,
+                "response": response,
+                "base_response": base_response,
+                "rougeL": rouge(response, record.output),
+                "exact": exact_match(response, record.output),
+                "base_rougeL": rouge(base_response, record.output),
+                "base_exact": exact_match(base_response, record.output),
+            }
+        )
+    n = len(answers)
     metrics = result.metrics() | {
-        "train_records": len(train_idx),
-        "val_records": len(val_idx),
+        "val_loss": losses["val"],
+        "val_perplexity": math.exp(min(losses["val"], 700.0)),
+        "test_loss": losses["test"],
+        "base_test_loss": base_test_loss,
+        "test_rougeL": sum(a["rougeL"] for a in answers) / n,
+        "base_test_rougeL": sum(a["base_rougeL"] for a in answers) / n,
+        "test_exact": sum(a["exact"] for a in answers) / n,
+        "base_test_exact": sum(a["base_exact"] for a in answers) / n,
+    }
+    if cfg.judge_url is not None:
+        metrics |= judge(cfg.judge_url, cfg.judge_model, answers, cfg.judge_timeout)
+    metrics |= counts | {
+        **{f"{name}_records": len(idx) for name, idx in splits.items()},
         "truncated_records": sum(example.truncated for example in examples),
         "max_length": max_length,
         "epochs": sampler.epoch(result.steps * cfg.grad_accum),
@@ -114,13 +187,14 @@ def run(
         "stage": "instruct",
         "steps": result.steps,
         "train_loss": result.train_loss,
-        "val_loss": val_loss,
+        "val_loss": losses["val"],
         "prompt_format": "alpaca",
+        "trainable": cfg.trainable,
         "seed": cfg.seed,
         "data": {"file": data.name, "sha256": file_digest(data), "records": len(records)},
     }
     save_model(out, model.to(torch.device("cpu")), base, meta=meta)
-    write_json(examples_path, answers)
+    write_json(responses_path, answers)
     write_metrics(metrics_path, metrics, details)
     return metrics
 
@@ -135,9 +209,13 @@ def command(
     out: ModelOutOption = layout.INSTRUCT_MODEL,
     metrics: MetricsOption = layout.METRICS / "instruct.json",
     plots: PlotsOption = layout.PLOTS / "instruct",
-    examples: Annotated[
-        Path, typer.Option(help="JSON of held-out instructions with the model's greedy answers.")
-    ] = Path("reports/instruct_examples.json"),
+    responses: Annotated[
+        Path,
+        typer.Option(
+            help="JSON of every test instruction with the fine-tuned and the base model's "
+            "greedy responses and their scores (ROUGE-L, exact match, judge)."
+        ),
+    ] = DEFAULT_RESPONSES,
     checkpoints: CheckpointsOption = layout.CHECKPOINTS / "instruct",
     details: RunDetailsOption = layout.RUNS / "instruct.json",
 ) -> None:
@@ -147,4 +225,4 @@ def command(
     """
     cfg = section("instruct", params, set_)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
-    run(cfg, base, data, out, metrics, plots, examples, checkpoints, details)
+    run(cfg, base, data, out, metrics, plots, responses, checkpoints, details)

@@ -29,7 +29,7 @@ from gptpipe.report.inputs import (
 from gptpipe.report.markdown import render
 
 DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
-DEFAULT_EXAMPLES = Path("reports/instruct_examples.json")
+DEFAULT_EXAMPLES = Path("reports/instruct/responses.json")
 DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
 
 

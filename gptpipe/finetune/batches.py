@@ -33,3 +33,12 @@ def batches_of(
 ) -> list[tuple]:
     """All examples in order, in collated batches of `batch_size`."""
     return [collate(examples[s : s + batch_size]) for s in range(0, len(examples), batch_size)]
+
+
+def length_batches(
+    examples: Sequence, batch_size: int, collate: Callable[[Sequence], tuple]
+) -> list[tuple]:
+    """All examples in collated batches of `batch_size`, shortest first: for scoring a whole
+    split (results that do not depend on the order), with the least padding."""
+    ordered = sorted(examples, key=lambda example: len(example[0]))
+    return batches_of(ordered, batch_size, collate)

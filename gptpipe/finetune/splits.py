@@ -1,5 +1,5 @@
-"""Deterministic splits of fine-tuning data: shuffled fractions, and stratified splits that keep
-every class in every split.
+"""Deterministic splits of fine-tuning data: shuffled fractions, stratified splits that keep
+every class in every split, the book's balanced split, and in-order shares.
 """
 
 from __future__ import annotations
@@ -41,3 +41,37 @@ def stratified_split(
         parts[2].append(order[n_val : n_val + n_test])
     train, val, test = (np.sort(np.concatenate(p)) for p in parts)
     return train, val, test
+
+
+def balanced_split(
+    labels: Sequence[int], val_fraction: float, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, val, test) indices of the book's protocol (Raschka, ch. 6): every class is
+    undersampled to the smallest class's count (a seeded choice), the kept records are
+    shuffled, and cut in order: train int(n * (1 - val - test)), val int(n * val), test the
+    rest. For SMS spam: 747 + 747 = 1,494 -> 1,045 / 149 / 300. Each split keeps the shuffled
+    order (it is the training order of nothing: batches are drawn by the sampler)."""
+    labels = np.asarray(labels)
+    classes = np.unique(labels)
+    smallest = min(int((labels == c).sum()) for c in classes)
+    rng = np.random.default_rng(seed)
+    kept = np.concatenate(
+        [np.sort(rng.choice(np.flatnonzero(labels == c), smallest, replace=False)) for c in classes]
+    )
+    order = kept[rng.permutation(len(kept))]
+    n = len(order)
+    n_train = int(n * (1 - val_fraction - test_fraction) + 1e-9)
+    n_val = int(n * val_fraction + 1e-9)
+    return order[:n_train], order[n_train : n_train + n_val], order[n_train + n_val :]
+
+
+def ordered_split(n: int, shares: Sequence[float]) -> list[np.ndarray]:
+    """range(n) cut in order into parts of int(n * share) items, the last part taking the rest
+    (the book's 85/10/5 instruction split: 935 / 110 / 55 of 1,100)."""
+    parts, start = [], 0
+    for share in shares[:-1]:
+        size = int(n * share + 1e-9)
+        parts.append(np.arange(start, start + size))
+        start += size
+    parts.append(np.arange(start, n))
+    return parts

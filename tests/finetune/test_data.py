@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers.mirror import MIRROR
+from helpers.mirror import MIRROR, needs_mirror
 
 from gptpipe.config import ClassifyConfig
 from gptpipe.errors import BadInput
@@ -119,37 +119,58 @@ def test_masked_lm_loss_weights_tokens_not_batches():
     assert split == pytest.approx(together, rel=1e-5)
 
 
-def test_read_instructions_checks_the_records(tmp_path):
+def test_read_instructions_is_the_download_stages_reader_plus_two_records(tmp_path):
     path = tmp_path / "d.json"
-    path.write_text(
-        json.dumps(
-            [{"instruction": "a", "output": "b"}, {"instruction": "c", "input": "d", "output": "e"}]
-        )
-    )
+    records = [
+        {"instruction": "a", "input": "", "output": "b"},
+        {"instruction": "c", "input": "d", "output": "e"},
+    ]
+    path.write_text(json.dumps(records))
     assert read_instructions(path) == [Instruction("a", "", "b"), Instruction("c", "d", "e")]
-    path.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "c"}]))
-    with pytest.raises(BadInput, match=r"d.json: record 1 needs"):
+    # JSON Lines, as the formats module reads them (and a BOM, CRLF line breaks).
+    path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(json.dumps(r) for r in records).encode())
+    assert len(read_instructions(path)) == 2
+    path.write_text(json.dumps([records[0], {"instruction": "c", "input": ""}]))
+    with pytest.raises(BadInput, match=r"d\.json: record 1: missing key\(s\) output"):
         read_instructions(path)
-    path.write_text("{}")
-    with pytest.raises(BadInput, match="JSON list"):
+    path.write_text(json.dumps([records[0], {"instruction": " ", "input": "", "output": "x"}]))
+    with pytest.raises(BadInput, match=r"d\.json: record 1: empty instruction"):
         read_instructions(path)
-    with pytest.raises(BadInput, match=r"missing\.json"):
+    path.write_text("[]")  # no usable record
+    with pytest.raises(BadInput, match=r"d\.json: expected a non-empty JSON list"):
+        read_instructions(path)
+    path.write_text(json.dumps(records[:1]))
+    with pytest.raises(BadInput, match=r"d\.json: needs at least 2 records"):
+        read_instructions(path)
+    path.write_bytes(b"[\xff]")
+    with pytest.raises(BadInput, match=r"d\.json: not UTF-8"):
+        read_instructions(path)
+    with pytest.raises(BadInput, match=r"missing\.json: instruction data not found"):
         read_instructions(tmp_path / "missing.json")
 
 
-def test_read_labelled_checks_lines_and_labels(tmp_path):
+def test_read_labelled_is_the_download_stages_reader(tmp_path):
     path = tmp_path / "c.tsv"
     path.write_text("ham\thello\n\nspam\twin\tnow\n")
+    # The formats module's TSV rule: a tab inside the text becomes a space.
     assert [(r.label, r.text) for r in read_labelled(path)] == [
         ("ham", "hello"),
-        ("spam", "win\tnow"),
+        ("spam", "win now"),
     ]
     path.write_text("ham\thello\nno tab here\n")
     with pytest.raises(BadInput, match=r"c\.tsv: line 2"):
         read_labelled(path)
-    path.write_text("ham\thello\nham\tbye\n")
-    with pytest.raises(BadInput, match="2 distinct labels"):
+    path.write_text("ham\thello\nham\tbye\n")  # one class only
+    with pytest.raises(BadInput, match=r"c\.tsv: classification data needs at least 2 labels"):
         read_labelled(path)
+    csv_path = tmp_path / "c.csv"
+    csv_path.write_text('label,text\nham,"hi, there"\nspam,win\n')
+    assert [(r.label, r.text) for r in read_labelled(csv_path)] == [
+        ("ham", "hi, there"),
+        ("spam", "win"),
+    ]
+    with pytest.raises(BadInput, match=r"nope\.tsv: classification data not found"):
+        read_labelled(tmp_path / "nope.tsv")
 
 
 def test_splits_are_deterministic_disjoint_and_stratified():
@@ -221,10 +242,11 @@ def test_classifier_learns_a_separable_toy_set(enc):
     assert accuracy == 1.0 and loss < 0.2
 
 
-@pytest.mark.skipif(not MIRROR.is_dir(), reason="offline mirror not present")
+@needs_mirror
 def test_real_data_sets_read(enc):
     records = read_instructions(MIRROR / "instruction-data.json")
     assert len(records) == 1100 and all(r.instruction and r.output for r in records)
     assert sum(1 for r in records if r.input) > 100
     labelled = read_labelled(MIRROR / "SMSSpamCollection")
-    assert {r.label for r in labelled} == {"ham", "spam"} and len(labelled) > 5000
+    assert {r.label for r in labelled} == {"ham", "spam"} and len(labelled) == 5574
+    assert sum(r.label == "spam" for r in labelled) == 747

@@ -42,10 +42,10 @@ TINY = {
         "eval_interval": 2,
         "eval_batches": 2,
         "warmup_steps": 1,
-        "num_examples": 1,
         "max_new_tokens": 4,
     },
     "classify": {
+        "epochs": 0.0,
         "max_steps": 4,
         "batch_size": 4,
         "eval_interval": 2,
