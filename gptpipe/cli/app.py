@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from gptpipe.cli import export, generate, info
+from gptpipe.cli import attention, chat, export, generate, info
 from gptpipe.cli.options import guarded
 from gptpipe.config import describe
 from gptpipe.stages import (
@@ -53,6 +53,8 @@ _register(app, "evaluate", evaluate.command, ("evaluate",))
 _register(app, "sample", sample.command, ("sample",))
 _register(app, "report", report.command, ("report",))
 _register(app, "generate", generate.command, ())
+_register(app, "chat", chat.command, ())
+_register(app, "attention", attention.command, ())
 _register(app, "info", info.command, ())
 _register(app, "export", export.command, ())
 
