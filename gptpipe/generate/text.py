@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,14 @@ def stream(
         yield tail
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A continuation's text and how many tokens it took (the stop token not counted)."""
+
+    text: str
+    tokens: int
+
+
 def continuations(
     model: GPT,
     encoding: tiktoken.Encoding,
@@ -134,18 +143,20 @@ def continuations(
     decoding: Decoding,
     generator: torch.Generator | None = None,
     num_samples: int = 1,
-) -> list[list[str]]:
+) -> list[list[Continuation]]:
     """`num_samples` continuations of each prompt, all decoded as one batch (prompts of
     different lengths are left-padded); each row stops on its own."""
     stop = eot_id(encoding)
     if decoding.num_beams > 1:  # deterministic: one search per prompt, repeated
-        texts = [
-            cut_at_stop(encoding.decode(beam_search(model, p, decoding, stop)), decoding.stop)
-            for p in prompts
-        ]
-        return [[t] * num_samples for t in texts]
+        found = []
+        for p in prompts:
+            ids = beam_search(model, p, decoding, stop)
+            text = cut_at_stop(encoding.decode(ids), decoding.stop)
+            found.append(Continuation(text, len(ids)))
+        return [[c] * num_samples for c in found]
     rows = [p for p in prompts for _ in range(num_samples)]
     streams = [TextStream(encoding, decoding.stop) for _ in rows]
+    counts = [0] * len(rows)
     done = [False] * len(rows)
     for next_ids in decode_steps(model, rows, decoding, generator):
         for row, token in enumerate(next_ids.tolist()):
@@ -154,12 +165,13 @@ def continuations(
             if token == stop:
                 done[row] = True
                 continue
+            counts[row] += 1
             streams[row].push(token)
             done[row] = streams[row].stopped
         if all(done):
             break
-    texts = [s.text + s.finish() for s in streams]
-    return [texts[i : i + num_samples] for i in range(0, len(texts), num_samples)]
+    found = [Continuation(s.text + s.finish(), n) for s, n in zip(streams, counts, strict=True)]
+    return [found[i : i + num_samples] for i in range(0, len(found), num_samples)]
 
 
 def check(decoding: Decoding) -> Decoding:
@@ -209,8 +221,8 @@ def generate_text(
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     out = continuations(lm, encoding, ids, decoding, generator, num_samples)
     if isinstance(prompt, str) and num_samples == 1:
-        return out[0][0]
-    return out
+        return out[0][0].text
+    return [[c.text for c in row] for row in out]
 
 
 def continue_text(
