@@ -116,9 +116,13 @@ def _steps(
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
     block, vocab = model.config.block_size, model.config.vocab_size
-    window, pad = left_pad(prompts, block)
-    window, pad = window.to(device), pad.to(device)
-    B = window.size(0)
+    prompt, pad = left_pad(prompts, block)
+    B, width = prompt.shape
+    pad = pad.to(device)
+    # the tokens in the context window, preallocated: buffer[:, :width] is the window
+    buffer = torch.empty(B, block + 1, dtype=torch.long, device=device)
+    buffer[:, :width] = prompt
+    rows = torch.arange(B, device=device)
     seen = None
     if d.repetition_penalty != 1.0:  # the whole prompt counts, even what the window cropped
         full = torch.full((B, max(len(p) for p in prompts)), -1, dtype=torch.long)
@@ -131,13 +135,14 @@ def _steps(
     def logits_of(ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits (B, V) after `ids`: all of the window, or one new token."""
         if cache is None:
+            window = buffer[:, :width]
             if not bool(pad.any()):
                 return model.lm_head(model.hidden_states(window)[:, -1])
-            scratch = KVCache(model.config, B, window.size(1), device, dtype, pad)
+            scratch = KVCache(model.config, B, width, device, dtype, pad)
             return model.lm_head(model.hidden_states(window, scratch)[:, -1])
         return model.lm_head(model.hidden_states(ids, cache)[:, -1])
 
-    logits = logits_of(window)
+    logits = logits_of(buffer[:, :width])
     for step in range(d.max_new_tokens):
         next_ids = choose(
             logits, d.temperature, d.top_k, d.top_p, d.repetition_penalty, seen, generator
@@ -146,16 +151,19 @@ def _steps(
         if step + 1 == d.max_new_tokens:
             return
         if seen is not None:
-            seen[torch.arange(B, device=device), next_ids] = True
-        window = torch.cat([window, next_ids[:, None]], dim=1)
-        if window.size(1) > block:  # the context is full: slide, and rebuild the cache
-            cut = max(drop, window.size(1) - block)
-            window, pad = window[:, cut:], (pad - cut).clamp_min(0)
+            seen[rows, next_ids] = True
+        buffer[:, width] = next_ids
+        width += 1
+        if width > block:  # the context is full: slide, and rebuild the cache
+            cut = max(drop, width - block)
+            buffer[:, : width - cut] = buffer[:, cut:width].clone()
+            width -= cut
+            pad = (pad - cut).clamp_min(0)
             if cache is not None:
                 cache.reset(pad)
-            logits = logits_of(window)
+            logits = logits_of(buffer[:, :width])
         else:
-            logits = logits_of(next_ids[:, None])
+            logits = logits_of(buffer[:, width - 1 : width])
 
 
 def generate_ids(
