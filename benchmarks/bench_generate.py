@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             row["hf_gb_per_s"] / results["machine"]["bandwidth_gb_per_s"]
         )
         results["configs"][name] = row
+        print(json.dumps({name: row}), flush=True)  # each config as soon as it is measured
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
