@@ -598,6 +598,54 @@ class EvaluateConfig:
 
 
 @dataclass
+class DecodingConfig:
+    """One entry of `sample.decoding`: a named way of decoding. Unset (null) fields take the
+    section's keys: temperature <- sample.temperature, top_k <- sample.top_k,
+    max_new_tokens <- sample.max_new_tokens, num_samples <- sample.num_samples."""
+
+    name: str = _f("sample", "Label of the setting in samples.json and the report.")
+    temperature: float | None = _f(None, "Softmax temperature; 0 is greedy.")
+    top_k: int | None = _f(None, "Sample from the k most likely tokens (0: all).")
+    top_p: float = _f(1.0, "Nucleus: sample from the most likely tokens of mass p, in (0, 1].")
+    repetition_penalty: float = _f(1.0, "> 1 discourages tokens already in the text (1: off).")
+    num_beams: int = _f(1, "> 1: beam search with this many beams (deterministic).")
+    length_penalty: float = _f(1.0, "Beam search: > 0 favours longer continuations, < 0 shorter.")
+    max_new_tokens: int | None = _f(None, "Tokens generated per sample.")
+    num_samples: int | None = _f(None, "Samples per prompt (deterministic settings give one).")
+    stop: list[str] = _f([], "Text that ends a continuation (not included).")  # noqa: RUF009
+
+
+def _check_decoding(key: str, d: DecodingConfig) -> None:
+    """The rules of gptpipe.generate.decode.problems, for a params entry (no torch import
+    here: every stage reads config.py)."""
+    _require(bool(d.name.strip()), f"{key}.name", "must not be empty")
+    t = d.temperature
+    _require(t is None or (math.isfinite(t) and t >= 0), f"{key}.temperature", "must be >= 0")
+    _require(d.top_k is None or d.top_k >= 0, f"{key}.top_k", "must be >= 0")
+    _require(0 < d.top_p <= 1, f"{key}.top_p", f"must be in (0, 1], not {d.top_p}")
+    _require(
+        math.isfinite(d.repetition_penalty) and d.repetition_penalty > 0,
+        f"{key}.repetition_penalty",
+        "must be > 0 (1 is off)",
+    )
+    _require(d.num_beams >= 1, f"{key}.num_beams", "must be >= 1 (1 is no beam search)")
+    _require(math.isfinite(d.length_penalty), f"{key}.length_penalty", "must be a number")
+    _require(d.max_new_tokens is None or d.max_new_tokens >= 1, f"{key}.max_new_tokens", ">= 1")
+    _require(d.num_samples is None or d.num_samples >= 1, f"{key}.num_samples", "must be >= 1")
+    _require(all(d.stop), f"{key}.stop", "a stop string must not be empty")
+
+
+def default_decoding() -> list[DecodingConfig]:
+    """sample.decoding's default (params.yaml lists the same)."""
+    return [
+        DecodingConfig("greedy", temperature=0.0),
+        DecodingConfig("sample"),
+        DecodingConfig("nucleus", top_k=0, top_p=0.9, repetition_penalty=1.2),
+        DecodingConfig("beam", temperature=0.0, num_beams=4),
+    ]
+
+
+@dataclass
 class SampleConfig:
     """`sample`: text sampled from the models."""
 
@@ -605,9 +653,18 @@ class SampleConfig:
     max_new_tokens: int = _f(64, "Tokens generated per sample.")
     temperature: float = _f(0.8, "Softmax temperature; 0 is greedy.")
     top_k: int = _f(40, "Sample from the k most likely tokens (0: all).")
-    num_samples: int = _f(2, "Sampled continuations per prompt (besides the greedy one).")
+    num_samples: int = _f(2, "Sampled continuations per prompt and sampling setting.")
     seed: int = _f(1337, "Sampling seed.")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
+    decoding: list[DecodingConfig] = field(
+        default_factory=default_decoding,
+        metadata={
+            "help": "Decoding settings, each sampled from every model: a list of {name, "
+            "temperature, top_k, top_p, repetition_penalty, num_beams, length_penalty, "
+            "max_new_tokens, num_samples, stop}; unset keys take temperature, top_k, "
+            "max_new_tokens and num_samples from this section."
+        },
+    )
 
     def __post_init__(self) -> None:
         _require(len(self.prompts) >= 1, "sample.prompts", "must list at least one prompt")
@@ -623,6 +680,11 @@ class SampleConfig:
         _require(self.top_k >= 0, "sample.top_k", "must be >= 0")
         _require(self.num_samples >= 0, "sample.num_samples", "must be >= 0")
         _require_device(self.device, "sample.device")
+        _require(len(self.decoding) >= 1, "sample.decoding", "must list at least one setting")
+        names = [d.name for d in self.decoding]
+        _require(len(set(names)) == len(names), "sample.decoding", f"names repeat: {names}")
+        for i, d in enumerate(self.decoding):
+            _check_decoding(f"sample.decoding[{i}]", d)
 
 
 @dataclass
@@ -769,6 +831,8 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         if not isinstance(value, list):
             raise ConfigError(key, f"expected a list, got {value!r}")
         return [_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        return _coerce_dataclass(key, value, annotation)
     if annotation is bool:
         if not isinstance(value, bool):
             raise ConfigError(key, f"expected true or false, got {value!r}")
@@ -794,6 +858,22 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             raise ConfigError(key, f"expected a string, got {value!r}")
         return value
     raise TypeError(f"unsupported annotation {annotation!r} for {key}")
+
+
+def _coerce_dataclass(key: str, value: Any, cls: type) -> Any:
+    """A mapping of a nested dataclass's fields (an entry of a list such as sample.decoding)."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"expected a mapping, got {value!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for name, item in value.items():
+        if name not in names:
+            raise ConfigError(f"{key}.{name}", f"unknown key; allowed: {', '.join(names)}")
+        kwargs[name] = _coerce(f"{key}.{name}", item, hints[name])
+    return cls(**kwargs)
 
 
 _YAML12_FLOAT = re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?$")

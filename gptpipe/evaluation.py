@@ -13,6 +13,8 @@ first token then has no context inside its window and is not scored.
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +25,16 @@ import tiktoken
 import torch
 import torch.nn.functional as F
 
-from gptpipe.config import EvaluateConfig
+from gptpipe.config import DataConfig, EvaluateConfig
 from gptpipe.errors import BadInput, ConfigError
 from gptpipe.model.folder import load_model
 from gptpipe.model.gpt import GPT
 from gptpipe.progress import progress
 from gptpipe.runtime import resolve_device
+from gptpipe.sources.datasets import FetchOptions, load_source
 from gptpipe.tokenizer.folder import load_tokenizer
+from gptpipe.tokenizer.special import EOT
+from gptpipe.tokens.corpus import iter_documents
 
 
 @dataclass(frozen=True)
@@ -226,3 +231,41 @@ def evaluate_text(cfg: EvaluateConfig, model_dir: Path, text_file: Path) -> dict
 def check_model_dir(model_dir: Path) -> None:
     if not model_dir.is_dir():
         raise BadInput(f"{model_dir}: model folder not found")
+
+
+def corpus_tokens(encoding: tiktoken.Encoding, corpus: Path) -> np.ndarray:
+    """A corpus file's documents as one id stream, each followed by <|endoftext|> (as the
+    shards hold them)."""
+    eot = encoding.encode_single_token(EOT)
+    parts: list[np.ndarray] = []
+    for document in iter_documents(corpus):
+        parts.append(
+            encoding.encode_to_numpy(document, allowed_special=set(), disallowed_special=())
+        )
+        parts.append(np.array([eot], dtype=np.uint32))
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, dtype=np.int64)
+
+
+def evaluate_source(
+    cfg: EvaluateConfig, model_dir: Path, source: str, mirror: Path | None = None
+) -> dict[str, Any]:
+    """Evaluate any corpus `download` accepts: a named set (stdlib, tinyshakespeare), a URL
+    or a path (archive#member too), normalised as the download stage does; named sets are
+    looked for in `mirror` (else $GPTPIPE_MIRROR) first and verified by sha256."""
+    check_model_dir(model_dir)
+    data = DataConfig()  # the download defaults: timeout, retries, size limit
+    if mirror is None and os.environ.get("GPTPIPE_MIRROR"):
+        mirror = Path(os.environ["GPTPIPE_MIRROR"])
+    if mirror is not None and not mirror.is_dir():
+        raise BadInput(f"--mirror {mirror}: mirror folder not found")
+    options = FetchOptions(data.timeout, data.retries, data.max_bytes)
+    with tempfile.TemporaryDirectory(prefix="gptpipe-evaluate-") as tmp:
+        corpus = Path(tmp) / "corpus.txt"
+        loaded = load_source(
+            "corpus", source, "--source", Path(tmp) / "downloads", corpus, options, mirror=mirror
+        )
+        tokens = corpus_tokens(load_tokenizer(model_dir), corpus)
+    if tokens.size < 2:
+        raise BadInput(f"--source {source}: too short to evaluate ({tokens.size} tokens, need 2)")
+    result = evaluate_tokens(cfg, model_dir, tokens)
+    return {"model": str(model_dir), "source": loaded.provenance["source"], **result}

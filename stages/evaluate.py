@@ -15,6 +15,7 @@ from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import (
     check_model_dir,
+    evaluate_source,
     evaluate_text,
     evaluate_tokens,
 )
@@ -76,6 +77,19 @@ def command(
         Path | None,
         typer.Option(help="Evaluate this UTF-8 text file instead of the val split (one model)."),
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            help="Evaluate a corpus as `download` reads it (one model): a named set "
+            "(stdlib, tinyshakespeare), a URL or a path (archive.zip#member too).",
+        ),
+    ] = None,
+    mirror: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --source: folder looked in first for named sets (else $GPTPIPE_MIRROR)."
+        ),
+    ] = None,
     shards: Annotated[Path, typer.Option(help="Shards folder; its val split is evaluated.")] = (
         layout.SHARDS
     ),
@@ -88,14 +102,20 @@ def command(
     """Perplexity (sliding window, window = the model's context) and bits per byte.
 
     Stage mode: every --model on the shards' val split, written to --out and printed.
-    With --text FILE: one model on any text file; prints one JSON object on stdout.
+    With --text FILE or --source SOURCE: one model on any text file or corpus source;
+    prints one JSON object on stdout.
     """
     overrides = [*(set_ or []), *([f"evaluate.stride={stride}"] if stride is not None else [])]
     cfg: EvaluateConfig = section("evaluate", params, overrides)
+    if text is not None and source is not None:
+        raise BadInput("--text and --source: give one of them")
+    if (text is not None or source is not None) and model and len(model) > 1:
+        raise BadInput(f"{'--text' if text else '--source'} evaluates one model: give one --model")
+    one = model[0] if model else layout.BASE
     if text is not None:
-        if model and len(model) > 1:
-            raise BadInput("--text evaluates one model: give a single --model")
-        result = evaluate_text(cfg, model[0] if model else layout.BASE, text)
+        result = evaluate_text(cfg, one, text)
+    elif source is not None:
+        result = evaluate_source(cfg, one, source, mirror)
     else:
         result = run(cfg, shards, list(model) if model else DEFAULT_MODELS, out, details)
     print(json.dumps(result, indent=2))

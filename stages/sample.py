@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import ModelsOption, ParamsOption, SetOption, section
+from gptpipe.cli.options import ParamsOption, SetOption, section
 from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
-from gptpipe.generate.samples import continuations, sample_seed
+from gptpipe.generate.samples import prompt_continuations, resolve, sample_seed
 from gptpipe.model.folder import is_instruct, load_model
 from gptpipe.progress import progress
 from gptpipe.prompts import format_prompt
@@ -21,19 +22,22 @@ from gptpipe.report.samples import samples_markdown
 from gptpipe.runtime import resolve_device
 from gptpipe.tokenizer.folder import load_tokenizer
 
-DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
+DEFAULT_MODELS = [layout.PRETRAIN, layout.BASE, layout.INSTRUCT_MODEL]
 SAMPLES_JSON = "samples.json"
 SAMPLES_MD = "samples.md"
 
 
 def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]]:
-    """Sample from each model; write samples.json and samples.md into the folder `out`."""
+    """Sample from each model with each setting of sample.decoding; write samples.json and
+    samples.md into the folder `out`."""
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise BadInput(f"model folders must have distinct names (samples.json keys): {names}")
     for model_dir in models:
         if not model_dir.is_dir():
             raise BadInput(f"{model_dir}: model folder not found")
     device = resolve_device(cfg.device)
     records: list[dict[str, Any]] = []
-    per_prompt = 1 + cfg.num_samples
     with progress() as bar:
         task = bar.add_task("sample", total=None)
         total = 0
@@ -43,26 +47,19 @@ def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]
                 raise BadInput(f"{model_dir}: is a classifier; sampling needs a language model")
             encoding = load_tokenizer(model_dir)
             formats = ["raw", "alpaca"] if is_instruct(model_dir, info) else ["raw"]
-            total += len(formats) * len(cfg.prompts) * per_prompt
+            total += len(formats) * len(cfg.prompts)
             bar.update(task, total=total)
             for prompt_format in formats:
                 for prompt in cfg.prompts:
                     text = format_prompt(prompt) if prompt_format == "alpaca" else prompt
-                    seed = sample_seed(cfg.seed, model_dir.name, prompt_format, prompt)
-                    for item in continuations(model, encoding, cfg, text, seed):
-                        ids = item.pop("ids")
+
+                    seed_of = partial(sample_seed, cfg.seed, model_dir.name, prompt_format, prompt)
+                    for item in prompt_continuations(model, encoding, cfg, text, seed_of):
                         records.append(
-                            {
-                                "model": model_dir.name,
-                                "prompt": prompt,
-                                "format": prompt_format,
-                                **item,
-                                "seed": seed if item["sample"] else None,
-                                "tokens": len(ids),
-                                "text": encoding.decode(ids),
-                            }
+                            {"model": model_dir.name, "prompt": prompt, "format": prompt_format}
+                            | item
                         )
-                        bar.advance(task)
+                    bar.advance(task)
     with atomic_dir(out) as tmp:
         (tmp / SAMPLES_JSON).write_text(
             json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
@@ -73,22 +70,47 @@ def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]
 
 
 def _settings(cfg: SampleConfig) -> list[str]:
-    return [
-        f"Up to {cfg.max_new_tokens} new tokens per continuation, stopping at <|endoftext|>; "
-        f"one greedy continuation and {cfg.num_samples} sampled with temperature "
-        f"{cfg.temperature} and top-k {cfg.top_k or 'off'} (seed {cfg.seed}). "
-        "Instruction-tuned models also answer each prompt as an Alpaca instruction."
+    lines = [
+        f"Up to {cfg.max_new_tokens} new tokens per continuation, stopping at <|endoftext|> "
+        f"(seed {cfg.seed}). Instruction-tuned models also answer each prompt as an Alpaca "
+        "instruction. Decoding settings:",
+        "",
     ]
+    for entry in cfg.decoding:
+        decoding, count = resolve(cfg, entry)
+        rules = [f"temperature {decoding.temperature}"]
+        if decoding.top_k:
+            rules.append(f"top-k {decoding.top_k}")
+        if decoding.top_p < 1:
+            rules.append(f"top-p {decoding.top_p}")
+        if decoding.repetition_penalty != 1:
+            rules.append(f"repetition penalty {decoding.repetition_penalty}")
+        if decoding.num_beams > 1:
+            rules = [
+                f"beam search, {decoding.num_beams} beams, length penalty {decoding.length_penalty}"
+            ]
+        if decoding.stop:
+            rules.append(f"stops at {list(decoding.stop)}")
+        what = "1 continuation" if count == 1 else f"{count} samples"
+        lines.append(f"- **{entry.name}**: {', '.join(rules)}; {what} per prompt")
+    return lines
 
 
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    model: ModelsOption = None,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model",
+            help="Model folder (repeatable). Default: models/pretrain, models/base and "
+            "models/instruct.",
+        ),
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Folder to write samples.json and samples.md into.")
     ] = layout.SAMPLES,
 ) -> None:
-    """Continue each prompt of sample.prompts with each model: greedy and sampled."""
+    """Continue each prompt of sample.prompts with each model and each sample.decoding setting."""
     records = run(section("sample", params, set_), list(model) if model else DEFAULT_MODELS, out)
     print(f"wrote {len(records)} samples to {out}")

@@ -14,7 +14,7 @@ import typer
 from typer._click import exceptions as click  # the click that Typer vendors
 from typer.core import TyperGroup
 
-from gptpipe.cli import classify, export, generate, info
+from gptpipe.cli import attention, chat, classify, export, generate, info
 from gptpipe.cli.options import guarded
 from gptpipe.config import describe
 from gptpipe.stages import (
@@ -101,6 +101,8 @@ _register(app, "sample", sample.command, ("sample",))
 _register(app, "report", report.command, ("report",))
 _register(app, "generate", generate.command, ())
 _register(app, "classify", classify.command, ())
+_register(app, "chat", chat.command, ())
+_register(app, "attention", attention.command, ())
 _register(app, "info", info.command, ())
 _register(app, "export", export.command, ())
 

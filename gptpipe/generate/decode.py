@@ -1,13 +1,196 @@
-"""Autoregressive generation: greedy, temperature and top-k sampling."""
+"""The decoding loop: greedy or sampled, batched, on the model's key/value cache.
+
+A prompt (or a batch of prompts of different lengths, left-padded) is prefilled in one
+forward pass; each new token then costs one position's work on a cache preallocated for
+the whole context. When the context fills, the window slides: the oldest `slide` tokens
+are dropped and the cache is rebuilt from the rest (positions are learned and absolute,
+so cached keys cannot simply be shifted). Which token comes next is decided by the pure
+rules of `gptpipe.generate.sampling`; text-level stopping lives in `gptpipe.generate.text`.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+
 import torch
 
-from gptpipe.model.gpt import GPT
+from gptpipe.generate.sampling import choose, seen_tokens
+from gptpipe.model.gpt import GPT, KVCache
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class Decoding:
+    """One decoding setting (the options of `gptpipe generate`, one entry of
+    `sample.decoding`)."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_k: int = 0  # 0: off
+    top_p: float = 1.0  # 1: off
+    repetition_penalty: float = 1.0  # 1: off
+    num_beams: int = 1  # > 1: beam search (deterministic)
+    length_penalty: float = 1.0  # beam search: score / length ** length_penalty
+    stop: tuple[str, ...] = ()  # text that ends a continuation (not included)
+    slide: int = 0  # tokens dropped when the context fills; 0: a quarter of the context
+
+
+def problems(d: Decoding) -> list[tuple[str, str]]:
+    """What is wrong with a setting, as (field, message) pairs; empty when it is fine.
+
+    Callers name the field their own way (`--top-p`, `sample.decoding[1].top_p`)."""
+    found = []
+    if d.max_new_tokens < 1:
+        found.append(("max_new_tokens", "must be >= 1"))
+    if not (math.isfinite(d.temperature) and d.temperature >= 0):
+        found.append(("temperature", f"must be a number >= 0 (0 is greedy), not {d.temperature}"))
+    if d.top_k < 0:
+        found.append(("top_k", "must be >= 0 (0 is off)"))
+    if not (0 < d.top_p <= 1):  # also false for NaN
+        found.append(("top_p", f"must be in (0, 1] (1 is off), not {d.top_p}"))
+    if not (math.isfinite(d.repetition_penalty) and d.repetition_penalty > 0):
+        found.append(("repetition_penalty", "must be > 0 (1 is off)"))
+    if d.num_beams < 1:
+        found.append(("num_beams", f"must be >= 1 (1 is no beam search), not {d.num_beams}"))
+    if not math.isfinite(d.length_penalty):
+        found.append(("length_penalty", "must be a finite number"))
+    if any(s == "" for s in d.stop):
+        found.append(("stop", "a stop string must not be empty"))
+    if d.slide < 0:
+        found.append(("slide", "must be >= 0"))
+    return found
+
+
+def slide_size(model: GPT, slide: int) -> int:
+    """Tokens dropped from the window when the context fills (0: a quarter of it)."""
+    block = model.config.block_size
+    return min(max(slide or block // 4, 1), block - 1)
+
+
+def left_pad(
+    prompts: Sequence[Sequence[int]], block_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts cropped to their last `block_size` ids, left-padded with 0 to one width:
+    (B, T) ids and (B,) padding counts."""
+    rows = [list(p)[-block_size:] for p in prompts]
+    if not rows or any(not r for r in rows):
+        raise ValueError("every prompt must hold at least one token")
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows], dtype=torch.long)
+    pad = torch.tensor([width - len(r) for r in rows], dtype=torch.long)
+    return ids, pad
+
+
+@torch.inference_mode()
+def decode_steps(
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    decoding: Decoding,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[torch.Tensor]:
+    """Yield the next token of every row, (B,) on the model's device, step after step, up
+    to `decoding.max_new_tokens` steps; stop early by leaving the loop.
+
+    Rows are independent (a row does not see another's tokens); one `generator` draws for
+    all rows, so the same seed and prompts give the same tokens. `use_cache=False`
+    recomputes the whole window for every token (the reference the cache is tested
+    against; with left padding it uses a fresh cache per step as its mask).
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield from _steps(model, prompts, decoding, generator, use_cache)
+    finally:
+        model.train(was_training)
+
+
+def _steps(
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    d: Decoding,
+    generator: torch.Generator | None,
+    use_cache: bool,
+) -> Iterator[torch.Tensor]:
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    block, vocab = model.config.block_size, model.config.vocab_size
+    prompt, pad = left_pad(prompts, block)
+    B, width = prompt.shape
+    pad = pad.to(device)
+    # the tokens in the context window, preallocated: buffer[:, :width] is the window
+    buffer = torch.empty(B, block + 1, dtype=torch.long, device=device)
+    buffer[:, :width] = prompt
+    rows = torch.arange(B, device=device)
+    seen = None
+    if d.repetition_penalty != 1.0:  # the whole prompt counts, even what the window cropped
+        full = torch.full((B, max(len(p) for p in prompts)), -1, dtype=torch.long)
+        for row, p in enumerate(prompts):
+            full[row, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+        seen = seen_tokens(full.to(device), vocab)
+    cache = KVCache(model.config, B, device=device, dtype=dtype, pad=pad) if use_cache else None
+    drop = slide_size(model, d.slide)
+
+    def logits_of(ids: torch.Tensor) -> torch.Tensor:
+        """Next-token logits (B, V) after `ids`: all of the window, or one new token."""
+        if cache is None:
+            window = buffer[:, :width]
+            if not bool(pad.any()):
+                return model.lm_head(model.hidden_states(window)[:, -1])
+            scratch = KVCache(model.config, B, width, device, dtype, pad)
+            return model.lm_head(model.hidden_states(window, scratch)[:, -1])
+        return model.lm_head(model.hidden_states(ids, cache)[:, -1])
+
+    logits = logits_of(buffer[:, :width])
+    for step in range(d.max_new_tokens):
+        next_ids = choose(
+            logits, d.temperature, d.top_k, d.top_p, d.repetition_penalty, seen, generator
+        )  # (B,)
+        yield next_ids
+        if step + 1 == d.max_new_tokens:
+            return
+        if seen is not None:
+            seen[rows, next_ids] = True
+        buffer[:, width] = next_ids
+        width += 1
+        if width > block:  # the context is full: slide, and rebuild the cache
+            cut = max(drop, width - block)
+            buffer[:, : width - cut] = buffer[:, cut:width].clone()
+            width -= cut
+            pad = (pad - cut).clamp_min(0)
+            if cache is not None:
+                cache.reset(pad)
+            logits = logits_of(buffer[:, :width])
+        else:
+            logits = logits_of(buffer[:, width - 1 : width])
+
+
+def generate_ids(
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    decoding: Decoding,
+    generator: torch.Generator | None = None,
+    stop_ids: Collection[int] = (),
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """The new ids of each prompt, each row ending before its first id in `stop_ids`."""
+    rows: list[list[int]] = [[] for _ in prompts]
+    done = [False] * len(rows)
+    stops = set(stop_ids)
+    for next_ids in decode_steps(model, prompts, decoding, generator, use_cache):
+        for row, token in enumerate(next_ids.tolist()):
+            if done[row]:
+                continue
+            if token in stops:
+                done[row] = True
+            else:
+                rows[row].append(token)
+        if all(done):
+            break
+    return rows
+
+
 def generate(
     model: GPT,
     prompt: list[int],
@@ -22,32 +205,10 @@ def generate(
     temperature 0 is greedy (argmax); otherwise logits are divided by the temperature and,
     with top_k > 0, all but the k most likely tokens are dropped before sampling.
     Generation stops after `stop_id` (not included in the result). The context is cropped
-    to the model's block_size from the left.
+    to the model's block_size from the left at every step (a window sliding by one token).
     """
     if not prompt:
         raise ValueError("prompt must hold at least one token")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    idx = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
-    block_size = model.config.block_size
-    new: list[int] = []
-    for _ in range(max_new_tokens):
-        logits, _ = model(idx[:, -block_size:])
-        logits = logits[0, -1].float()  # (V,)
-        if temperature == 0:
-            next_id = int(torch.argmax(logits))
-        else:
-            logits = logits / temperature
-            if 0 < top_k < logits.numel():
-                kth = torch.topk(logits, top_k).values[-1]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = torch.softmax(logits, dim=-1)
-            gen_device = generator.device if generator is not None else device
-            next_id = int(torch.multinomial(probs.to(gen_device), 1, generator=generator))
-        if stop_id is not None and next_id == stop_id:
-            break
-        new.append(next_id)
-        idx = torch.cat([idx, torch.tensor([[next_id]], device=device)], dim=1)
-    model.train(was_training)
-    return new
+    decoding = Decoding(max_new_tokens, temperature, top_k, slide=1)
+    stops = () if stop_id is None else (stop_id,)
+    return generate_ids(model, [prompt], decoding, generator, stops)[0]

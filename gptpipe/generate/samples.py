@@ -1,5 +1,6 @@
-"""The sample stage's continuations: a greedy one and seeded samples per prompt, with seeds that
-do not depend on the other models and prompts.
+"""The sample stage's continuations: for each decoding setting of `sample.decoding`, one
+continuation (deterministic settings) or seeded samples per prompt, with seeds that do not
+depend on the other models, prompts and settings.
 """
 
 from __future__ import annotations
@@ -10,52 +11,81 @@ from typing import Any
 import tiktoken
 import torch
 
-from gptpipe.config import SampleConfig
-from gptpipe.generate.decode import generate
-from gptpipe.generate.text import prompt_ids
+from gptpipe.config import DecodingConfig, SampleConfig
+from gptpipe.generate.decode import Decoding
+from gptpipe.generate.text import context_ids, continuations
 from gptpipe.model.gpt import GPT
-from gptpipe.tokenizer.folder import eot_id
 
 
-def sample_seed(seed: int, model: str, prompt_format: str, prompt: str) -> int:
-    """A seed per (model, prompt format, prompt): stable across runs and independent of the
-    other models and prompts, so adding a prompt does not change the others' samples."""
-    key = zlib.crc32(f"{model}\n{prompt_format}\n{prompt}".encode())
+def sample_seed(seed: int, model: str, prompt_format: str, prompt: str, setting: str = "") -> int:
+    """A seed per (model, prompt format, prompt, decoding setting): stable across runs and
+    independent of the others, so adding a prompt does not change the others' samples."""
+    key = zlib.crc32(f"{model}\n{prompt_format}\n{prompt}\n{setting}".encode())
     return (seed * 1_000_003 + key) % 2**63
 
 
-def continuations(
+def resolve(cfg: SampleConfig, entry: DecodingConfig) -> tuple[Decoding, int]:
+    """The decoding of one `sample.decoding` entry, its unset keys taken from the section,
+    and how many continuations it draws per prompt (one when it is deterministic)."""
+    decoding = Decoding(
+        max_new_tokens=cfg.max_new_tokens if entry.max_new_tokens is None else entry.max_new_tokens,
+        temperature=cfg.temperature if entry.temperature is None else entry.temperature,
+        top_k=cfg.top_k if entry.top_k is None else entry.top_k,
+        top_p=entry.top_p,
+        repetition_penalty=entry.repetition_penalty,
+        num_beams=entry.num_beams,
+        length_penalty=entry.length_penalty,
+        stop=tuple(entry.stop),
+    )
+    if deterministic(decoding):
+        return decoding, 1
+    return decoding, cfg.num_samples if entry.num_samples is None else entry.num_samples
+
+
+def deterministic(decoding: Decoding) -> bool:
+    return decoding.temperature == 0 or decoding.num_beams > 1
+
+
+def method(decoding: Decoding) -> str:
+    if decoding.num_beams > 1:
+        return "beam"
+    return "greedy" if decoding.temperature == 0 else "sample"
+
+
+def prompt_continuations(
     model: GPT,
     encoding: tiktoken.Encoding,
     cfg: SampleConfig,
     text: str,
-    seed: int,
+    seed_of: Any,
 ) -> list[dict[str, Any]]:
-    """One greedy continuation of `text`, then `num_samples` sampled ones from one generator."""
-    ids = prompt_ids(encoding, text)
-    stop = eot_id(encoding)
-    out = []
-    new = generate(model, ids, cfg.max_new_tokens, temperature=0.0, stop_id=stop)
-    out.append({"method": "greedy", "sample": 0, "temperature": 0.0, "top_k": 0, "ids": new})
-    generator = torch.Generator(device="cpu").manual_seed(seed)
-    for number in range(1, cfg.num_samples + 1):
-        new = generate(
-            model,
-            ids,
-            cfg.max_new_tokens,
-            temperature=cfg.temperature,
-            top_k=cfg.top_k,
-            stop_id=stop,
-            generator=generator,
-        )
-        method = "greedy" if cfg.temperature == 0 else "sample"
-        out.append(
-            {
-                "method": method,
-                "sample": number,
-                "temperature": cfg.temperature,
-                "top_k": cfg.top_k,
-                "ids": new,
-            }
-        )
+    """Every setting's continuations of `text`: records without model, prompt and format.
+    `seed_of(setting name)` gives the seed of a sampled setting."""
+    ids = context_ids(model, encoding, text)
+    out: list[dict[str, Any]] = []
+    for entry in cfg.decoding:
+        decoding, count = resolve(cfg, entry)
+        if count == 0:
+            continue
+        seed = None if deterministic(decoding) else int(seed_of(entry.name))
+        generator = torch.Generator(device="cpu").manual_seed(seed) if seed is not None else None
+        (found,) = continuations(model, encoding, [ids], decoding, generator, count)
+        for number, item in enumerate(found, start=0 if seed is None else 1):
+            out.append(
+                {
+                    "decoding": entry.name,
+                    "method": method(decoding),
+                    "sample": number,
+                    "temperature": decoding.temperature,
+                    "top_k": decoding.top_k,
+                    "top_p": decoding.top_p,
+                    "repetition_penalty": decoding.repetition_penalty,
+                    "num_beams": decoding.num_beams,
+                    "length_penalty": decoding.length_penalty,
+                    "max_new_tokens": decoding.max_new_tokens,
+                    "seed": seed,
+                    "tokens": item.tokens,
+                    "text": item.text,
+                }
+            )
     return out

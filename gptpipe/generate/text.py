@@ -1,46 +1,240 @@
-"""Text in, text out: prompts as ids and continuations decoded back to text."""
+"""Text in, text out: prompts as ids, streamed continuations, stop strings, and the one
+function a notebook user calls (`generate_text`).
+
+Tokens are byte sequences: a character of several UTF-8 bytes may be split across tokens,
+and a stop string across several. `TextStream` turns ids into text pieces that hold only
+whole characters and never a part of the text that may still turn out to begin a stop
+string, so what is printed never has to be taken back.
+"""
 
 from __future__ import annotations
+
+import codecs
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import tiktoken
 import torch
 
-from gptpipe.generate.decode import generate
+from gptpipe.errors import BadInput
+from gptpipe.generate.beam import beam_search
+from gptpipe.generate.decode import Decoding, decode_steps, problems
+from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
 from gptpipe.prompts import format_prompt
 from gptpipe.tokenizer.folder import eot_id
+
+
+class TextStream:
+    """Token ids in, text pieces out, ending at the first stop string (not included)."""
+
+    def __init__(self, encoding: tiktoken.Encoding, stops: Sequence[str] = ()) -> None:
+        self.encoding = encoding
+        self.stops = tuple(stops)
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.pending = ""  # decoded, not yet released: it may begin a stop string
+        self.text = ""  # released so far
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        """Add one token; returns the text it releases (possibly empty)."""
+        if self.stopped:
+            return ""
+        self.pending += self.decoder.decode(self.encoding.decode_single_token_bytes(token))
+        hits = [i for i in (self.pending.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped = True
+            return self._release(min(hits), rest="")
+        hold = 0  # the longest end of `pending` that begins some stop string
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), hold, -1):
+                if self.pending.endswith(stop[:n]):
+                    hold = n
+                    break
+        return self._release(len(self.pending) - hold, rest=None)
+
+    def finish(self) -> str:
+        """The text still held back (an unfinished character becomes U+FFFD)."""
+        if self.stopped:
+            return ""
+        self.pending += self.decoder.decode(b"", final=True)
+        return self._release(len(self.pending), rest="")
+
+    def _release(self, upto: int, rest: str | None) -> str:
+        piece = self.pending[:upto]
+        self.pending = self.pending[upto:] if rest is None else rest
+        self.text += piece
+        return piece
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """`text` up to its first stop string."""
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return text[: min(hits)] if hits else text
+
+
+def prompt_ids(encoding: tiktoken.Encoding, text: str) -> list[int]:
+    """User text as ids; an empty prompt starts from `<|endoftext|>` (unconditional text)."""
+    return encoding.encode_ordinary(text) or [eot_id(encoding)]
+
+
+def context_ids(model: GPT, encoding: tiktoken.Encoding, text: str, warn: bool = True) -> list[int]:
+    """`prompt_ids`, cut from the left to the model's context (with a warning on stderr)."""
+    ids = prompt_ids(encoding, text)
+    block = model.config.block_size
+    if len(ids) > block:
+        if warn:
+            print(
+                f"gptpipe: warning: the prompt's {len(ids)} tokens exceed the model's context "
+                f"of {block}: keeping the last {block}",
+                file=sys.stderr,
+            )
+        ids = ids[-block:]
+    return ids
+
+
+def stream(
+    model: GPT,
+    encoding: tiktoken.Encoding,
+    ids: Sequence[int],
+    decoding: Decoding,
+    generator: torch.Generator | None = None,
+) -> Iterator[str]:
+    """The continuation of `ids` as text pieces, as they are produced; ends at
+    <|endoftext|>, a stop string or the token limit. Beam search yields one piece at
+    the end (it knows the best continuation only then)."""
+    stop = eot_id(encoding)
+    if decoding.num_beams > 1:
+        text = encoding.decode(beam_search(model, ids, decoding, stop_id=stop))
+        piece = cut_at_stop(text, decoding.stop)
+        if piece:
+            yield piece
+        return
+    text_stream = TextStream(encoding, decoding.stop)
+    for next_ids in decode_steps(model, [ids], decoding, generator):
+        token = int(next_ids[0])
+        if token == stop:
+            break
+        piece = text_stream.push(token)
+        if piece:
+            yield piece
+        if text_stream.stopped:
+            break
+    tail = text_stream.finish()
+    if tail:
+        yield tail
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A continuation's text and how many tokens it took (the stop token not counted)."""
+
+    text: str
+    tokens: int
+
+
+def continuations(
+    model: GPT,
+    encoding: tiktoken.Encoding,
+    prompts: Sequence[Sequence[int]],
+    decoding: Decoding,
+    generator: torch.Generator | None = None,
+    num_samples: int = 1,
+) -> list[list[Continuation]]:
+    """`num_samples` continuations of each prompt, all decoded as one batch (prompts of
+    different lengths are left-padded); each row stops on its own."""
+    stop = eot_id(encoding)
+    if decoding.num_beams > 1:  # deterministic: one search per prompt, repeated
+        found = []
+        for p in prompts:
+            ids = beam_search(model, p, decoding, stop)
+            text = cut_at_stop(encoding.decode(ids), decoding.stop)
+            found.append(Continuation(text, len(ids)))
+        return [[c] * num_samples for c in found]
+    rows = [p for p in prompts for _ in range(num_samples)]
+    streams = [TextStream(encoding, decoding.stop) for _ in rows]
+    counts = [0] * len(rows)
+    done = [False] * len(rows)
+    for next_ids in decode_steps(model, rows, decoding, generator):
+        for row, token in enumerate(next_ids.tolist()):
+            if done[row]:
+                continue
+            if token == stop:
+                done[row] = True
+                continue
+            counts[row] += 1
+            streams[row].push(token)
+            done[row] = streams[row].stopped
+        if all(done):
+            break
+    found = [Continuation(s.text + s.finish(), n) for s, n in zip(streams, counts, strict=True)]
+    return [found[i : i + num_samples] for i in range(0, len(found), num_samples)]
+
+
+def check(decoding: Decoding) -> Decoding:
+    """The setting, or BadInput naming the first wrong field."""
+    for name, message in problems(decoding):
+        raise BadInput(f"{name}: {message}")
+    return decoding
+
+
+def generate_text(
+    model: GPT | Path | str,
+    prompt: str | Sequence[str],
+    encoding: tiktoken.Encoding | None = None,
+    seed: int | None = None,
+    num_samples: int = 1,
+    instruct: bool | None = None,
+    device: str = "auto",
+    **settings: Any,
+) -> str | list[list[str]]:
+    """Continue `prompt` with a model folder (or a loaded model and its `encoding`).
+
+    `settings` are the fields of `Decoding` (max_new_tokens, temperature, top_k, top_p,
+    repetition_penalty, num_beams, length_penalty, stop, slide); temperature 0, the
+    default, is greedy. One prompt and one sample give a string; a list of prompts (or
+    num_samples > 1) gives, for each prompt, a list of its samples. `instruct` wraps each
+    prompt in the Alpaca template; by default an instruction-tuned folder does.
+
+        >>> generate_text("models/base", "Return the", max_new_tokens=20)
+    """
+    if "stop" in settings and isinstance(settings["stop"], str):
+        settings["stop"] = (settings["stop"],)
+    elif "stop" in settings:
+        settings["stop"] = tuple(settings["stop"])
+    decoding = check(Decoding(**settings))
+    if num_samples < 1:
+        raise BadInput(f"num_samples: must be >= 1, not {num_samples}")
+    if isinstance(model, GPT):
+        if encoding is None:
+            raise BadInput("encoding: a loaded model needs its tokenizer (load_tokenizer)")
+        lm, wrap = model, bool(instruct)
+    else:
+        folder = Path(model)
+        lm, encoding = load_language_model(folder, device)
+        wrap = is_instruct(folder, read_info(folder)) if instruct is None else instruct
+    texts = [prompt] if isinstance(prompt, str) else list(prompt)
+    ids = [context_ids(lm, encoding, format_prompt(t) if wrap else t) for t in texts]
+    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    out = continuations(lm, encoding, ids, decoding, generator, num_samples)
+    if isinstance(prompt, str) and num_samples == 1:
+        return out[0][0].text
+    return [[c.text for c in row] for row in out]
 
 
 def continue_text(
     model: GPT,
     encoding: tiktoken.Encoding,
     prompt: str,
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    top_k: int = 0,
+    decoding: Decoding,
     generator: torch.Generator | None = None,
     instruct: bool = False,
     input: str = "",
 ) -> str:
-    """The new text after `prompt` (Alpaca-wrapped with `instruct`), up to <|endoftext|>.
-
-    An empty prompt starts from <|endoftext|>, i.e. the start of a new document.
-    """
+    """The new text after `prompt` (Alpaca-wrapped with `instruct`), up to <|endoftext|>
+    or a stop string. An empty prompt starts from <|endoftext|>, a new document."""
     text = format_prompt(prompt, input) if instruct else prompt
-    stop = eot_id(encoding)
-    ids = encoding.encode_ordinary(text) or [stop]
-    new = generate(
-        model,
-        ids,
-        max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        stop_id=stop,
-        generator=generator,
-    )
-    return encoding.decode(new)
-
-
-def prompt_ids(encoding: tiktoken.Encoding, text: str) -> list[int]:
-    """User text as ids; an empty prompt starts from `<|endoftext|>` (unconditional text)."""
-    return encoding.encode_ordinary(text) or [eot_id(encoding)]
+    return "".join(stream(model, encoding, context_ids(model, encoding, text), decoding, generator))

@@ -42,6 +42,77 @@ class GPTConfig:
         return asdict(self)
 
 
+class KVCache:
+    """Keys and values of every layer, preallocated for `max_len` positions, so that decoding
+    one more token costs one position's work and allocates nothing.
+
+    k, v: (n_layer, B, H, max_len, D). `pos` positions are filled, the same count in every
+    row. `pad` (B,) is each row's left padding (prompts of different lengths in one batch):
+    row b's tokens start at position pad[b], count their positions from there, and no query
+    attends to its padding. A cache belongs to one sequence batch: `reset()` reuses it.
+    """
+
+    def __init__(
+        self,
+        config: GPTConfig,
+        batch_size: int = 1,
+        max_len: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        pad: torch.Tensor | None = None,
+    ) -> None:
+        self.max_len = max_len or config.block_size
+        if self.max_len > config.block_size:
+            raise ValueError(f"max_len {self.max_len} exceeds block_size {config.block_size}")
+        D = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, self.max_len, D)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pos = 0
+        self.pad = pad.to(self.k.device) if pad is not None and bool(pad.any()) else None
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.size(1)
+
+    def reset(self, pad: torch.Tensor | None = None) -> None:
+        """Empty the cache (nothing is reallocated); `pad` sets the new rows' left padding."""
+        self.pos = 0
+        self.pad = pad.to(self.k.device) if pad is not None and bool(pad.any()) else None
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep row rows[i] as row i (beam search); `rows` (B,) indexes the current rows."""
+        filled = slice(0, self.pos)
+        self.k[:, :, :, filled] = self.k[:, rows, :, filled]
+        self.v[:, :, :, filled] = self.v[:, rows, :, filled]
+        if self.pad is not None:
+            self.pad = self.pad[rows]
+
+    def positions(self, T: int) -> torch.Tensor:
+        """The position ids of the next T tokens: (1, T), or (B, T) with left padding."""
+        pos = torch.arange(self.pos, self.pos + T, device=self.k.device)  # (T,)
+        if self.pad is None:
+            return pos[None]
+        return (pos[None] - self.pad[:, None]).clamp_min(0)  # (B, T)
+
+    def mask(self, T: int) -> torch.Tensor | None:
+        """Which keys the next T queries may see, (B or 1, 1, T, pos + T) bools, or None when
+        that is every filled key (one new token and no padding).
+
+        Causal, minus the padding; a padding query still sees itself, so that no softmax row
+        is empty (an all-masked row would be NaN, and 0 x NaN reaches the real tokens).
+        """
+        if T == 1 and self.pad is None:
+            return None
+        q = torch.arange(self.pos, self.pos + T, device=self.k.device)[:, None]  # (T, 1)
+        key = torch.arange(self.pos + T, device=self.k.device)[None]  # (1, Tk)
+        allowed = key <= q  # (T, Tk)
+        if self.pad is None:
+            return allowed[None, None]
+        real = key[None] >= self.pad[:, None, None]  # (B, 1, Tk)
+        return ((allowed[None] & real) | (key == q)[None])[:, None]  # (B, 1, T, Tk)
+
+
 class CausalSelfAttention(nn.Module):
     """Multi-head masked self-attention with one fused query/key/value projection."""
 
@@ -53,7 +124,18 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: torch.Tensor | None = None,
+        attention: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """x (B, T, C) -> (B, T, C). With `cache`, the T new keys/values are written at
+        positions cache.pos.. of layer `layer` and the queries attend to every filled key
+        (under `mask`, from `KVCache.mask`). With `attention`, the weights (B, H, T, Tk)
+        are computed the written-out way and appended to it."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         # (B, T, C) -> (B, H, T, D)
@@ -61,31 +143,51 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         dropout = self.dropout if self.training else 0.0
-        if return_weights:
-            y, weights = attention_reference(q, k, v, dropout=dropout)
-            self.last_weights = weights  # (B, H, T, T), for inspection and teaching
-        else:
+        causal = True
+        if cache is not None:
+            end = cache.pos + T
+            cache.k[layer, :, :, cache.pos : end] = k
+            cache.v[layer, :, :, cache.pos : end] = v
+            k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]  # (B, H, Tk, D)
+            causal = False  # the mask (or, for one token and no padding, nothing) says it
+        if attention is not None:
+            y, weights = attention_reference(q, k, v, dropout=dropout, mask=mask, causal=causal)
+            attention.append(weights)  # (B, H, T, Tk)
+        elif causal:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, D) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 
 def attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout: float = 0.0,
+    mask: torch.Tensor | None = None,
+    causal: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """softmax(q k^T / sqrt(D) + causal mask) v, written out; returns (output, weights).
+    """softmax(q k^T / sqrt(D) + mask) v, written out; returns (output, weights).
 
-    The fast path uses `scaled_dot_product_attention`; this one exists to read and to return
-    the attention weights, and is tested equal to it.
+    q (B, H, T, D), k and v (B, H, Tk, D). `causal` masks the future of each of the T
+    queries, taken as the last T positions of the Tk keys; `mask` (broadcast to
+    (B, H, T, Tk), True = may attend) is used instead when given. The fast path uses
+    `scaled_dot_product_attention`; this one exists to read and to return the attention
+    weights, and is tested equal to it.
     """
-    T = q.size(-2)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, T)
-    future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(1)
-    scores = scores.masked_fill(future, float("-inf"))
+    T, Tk = q.size(-2), k.size(-2)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif causal:
+        future = torch.ones(T, Tk, dtype=torch.bool, device=q.device).triu(Tk - T + 1)
+        scores = scores.masked_fill(future, float("-inf"))
     weights = F.softmax(scores, dim=-1)
     if dropout > 0:
         weights = F.dropout(weights, p=dropout)
-    return weights @ v, weights  # (B, H, T, D), (B, H, T, T)
+    return weights @ v, weights  # (B, H, T, D), (B, H, T, Tk)
 
 
 class MLP(nn.Module):
@@ -111,8 +213,15 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias, eps=1e-5)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, return_weights: bool = False) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), return_weights=return_weights)
+    def forward(
+        self,
+        x: torch.Tensor,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        mask: torch.Tensor | None = None,
+        attention: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer, mask, attention)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -151,23 +260,46 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def hidden_states(self, idx: torch.Tensor, return_weights: bool = False) -> torch.Tensor:
-        """Token ids (B, T) -> final normalised hidden states (B, T, C)."""
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        kv_cache: KVCache | None = None,
+        attention: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Token ids (B, T) -> final normalised hidden states (B, T, C).
+
+        With `kv_cache`, idx holds the next T tokens after the cache's `pos` filled positions
+        (a whole prompt at once, then one token per step); their keys and values are stored
+        and `pos` advances by T. With `attention` (a list), each layer appends its attention
+        weights (B, H, T, Tk) to it.
+        """
         T = idx.size(1)  # idx: (B, T)
-        if T > self.config.block_size:
-            raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
-        pos = torch.arange(T, device=idx.device)  # (T,)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-        for block in self.h:
-            x = block(x, return_weights=return_weights)
+        if kv_cache is None:
+            if T > self.config.block_size:
+                raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
+            pos = torch.arange(T, device=idx.device)  # (T,)
+            x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+            for block in self.h:
+                x = block(x, attention=attention)
+            return self.ln_f(x)
+        if kv_cache.pos + T > kv_cache.max_len:
+            raise ValueError(
+                f"{kv_cache.pos} cached + {T} new positions exceed the cache's {kv_cache.max_len}"
+            )
+        mask = kv_cache.mask(T)  # once for all layers
+        x = self.drop(self.wte(idx) + self.wpe(kv_cache.positions(T)))  # (B, T, C)
+        for layer, block in enumerate(self.h):
+            x = block(x, kv_cache, layer, mask, attention)
+        kv_cache.pos += T
         return self.ln_f(x)
 
     def forward(
         self,
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
-        return_weights: bool = False,
         with_logits: bool = True,
+        kv_cache: KVCache | None = None,
+        attention: list[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Language model: (B, T) ids -> logits (B, T, V), and the mean cross-entropy
         against `targets` (B, T) if given; targets equal to -100 are ignored.
@@ -175,9 +307,10 @@ class GPT(nn.Module):
         Training passes `with_logits=False`: then no logits are returned (None) and the head
         and the loss run fused, a chunk of positions at a time (`linear_cross_entropy`), the
         same loss without ever holding the (B, T, V) logits. It goes through `forward` so that
-        wrappers (DistributedDataParallel, torch.compile) see it.
+        wrappers (DistributedDataParallel, torch.compile) see it. `kv_cache` and `attention`
+        are those of `hidden_states` (decoding, and capturing attention weights).
         """
-        x = self.hidden_states(idx, return_weights=return_weights)
+        x = self.hidden_states(idx, kv_cache, attention)
         if targets is not None and not with_logits:
             flat = x.reshape(-1, x.size(-1))  # (B*T, C)
             return None, linear_cross_entropy(flat, self.lm_head.weight, targets.reshape(-1))

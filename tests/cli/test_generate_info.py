@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -123,3 +124,104 @@ def test_info_table_and_params_mode(models: dict[str, Path], tmp_path: Path) -> 
     assert data["parameters"]["total"] == total
     result = runner.invoke(app, ["info", "--model", str(tmp_path / "none")])
     assert result.exit_code == 2 and str(tmp_path / "none") in result.stderr
+
+
+def test_generate_streams_pieces_as_they_are_produced(models: dict[str, Path]) -> None:
+    from gptpipe.cli.generate import write_stream
+
+    class Recorder(io.StringIO):
+        flushes = 0
+
+        def flush(self) -> None:
+            self.flushes += 1
+
+    out = Recorder()
+    assert write_stream(iter(["a", "bc", "d"]), out) == "abcd"
+    assert out.getvalue() == "abcd" and out.flushes == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--temperature", "nan"), "--temperature"),
+        (("--temperature", "-0.5"), "--temperature"),
+        (("--top-p", "0"), "--top-p"),
+        (("--top-p", "1.5"), "--top-p"),
+        (("--num-beams", "0"), "--num-beams"),
+        (("--stop", ""), "--stop"),
+        (("--num-samples", "0"), "--num-samples"),
+    ],
+)
+def test_bad_decoding_options_exit_2_naming_them(
+    models: dict[str, Path], args: tuple[str, ...], named: str
+) -> None:
+    code, out, err = gen(models["lm"], "--prompt", "x", *args)
+    assert code == 2 and named in err and out == ""
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_every_strategy_from_the_command_line(models: dict[str, Path]) -> None:
+    from gptpipe.generate.beam import beam_search
+    from gptpipe.generate.decode import Decoding
+
+    model, _ = load_model(models["lm"])
+    enc = load_tokenizer(models["lm"])
+    ids = enc.encode_ordinary("The")
+    best = beam_search(model, ids, Decoding(6, num_beams=3, length_penalty=0.5), eot_id(enc))
+    code, out, _ = gen(
+        models["lm"],
+        "--prompt",
+        "The",
+        "--max-new-tokens",
+        "6",
+        "--num-beams",
+        "3",
+        "--length-penalty",
+        "0.5",
+    )
+    assert code == 0 and out == enc.decode(best) + "\n"
+    args = (
+        "--prompt",
+        "The",
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "1",
+        "--top-p",
+        "0.9",
+        "--repetition-penalty",
+        "1.3",
+        "--num-samples",
+        "3",
+        "--seed",
+        "4",
+    )
+    code, out, err = gen(models["lm"], *args)
+    assert code == 0 and len(out.splitlines()) == 3 and "sample 3" in err
+    assert gen(models["lm"], *args)[1] == out
+    greedy = direct(models["lm"], "The", 6)
+    stop = greedy[2:5]
+    code, out, _ = gen(
+        models["lm"],
+        "--prompt",
+        "The",
+        "--max-new-tokens",
+        "6",
+        "--temperature",
+        "0",
+        "--stop",
+        stop,
+    )
+    assert code == 0 and out == greedy[: greedy.index(stop)] + "\n"
+    code, out, _ = gen(models["lm"], "--prompt", "", "--max-new-tokens", "3", "--temperature", "0")
+    model_ids = [eot_id(enc)]
+    assert (
+        code == 0 and out == enc.decode(generate(model, model_ids, 3, stop_id=eot_id(enc))) + "\n"
+    )
+
+
+def test_chat_refuses_a_classifier_and_a_bad_option(models: dict[str, Path]) -> None:
+    result = runner.invoke(app, ["chat", "--model", str(models["cls"])], input="")
+    assert result.exit_code == 2 and "classifier" in result.stderr
+    result = runner.invoke(app, ["chat", "--model", str(models["lm"]), "--top-p", "-1"])
+    assert result.exit_code == 2 and "--top-p" in result.stderr

@@ -48,3 +48,78 @@ def test_stops_at_the_stop_token():
     stop = greedy[3]
     out = generate(model, [1, 2], 10, stop_id=stop)
     assert out == greedy[: greedy.index(stop)]
+
+
+# ----------------------------------------------------------------------------- the cache
+
+from helpers.gpt2 import converted, hf_model  # noqa: E402
+
+from gptpipe.generate.decode import Decoding, generate_ids  # noqa: E402
+
+
+def peaked(seed: int, n_positions: int = 64, vocab_size: int = 512, scale: float = 4.0):
+    """A random transformers GPT-2 with larger weights than at init: distinct argmaxes."""
+    hf = hf_model(seed, n_positions=n_positions, vocab_size=vocab_size)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("weight") and ".ln_" not in name and "ln_f" not in name:
+                p.mul_(scale)
+    for config in (hf.config, hf.generation_config):
+        config.bos_token_id = config.eos_token_id = vocab_size - 1
+    return hf
+
+
+def test_greedy_with_and_without_cache_is_token_identical_and_equals_transformers():
+    hf = peaked(0)
+    model = converted(hf)
+    prompt = [5, 17, 300, 2, 44]
+    d = Decoding(max_new_tokens=40)
+    cached = generate_ids(model, [prompt], d)[0]
+    assert cached == generate_ids(model, [prompt], d, use_cache=False)[0]
+    with torch.no_grad():
+        out = hf.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=40,
+            do_sample=False,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
+    assert cached == out[0, len(prompt) :].tolist()
+    assert len(set(cached)) > 1  # not one token repeated
+
+
+def test_batched_prompts_of_different_lengths_equal_each_prompt_alone():
+    model = converted(peaked(1))
+    prompts = [[1, 2, 3], [9, 8, 7, 6, 5, 4, 3, 2], [42]]
+    d = Decoding(max_new_tokens=12, repetition_penalty=1.3)
+    batched = generate_ids(model, prompts, d)
+    assert batched == [generate_ids(model, [p], d)[0] for p in prompts]
+    assert batched == generate_ids(model, prompts, d, use_cache=False)
+
+
+def test_past_the_context_the_window_slides_and_the_cache_is_rebuilt():
+    model = tiny()  # block_size 8
+    for slide in (1, 3, 0):
+        d = Decoding(max_new_tokens=30, slide=slide)
+        out = generate_ids(model, [[1, 2, 3, 4, 5, 6]], d)[0]
+        assert len(out) == 30
+        assert out == generate_ids(model, [[1, 2, 3, 4, 5, 6]], d, use_cache=False)[0]
+    # a prompt longer than the context keeps its last block_size tokens
+    long = list(range(20))
+    assert (
+        generate_ids(model, [long], Decoding(5))[0]
+        == generate_ids(model, [long[-8:]], Decoding(5))[0]
+    )
+
+
+def test_several_seeded_samples_per_prompt():
+    model = tiny()
+    d = Decoding(max_new_tokens=10, temperature=1.0, top_p=0.95)
+
+    def draw(seed: int) -> list[list[int]]:
+        return generate_ids(model, [[1, 2]] * 4, d, torch.Generator().manual_seed(seed))
+
+    first = draw(5)
+    assert first == draw(5)
+    assert first != draw(6)
+    assert len({tuple(r) for r in first}) > 1  # the rows are different samples

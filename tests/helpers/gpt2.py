@@ -229,3 +229,16 @@ def write_tf_checkpoint(
     (folder / "model.ckpt.index").write_bytes(write_table(entries, block_size, compress))
     (folder / "model.ckpt.data-00000-of-00001").write_bytes(bytes(data))
     (folder / "hparams.json").write_text(json.dumps(hparams))
+
+
+def converted(hf, n_head: int = 4):
+    """Our GPT holding the weights of a transformers GPT2LMHeadModel (through gptpipe.interop)."""
+    from gptpipe.interop.gpt2_layouts import config_from_shapes, hf_to_ours
+    from gptpipe.model.folder import model_from_tensors
+    from gptpipe.model.tensors import LazyTensor
+
+    ours = hf_to_ours(hf.state_dict())
+    shapes = {k: tuple(v.shape) for k, v in ours.items()}
+    config = config_from_shapes(shapes, n_head=n_head, where=Path("hf"))
+    lazy = {k: LazyTensor(tuple(v.shape), lambda v=v: v.clone()) for k, v in ours.items()}
+    return model_from_tensors(config, lazy)

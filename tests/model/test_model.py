@@ -8,7 +8,7 @@ import torch
 
 from gptpipe.model import fused_loss
 from gptpipe.model import gpt as model_module
-from gptpipe.model.gpt import GPT, GPTConfig, attention_reference
+from gptpipe.model.gpt import GPT, GPTConfig, KVCache, attention_reference
 
 TINY = GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=4, n_embd=32)
 
@@ -38,16 +38,76 @@ def test_changing_a_future_token_leaves_earlier_logits_unchanged():
     assert not torch.allclose(before[:, 10:], after[:, 10:])
 
 
-def test_sdpa_path_equals_reference_attention_and_returns_weights():
+def test_sdpa_path_equals_reference_attention_and_captures_weights():
     model = tiny()
     idx = torch.randint(0, 97, (2, 16))
     fast, _ = model(idx)
-    slow, _ = model(idx, return_weights=True)
+    captured: list[torch.Tensor] = []
+    slow, _ = model(idx, attention=captured)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
-    weights = model.h[0].attn.last_weights
+    assert len(captured) == 2  # one per layer, nothing stashed on the modules
+    weights = captured[0]
     assert weights.shape == (2, 4, 16, 16)
     torch.testing.assert_close(weights.sum(-1), torch.ones(2, 4, 16))
     assert torch.all(weights.triu(1) == 0)  # no weight on the future
+    assert not any(hasattr(m, "last_weights") for m in model.modules())
+
+
+def test_cache_prefill_then_one_token_at_a_time_equals_the_full_forward():
+    model = tiny()
+    idx = torch.randint(0, 97, (2, 16))
+    full, _ = model(idx)
+    cache = KVCache(model.config, batch_size=2)
+    first, _ = model(idx[:, :5], kv_cache=cache)  # a prompt: one batched forward
+    steps = [first]
+    for t in range(5, 16):
+        logits, _ = model(idx[:, t : t + 1], kv_cache=cache)
+        steps.append(logits)
+    assert cache.pos == 16
+    torch.testing.assert_close(torch.cat(steps, 1), full, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="exceed"):
+        model(idx[:, :1], kv_cache=cache)  # the cache is full
+    storage = cache.k.data_ptr()
+    cache.reset()
+    again, _ = model(idx[:, :5], kv_cache=cache)
+    assert cache.k.data_ptr() == storage  # reused, not reallocated
+    torch.testing.assert_close(again, first, rtol=0, atol=0)
+
+
+def test_left_padded_rows_equal_each_row_alone():
+    model = tiny()
+    short, long = torch.randint(0, 97, (1, 4)), torch.randint(0, 97, (1, 9))
+    batch = torch.cat([torch.cat([torch.zeros(1, 5, dtype=torch.long), short], 1), long])
+    cache = KVCache(model.config, batch_size=2, pad=torch.tensor([5, 0]))
+    logits, _ = model(batch, kv_cache=cache)
+    step, _ = model(torch.tensor([[3], [4]]), kv_cache=cache)
+    alone_short, _ = model(torch.cat([short, torch.tensor([[3]])], 1))
+    alone_long, _ = model(torch.cat([long, torch.tensor([[4]])], 1))
+    assert not torch.isnan(logits).any()
+    torch.testing.assert_close(logits[0, 5:], alone_short[0, :4], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step[0, 0], alone_short[0, 4], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step[1, 0], alone_long[0, 9], rtol=1e-5, atol=1e-5)
+    captured: list[torch.Tensor] = []
+    cache.reset(pad=torch.tensor([5, 0]))
+    model(batch, kv_cache=cache, attention=captured)
+    assert torch.all(captured[0][0, :, 5:, :5] == 0)  # no real token attends to padding
+
+
+def test_training_path_is_unchanged_by_the_cache_code():
+    """The default forward (no cache) is the plain causal SDPA path, bit for bit."""
+    model = tiny()
+    idx = torch.randint(0, 97, (2, 16))
+    x = model.drop(model.wte(idx) + model.wpe(torch.arange(16)))
+    for block in model.h:
+        a = block.ln_1(x)
+        B, T, C = a.shape
+        q, k, v = block.attn.c_attn(a).split(C, dim=2)
+        q, k, v = (t.view(B, T, 4, C // 4).transpose(1, 2) for t in (q, k, v))
+        y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + block.attn.c_proj(y.transpose(1, 2).contiguous().view(B, T, C))
+        x = x + block.mlp(block.ln_2(x))
+    expected = model.lm_head(model.ln_f(x))
+    torch.testing.assert_close(model(idx)[0], expected, rtol=0, atol=0)
 
 
 def test_reference_attention_matches_sdpa_directly():

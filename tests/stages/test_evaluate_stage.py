@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.mirror import MIRROR, needs_mirror
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
@@ -180,3 +181,83 @@ def test_model_with_another_tokenizer_is_bad_input(world: dict[str, Path], tmp_p
     with pytest.raises(BadInput, match="tokenizer"):
         evaluate_stage.run(cfg, world["shards"], [tmp_path / "other"], out)
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- --source
+
+
+def _serve(folder: Path):
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+def test_source_accepts_a_path_an_archive_member_and_a_url(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    import zipfile
+
+    from gptpipe.evaluation import corpus_tokens, evaluate_source
+
+    base = world["root"] / "base"
+
+    docs = ["First document, in which a cat sits.", "Second: the dog " * 8, "Third."]
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n<|endoftext|>\n".join(docs) + "\n")
+    with zipfile.ZipFile(tmp_path / "c.zip", "w") as z:
+        z.write(corpus, "data/corpus.txt")
+    enc = load_tokenizer(base)
+    tokens = corpus_tokens(enc, corpus)
+    expected_ids = []
+    for d in [*docs[:-1], docs[-1] + "\n"]:  # the file's final newline is the last document's
+        expected_ids += [*enc.encode_ordinary(d), eot_id(enc)]
+    assert tokens.tolist() == expected_ids  # documents as the shards hold them
+    cfg = EvaluateConfig(stride=16, batch_size=4, device="cpu")
+    model, _ = load_model(base)
+    want = perplexity(model, tokens, 16, 4)["perplexity"]
+    args = ["evaluate", "--model", str(base), "-S", "evaluate.stride=16"]
+    result = runner.invoke(app, [*args, "--source", str(corpus)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["perplexity"] == pytest.approx(want, rel=1e-6)
+    member = evaluate_source(cfg, base, f"{tmp_path / 'c.zip'}#corpus.txt")
+    assert member["perplexity"] == pytest.approx(want, rel=1e-6)
+    httpd = _serve(tmp_path)
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/c.txt"
+        by_url = evaluate_source(cfg, base, url)
+    finally:
+        httpd.shutdown()
+    assert by_url["perplexity"] == pytest.approx(want, rel=1e-6) and by_url["source"] == url
+    for bad, named in (
+        (str(tmp_path / "none.txt"), "none.txt"),
+        ("nosuchset", "nosuchset"),
+    ):
+        result = runner.invoke(app, [*args, "--source", bad])
+        assert result.exit_code == 2 and named in result.stderr, result.stderr
+    result = runner.invoke(app, [*args, "--source", str(corpus), "--text", str(corpus)])
+    assert result.exit_code == 2 and "--source" in result.stderr
+
+
+@pytest.mark.slow  # a 1 MB corpus; --source itself is covered fast by the test above
+@needs_mirror
+def test_source_reads_a_named_set_from_the_mirror(tmp_path: Path) -> None:
+    from gptpipe.evaluation import evaluate_source
+
+    save_tokenizer(
+        tmp_path / "bytes", {bytes([i]): i for i in range(256)}, kind="bpe", pattern="gpt2"
+    )
+    torch.manual_seed(0)
+    tiny = GPT(GPTConfig(vocab_size=257, block_size=512, n_layer=1, n_head=1, n_embd=8))
+    save_model(tmp_path / "m", tiny, tmp_path / "bytes")
+    cfg = EvaluateConfig(stride=512, batch_size=64, device="cpu")
+    result = evaluate_source(cfg, tmp_path / "m", "tinyshakespeare", MIRROR)
+    assert result["source"] == "tinyshakespeare"
+    assert result["bytes"] > 1_000_000 and math.isfinite(result["perplexity"])

@@ -10,8 +10,9 @@ import torch
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
-from gptpipe.config import SampleConfig
-from gptpipe.generate.decode import generate
+from gptpipe.config import DecodingConfig, SampleConfig, load_section
+from gptpipe.generate.beam import beam_search
+from gptpipe.generate.decode import Decoding, generate_ids
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.prompts import format_prompt
@@ -32,8 +33,15 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"base": root / "base", "tuned": root / "tuned"}
 
 
+LEGACY = [DecodingConfig("greedy", temperature=0.0), DecodingConfig("sample")]
 CFG = SampleConfig(
-    prompts=["The ", "def "], max_new_tokens=6, temperature=1.0, top_k=50, num_samples=2, seed=7
+    prompts=["The ", "def "],
+    max_new_tokens=6,
+    temperature=1.0,
+    top_k=50,
+    num_samples=2,
+    seed=7,
+    decoding=LEGACY,
 )
 
 
@@ -62,7 +70,8 @@ def test_greedy_text_equals_direct_generation(models: dict[str, Path], tmp_path:
     model, _ = load_model(models["tuned"])
     enc = load_tokenizer(models["tuned"])
     for prompt_format, text in (("raw", "The "), ("alpaca", format_prompt("The "))):
-        new = generate(model, enc.encode_ordinary(text), 6, stop_id=eot_id(enc))
+        ids = enc.encode_ordinary(text)  # the Alpaca prompt is longer than the context
+        new = generate_ids(model, [ids], Decoding(6), stop_ids=[eot_id(enc)])[0]
         (record,) = [
             r
             for r in records
@@ -101,4 +110,68 @@ def test_cli_missing_model_exits_2_naming_it(models: dict[str, Path], tmp_path: 
     assert not out.exists()
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert len(json.loads((out / "samples.json").read_text())) == 2
+    written = json.loads((out / "samples.json").read_text())
+    assert [r["decoding"] for r in written] == ["greedy", "sample", "nucleus", "beam"]  # defaults
+
+
+def test_every_decoding_setting_samples_every_model(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    cfg = SampleConfig(
+        prompts=["The "],
+        max_new_tokens=5,
+        temperature=0.9,
+        num_samples=2,
+        decoding=[
+            DecodingConfig("greedy", temperature=0.0),
+            DecodingConfig("nucleus", top_k=0, top_p=0.8, repetition_penalty=1.3),
+            DecodingConfig("beam", temperature=0.0, num_beams=3, length_penalty=0.5),
+            DecodingConfig("hot", temperature=1.5, num_samples=1, max_new_tokens=3),
+        ],
+    )
+    records = sample_stage.run(cfg, [models["base"], models["tuned"]], tmp_path / "s")
+    base = [r for r in records if r["model"] == "base"]
+    assert [(r["decoding"], r["method"], r["sample"]) for r in base] == [
+        ("greedy", "greedy", 0),
+        ("nucleus", "sample", 1),
+        ("nucleus", "sample", 2),
+        ("beam", "beam", 0),
+        ("hot", "sample", 1),
+    ]
+    nucleus = base[1]
+    assert (nucleus["temperature"], nucleus["top_k"], nucleus["top_p"]) == (0.9, 0, 0.8)
+    assert nucleus["repetition_penalty"] == 1.3 and nucleus["seed"] is not None
+    assert base[4]["tokens"] <= 3 and base[4]["temperature"] == 1.5
+    model, _ = load_model(models["base"])
+    enc = load_tokenizer(models["base"])
+    best = beam_search(
+        model,
+        enc.encode_ordinary("The "),
+        Decoding(5, num_beams=3, length_penalty=0.5),
+        eot_id(enc),
+    )
+    assert base[3]["text"] == enc.decode(best) and base[3]["num_beams"] == 3
+    assert len([r for r in records if r["model"] == "tuned"]) == 2 * 5  # raw + alpaca
+    markdown = (tmp_path / "s" / "samples.md").read_text()
+    assert "**nucleus**: temperature 0.9, top-p 0.8, repetition penalty 1.3" in markdown
+
+
+def test_decoding_params_are_checked_and_temperature_stays_a_fixed_point(
+    tmp_path: Path,
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("sample:\n  decoding:\n    - {name: a}\n    - {name: b, temperature: 0}\n")
+    cfg = load_section("sample", params, ["sample.temperature=0.3"])
+    decodings = [sample_stage.resolve(cfg, d)[0] for d in cfg.decoding]
+    assert [d.temperature for d in decodings] == [0.3, 0.0]
+    for override, key in (
+        ("sample.decoding=[{name: x, top_p: 0}]", "sample.decoding[0].top_p"),
+        ("sample.decoding=[{name: x, num_beams: 0}]", "sample.decoding[0].num_beams"),
+        ("sample.decoding=[{name: x, temperature: .nan}]", "sample.decoding[0].temperature"),
+        ("sample.decoding=[{name: x, stop: ['']}]", "sample.decoding[0].stop"),
+        ("sample.decoding=[{name: x, colour: red}]", "sample.decoding[0].colour"),
+        ("sample.decoding=[{name: x}, {name: x}]", "sample.decoding"),
+    ):
+        result = runner.invoke(app, ["sample", "--params", str(params), "-S", override])
+        assert result.exit_code == 2, override
+        assert key in result.stderr, (override, result.stderr)

@@ -1,0 +1,264 @@
+"""Decoding speed: gptpipe's KV-cache decoder against `transformers.generate` with its cache.
+
+Batch 1, greedy, a 16-token prompt, 256 new tokens, the same random weights (a
+GPT2LMHeadModel converted through gptpipe.interop), the same thread count; the two sides
+alternate within each repeat and each figure is the median over repeats. Both sides must
+produce the same tokens (checked). Also measured, in the same run:
+
+- time to first token (prompt prefill + one token);
+- time per token at position ~64 and at position ~1000 (a prompt of that length, then the
+  median of single-token steps), whose ratio shows how the cost grows with the context;
+- memory-bandwidth utilisation: bytes read per token (every weight once, the head tied to
+  the embeddings counted once, plus the keys and values cached so far) x tokens/s, against
+  the machine's bandwidth measured here by a large tensor copy (read + write bytes / s);
+- whether the CPU computes bf16 natively (`gptpipe.runtime.native_bf16`): decoding uses
+  bf16 weights only there, so on a CPU without AVX-512 BF16 / AMX the run is float32.
+
+    .venv/bin/python benchmarks/bench_generate.py            # configs a and b, 3 repeats
+    .venv/bin/python benchmarks/bench_generate.py --quick    # a smoke run (tiny config)
+    flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_generate.py --json out.json
+
+`main(argv) -> dict` returns the results (also printed as a table, and written with --json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CONFIGS: dict[str, dict[str, int]] = {
+    "a": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 1024, "vocab_size": 50257},
+    "b": {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "vocab_size": 50257},
+    "quick": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 256, "vocab_size": 2048},
+}
+PROMPT_LEN = 16
+NEW_TOKENS = 256
+
+
+def build(arch: dict[str, int], seed: int = 0) -> tuple[Any, Any]:
+    """A random transformers GPT-2 and the same weights as our model."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from gptpipe.interop.gpt2_layouts import config_from_shapes, hf_to_ours
+    from gptpipe.model.folder import model_from_tensors
+    from gptpipe.model.tensors import LazyTensor
+
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=arch["vocab_size"],
+        n_positions=arch["block_size"],
+        n_embd=arch["n_embd"],
+        n_layer=arch["n_layer"],
+        n_head=arch["n_head"],
+        attn_implementation="sdpa",
+    )
+    hf = GPT2LMHeadModel(config).eval()
+    state = hf_to_ours(hf.state_dict())
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    ours_config = config_from_shapes(shapes, n_head=arch["n_head"], where=Path("hf"))
+    lazy = {k: LazyTensor(tuple(v.shape), lambda v=v: v.clone()) for k, v in state.items()}
+    return hf, model_from_tensors(ours_config, lazy).eval()
+
+
+def ours_run(model: Any, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
+    """(seconds for all n tokens, seconds to the first, tokens)."""
+    from gptpipe.generate.decode import Decoding, decode_steps
+
+    start = time.perf_counter()
+    first = 0.0
+    out: list[int] = []
+    for step, ids in enumerate(decode_steps(model, [prompt], Decoding(max_new_tokens=n))):
+        out.append(int(ids[0]))
+        if step == 0:
+            first = time.perf_counter() - start
+    return time.perf_counter() - start, first, out
+
+
+def hf_run(hf: Any, prompt: list[int], n: int) -> tuple[float, list[int]]:
+    ids = torch.tensor([prompt])
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = hf.generate(
+            ids,
+            max_new_tokens=n,
+            min_new_tokens=n,
+            do_sample=False,
+            use_cache=True,
+            pad_token_id=0,
+        )
+    return time.perf_counter() - start, out[0, len(prompt) :].tolist()
+
+
+def ours_step_time(model: Any, position: int, steps: int) -> float:
+    """Median seconds of one decoding step once `position` tokens are in the cache."""
+    from gptpipe.generate.decode import Decoding, decode_steps
+
+    prompt = [(7 * i) % model.config.vocab_size for i in range(position)]
+    stamps = [time.perf_counter()]
+    for _ in decode_steps(model, [prompt], Decoding(max_new_tokens=steps + 1)):
+        stamps.append(time.perf_counter())
+    return statistics.median(b - a for a, b in itertools.pairwise(stamps[1:]))  # after prefill
+
+
+def hf_step_time(hf: Any, position: int, steps: int) -> float:
+    """The same for transformers: (time of position+steps) - (time of 1 token) over steps."""
+    prompt = [(7 * i) % hf.config.vocab_size for i in range(position)]
+    one = hf_run(hf, prompt, 1)[0]
+    many = hf_run(hf, prompt, steps + 1)[0]
+    return (many - one) / steps
+
+
+def bandwidth_gbs(mib: int = 256, repeats: int = 5) -> float:
+    """Bytes read + written per second by a large float32 copy (the memory's bandwidth)."""
+    src = torch.ones(mib * 2**20 // 4)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        times.append(time.perf_counter() - start)
+    return 2 * src.numel() * 4 / min(times) / 1e9
+
+
+def bytes_per_token(model: Any, position: float) -> float:
+    """Weights read once per token (position embeddings: one row) + the cache read."""
+    cfg = model.config
+    weights = sum(p.numel() for p in model.parameters()) - cfg.block_size * cfg.n_embd
+    weights += cfg.n_embd
+    cache = 2 * cfg.n_layer * position * cfg.n_embd
+    return (weights + cache) * next(model.parameters()).element_size()
+
+
+def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> dict[str, Any]:
+    hf, ours = build(arch)
+    prompt = [(31 * i + 11) % arch["vocab_size"] for i in range(PROMPT_LEN)]
+    n = 32 if quick else NEW_TOKENS
+    ours_run(ours, prompt, 4)  # warm up both (thread pools, allocator, first-call costs)
+    hf_run(hf, prompt, 4)
+    ours_times, ours_first, hf_times, hf_first = [], [], [], []
+    same = True
+    for _ in range(repeats):  # alternate the sides
+        total, first, ours_tokens = ours_run(ours, prompt, n)
+        ours_times.append(total)
+        ours_first.append(first)
+        seconds, hf_tokens = hf_run(hf, prompt, n)
+        hf_times.append(seconds)
+        hf_first.append(hf_run(hf, prompt, 1)[0])
+        same = same and ours_tokens == hf_tokens
+    near, far = (16, 48) if quick else (64, 1000)
+    steps = 8 if quick else 16
+    ours_near, hf_near, ours_far, hf_far = [], [], [], []
+    for _ in range(max(1, repeats - 1) if not quick else 1):
+        ours_near.append(ours_step_time(ours, near, steps))
+        hf_near.append(hf_step_time(hf, near, steps))
+        ours_far.append(ours_step_time(ours, far, steps))
+        hf_far.append(hf_step_time(hf, far, steps))
+    ours_tps = n / statistics.median(ours_times)
+    hf_tps = n / statistics.median(hf_times)
+    mean_position = PROMPT_LEN + n / 2
+    moved = bytes_per_token(ours, mean_position)
+    return {
+        "arch": arch,
+        "new_tokens": n,
+        "same_tokens": same,
+        "ours_tokens_per_s": ours_tps,
+        "hf_tokens_per_s": hf_tps,
+        "ratio": ours_tps / hf_tps,
+        "ours_first_token_s": statistics.median(ours_first),
+        "hf_first_token_s": statistics.median(hf_first),
+        "ours_step_s": {
+            str(near): statistics.median(ours_near),
+            str(far): statistics.median(ours_far),
+        },
+        "hf_step_s": {str(near): statistics.median(hf_near), str(far): statistics.median(hf_far)},
+        "ours_far_over_near": statistics.median(ours_far) / statistics.median(ours_near),
+        "hf_far_over_near": statistics.median(hf_far) / statistics.median(hf_near),
+        "bytes_per_token": moved,
+        "ours_gb_per_s": moved * ours_tps / 1e9,
+        "hf_gb_per_s": moved * hf_tps / 1e9,
+    }
+
+
+def machine() -> dict[str, Any]:
+    from gptpipe.runtime import native_bf16
+
+    model_name = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    native = native_bf16(torch.device("cpu"))
+    return {
+        "cpu": model_name,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "native_bf16": native,
+        "decode_dtype": "bfloat16" if native else "float32",
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny config, one repeat")
+    parser.add_argument("--configs", default="a,b", help="comma-separated: a, b")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    names = ["quick"] if args.quick else args.configs.split(",")
+    results: dict[str, Any] = {"machine": machine(), "configs": {}}
+    results["machine"]["bandwidth_gb_per_s"] = bandwidth_gbs(64 if args.quick else 256)
+    for name in names:
+        row = bench_config(name, CONFIGS[name], 1 if args.quick else args.repeats, args.quick)
+        row["ours_bandwidth_utilisation"] = (
+            row["ours_gb_per_s"] / results["machine"]["bandwidth_gb_per_s"]
+        )
+        row["hf_bandwidth_utilisation"] = (
+            row["hf_gb_per_s"] / results["machine"]["bandwidth_gb_per_s"]
+        )
+        results["configs"][name] = row
+        print(json.dumps({name: row}), flush=True)  # each config as soon as it is measured
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def report(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}; native bf16: "
+        f"{m['native_bf16']} -> decoding in {m['decode_dtype']}; copy bandwidth "
+        f"{m['bandwidth_gb_per_s']:.1f} GB/s",
+        "config  tok/s ours  tok/s hf  ratio  first token ours/hf (ms)  step far/near ours  hf"
+        "   GB/s ours (util)  same",
+    ]
+    for name, r in results["configs"].items():
+        lines.append(
+            f"{name:<7} {r['ours_tokens_per_s']:>9.1f} {r['hf_tokens_per_s']:>9.1f} "
+            f"{r['ratio']:>6.2f}  {1e3 * r['ours_first_token_s']:>8.1f} / "
+            f"{1e3 * r['hf_first_token_s']:<8.1f}       {r['ours_far_over_near']:>5.2f}  "
+            f"{r['hf_far_over_near']:>5.2f}   {r['ours_gb_per_s']:>5.2f} "
+            f"({100 * r['ours_bandwidth_utilisation']:.0f}%)  {r['same_tokens']}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,124 @@
+"""Beam search: keep the `num_beams` most likely continuations, step by step.
+
+The rule is the one of `transformers`' beam search (`num_beams=k, do_sample=False`, its
+default `early_stopping=False`), tested equal to it: each step scores the 2k best
+(beam, token) continuations by summed log-probability; those ending with the stop token,
+or reaching the length limit, are offered to the k finished hypotheses with the score
+sum / length ** length_penalty (length = new tokens, the stop token included); the best k
+others continue. Search ends at the length limit, or once no running beam could beat the
+worst finished one (length_penalty > 0 favours long continuations, < 0 short ones).
+All k beams share one key/value cache, reordered in place when beams swap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from gptpipe.generate.decode import Decoding, slide_size
+from gptpipe.generate.sampling import repetition_penalty, seen_tokens
+from gptpipe.model.gpt import GPT, KVCache
+
+NEG = -1.0e9  # transformers' "impossible" score
+
+
+@torch.inference_mode()
+def beam_search(
+    model: GPT,
+    prompt: Sequence[int],
+    decoding: Decoding,
+    stop_id: int | None = None,
+) -> list[int]:
+    """The best continuation of `prompt` (new ids, without the stop token)."""
+    if not prompt:
+        raise ValueError("prompt must hold at least one token")
+    was_training = model.training
+    model.eval()
+    try:
+        return _search(model, list(prompt), decoding, stop_id)
+    finally:
+        model.train(was_training)
+
+
+def _search(model: GPT, prompt: list[int], d: Decoding, stop_id: int | None) -> list[int]:
+    k, n_new, alpha = d.num_beams, d.max_new_tokens, d.length_penalty
+    param = next(model.parameters())
+    device, dtype = param.device, param.dtype
+    block, vocab = model.config.block_size, model.config.vocab_size
+    keep = 2 * k  # transformers: max(2, 1 + number of stop ids) * k
+    top_k_mask = torch.arange(keep, device=device) < k
+
+    prompt_ids = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, L)
+    running = torch.zeros(k, n_new, dtype=torch.long, device=device)  # new ids per beam
+    running_scores = torch.full((k,), NEG, device=device)
+    running_scores[0] = 0.0  # the k beams start equal: only one may expand at first
+    finished = running.clone()
+    finished_scores = torch.full((k,), NEG, device=device)
+    finished_len = torch.zeros(k, dtype=torch.long, device=device)
+    is_finished = torch.zeros(k, dtype=torch.bool, device=device)
+    improvable = True
+
+    cache = KVCache(model.config, k, device=device, dtype=dtype)
+    drop = slide_size(model, d.slide)
+    window = prompt_ids[:, -block:].expand(k, -1)  # (k, W)
+
+    def prefill(ids: torch.Tensor) -> torch.Tensor:
+        cache.reset()
+        return model.lm_head(model.hidden_states(ids, cache)[:, -1])  # (k, V)
+
+    logits = prefill(window)
+    for cur in range(n_new):
+        log_probs = F.log_softmax(logits.float(), dim=-1)  # (k, V)
+        if d.repetition_penalty != 1.0:
+            history = torch.cat([prompt_ids.expand(k, -1), running[:, :cur]], dim=1)
+            log_probs = repetition_penalty(
+                log_probs, seen_tokens(history, vocab), d.repetition_penalty
+            )
+        total = (log_probs + running_scores[:, None]).reshape(-1)  # (k * V,)
+        top_scores, top_index = torch.topk(total, keep)  # (2k,)
+        parent, token = top_index // vocab, top_index % vocab
+        candidates = running[parent]  # (2k, n_new)
+        candidates[:, cur] = token
+        ends = torch.full_like(token, cur + 1 == n_new, dtype=torch.bool)
+        if stop_id is not None:
+            ends |= token == stop_id
+
+        # the best k that did not end continue
+        alive_scores = top_scores + ends.float() * NEG
+        best = torch.topk(alive_scores, k).indices
+        running, running_scores, parents = candidates[best], alive_scores[best], parent[best]
+
+        # those of the first k that ended are offered to the finished hypotheses
+        offered = top_scores / ((cur + 1) ** alpha)
+        if not improvable:
+            offered = offered + NEG
+        offered = offered + (~(ends & top_k_mask)).float() * NEG
+        merged_scores = torch.cat([finished_scores, offered])
+        pick = torch.topk(merged_scores, k).indices
+        finished = torch.cat([finished, candidates])[pick]
+        finished_scores = merged_scores[pick]
+        finished_len = torch.cat([finished_len, torch.full_like(token, cur + 1)])[pick]
+        is_finished = torch.cat([is_finished, ends & top_k_mask])[pick]
+
+        # could a running beam still beat the worst finished one? (early_stopping=False)
+        best_possible = running_scores[0] / ((cur + 1) ** alpha)
+        worst = torch.where(is_finished, finished_scores.min(), torch.tensor(NEG, device=device))
+        improvable = improvable and bool((best_possible > worst).any())
+        if not improvable or bool(ends.all()):
+            break
+
+        window = torch.cat([window[parents], running[:, cur : cur + 1]], dim=1)
+        if window.size(1) > block:  # the context is full: slide and rebuild
+            window = window[:, max(drop, window.size(1) - block) :]
+            logits = prefill(window)
+        else:
+            cache.reorder(parents)
+            logits = model.lm_head(model.hidden_states(running[:, cur : cur + 1], cache)[:, -1])
+
+    length = int(finished_len[0])
+    ids = finished[0, :length].tolist()
+    if stop_id is not None and ids and ids[-1] == stop_id:
+        ids = ids[:-1]
+    return ids
