@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from gptpipe.cli import export, generate, info
+from gptpipe.cli import export, generate, info, preset
 from gptpipe.cli.options import guarded
 from gptpipe.config import describe
 from gptpipe.stages import (
@@ -55,6 +55,7 @@ _register(app, "report", report.command, ("report",))
 _register(app, "generate", generate.command, ())
 _register(app, "info", info.command, ())
 _register(app, "export", export.command, ())
+_register(app, "preset", preset.command, ())
 
 
 def main() -> None:
