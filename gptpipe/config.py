@@ -172,14 +172,22 @@ class DataConfig:
 
 @dataclass
 class TokenizerConfig:
-    """`tokenizer`: train a byte-level BPE on the corpus, or use GPT-2's."""
+    """`tokenizer`: train a byte-level BPE on the corpus, use GPT-2's, or a fixed vocabulary
+    of bytes, characters or words."""
 
-    kind: Literal["bpe", "gpt2"] = _f(
-        "bpe", "bpe: train on the corpus; gpt2: GPT-2's ranks (n_vocab 50257)."
+    kind: Literal["bpe", "gpt2", "byte", "char", "word"] = _f(
+        "bpe",
+        "bpe: a byte-level BPE trained on the corpus; gpt2: GPT-2's ranks (n_vocab 50257); "
+        "byte: the 256 byte values + <|endoftext|> (257 ids, lossless); char: the corpus's "
+        "characters + <|endoftext|> + <|unk|> (for characters it never had); word: the "
+        "vocab_size - 2 most frequent lower-cased words and punctuation marks of the corpus "
+        "+ <|endoftext|> + <|unk|> (whitespace and case are not kept).",
     )
     vocab_size: int = _f(
         4096,
-        "Vocabulary size for kind=bpe: 256 bytes + merges + <|endoftext|> + special_tokens.",
+        "Vocabulary size for kind=bpe (256 bytes + merges + <|endoftext|> + special_tokens) "
+        "and kind=word (at most this many ids, <|endoftext|> and <|unk|> included); the other "
+        "kinds' size follows from the kind.",
     )
     pattern: Literal["gpt2", "gpt4"] = _f("gpt2", "Pre-tokenisation split pattern for kind=bpe.")
     workers: int = _f(
@@ -192,25 +200,33 @@ class TokenizerConfig:
     )
 
     def __post_init__(self) -> None:
-        reserved = 257 + len(self.special_tokens)
-        _require(
-            reserved <= self.vocab_size <= 1_000_000,
-            "tokenizer.vocab_size",
-            f"must be in {reserved}..1000000"
-            + (
-                f" (256 bytes + <|endoftext|> + {len(self.special_tokens)} special_tokens)"
-                if self.special_tokens
-                else ""
-            ),
-        )
+        if self.kind == "word":
+            _require(
+                3 <= self.vocab_size <= 1_000_000,
+                "tokenizer.vocab_size",
+                "must be in 3..1000000 for kind=word (words + <|endoftext|> + <|unk|>)",
+            )
+        else:
+            reserved = 257 + len(self.special_tokens)
+            _require(
+                reserved <= self.vocab_size <= 1_000_000,
+                "tokenizer.vocab_size",
+                f"must be in {reserved}..1000000"
+                + (
+                    f" (256 bytes + <|endoftext|> + {len(self.special_tokens)} special_tokens)"
+                    if self.special_tokens
+                    else ""
+                ),
+            )
         _require(self.workers >= 0, "tokenizer.workers", "must be >= 0 (0: one per CPU core)")
         # GPT-2's weights read exactly its 50257 ids (stages/weights.py checks the tokenizer
-        # against GPT-2's byte for byte), so GPT-2's tokenizer gets no extra ids.
+        # against GPT-2's byte for byte), so GPT-2's tokenizer gets no extra ids; the fixed
+        # vocabularies have <|endoftext|> (and <|unk|>) only.
         _require(
             self.kind == "bpe" or not self.special_tokens,
             "tokenizer.special_tokens",
-            "must be empty for tokenizer.kind: gpt2 (GPT-2's vocabulary and weights have "
-            "exactly 50257 ids, <|endoftext|> the only special token); use kind: bpe",
+            f"must be empty for tokenizer.kind: {self.kind} (only kind: bpe reserves extra "
+            "special tokens; GPT-2's vocabulary and weights have exactly 50257 ids)",
         )
         problem = special_token_problem(self.special_tokens)
         if problem is not None:

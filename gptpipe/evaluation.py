@@ -34,6 +34,7 @@ from gptpipe.runtime import resolve_device
 from gptpipe.sources.datasets import FetchOptions, load_source
 from gptpipe.tokenizer.folder import load_tokenizer
 from gptpipe.tokenizer.special import EOT
+from gptpipe.tokenizer.vocab import VocabEncoding, WordEncoding
 from gptpipe.tokens.corpus import iter_documents
 
 
@@ -177,20 +178,28 @@ def scored_bytes(encoding: tiktoken.Encoding, tokens: np.ndarray | Sequence[int]
 
     Byte-level tokens map to their exact bytes, so the count does not depend on how the text
     was split into tokens. `<|endoftext|>` separates documents and is not text, so it adds
-    no bytes (predicting it still adds to the NLL, as any token does).
+    no bytes (predicting it still adds to the NLL, as any token does). Word tokens do not keep
+    the text's bytes (case, whitespace): each counts the corpus's bytes per token.
     """
     ids = _as_array(tokens)[1:]
     special = np.array(
         sorted(encoding.encode_single_token(s) for s in encoding.special_tokens_set), dtype=np.int64
     )
     ids = ids[~np.isin(ids, special)]
+    if isinstance(encoding, VocabEncoding):
+        return encoding.text_bytes(ids.tolist())
     return len(encoding.decode_bytes(ids.tolist()))
 
 
 def evaluate_tokens(
-    cfg: EvaluateConfig, model_dir: Path, tokens: np.ndarray, label: str | None = None
+    cfg: EvaluateConfig,
+    model_dir: Path,
+    tokens: np.ndarray,
+    label: str | None = None,
+    n_bytes: int | None = None,
 ) -> dict[str, Any]:
-    """Perplexity, bits per byte and counts of one model folder on a token stream."""
+    """Perplexity, bits per byte and counts of one model folder on a token stream (`n_bytes`:
+    the scored text's UTF-8 bytes where known, else counted from the tokens)."""
     device = resolve_device(cfg.device)
     model, info = load_model(model_dir, device)
     if info.config.n_classes > 0:
@@ -199,7 +208,8 @@ def evaluate_tokens(
     result = perplexity(
         model, tokens, cfg.stride, cfg.batch_size, device, description=label or model_dir.name
     )
-    n_bytes = scored_bytes(encoding, tokens)
+    if n_bytes is None:
+        n_bytes = scored_bytes(encoding, tokens)
     return {
         "perplexity": result["perplexity"],
         "bits_per_byte": bits_per_byte(float(result["nll"]), n_bytes),
@@ -221,10 +231,13 @@ def evaluate_text(cfg: EvaluateConfig, model_dir: Path, text_file: Path) -> dict
     except UnicodeDecodeError as exc:
         raise BadInput(f"{text_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     check_model_dir(model_dir)
-    tokens = np.asarray(load_tokenizer(model_dir).encode_ordinary(text), dtype=np.int64)
+    encoding = load_tokenizer(model_dir)
+    tokens = np.asarray(encoding.encode_ordinary(text), dtype=np.int64)
     if tokens.size < 2:
         raise BadInput(f"{text_file}: too short to evaluate ({tokens.size} tokens, need 2)")
-    result = evaluate_tokens(cfg, model_dir, tokens)
+    # Word tokens lose the text's bytes; here the text itself tells them exactly.
+    n_bytes = encoding.scored_text_bytes(text) if isinstance(encoding, WordEncoding) else None
+    result = evaluate_tokens(cfg, model_dir, tokens, n_bytes=n_bytes)
     return {"model": str(model_dir), "file": str(text_file), **result}
 
 

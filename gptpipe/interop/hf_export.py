@@ -205,6 +205,12 @@ def export_hf(model_dir: Path, out_dir: Path) -> dict[str, Any]:
             "format (GPT2ForSequenceClassification has no head bias and finds the last token "
             "by a padding id, so it would not compute the same function)"
         )
+    kind = tokenizer_kind_of(model_dir)
+    if kind in ("char", "word"):
+        raise BadInput(
+            f"{model_dir}: tokenizer.kind {kind} has no Hugging Face GPT-2 tokenizer equivalent "
+            "(not a byte-level BPE); export works for kinds bpe, gpt2 and byte"
+        )
     ours = lazy_tensors(model_dir / WEIGHTS)
     tensors = hf_export_tensors(ours, config)
     tokenizer_files = hf_tokenizer_files(model_dir, config.block_size)
@@ -232,3 +238,11 @@ def export_hf(model_dir: Path, out_dir: Path) -> dict[str, Any]:
 
 def tokenizer_pattern(model_dir: Path) -> str:
     return str(json.loads((model_dir / META_FILE).read_text(encoding="utf-8")).get("pattern"))
+
+
+def tokenizer_kind_of(model_dir: Path) -> str:
+    """The tokenizer kind a model folder carries (bpe for folders written before kinds)."""
+    path = model_dir / META_FILE
+    if not path.is_file():
+        raise BadInput(f"{path}: not found (the model folder carries no tokenizer)")
+    return str(json.loads(path.read_text(encoding="utf-8")).get("kind", "bpe"))

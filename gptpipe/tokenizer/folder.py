@@ -3,10 +3,13 @@
 - `tokenizer.tiktoken`: the merge ranks in tiktoken's format (base64 bytes, rank).
 - `tokenizer.json`: kind, split pattern, special tokens, vocabulary size, ranks sha256.
 
-Both a trained byte-level BPE and GPT-2's own ranks (shipped in the package, so they work
-offline) are encoded by `tiktoken`. Ids: the ranks (256 bytes, then merges), `<|endoftext|>`
-(which separates documents), then a trained BPE's extra special tokens (the params key
-`tokenizer.special_tokens`) in the order given. So the end-of-text id is `eot_id()`, not
+A trained byte-level BPE, GPT-2's own ranks (shipped in the package, so they work offline)
+and the plain byte vocabulary (`byte`: the 256 byte values, no merges) are encoded by
+`tiktoken`; the `char` and `word` vocabularies (`gptpipe.tokenizer.vocab`) by tiktoken
+subclasses, stored the same way (each token's bytes and id in the ranks file).
+BPE ids: the ranks (256 bytes, then merges), `<|endoftext|>` (which separates documents),
+then a trained BPE's extra special tokens (the params key `tokenizer.special_tokens`) in
+the order given. So the end-of-text id is `eot_id()`, not
 always the last id.
 """
 
@@ -24,6 +27,13 @@ import tiktoken
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
 from gptpipe.tokenizer.special import EOT, special_token_problem
+from gptpipe.tokenizer.vocab import (
+    UNK,
+    WORD_PATTERN,
+    CharEncoding,
+    VocabEncoding,
+    WordEncoding,
+)
 
 RANKS_FILE = "tokenizer.tiktoken"
 META_FILE = "tokenizer.json"
@@ -124,8 +134,62 @@ def save_gpt2(out_dir: Path | str) -> None:
     save_tokenizer(out_dir, read_ranks(gpt2_ranks_path()), kind="gpt2", pattern="gpt2")
 
 
+def save_bytes(out_dir: Path | str) -> None:
+    """Write the byte vocabulary: the 256 byte values (ids 0..255) and `<|endoftext|>` (256).
+
+    A BPE with no merges, so tiktoken encodes it, GPT-2's split pattern cuts the text and the
+    Hugging Face export works as for any byte-level BPE.
+    """
+    save_tokenizer(out_dir, {bytes([b]): b for b in range(256)}, kind="byte", pattern="gpt2")
+
+
+def save_vocab(out_dir: Path | str, encoding: VocabEncoding) -> None:
+    """Write a char or word vocabulary as a tokenizer folder (tokens' bytes and ids as the
+    ranks; `<|endoftext|>` and `<|unk|>` after the tokens)."""
+    ranks = {token.encode("utf-8"): i for i, token in enumerate(encoding.tokens)}
+    ranks[encoding.unknown.encode("utf-8")] = encoding.unk_id
+    text = ranks_to_text(ranks)
+    meta = {
+        "kind": encoding.kind,
+        "pattern": encoding.kind,
+        "pat_str": WORD_PATTERN if encoding.kind == "word" else "",
+        "special_tokens": {EOT: encoding.eot_id},
+        "unknown_token": {UNK: encoding.unk_id},
+        "n_vocab": encoding.n_vocab,
+        "ranks_sha256": hashlib.sha256(text.encode("ascii")).hexdigest(),
+        **encoding.describe(),
+    }
+    with atomic_dir(out_dir) as tmp:
+        (tmp / RANKS_FILE).write_text(text, encoding="ascii")
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _load_vocab(directory: Path, meta: dict, special: dict[str, int]) -> VocabEncoding:
+    """A char or word vocabulary from its folder; inconsistent ids are bad input."""
+    ranks = read_ranks(directory / RANKS_FILE)
+    by_id = sorted(ranks.items(), key=lambda item: item[1])
+    n = len(by_id) - 1  # the last id but <|endoftext|> is <|unk|>
+    ids_ok = [i for _, i in by_id] == [*range(n), n + 1]
+    if not ids_ok or special != {EOT: n} or int(meta.get("n_vocab", -1)) != n + 2:
+        raise BadInput(
+            f"{directory / META_FILE}: inconsistent {meta['kind']} vocabulary (token ids must "
+            f"be 0..{n - 1}, then {EOT}, then {UNK})"
+        )
+    try:
+        tokens = [token.decode("utf-8") for token, _ in by_id[:n]]
+        if meta["kind"] == "char":
+            return CharEncoding(tokens)
+        return WordEncoding(tokens, float(meta["bytes_per_token"]))
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise BadInput(f"{directory}: inconsistent {meta['kind']} vocabulary ({exc})") from None
+
+
 def load_tokenizer(directory: Path | str) -> tiktoken.Encoding:
-    """Load a tokenizer folder (the tokenizer stage's output, or any model folder)."""
+    """Load a tokenizer folder (the tokenizer stage's output, or any model folder).
+
+    bpe, gpt2 and byte folders give a `tiktoken.Encoding`, char and word folders one of its
+    subclasses in `gptpipe.tokenizer.vocab` (the same methods).
+    """
     directory = Path(directory)
     meta_path = directory / META_FILE
     try:
@@ -139,6 +203,8 @@ def load_tokenizer(directory: Path | str) -> tiktoken.Encoding:
         raise BadInput(f"{meta_path}: not a tokenizer description ({exc})") from None
     if EOT not in special:
         raise BadInput(f"{meta_path}: no {EOT} special token")
+    if meta.get("kind") in ("char", "word"):
+        return _load_vocab(directory, meta, special)
     ranks = read_ranks(directory / RANKS_FILE)
     try:
         return tiktoken.Encoding(

@@ -1,0 +1,534 @@
+"""The seed presets against their references, side by side in one run on this machine.
+
+(a) seed003 shape: nanoGPT's README CPU run of character-level Shakespeare (4 layers, 4 heads,
+    128 wide, context 64, batch 12, 2,000 iterations, no dropout), run by nanoGPT itself (commit
+    3adf61e, from the git mirror or --nanogpt DIR), against `gptpipe pretrain` with the seed003
+    preset. Target: validation loss <= 1.886 in at most half nanoGPT's time.
+(b) seed001 shape: GPT-2 BPE, 4/4/128, context 256. Reference: `transformers`'
+    GPT2LMHeadModel under a plain PyTorch loop with nanoGPT's settings (AdamW betas 0.9/0.95,
+    weight decay 0.1 on matrices, clip 1.0, fp32, batch 8, lr 1e-3 cosine to 1e-4 over 560
+    iterations after 50 warm-up, no dropout, random windows of the train text). Ours: the
+    seed001 preset (its schedule, dropout and early stopping on a val split of the train
+    text). Target: held-out loss <= 4.75 within the reference's wall time.
+(c) seed 001's own figure (training loss 3.5 after 2-3 hours at ~1,000 tokens/s): the training
+    loss the seed001 run reaches and the training time it took to first log a loss <= 3.5.
+
+Both sides train on the first 90% of Tiny Shakespeare and are scored on the last 10%, every
+held-out token once (consecutive windows of the context length, each token predicted from the
+window's earlier tokens), by the same function. Times are wall times of each side's training
+process (start-up, validation and saving included). Each side runs in its own subprocess;
+with --repeats N the sides alternate order and the figures are medians.
+
+    flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_seeds.py
+    .venv/bin/python benchmarks/bench_seeds.py --quick           # smoke run (seconds)
+    .venv/bin/python benchmarks/bench_seeds.py --parts a --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+NANOGPT_MIRROR = Path("/work/.mirror/karpathy+nanoGPT/repo")
+NANOGPT_COMMIT = "3adf61e1"
+PYTHON = sys.executable
+GPTPIPE = [PYTHON, "-m", "gptpipe"]
+
+# (a) nanoGPT README's CPU command line, and the iterations of a quick run.
+NANO_ARGS = [
+    "--device=cpu",
+    "--compile=False",
+    "--eval_iters=20",
+    "--log_interval=1",
+    "--block_size=64",
+    "--batch_size=12",
+    "--n_layer=4",
+    "--n_head=4",
+    "--n_embd=128",
+    "--dropout=0.0",
+    "--always_save_checkpoint=True",
+]
+# (b) the reference recipe.
+REF_B = {
+    "iters": 560,
+    "warmup": 50,
+    "lr": 1e-3,
+    "min_lr": 1e-4,
+    "batch": 8,
+    "block": 256,
+    "n_layer": 4,
+    "n_head": 4,
+    "n_embd": 128,
+}
+# The environment of every measured process (--threads sets OMP_NUM_THREADS for both sides).
+CHILD_ENV = dict(os.environ)
+TARGETS = {"seed003_val_loss": 1.886, "seed003_time_ratio": 0.5, "seed001_loss": 4.75}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def shakespeare(work: Path) -> str:
+    """Tiny Shakespeare through the pipeline's download stage (the mirror folder first)."""
+    out = work / "raw"
+    if not (out / "corpus.txt").is_file():
+        params = work / "download.yaml"
+        mirror = os.environ.get("GPTPIPE_MIRROR") or (
+            "/work/shared/mirror" if Path("/work/shared/mirror").is_dir() else None
+        )
+        data = {"corpus": "tinyshakespeare", "instruct": "stdlib", "classify": "stdlib"}
+        if mirror:
+            data |= {"mirror": mirror, "instruct": "alpaca-instructions", "classify": "sms-spam"}
+        params.write_text(json.dumps({"data": data}))
+        run([*GPTPIPE, "download", "--params", str(params), "--out", str(out)])
+    return (out / "corpus.txt").read_text(encoding="utf-8")
+
+
+def split(text: str, work: Path, quick: bool) -> tuple[Path, Path]:
+    """The first 90% of the characters (training) and the last 10% (held out), as files."""
+    if quick:
+        text = text[:60_000]
+    cut = int(len(text) * 0.9)
+    train, held = work / "train.txt", work / "heldout.txt"
+    train.write_text(text[:cut], encoding="utf-8")
+    held.write_text(text[cut:], encoding="utf-8")
+    return train, held
+
+
+# --------------------------------------------------------------------------- subprocesses
+
+
+def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    """Run a command; its stdout (an error with the tail of stderr if it fails)."""
+    done = subprocess.run(
+        cmd, cwd=cwd, env=env or CHILD_ENV, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd[:4])}... exited {done.returncode}:\n{done.stderr[-3000:]}"
+        )
+    return done.stdout
+
+
+def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, str]:
+    started = time.perf_counter()
+    output = run(cmd, cwd=cwd)
+    return time.perf_counter() - started, output
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+SCORE = r"""
+import json, sys, numpy as np, torch
+sys.path.insert(0, sys.argv[4]) if len(sys.argv) > 4 else None
+kind, model_path, tokens_path = sys.argv[1:4]
+torch.set_num_threads(max(1, torch.get_num_threads()))
+ids = np.load(tokens_path).astype(np.int64)
+if kind == "ours":
+    from gptpipe.model.folder import load_model
+    model, _ = load_model(model_path, torch.device("cpu"))
+    block = model.config.block_size
+    logits_of = lambda x: model.lm_head(model.hidden_states(x))
+elif kind == "nanogpt":
+    from model import GPT, GPTConfig
+    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
+    model.load_state_dict(state)
+    block = model.config.block_size
+    logits_of = lambda x: model.lm_head(_hidden(model, x))
+    def _hidden(m, x):
+        pos = torch.arange(x.shape[1])
+        h = m.transformer.drop(m.transformer.wte(x) + m.transformer.wpe(pos))
+        for blk in m.transformer.h:
+            h = blk(h)
+        return m.transformer.ln_f(h)
+else:
+    import transformers
+    model = transformers.GPT2LMHeadModel.from_pretrained(model_path)
+    block = model.config.n_positions
+    logits_of = lambda x: model(x).logits
+model.eval()
+nll, n = 0.0, 0
+# consecutive windows of block+1 tokens overlapping by one: every token after the first is
+# predicted once, from the earlier tokens of its window
+with torch.no_grad():
+    starts = list(range(0, len(ids) - 1, block))
+    for i in range(0, len(starts), 16):
+        rows = [ids[s : s + block + 1] for s in starts[i : i + 16]]
+        for row in rows:
+            x = torch.from_numpy(row[:-1])[None]
+            y = torch.from_numpy(row[1:])
+            logits = logits_of(x)[0].float()
+            nll += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
+            n += len(y)
+print(json.dumps({"loss": nll / n, "tokens": n}))
+"""
+
+
+def score(kind: str, model: Path, tokens: Any, work: Path, path: Path | None = None) -> float:
+    """Held-out loss (nats per token) of a model on `tokens`, in a fresh interpreter."""
+    import numpy as np
+
+    file = work / f"heldout-{kind}.npy"
+    np.save(file, np.asarray(tokens, dtype=np.int64))
+    out = run([PYTHON, "-c", SCORE, kind, str(model), str(file), *([str(path)] if path else [])])
+    return float(json.loads(out.strip().splitlines()[-1])["loss"])
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def preset_params(name: str, work: Path, overrides: dict[str, dict[str, Any]]) -> Path:
+    from gptpipe.presets import load_preset
+
+    params = {s: dict(v) for s, v in load_preset(name).params.items()}
+    for section, values in overrides.items():
+        params.setdefault(section, {}).update(values)
+    params.pop("data", None)
+    # keys of sibling features (LoRA, nucleus sampling) play no part in pretraining
+    path = work / f"{name}.yaml"
+    keep = ("tokenizer", "shard", "model", "pretrain")
+    path.write_text(json.dumps({k: v for k, v in params.items() if k in keep}))
+    return path
+
+
+def ours(name: str, train: Path, work: Path, overrides: dict[str, dict[str, Any]]) -> dict:
+    """tokenizer + shard + pretrain with a preset on the training text; pretrain timed."""
+    root = work / f"ours-{name}"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    params = preset_params(name, root, overrides)
+    p = ["--params", str(params)]
+    run([*GPTPIPE, "tokenizer", *p, "--corpus", str(train), "--out", str(root / "tok")])
+    shards = ["--tokenizer", str(root / "tok"), "--out", str(root / "shards")]
+    run([*GPTPIPE, "shard", *p, "--corpus", str(train), *shards])
+    seconds, _ = timed(
+        [
+            *GPTPIPE, "pretrain", *p, "--shards", str(root / "shards"),
+            "--tokenizer", str(root / "tok"), "--out", str(root / "model"),
+            "--metrics", str(root / "metrics.json"), "--plots", str(root / "plots"),
+            "--checkpoints", str(root / "ckpt"),
+        ]
+    )  # fmt: skip
+    metrics = json.loads((root / "metrics.json").read_text())
+    return {"seconds": seconds, "model": root / "model", "metrics": metrics, "root": root}
+
+
+def encode_heldout(model: Path, held: Path) -> list[int]:
+    from gptpipe.tokenizer.folder import load_tokenizer
+
+    return load_tokenizer(model).encode_ordinary(held.read_text(encoding="utf-8"))
+
+
+def train_curve(root: Path) -> dict[str, Any]:
+    """Final training loss, and training seconds until the first logged loss <= 3.5 (from
+    the curve's throughput: each row covers log_interval steps of batch x context tokens)."""
+    import csv
+
+    rows = list(csv.DictReader((root / "plots" / "train.csv").open()))
+    params = json.loads(next(root.glob("seed*.yaml")).read_text())
+    pretrain, model = params["pretrain"], params["model"]
+    step_tokens = pretrain["batch_size"] * model["block_size"]
+    elapsed, previous, reached = 0.0, 0, None
+    for row in rows:
+        step, tps = int(row["step"]), float(row["tokens_per_s"])
+        if tps > 0:
+            elapsed += (step - previous) * step_tokens / tps
+        previous = step
+        if reached is None and float(row["train_loss"]) <= 3.5:
+            reached = {"step": step, "train_seconds": round(elapsed, 1)}
+    return {"final_train_loss": float(rows[-1]["train_loss"]), "reached_3_5": reached}
+
+
+# --------------------------------------------------------------------------- references
+
+
+def nanogpt_checkout(work: Path, given: Path | None) -> Path:
+    """nanoGPT at commit 3adf61e: a given folder, or extracted from the git mirror."""
+    if given is not None:
+        return given
+    target = work / "nanogpt"
+    if not (target / "train.py").is_file():
+        if not NANOGPT_MIRROR.is_dir():
+            raise SystemExit(f"nanoGPT not found: give --nanogpt DIR (no {NANOGPT_MIRROR})")
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "--git-dir", str(NANOGPT_MIRROR), "archive", NANOGPT_COMMIT],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    return target
+
+
+def nanogpt(nano: Path, text_path: Path, work: Path, iters: int) -> dict[str, Any]:
+    """nanoGPT's README CPU run (its own prepare.py and train.py); train.py timed."""
+    data = nano / "data" / "shakespeare_char"
+    shutil.copy(text_path, data / "input.txt")
+    run([PYTHON, "prepare.py"], cwd=data)
+    out = work / "nano-out"
+    shutil.rmtree(out, ignore_errors=True)
+    args = [*NANO_ARGS, f"--max_iters={iters}", f"--lr_decay_iters={iters}", f"--out_dir={out}"]
+    if iters < 250:
+        args.append(f"--eval_interval={iters}")
+    seconds, output = timed(
+        [PYTHON, "train.py", "config/train_shakespeare_char.py", *args], cwd=nano
+    )
+    evals = re.findall(r"step (\d+): train loss ([\d.]+), val loss ([\d.]+)", output)
+    import numpy as np
+
+    held = np.fromfile(data / "val.bin", dtype=np.uint16)
+    return {
+        "seconds": seconds,
+        "own_val_loss": float(evals[-1][2]),
+        "heldout_loss": score("nanogpt", out / "ckpt.pt", held, work, path=nano),
+    }
+
+
+REF_LOOP = r"""
+import json, math, sys, time, numpy as np, torch, transformers
+cfg = json.loads(sys.argv[1]); ids = np.load(sys.argv[2]).astype(np.int64); out = sys.argv[3]
+torch.manual_seed(1337)
+config = transformers.GPT2Config(
+    vocab_size=50257, n_positions=cfg["block"], n_embd=cfg["n_embd"], n_layer=cfg["n_layer"],
+    n_head=cfg["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+model = transformers.GPT2LMHeadModel(config)
+params = [p for p in model.parameters() if p.requires_grad]
+groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
+          {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(0.9, 0.95))
+def lr_at(it):  # nanoGPT's get_lr
+    if it < cfg["warmup"]:
+        return cfg["lr"] * (it + 1) / (cfg["warmup"] + 1)
+    if it > cfg["iters"]:
+        return cfg["min_lr"]
+    ratio = (it - cfg["warmup"]) / (cfg["iters"] - cfg["warmup"])
+    return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["lr"] - cfg["min_lr"])
+data = torch.from_numpy(ids)
+model.train()
+for it in range(cfg["iters"]):
+    for g in opt.param_groups:
+        g["lr"] = lr_at(it)
+    ix = torch.randint(len(data) - cfg["block"], (cfg["batch"],))
+    x = torch.stack([data[i : i + cfg["block"]] for i in ix])
+    y = torch.stack([data[i + 1 : i + 1 + cfg["block"]] for i in ix])
+    logits = model(x).logits
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+model.save_pretrained(out)
+print(json.dumps({"train_loss": float(loss)}))
+"""
+
+
+def reference_b(train_ids: list[int], work: Path, iters: int) -> dict[str, Any]:
+    """The transformers GPT-2 under nanoGPT's loop and settings; the process timed."""
+    import numpy as np
+
+    file = work / "ref-train.npy"
+    np.save(file, np.asarray(train_ids, dtype=np.int64))
+    out = work / "ref-b"
+    shutil.rmtree(out, ignore_errors=True)
+    cfg = REF_B | {"iters": iters}
+    seconds, output = timed([PYTHON, "-c", REF_LOOP, json.dumps(cfg), str(file), str(out)])
+    return {
+        "seconds": seconds,
+        "train_loss": json.loads(output.strip().splitlines()[-1])["train_loss"],
+        "model": out,
+    }
+
+
+# --------------------------------------------------------------------------- the parts
+
+
+def part_a(text: Path, train: Path, held: Path, work: Path, args: argparse.Namespace) -> dict:
+    iters = 20 if args.quick else 2000
+    nano = nanogpt_checkout(work, args.nanogpt)
+    over: dict[str, dict[str, Any]] = {"pretrain": {"max_steps": iters}}
+    if args.quick:
+        over["pretrain"] |= {"eval_interval": iters}
+    refs, mine = [], []
+    for repeat in range(args.repeats):
+        sides = ["ref", "ours"] if repeat % 2 == 0 else ["ours", "ref"]
+        for side in sides:
+            if side == "ref":
+                refs.append(nanogpt(nano, text, work, iters))
+            else:
+                got = ours("seed003", train, work, over)
+                got["heldout_loss"] = score(
+                    "ours", got["model"], encode_heldout(got["model"], held), work
+                )
+                mine.append(got)
+    ref_s = statistics.median(r["seconds"] for r in refs)
+    our_s = statistics.median(r["seconds"] for r in mine)
+    our_loss = statistics.median(r["heldout_loss"] for r in mine)
+    return {
+        "iterations": iters,
+        "nanogpt": {
+            "seconds": ref_s,
+            "val_loss_own_estimate": statistics.median(r["own_val_loss"] for r in refs),
+            "heldout_loss": statistics.median(r["heldout_loss"] for r in refs),
+        },
+        "ours": {
+            "seconds": our_s,
+            "heldout_loss": our_loss,
+            "val_loss": mine[-1]["metrics"]["val_loss"],
+        },
+        "time_ratio": our_s / ref_s,
+        "meets_target": our_loss <= TARGETS["seed003_val_loss"]
+        and our_s <= TARGETS["seed003_time_ratio"] * ref_s,
+    }
+
+
+def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dict:
+    from gptpipe.config import parse_override
+    from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2
+
+    save_gpt2(work / "gpt2-tok")
+    enc = load_tokenizer(work / "gpt2-tok")
+    train_ids = enc.encode_ordinary(train.read_text(encoding="utf-8"))
+    held_ids = enc.encode_ordinary(held.read_text(encoding="utf-8"))
+    iters = 10 if args.quick else REF_B["iters"]
+    over: dict[str, dict[str, Any]] = {}
+    if args.quick:
+        over = {
+            "pretrain": {"max_steps": 10, "eval_interval": 5, "eval_batches": 2},
+            "shard": {"val_fraction": 0.2},
+        }
+    for item in args.set or []:
+        key, value = parse_override(item)
+        section, _, name = key.partition(".")
+        over.setdefault(section, {})[name] = value
+    refs, mine = [], []
+    for repeat in range(args.repeats):
+        sides = ["ref", "ours"] if repeat % 2 == 0 else ["ours", "ref"]
+        for side in sides:
+            if side == "ref":
+                got = reference_b(train_ids, work, iters)
+                got["heldout_loss"] = score("hf", got["model"], held_ids, work)
+                refs.append(got)
+            else:
+                got = ours("seed001", train, work, over)
+                got["heldout_loss"] = score("ours", got["model"], held_ids, work)
+                got["curve"] = train_curve(got["root"])
+                mine.append(got)
+    ref_s = statistics.median(r["seconds"] for r in refs)
+    our_s = statistics.median(r["seconds"] for r in mine)
+    our_loss = statistics.median(r["heldout_loss"] for r in mine)
+    last = mine[-1]
+    return {
+        "reference": {
+            "seconds": ref_s,
+            "iterations": iters,
+            "heldout_loss": statistics.median(r["heldout_loss"] for r in refs),
+        },
+        "ours": {
+            "seconds": our_s,
+            "heldout_loss": our_loss,
+            "steps": last["metrics"]["steps"],
+            "best_step": last["metrics"]["best_step"],
+            "stopped_early": last["metrics"].get("stopped_early"),
+            "tokens_per_s": last["metrics"]["tokens_per_s"],
+            "overrides": over,
+        },
+        "time_ratio": our_s / ref_s,
+        "meets_target": our_loss <= TARGETS["seed001_loss"] and our_s <= ref_s,
+        # (c) seed 001's own figure
+        "seed001_own_figure": last["curve"] | {"tokens_per_s": last["metrics"]["tokens_per_s"]},
+    }
+
+
+def machine() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        name = re.search(r"model name\s*:\s*(.*)", info)
+        flags = re.search(r"flags\s*:\s*(.*)", info)
+        feats = [
+            f
+            for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+            if flags and f in flags.group(1).split()
+        ]
+        cpu = f"{name.group(1) if name else platform.processor()} ({', '.join(feats)})"
+    except OSError:
+        cpu = platform.processor()
+    return f"{cpu}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: a few iterations")
+    parser.add_argument("--parts", default="a,b", help="a (seed003), b (seed001 and its figure)")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--nanogpt", type=Path, default=None, help="a nanoGPT checkout")
+    parser.add_argument("--work", type=Path, default=None, help="working folder (default: temp)")
+    parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--set", action="append", help="SECTION.KEY=VALUE for ours in part b (tuning runs)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="OMP_NUM_THREADS for both sides (0: unset)"
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        CHILD_ENV["OMP_NUM_THREADS"] = str(args.threads)
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-seeds-"))
+    work.mkdir(parents=True, exist_ok=True)
+    text = shakespeare(work)
+    train, held = split(text, work, args.quick)
+    full = work / "input.txt"
+    full.write_text(
+        train.read_text(encoding="utf-8") + held.read_text(encoding="utf-8"), encoding="utf-8"
+    )
+    results: dict[str, Any] = {
+        "machine": machine(),
+        "quick": args.quick,
+        "repeats": args.repeats,
+        "threads": args.threads or "torch default",
+    }
+    parts = args.parts.split(",")
+    if "a" in parts:
+        results["seed003"] = part_a(full, train, held, work, args)
+        r = results["seed003"]
+        print(
+            f"seed003 ({r['iterations']} it): nanoGPT {r['nanogpt']['seconds']:.1f} s, held-out "
+            f"{r['nanogpt']['heldout_loss']:.4f} "
+            f"(own estimate {r['nanogpt']['val_loss_own_estimate']:.4f}); "
+            f"ours {r['ours']['seconds']:.1f} s, held-out {r['ours']['heldout_loss']:.4f}; "
+            f"time ratio {r['time_ratio']:.2f}; target met: {r['meets_target']}"
+        )
+    if "b" in parts:
+        results["seed001"] = part_b(train, held, work, args)
+        r = results["seed001"]
+        print(
+            f"seed001: reference {r['reference']['seconds']:.1f} s, held-out "
+            f"{r['reference']['heldout_loss']:.4f}; ours {r['ours']['seconds']:.1f} s "
+            f"({r['ours']['steps']} steps), held-out {r['ours']['heldout_loss']:.4f}; time ratio "
+            f"{r['time_ratio']:.2f}; target met: {r['meets_target']}; own figure: "
+            f"{json.dumps(r['seed001_own_figure'])}"
+        )
+    print(f"machine: {results['machine']}")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    if args.work is None:
+        shutil.rmtree(work, ignore_errors=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""bench_seeds: its held-out scoring is the pipeline's (every token once), its curve reading
+finds the time to a training loss, and its quick mode runs every side (slow: minutes of CPU)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gptpipe.evaluation import perplexity
+from gptpipe.model.folder import save_model
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.tokenizer.folder import save_bytes
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_seeds.py"
+spec = importlib.util.spec_from_file_location("bench_seeds", BENCH)
+assert spec and spec.loader
+bench = importlib.util.module_from_spec(spec)
+sys.modules["bench_seeds"] = bench
+spec.loader.exec_module(bench)
+
+
+def test_heldout_score_matches_the_pipelines_perplexity_at_stride_block_size(tmp_path):
+    """Consecutive windows, every token after the first predicted once, as the pipeline's
+    sliding-window perplexity with stride = block_size - 1 (whose windows give at most
+    block_size - 1 tokens of context, the benchmark's block_size)."""
+    save_bytes(tmp_path / "tok")
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=257, block_size=16, n_layer=1, n_head=2, n_embd=16))
+    save_model(tmp_path / "model", model, tmp_path / "tok")
+    ids = np.random.default_rng(0).integers(0, 256, 200)
+    loss = bench.score("ours", tmp_path / "model", ids, tmp_path)
+    expected = perplexity(model.eval(), ids, stride=15, batch_size=4, device="cpu")
+    assert loss == pytest.approx(float(expected["mean_nll"]), rel=1e-3)
+    assert expected["tokens"] == len(ids) - 1
+
+
+def test_train_curve_gives_final_loss_and_time_to_3_5(tmp_path):
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "seed001.yaml").write_text(
+        json.dumps({"pretrain": {"batch_size": 2}, "model": {"block_size": 10}})
+    )
+    rows = (
+        "step,train_loss,lr,tokens_per_s,grad_norm\n10,5.0,1,100,1\n20,3.4,1,200,1\n30,3.2,1,0,0\n"
+    )
+    (tmp_path / "plots" / "train.csv").write_text(rows)
+    curve = bench.train_curve(tmp_path)
+    # 10 steps x 20 tokens at 100 tok/s, then 10 x 20 at 200 tok/s
+    assert curve == {"final_train_loss": 3.2, "reached_3_5": {"step": 20, "train_seconds": 3.0}}
+
+
+@pytest.mark.slow
+def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
+    pytest.importorskip("transformers")
+    if bench.NANOGPT_MIRROR.is_dir() is False:
+        pytest.skip("no nanoGPT mirror")
+    results = bench.main(["--quick", "--work", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    a, b = results["seed003"], results["seed001"]
+    assert a["nanogpt"]["seconds"] > 0 and a["ours"]["seconds"] > 0
+    assert 0 < a["nanogpt"]["heldout_loss"] < 10 and 0 < a["ours"]["heldout_loss"] < 10
+    assert b["reference"]["heldout_loss"] > 0 and b["ours"]["heldout_loss"] > 0
+    assert "final_train_loss" in b["seed001_own_figure"]
+    assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
