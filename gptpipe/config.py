@@ -325,11 +325,6 @@ class BaseConfig:
             f"{self.source!r} is neither a known name nor an existing folder; allowed: {allowed}",
         )
 
-    def sources(self, kind: str) -> list[str]:
-        """The sources given for `kind` (corpus, instruct or classify) as a list, stripped."""
-        value = getattr(self, kind)
-        return [item.strip() for item in (value if isinstance(value, list) else [value])]
-
     def mirror_dir(self) -> Path | None:
         """The mirror folder: the param if set, else the GPTPIPE_MIRROR environment variable."""
         value = self.mirror or os.environ.get("GPTPIPE_MIRROR")

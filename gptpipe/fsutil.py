@@ -82,7 +82,7 @@ def read_json(path: Path | str) -> Any:
         raise BadInput(f"{path}: not valid JSON ({exc})") from None
 
 
-def file_digest(*paths: Path) -> str:
+def files_sha256(*paths: Path) -> str:
     """sha256 over the bytes of files (for `checkpoint_key`: data and base weights)."""
     digest = hashlib.sha256()
     for path in paths:

@@ -17,12 +17,11 @@ from gptpipe.sources.datasets import (
     FILE_NAMES,
     KINDS,
     NAMED_SETS,
-    FetchOptions,
     NamedSet,
     check_source,
     load_source,
 )
-from gptpipe.sources.fetch import file_digest
+from gptpipe.sources.fetch import FetchOptions, sha256_and_size
 from gptpipe.sources.stdlib import StdlibBuild, build_stdlib
 
 PROVENANCE_FILE = layout.PROVENANCE.name
@@ -79,7 +78,7 @@ def run(
                 named=table,
                 stdlib=stdlib,
             )
-            sha, size = file_digest(dest)
+            sha, size = sha256_and_size(dest)
             provenance[kind] = {
                 **loaded.provenance,
                 "output": {"file": FILE_NAMES[kind], "sha256": sha, "bytes": size},

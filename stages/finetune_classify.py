@@ -28,9 +28,9 @@ from gptpipe.finetune.classify import (
     majority_accuracy,
     read_labelled,
 )
-from gptpipe.finetune.splits import stratified_split
-from gptpipe.fsutil import file_digest, write_json
-from gptpipe.model.folder import WEIGHTS, load_base, save_model
+from gptpipe.finetune.splits import CLASSIFY_SPLITS, stratified_split
+from gptpipe.fsutil import files_sha256, write_json
+from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.heads import with_classifier
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
@@ -39,8 +39,6 @@ from gptpipe.train.distributed import training_device
 from gptpipe.train.loop import train
 from gptpipe.train.losses import classify_loss
 from gptpipe.train.precision import evaluating
-
-SPLITS = ("train", "val", "test")
 
 
 def run(
@@ -61,7 +59,7 @@ def run(
     targets = [label_id[r.label] for r in records]
     splits = dict(
         zip(
-            SPLITS,
+            CLASSIFY_SPLITS,
             stratified_split(targets, cfg.val_fraction, cfg.test_fraction, cfg.seed),
             strict=True,
         )
@@ -72,7 +70,7 @@ def run(
                 f"{data}: {len(records)} records leave the {name} split empty; add records or "
                 f"change classify.val_fraction / classify.test_fraction"
             )
-    base_model, enc = load_base(base, device)
+    base_model, enc = load_language_model(base, device)
     eot = eot_id(enc)
     max_length = context_length(cfg.max_length, base_model.config.block_size, "classify.max_length")
     # Right padding; an empty text still has one token to read the class from.
@@ -102,7 +100,7 @@ def run(
         validate=validate,
         plot_dir=plots,
         checkpoint_dir=checkpoints,
-        checkpoint_key={"base": file_digest(base / WEIGHTS), "data": file_digest(data)},
+        checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
         description="finetune classify",
     )
 

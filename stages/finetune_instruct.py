@@ -24,9 +24,9 @@ from gptpipe.errors import BadInput
 from gptpipe.finetune.batches import context_length, encode, fixed_batches
 from gptpipe.finetune.instruct import collate_instructions, read_instructions, tokenize_instruction
 from gptpipe.finetune.splits import split_indices
-from gptpipe.fsutil import file_digest, write_json
+from gptpipe.fsutil import files_sha256, write_json
 from gptpipe.generate.decode import generate
-from gptpipe.model.folder import WEIGHTS, load_base, save_model
+from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.prompts import format_prompt
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
@@ -51,7 +51,7 @@ def run(
     set_threads(cfg.threads)
     device = training_device(cfg)
     records = read_instructions(data)
-    model, enc = load_base(base, device)
+    model, enc = load_language_model(base, device)
     eot = eot_id(enc)
     max_length = context_length(cfg.max_length, model.config.block_size, "instruct.max_length")
 
@@ -81,7 +81,7 @@ def run(
         validate=lambda m: {"val_loss": masked_lm_loss(m, val_batches)},
         plot_dir=plots,
         checkpoint_dir=checkpoints,
-        checkpoint_key={"base": file_digest(base / WEIGHTS), "data": file_digest(data)},
+        checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
         description="finetune instruct",
     )
 

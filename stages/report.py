@@ -13,7 +13,7 @@ from gptpipe.config import ReportConfig
 from gptpipe.fsutil import atomic_dir, write_text
 from gptpipe.report.figures import write_figures
 from gptpipe.report.inputs import ReportInputs, read_curves, read_list, read_metrics, read_models
-from gptpipe.report.markdown import render
+from gptpipe.report.markdown import render_report
 
 DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
 DEFAULT_EXAMPLES = Path("reports/instruct_examples.json")
@@ -45,7 +45,7 @@ def run(
     )
     with atomic_dir(figures) as tmp:
         made = write_figures(inputs.curves, tmp)
-    text = render(inputs, made, figures, out)
+    text = render_report(inputs, made, figures, out)
     write_text(out, text)
     return text
 

@@ -14,12 +14,11 @@ from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
 from gptpipe.generate.samples import continuations, sample_seed
-from gptpipe.model.folder import is_instruct, load_model
+from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.progress import progress
 from gptpipe.prompts import format_prompt
 from gptpipe.report.samples import samples_markdown
 from gptpipe.runtime import resolve_device
-from gptpipe.tokenizer.folder import load_tokenizer
 
 DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
 SAMPLES_JSON = "samples.json"
@@ -38,11 +37,9 @@ def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]
         task = bar.add_task("sample", total=None)
         total = 0
         for model_dir in models:
-            model, info = load_model(model_dir, device)
-            if info.config.n_classes > 0:
-                raise BadInput(f"{model_dir}: is a classifier; sampling needs a language model")
-            encoding = load_tokenizer(model_dir)
-            formats = ["raw", "alpaca"] if is_instruct(model_dir, info) else ["raw"]
+            model, encoding = load_language_model(model_dir, device)
+            instruct = is_instruct(model_dir, read_info(model_dir))
+            formats = ["raw", "alpaca"] if instruct else ["raw"]
             total += len(formats) * len(cfg.prompts) * per_prompt
             bar.update(task, total=total)
             for prompt_format in formats:

@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The splits of classification data, in the order `stratified_split` returns them.
+CLASSIFY_SPLITS = ("train", "val", "test")
+
 # --------------------------------------------------------------------------- shared
 
 

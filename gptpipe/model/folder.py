@@ -19,11 +19,12 @@ import torch
 from safetensors.torch import save_file
 
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import atomic_dir
+from gptpipe.fsutil import atomic_dir, read_json
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.tensors import (
     LazyTensor,
     lazy_tensors,
+    without_tied,
     write_safetensors,
 )
 from gptpipe.runtime import resolve_device
@@ -33,7 +34,6 @@ FORMAT = "gptpipe"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER_FILES = ("tokenizer.tiktoken", "tokenizer.json")
-TIED = "lm_head.weight"
 
 
 @dataclass
@@ -53,24 +53,32 @@ def save_model(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Write the model folder atomically (replacing any previous one)."""
-    tokenizer_dir = Path(tokenizer_dir)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    if model.config.n_classes == 0:
-        state.pop(TIED, None)  # the head is wte, stored once
     with atomic_dir(out_dir) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        config = {
-            "format": FORMAT,
-            "model": model.config.to_dict(),
-            "labels": list(labels or []),
-            "meta": meta or {},
-        }
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        for name in TOKENIZER_FILES:
-            src = tokenizer_dir / name
-            if not src.is_file():
-                raise BadInput(f"{src}: tokenizer file not found")
-            shutil.copyfile(src, tmp / name)
+        save_file(without_tied(state), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        _write_config_and_tokenizer(tmp, model.config, Path(tokenizer_dir), labels, meta)
+
+
+def _write_config_and_tokenizer(
+    tmp: Path,
+    config: GPTConfig,
+    tokenizer_dir: Path,
+    labels: list[str] | None,
+    meta: dict[str, Any] | None,
+) -> None:
+    """The rest of a model folder beside its weights: config.json and the tokenizer files."""
+    for name in TOKENIZER_FILES:
+        src = tokenizer_dir / name
+        if not src.is_file():
+            raise BadInput(f"{src}: tokenizer file not found")
+        shutil.copyfile(src, tmp / name)
+    config_json = {
+        "format": FORMAT,
+        "model": config.to_dict(),
+        "labels": list(labels or []),
+        "meta": meta or {},
+    }
+    (tmp / CONFIG).write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
 
 
 def read_info(model_dir: Path | str) -> ModelInfo:
@@ -79,11 +87,11 @@ def read_info(model_dir: Path | str) -> ModelInfo:
     path = model_dir / CONFIG
     if not path.is_file():
         raise BadInput(f"{path}: not found (is {model_dir} a model folder?)")
+    raw = read_json(path)
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
         known = {f.name for f in fields(GPTConfig)}
         config = GPTConfig(**{k: v for k, v in raw["model"].items() if k in known})
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadInput(f"{path}: not a gptpipe model config ({exc})") from None
     return ModelInfo(config=config, labels=list(raw.get("labels", [])), meta=raw.get("meta", {}))
 
@@ -99,7 +107,7 @@ def load_model(model_dir: Path | str, device: torch.device | str = "cpu") -> tup
     weights = model_dir / WEIGHTS
     if not weights.is_file():
         raise BadInput(f"{weights}: not found")
-    tensors = {k: v for k, v in lazy_tensors(weights).items() if k != TIED}
+    tensors = without_tied(lazy_tensors(weights))
     try:
         model = model_from_tensors(info.config, tensors, weights)
     except BadInput as exc:
@@ -125,21 +133,9 @@ def save_tensors(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Write a model folder (the layout of `save_model`) from lazy tensors, streaming."""
-    tokenizer_dir = Path(tokenizer_dir)
     with atomic_dir(out_dir) as tmp:
-        for name in TOKENIZER_FILES:
-            src = tokenizer_dir / name
-            if not src.is_file():
-                raise BadInput(f"{src}: tokenizer file not found")
-            shutil.copyfile(src, tmp / name)
         write_safetensors(tmp / WEIGHTS, tensors)
-        config_json = {
-            "format": FORMAT,
-            "model": config.to_dict(),
-            "labels": list(labels or []),
-            "meta": meta or {},
-        }
-        (tmp / CONFIG).write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
+        _write_config_and_tokenizer(tmp, config, Path(tokenizer_dir), labels, meta)
 
 
 def model_from_tensors(
@@ -152,7 +148,7 @@ def model_from_tensors(
     """
     with torch.device("meta"):
         model = GPT(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != TIED}
+    expected = {k: tuple(v.shape) for k, v in without_tied(model.state_dict()).items()}
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
     wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != expected[k]]
@@ -164,29 +160,35 @@ def model_from_tensors(
     state = {name: tensors[name].load() for name in expected}
     model.load_state_dict(state, strict=False, assign=True)
     if config.n_classes == 0:
-        model.lm_head.weight = model.wte.weight
+        model.lm_head.weight = model.wte.weight  # the tied head, re-tied
     return model.eval()
 
 
-def load_base(base: Path, device: torch.device) -> tuple[GPT, tiktoken.Encoding]:
-    """The base language model and its tokenizer, from a model folder."""
-    model, info = load_model(base, device)
+def require_language_model(model_dir: Path | str, info: ModelInfo, why: str = "") -> None:
+    """The one check that a model folder holds a language model, not a classifier."""
     if info.config.n_classes > 0:
-        raise BadInput(f"{base}: is a classifier ({info.labels}), not a language model")
-    return model, load_tokenizer(base)
+        classes = f"{info.config.n_classes} classes: {', '.join(info.labels)}"
+        raise BadInput(
+            f"{model_dir}: is a classifier ({classes}), not a language model" + (why and f"; {why}")
+        )
 
 
-def load_language_model(model_dir: Path, device: str) -> tuple[GPT, tiktoken.Encoding]:
-    """A language model and its tokenizer from a model folder; a classifier is bad input."""
+def load_language_model(
+    model_dir: Path | str, device: torch.device | str = "cpu"
+) -> tuple[GPT, tiktoken.Encoding]:
+    """A language model (in eval mode, on `device`: a torch.device, or auto, cpu, cuda or
+    cuda:N) and its tokenizer, from a model folder; a classifier is bad input. Every command
+    that generates, samples, evaluates or fine-tunes loads its model with this."""
+    model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BadInput(f"{model_dir}: model folder not found")
-    try:
-        torch_device = resolve_device(device)
-    except RuntimeError:
-        raise BadInput(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-    model, info = load_model(model_dir, torch_device)
-    if info.config.n_classes > 0:
-        raise BadInput(f"{model_dir}: is a classifier ({info.config.n_classes} classes), not a LM")
+    if isinstance(device, str):
+        try:
+            device = resolve_device(device)
+        except RuntimeError:
+            raise BadInput(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    require_language_model(model_dir, read_info(model_dir))
+    model, _ = load_model(model_dir, device)
     return model, load_tokenizer(model_dir)
 
 

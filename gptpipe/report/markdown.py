@@ -10,11 +10,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from gptpipe.finetune.splits import CLASSIFY_SPLITS
 from gptpipe.model.params import (
     PARAM_GROUPS,
     head_is_tied,
 )
-from gptpipe.report.inputs import METRIC_FILES, SPLITS, STAGES, ModelEntry, ReportInputs
+from gptpipe.report.inputs import METRIC_FILES, STAGES, ModelEntry, ReportInputs
 from gptpipe.report.samples import samples_markdown
 from gptpipe.report.text import NOT_RUN, fenced, fmt, table
 
@@ -56,7 +57,7 @@ def summary_rows(metrics: dict[str, dict[str, Any]]) -> list[list[str]]:
     if cls is None:
         rows.append(["classify", "accuracy", NOT_RUN, ""])
     else:
-        for split in SPLITS:
+        for split in CLASSIFY_SPLITS:
             value = cls.get(f"{split}_accuracy")
             baseline = cls.get(f"majority_baseline_{split}", cls.get("majority_baseline"))
             ref = f"majority baseline {fmt(baseline)}" if baseline is not None else ""
@@ -82,7 +83,7 @@ def _rel(path: Path, start: Path) -> str:
     return Path(os.path.relpath(path, start)).as_posix()
 
 
-def render(
+def render_report(
     inputs: ReportInputs, figures: dict[str, list[str]], figures_dir: Path, report_path: Path
 ) -> str:
     """The report's Markdown text; image links are relative to the report's folder."""
