@@ -580,7 +580,8 @@ def describe(section: str) -> str:
     summary = (cls.__doc__ or "").strip().removeprefix(f"`{section}`:").strip()
     lines = [f"Params section '{section}': {summary}"]
     for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        factory = f.default_factory
+        default = f.default if factory is dataclasses.MISSING else factory()
         lines.append(f"  {section}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
     return "\n\n".join(lines)
 

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gptpipe.errors import BadInput
+from gptpipe.model.gpt import GPT
 
 # --------------------------------------------------------------------------- classification
 
@@ -68,7 +70,7 @@ def classify_metrics(
     total, correct, count = 0.0, 0, 0
     for batch in batches:
         x, lengths, labels = (t.to(device) for t in batch)
-        logits = model.classify(x, lengths).float()
+        logits = cast(GPT, model).classify(x, lengths).float()
         total += float(F.cross_entropy(logits, labels, reduction="sum"))
         correct += int((logits.argmax(dim=-1) == labels).sum())
         count += len(labels)

@@ -130,7 +130,8 @@ def tf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor of our language model for `config` (the tied head once, as `wte`)."""
-    C, shapes = config.n_embd, {}
+    C = config.n_embd
+    shapes: dict[str, tuple[int, ...]] = {}
     shapes["wte.weight"] = (config.vocab_size, C)
     shapes["wpe.weight"] = (config.block_size, C)
     for i in range(config.n_layer):
@@ -310,7 +311,7 @@ def _tf_loader(
 ) -> Callable[[], torch.Tensor]:
     def load() -> torch.Tensor:
         raw = torch.empty(entry.shape, dtype=entry.dtype)
-        buffer = memoryview(raw.view(torch.uint8).numpy()).cast("B") if raw.numel() else b""
+        buffer = raw.view(torch.uint8).numpy().data.cast("B") if raw.numel() else b""
         with open(data, "rb") as fh:
             fh.seek(entry.offset)
             if raw.numel() and fh.readinto(buffer) != entry.size:
@@ -348,7 +349,7 @@ def open_tf(folder: Path) -> GPT2Checkpoint:
                 raise BadInput(
                     f"{folder / TF_INDEX}: {name} has shape {entry.shape}, not (1, in, out)"
                 )
-            shape = (entry.shape[2], entry.shape[1])
+            shape: tuple[int, ...] = (entry.shape[2], entry.shape[1])
         else:
             shape = entry.shape
         tensors[ours] = LazyTensor(shape=shape, load=_tf_loader(data, entry, name, transpose))

@@ -176,9 +176,9 @@ def resolve(
             return Resolved(folder, layout, "cache", record.get("files", {}))
     if mirror is not None:
         for folder in mirror_folders(size, mirror):
-            layout = _layout_of(folder)
-            if layout is not None:
-                return _describe(folder, layout, size, "mirror")
+            found = _layout_of(folder)
+            if found is not None:
+                return _describe(folder, found, size, "mirror")
     errors = []
     for source in sources if sources is not None else size.sources:
         target = cache / size.name / source.layout

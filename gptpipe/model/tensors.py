@@ -90,7 +90,7 @@ def write_safetensors(
                 )
             value = value.detach().to("cpu").contiguous()
             if value.numel():
-                fh.write(memoryview(value.numpy()).cast("B"))
+                fh.write(value.numpy().data.cast("B"))
             del value
 
 

@@ -407,11 +407,11 @@ def extract_member(
                 chosen = _pick(where, list(files), member)
                 if max_bytes is not None and files[chosen].size > max_bytes:
                     raise _too_large(f"{where}#{chosen}", max_bytes, files[chosen].size)
-                src = tf.extractfile(files[chosen])
-                assert src is not None  # a regular file always has a stream
+                stream = tf.extractfile(files[chosen])
+                assert stream is not None  # a regular file always has a stream
                 dest = _member_path(folder, chosen)
-                with src:
-                    _copy_limited(src, dest, max_bytes, f"{where}#{chosen}")
+                with stream:
+                    _copy_limited(stream, dest, max_bytes, f"{where}#{chosen}")
         else:
             _, module, suffix = SINGLE_STREAM[fmt]
             inner = Path(urllib.parse.urlparse(where).path).name.removesuffix(suffix)

@@ -359,7 +359,7 @@ def parse_tsv(text: str, origin: str) -> list[tuple[str, str]]:
 
 def parse_csv(text: str, origin: str) -> list[tuple[str, str]]:
     """CSV rows `label,text` (quoted as CSV quotes them); a `label,text` header is skipped."""
-    rows = []
+    rows: list[tuple[str, str]] = []
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         for record in reader:

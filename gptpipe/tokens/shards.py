@@ -202,7 +202,7 @@ class TokenWindows:
             shard += 1
         return out
 
-    def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """x, y as int64 tensors of shape (len(indices), block_size); y is x shifted by one."""
         import torch
 

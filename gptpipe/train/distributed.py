@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -98,7 +99,7 @@ def prepare(model: nn.Module, cfg: TrainingConfig, place: Placement) -> nn.Modul
 
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if cfg.compile:
-        net = torch.compile(net)
+        net = cast(nn.Module, torch.compile(net))
     return net
 
 

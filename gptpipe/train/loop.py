@@ -24,11 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from rich.progress import TextColumn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from gptpipe.config import TrainingConfig
 from gptpipe.errors import BadInput
@@ -147,7 +148,8 @@ def optimizer_step(
     for micro in range(cfg.grad_accum):
         batch = to_device(batch_at(step * cfg.grad_accum + micro), place.device)
         last = micro == cfg.grad_accum - 1
-        sync = contextlib.nullcontext() if last or place.world_size == 1 else net.no_sync()
+        alone = last or place.world_size == 1
+        sync = contextlib.nullcontext() if alone else cast(DistributedDataParallel, net).no_sync()
         with sync:
             with autocast(place.device, place.dtype):
                 loss = loss_of(net, batch)
