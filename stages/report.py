@@ -15,8 +15,8 @@ from gptpipe.report.figures import write_figures
 from gptpipe.report.inputs import ReportInputs, read_curves, read_list, read_metrics, read_models
 from gptpipe.report.markdown import render_report
 
-DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
-DEFAULT_EXAMPLES = Path("reports/instruct_examples.json")
+_DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
+_DEFAULT_EXAMPLES = Path("reports/instruct_examples.json")
 
 
 def run(
@@ -62,7 +62,7 @@ def command(
     ] = layout.SAMPLES,
     examples: Annotated[
         Path, typer.Option(help="Instruction examples JSON (gptpipe finetune instruct).")
-    ] = DEFAULT_EXAMPLES,
+    ] = _DEFAULT_EXAMPLES,
     model: Annotated[
         list[Path] | None,
         typer.Option(help="Model folder whose parameters are counted (repeatable)."),
@@ -74,6 +74,6 @@ def command(
 ) -> None:
     """Write the Markdown report: metrics summary, loss curves, parameter counts, samples."""
     cfg: ReportConfig = section("report", params, set_)
-    models = list(model) if model else DEFAULT_MODELS
+    models = list(model) if model else _DEFAULT_MODELS
     run(cfg, metrics, plots, samples, examples, models, out, figures)
     print(f"wrote {out} (figures in {figures})")

@@ -20,9 +20,9 @@ from gptpipe.prompts import format_prompt
 from gptpipe.report.samples import samples_markdown
 from gptpipe.runtime import resolve_device
 
-DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
-SAMPLES_JSON = "samples.json"
-SAMPLES_MD = "samples.md"
+_DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
+_SAMPLES_JSON = "samples.json"
+_SAMPLES_MD = "samples.md"
 
 
 def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]]:
@@ -61,11 +61,11 @@ def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]
                         )
                         bar.advance(task)
     with atomic_dir(out) as tmp:
-        (tmp / SAMPLES_JSON).write_text(
+        (tmp / _SAMPLES_JSON).write_text(
             json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         lines = ["# Samples", "", *_settings(cfg), "", *samples_markdown(records, level=2)]
-        (tmp / SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+        (tmp / _SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return records
 
 
@@ -87,5 +87,5 @@ def command(
     ] = layout.SAMPLES,
 ) -> None:
     """Continue each prompt of sample.prompts with each model: greedy and sampled."""
-    records = run(section("sample", params, set_), list(model) if model else DEFAULT_MODELS, out)
+    records = run(section("sample", params, set_), list(model) if model else _DEFAULT_MODELS, out)
     print(f"wrote {len(records)} samples to {out}")

@@ -363,8 +363,21 @@ def test_float16_trains_with_a_gradient_scaler_that_is_checkpointed(tmp_path):
 
 
 def test_compile_param_trains_the_same_model_in_place():
+    """torch.compile changes kernels, not the math: after a few steps the compiled run's
+    weights equal eager training's within float32 rounding (inductor fuses and reorders
+    operations, so not bit for bit), and the model keeps its parameter names."""
     pytest.importorskip("torch._inductor")
-    model = tiny()
-    result = run(model, cfg(max_steps=2, eval_interval=2, compile=True))
-    assert math.isfinite(result.train_loss)
-    assert "_orig_mod" not in "".join(model.state_dict())  # names unchanged for checkpoints
+    config = dict(max_steps=3, eval_interval=3, log_interval=1, warmup_steps=1)
+    initial = tiny().state_dict()
+    eager = tiny()
+    eager_result = run(eager, cfg(**config))
+    compiled = tiny()
+    result = run(compiled, cfg(**config, compile=True))
+    assert "_orig_mod" not in "".join(compiled.state_dict())  # names unchanged for checkpoints
+    moved = max(float((eager.state_dict()[k] - v).abs().max()) for k, v in initial.items())
+    assert moved > 1e-3  # the steps did change the weights
+    # AdamW divides by sqrt(v): where a gradient is near zero, rounding differences become
+    # visible in the update, so the bound is 1e-4, a few percent of one step (lr 3e-3)
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], value, rtol=1e-3, atol=1e-4)
+    assert result.train_loss == pytest.approx(eager_result.train_loss, rel=1e-5)
