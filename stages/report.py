@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -76,4 +77,4 @@ def command(
     cfg: ReportConfig = section("report", params, set_)
     models = list(model) if model else _DEFAULT_MODELS
     run(cfg, metrics, plots, samples, examples, models, out, figures)
-    print(f"wrote {out} (figures in {figures})")
+    print(f"wrote {out} (figures in {figures})", file=sys.stderr)

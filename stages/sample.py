@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -88,4 +89,4 @@ def command(
 ) -> None:
     """Continue each prompt of sample.prompts with each model: greedy and sampled."""
     records = run(section("sample", params, set_), list(model) if model else _DEFAULT_MODELS, out)
-    print(f"wrote {len(records)} samples to {out}")
+    print(f"wrote {len(records)} samples to {out}", file=sys.stderr)

@@ -9,6 +9,7 @@ in about its own size of memory), and the folder gets the tokenizer that matches
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -83,5 +84,6 @@ def command(
     c = result["model"]
     print(
         f"{cfg.source} -> {out}: {c['n_layer']} layers, {c['n_head']} heads, width "
-        f"{c['n_embd']}, context {c['block_size']}, vocabulary {c['vocab_size']}"
+        f"{c['n_embd']}, context {c['block_size']}, vocabulary {c['vocab_size']}",
+        file=sys.stderr,
     )

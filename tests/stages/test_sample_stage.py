@@ -101,4 +101,5 @@ def test_cli_missing_model_exits_2_naming_it(models: dict[str, Path], tmp_path: 
     assert not out.exists()
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     assert len(json.loads((out / "samples.json").read_text())) == 2

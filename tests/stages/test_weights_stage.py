@@ -74,6 +74,7 @@ def test_cli_copies_and_replaces_an_old_base(pretrained, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     assert not (tmp_path / "base" / "stale.txt").exists()
     assert (tmp_path / "base" / "model.safetensors").is_file()
 
