@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export GPTPIPE_MIRROR ?= $(abspath ../shared/mirror)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint typecheck clean
 
 setup: $(VENV)/.installed
 
@@ -19,11 +19,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 run: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 
-test: setup
+# What CI runs (.ci/run): lint, type check, then the whole test suite.
+test: lint typecheck
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
+# mypy with the [tool.mypy] settings of pyproject.toml (the package, the stages, the benchmarks).
+typecheck: setup
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -10,9 +10,9 @@ RAYON_NUM_THREADS for `tokenizers`, worker processes for gptpipe). Each trainer 
 other); the median wall time is reported, with compression = UTF-8 bytes per token of the
 held-out text (higher is better).
 
-    python benchmarks/bench_bpe.py                 # 5 MB, vocab 8192, 2 threads, 5 runs
-    python benchmarks/bench_bpe.py --quick         # tiny, for the test suite
-    python benchmarks/bench_bpe.py --json out.json
+    python -m benchmarks.bench_bpe                 # 5 MB, vocab 8192, 2 threads, 5 runs
+    python -m benchmarks.bench_bpe --quick         # tiny, for the test suite
+    python -m benchmarks.bench_bpe --json out.json
 
 Targets (issue 3): bytes/token >= theirs, time <= 2x theirs.
 """
@@ -21,17 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-MIRROR = Path(
-    os.environ.get("GPTPIPE_MIRROR", Path(__file__).resolve().parents[2] / "shared/mirror")
-)
-EOT = "<|endoftext|>"
+from benchmarks.harness import EOT, MIRROR, alternate, machine, median, python_code, run_worker
 
 # Each trainer runs in its own interpreter; it prints one JSON line: seconds and bytes/token.
 _OURS = r"""
@@ -91,30 +85,15 @@ def build_corpus(folder: Path, megabytes: float) -> tuple[Path, Path]:
     return corpus, folder / "heldout.txt"
 
 
-def run_once(script: str, corpus: Path, heldout: Path, vocab: int, threads: int, out: Path) -> dict:
-    env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            str(corpus),
-            str(heldout),
-            str(vocab),
-            str(threads),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(f"trainer failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def run_once(
+    script: str, corpus: Path, heldout: Path, vocab: int, threads: int, out: Path
+) -> dict[str, Any]:
+    env = {"RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
+    argv = python_code(script, corpus, heldout, vocab, threads, out)
+    return run_worker(argv, env=env).data
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mb", type=float, default=5.0, help="Corpus size in MB.")
     parser.add_argument("--vocab", type=int, default=8192)
@@ -128,14 +107,20 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-bpe-") as tmp:
         folder = Path(tmp)
         corpus, heldout = build_corpus(folder, args.mb)
-        runs: dict[str, list[dict]] = {"gptpipe": [], "tokenizers": []}
-        for i in range(args.repeat):  # interleaved, so drift in machine load hits both
-            for name, script in (("tokenizers", _THEIRS), ("gptpipe", _OURS)):
-                runs[name].append(
-                    run_once(script, corpus, heldout, args.vocab, args.threads, folder / f"t{i}")
-                )
+        outs = iter(range(2 * args.repeat))  # a fresh output folder for every run
+
+        def side(script: str) -> Any:
+            def once() -> dict[str, Any]:
+                out = folder / f"t{next(outs)}"
+                return run_once(script, corpus, heldout, args.vocab, args.threads, out)
+
+            return once
+
+        # interleaved, so drift in machine load hits both
+        runs = alternate({"tokenizers": side(_THEIRS), "gptpipe": side(_OURS)}, args.repeat)
         size = corpus.stat().st_size
-    result: dict = {
+    result: dict[str, Any] = {
+        "machine": machine(),
         "corpus": f"tinyshakespeare[:90%] repeated as documents, {size / 1e6:.2f} MB",
         "heldout": "tinyshakespeare[90%:]",
         "vocab_size": args.vocab,
@@ -144,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     for name, items in runs.items():
         result[name] = {
-            "median_seconds": statistics.median(r["seconds"] for r in items),
+            "median_seconds": median(r["seconds"] for r in items),
             "seconds": [round(r["seconds"], 3) for r in items],
             "bytes_per_token": items[0]["bytes_per_token"],
             "n_vocab": items[0]["n_vocab"],
@@ -152,7 +137,10 @@ def main(argv: list[str] | None = None) -> dict:
     ours, theirs = result["gptpipe"], result["tokenizers"]
     result["time_ratio"] = ours["median_seconds"] / theirs["median_seconds"]
     result["compression_ratio"] = ours["bytes_per_token"] / theirs["bytes_per_token"]
-    print(f"corpus: {result['corpus']}; vocab {args.vocab}; {args.threads} threads")
+    print(
+        f"{result['machine']}; corpus: {result['corpus']}; vocab {args.vocab}; "
+        f"{args.threads} threads"
+    )
     for name in ("tokenizers", "gptpipe"):
         r = result[name]
         print(

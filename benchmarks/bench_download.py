@@ -6,45 +6,37 @@ offline mirror). Each run is a fresh `gptpipe download` process; its peak RSS co
 kernel (`wait4`). The corpus is streamed in blocks, so peak memory should not grow with the
 corpus; the reference line is the process at the smallest size.
 
-    python benchmarks/bench_download.py                  # 10 and 400 MB, 3 runs each
-    python benchmarks/bench_download.py --sizes 1 --repeat 1
+    python -m benchmarks.bench_download                  # 10 and 400 MB, 3 runs each
+    python -m benchmarks.bench_download --sizes 1 --repeat 1
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
-from bench_shard import MIRROR, build_corpus
+from benchmarks.bench_shard import build_corpus
+from benchmarks.harness import MIRROR, machine, median, python_module, run_worker
 
 
 def run_download(corpus: Path, out: Path) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one `gptpipe download` of `corpus`."""
-    cmd = [sys.executable, "-m", "gptpipe", "download", "--out", str(out)]
-    cmd += ["-S", f"data.corpus={corpus}"]
-    cmd += ["-S", f"data.instruct={MIRROR / 'instruction-data.json'}"]
-    cmd += ["-S", f"data.classify={MIRROR / 'SMSSpamCollection'}"]
-    started = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"gptpipe download failed: {' '.join(cmd)}")
-    return seconds, usage.ru_maxrss / 1024
+    argv = python_module("gptpipe", "download", "--out", out, "-S", f"data.corpus={corpus}")
+    argv += ["-S", f"data.instruct={MIRROR / 'instruction-data.json'}"]
+    argv += ["-S", f"data.classify={MIRROR / 'SMSSpamCollection'}"]
+    run = run_worker(argv, expect_json=False)
+    return run.seconds, run.peak_rss_mb
 
 
-def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[10.0, 400.0], help="MB")
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, Any] = {}
+    print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-download-") as tmp:
         folder = Path(tmp)
         for size in args.sizes:
@@ -52,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
             build_corpus(corpus, size)
             mb = corpus.stat().st_size / 1e6
             runs = [run_download(corpus, folder / "raw") for _ in range(args.repeat)]
-            seconds = statistics.median(s for s, _ in runs)
+            seconds = median(s for s, _ in runs)
             peak = max(p for _, p in runs)
             results[f"{size:g}"] = {"corpus_mb": mb, "median_seconds": seconds, "peak_rss_mb": peak}
             print(

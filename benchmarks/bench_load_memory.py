@@ -6,13 +6,13 @@ measures the peak resident memory (VmHWM) of:
 
 - `convert`: gptpipe opening the checkpoint and building our model from it in memory;
 - `stage`: the weights stage converting it into a model folder (streamed to disk);
-- `load`: gptpipe.checkpoint.load_model of that converted folder (what fine-tuning does);
+- `load`: gptpipe.model.folder.load_model of that converted folder (what fine-tuning does);
 - `transformers`: GPT2LMHeadModel.from_pretrained of the same checkpoint (the reference),
   then every parameter read once (its tensors map the file lazily until used).
 
 Prints each peak as a multiple of the weights' float32 size (target for ours: <= 1.2x) and
 writes the results as JSON (--out). Run under the exclusive lock:
-    flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_load_memory.py
+    flock /tmp/gptpipe-bench.lock .venv/bin/python -m benchmarks.bench_load_memory
 """
 
 from __future__ import annotations
@@ -20,23 +20,17 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-# VmHWM (this process's peak RSS) rather than ru_maxrss, which Linux carries over from the
-# parent at fork time.
-HWM = r"""
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-"""
+from benchmarks.harness import VM_HWM, machine, python_code, run_worker
 
+# VmHWM (this process's peak RSS) rather than wait4's ru_maxrss, which Linux carries over from
+# the parent at fork time.
 CHILD = (
-    HWM
+    VM_HWM
     + r"""
 import json, sys, time
 from pathlib import Path
@@ -71,7 +65,7 @@ print(json.dumps({"peak_bytes": peak, "parameters": n, "seconds": seconds}))
 )
 
 BASELINE = (
-    HWM
+    VM_HWM
     + r"""
 import json, torch
 print(json.dumps({"peak_bytes": hwm()}))
@@ -102,31 +96,26 @@ def write_checkpoint(folder: Path, name: str) -> int:
     return size.parameters
 
 
-def measure(mode: str, folder: Path, work: Path) -> dict:
+def measure(mode: str, folder: Path, work: Path) -> dict[str, Any]:
     script = BASELINE if mode == "baseline" else CHILD
-    out = subprocess.run(
-        [sys.executable, "-c", script, mode, str(folder), str(work)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_worker(python_code(script, mode, folder, work)).data
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="gpt2 (124M) instead of gpt2-xl")
     parser.add_argument("--size", default=None, help="gpt2, gpt2-medium, gpt2-large, gpt2-xl")
     parser.add_argument("--skip-reference", action="store_true", help="skip transformers")
     parser.add_argument("--tmp", default="/tmp", help="where the synthetic checkpoint goes")
     parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     name = args.size or ("gpt2" if args.quick else "gpt2-xl")
     root = Path(tempfile.mkdtemp(prefix="gptpipe-bench-load-", dir=args.tmp))
     try:
         t0 = time.perf_counter()
         n = write_checkpoint(root / "hf", name)
         fp32 = 4 * n
+        print(machine())
         print(
             f"{name}: {n:,} parameters, {fp32 / 2**30:.2f} GiB in float32 "
             f"(checkpoint written in {time.perf_counter() - t0:.0f} s)"
@@ -134,7 +123,8 @@ def main() -> None:
         modes = ["baseline", "convert", "stage", "load"]
         if not args.skip_reference:
             modes.append("transformers")
-        results = {"size": name, "parameters": n, "fp32_bytes": fp32}
+        results: dict[str, Any] = {"machine": machine(), "size": name, "parameters": n}
+        results["fp32_bytes"] = fp32
         for mode in modes:
             r = measure(mode, root / "hf", root)
             results[mode] = r
@@ -152,6 +142,7 @@ def main() -> None:
             args.out.write_text(json.dumps(results, indent=2) + "\n")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+    return results
 
 
 if __name__ == "__main__":

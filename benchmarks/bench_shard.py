@@ -15,8 +15,8 @@ Throughput is corpus MB/s (median of `--repeat` runs); peak memory is the proces
 as the kernel counts it (`wait4`). Both sides encode in threads of one process.
 Run at two sizes (`--sizes`) it shows whether memory grows with the corpus.
 
-    python benchmarks/bench_shard.py                    # 50 and 200 MB, 2 threads, 3 runs
-    python benchmarks/bench_shard.py --quick            # 2 MB, 1 run (the test suite)
+    python -m benchmarks.bench_shard                    # 50 and 200 MB, 2 threads, 3 runs
+    python -m benchmarks.bench_shard --quick            # 2 MB, 1 run (the test suite)
 
 Targets (issue 3): throughput >= 80% of the reference; peak memory < 1 GB at 200 MB and not
 growing with the corpus size.
@@ -26,20 +26,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-MIRROR = Path(
-    os.environ.get("GPTPIPE_MIRROR", Path(__file__).resolve().parents[2] / "shared/mirror")
+from benchmarks.harness import (
+    EOT,
+    MIRROR,
+    alternate,
+    machine,
+    median,
+    paired_ratio,
+    python_code,
+    run_worker,
 )
-EOT = "<|endoftext|>"
 
 _THEIRS = r"""
-import sys, time
+import json, sys, time
 from gptpipe.tokens.corpus import iter_documents
 from gptpipe.tokenizer.folder import load_tokenizer
 corpus, tok, threads, out = sys.argv[1:5]
@@ -48,11 +51,11 @@ t0 = time.perf_counter()
 docs = list(iter_documents(corpus))
 ids = enc.encode_ordinary_batch(docs, num_threads=int(threads))
 seconds = time.perf_counter() - t0
-print(seconds, sum(map(len, ids)) + len(ids))
+print(json.dumps({"seconds": seconds, "tokens": sum(map(len, ids)) + len(ids)}))
 """
 
 _OURS = r"""
-import sys, time
+import json, sys, time
 from pathlib import Path
 from gptpipe.config import ShardConfig
 from gptpipe.stages.shard import run
@@ -60,7 +63,7 @@ corpus, tok, threads, out = sys.argv[1:5]
 t0 = time.perf_counter()
 manifest = run(ShardConfig(workers=int(threads)), Path(corpus), Path(tok), Path(out), False)
 seconds = time.perf_counter() - t0
-print(seconds, manifest["tokens"])
+print(json.dumps({"seconds": seconds, "tokens": manifest["tokens"]}))
 """
 
 
@@ -80,32 +83,33 @@ def build_corpus(path: Path, megabytes: float) -> None:
             written += len(piece.encode("utf-8"))
 
 
-def measure(script: str, corpus: Path, tok: Path, threads: int, out: Path) -> dict:
-    """Run one side in a subprocess; its peak RSS comes from the kernel (`wait4`'s rusage).
+def measure(script: str, corpus: Path, tok: Path, threads: int, out: Path) -> dict[str, Any]:
+    """Run one side in a fresh process; its peak RSS comes from the kernel (`wait4`).
 
     Both sides work in threads of one process, so the process's peak is all of it. Reading
     the peak after the fact costs nothing while the side runs, where polling /proc would
     take CPU from a 2-core machine and skew the throughput.
     """
-    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script, str(corpus), str(tok), str(threads), str(out)],
-            stdout=stdout,
-            stderr=stderr,
-            text=True,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        stdout.seek(0)
-        stderr.seek(0)
-        if proc.returncode != 0:
-            raise SystemExit(f"benchmark side failed:\n{stderr.read()}")
-        seconds, tokens = stdout.read().split()
-    # ru_maxrss is in KiB on Linux.
-    return {"seconds": float(seconds), "tokens": int(tokens), "peak_rss_mb": usage.ru_maxrss / 1024}
+    run = run_worker(python_code(script, corpus, tok, threads, out))
+    return run.data | {"peak_rss_mb": run.peak_rss_mb}
 
 
-def main(argv: list[str] | None = None) -> dict:
+def compare(
+    corpus: Path, tok: Path, threads: int, folder: Path, repeats: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Both sides on `corpus`, alternated `repeats` times (each pair writes its own shards)."""
+    count = iter(range(2 * repeats))
+
+    def side(script: str) -> Any:
+        def once() -> dict[str, Any]:
+            return measure(script, corpus, tok, threads, folder / f"shards-{next(count) // 2}")
+
+        return once
+
+    return alternate({"tiktoken": side(_THEIRS), "gptpipe": side(_OURS)}, repeats)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[50.0, 200.0], help="MB")
     parser.add_argument("--threads", type=int, default=2)
@@ -115,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.repeat = [2.0], 1
-    results: dict = {"threads": args.threads, "repeat": args.repeat, "sizes": {}}
+    results: dict[str, Any] = {"machine": machine(), "threads": args.threads}
+    results |= {"repeat": args.repeat, "sizes": {}}
     with tempfile.TemporaryDirectory(prefix="bench-shard-") as tmp:
         folder = Path(tmp)
         from gptpipe.tokenizer.folder import save_gpt2
@@ -125,15 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
             corpus = folder / f"corpus-{size:g}.txt"
             build_corpus(corpus, size)
             mb = corpus.stat().st_size / 1e6
-            runs: dict[str, list[dict]] = {"tiktoken": [], "gptpipe": []}
-            for i in range(args.repeat):
-                for name, script in (("tiktoken", _THEIRS), ("gptpipe", _OURS)):
-                    out = folder / f"shards-{i}"
-                    runs[name].append(measure(script, corpus, folder / "gpt2", args.threads, out))
+            runs = compare(corpus, folder / "gpt2", args.threads, folder, args.repeat)
             corpus.unlink()
-            entry: dict = {"corpus_mb": round(mb, 2)}
+            entry: dict[str, Any] = {"corpus_mb": round(mb, 2)}
             for name, items in runs.items():
-                seconds = statistics.median(r["seconds"] for r in items)
+                seconds = median(r["seconds"] for r in items)
                 entry[name] = {
                     "median_seconds": round(seconds, 3),
                     "mb_per_s": round(mb / seconds, 2),
@@ -148,13 +149,17 @@ def main(argv: list[str] | None = None) -> dict:
             )
             # Each repeat runs the two sides back to back; the median of the per-pair ratios
             # cancels the machine's slow drifts better than the ratio of the two medians.
-            pairs = zip(runs["tiktoken"], runs["gptpipe"], strict=True)
             entry["paired_ratio_median"] = round(
-                statistics.median(theirs["seconds"] / ours["seconds"] for theirs, ours in pairs), 3
+                paired_ratio(
+                    [r["seconds"] for r in runs["tiktoken"]],
+                    [r["seconds"] for r in runs["gptpipe"]],
+                ),
+                3,
             )
             results["sizes"][f"{size:g}"] = entry
             print(
-                f"{mb:.0f} MB, {args.threads} threads: tiktoken {entry['tiktoken']['mb_per_s']}"
+                f"{results['machine']}; {mb:.0f} MB, {args.threads} threads: "
+                f"tiktoken {entry['tiktoken']['mb_per_s']}"
                 f" MB/s ({entry['tiktoken']['mtokens_per_s']} M tok/s, peak "
                 f"{entry['tiktoken']['peak_rss_mb']} MB); gptpipe shard "
                 f"{entry['gptpipe']['mb_per_s']} MB/s ({entry['gptpipe']['mtokens_per_s']} M "

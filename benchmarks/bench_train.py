@@ -8,12 +8,12 @@ dropout 0 and the same thread count everywhere. Also measured in subprocesses: t
 matmul peaks, for model FLOPs utilisation (MFU) with 6N + 12*L*d*T FLOPs per token (N without
 the position embeddings, the tied head counted once).
 
-    .venv/bin/python benchmarks/bench_train.py                 # full: both configs, 5 repeats
-    .venv/bin/python benchmarks/bench_train.py --quick         # a smoke run (tiny config)
-    .venv/bin/python benchmarks/bench_train.py --variants ours-default,hf --repeats 3
+    .venv/bin/python -m benchmarks.bench_train                 # full: both configs, 5 repeats
+    .venv/bin/python -m benchmarks.bench_train --quick         # a smoke run (tiny config)
+    .venv/bin/python -m benchmarks.bench_train --variants ours-default,hf --repeats 3
 
 Run it alone on the machine (the figures are ratios, but two cores shared with anything else
-make them noisy): flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_train.py
+make them noisy): flock /tmp/gptpipe-bench.lock .venv/bin/python -m benchmarks.bench_train
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-CONFIGS: dict[str, dict[str, int]] = {
+from benchmarks.harness import Measured, alternate, machine, median, serve_worker, spawn_self
+
+CONFIGS: dict[str, dict[str, Any]] = {
     "a": {"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 256, "vocab_size": 50257},
     "b": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "vocab_size": 50257},
     "quick": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "vocab_size": 2048},
@@ -53,15 +54,16 @@ DEFAULT_VARIANTS = "hf,hf-compiled,hf-tuned,ours-fp32-plain,ours-fp32,ours-bf16-
 # --------------------------------------------------------------------------- worker side
 
 
-def build_ours(arch: dict[str, int]) -> Any:
+def build_ours(arch: dict[str, Any]) -> Any:
     from gptpipe.model.gpt import GPT, GPTConfig
 
     return GPT(GPTConfig(dropout=0.0, **arch))
 
 
-def build_hf(arch: dict[str, int]) -> Any:
+def build_hf(arch: dict[str, Any]) -> Any:
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    options: dict[str, Any] = {"attn_implementation": "sdpa"}  # a from_pretrained option
     config = GPT2Config(
         vocab_size=arch["vocab_size"],
         n_positions=arch["block_size"],
@@ -71,7 +73,7 @@ def build_hf(arch: dict[str, int]) -> Any:
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
-        attn_implementation="sdpa",
+        **options,
     )
     return GPT2LMHeadModel(config)
 
@@ -83,6 +85,7 @@ def measure_step(spec: dict[str, Any]) -> dict[str, Any]:
 
         tune_allocator()
     import torch
+    from torch import nn
 
     from gptpipe.config import PretrainConfig
     from gptpipe.train.loop import optimizer_step
@@ -122,7 +125,7 @@ def measure_step(spec: dict[str, Any]) -> dict[str, Any]:
             return m(input_ids=b[0], labels=b[0]).loss  # HF shifts the labels itself
 
     model.train()
-    target = torch.compile(model) if spec.get("compile") else model
+    target = cast(nn.Module, torch.compile(model)) if spec.get("compile") else model
     # `optimizer_step` is the training loop's own step; for HF it runs the same code on HF's
     # model (autocast, backward, clipping, AdamW), so only the model and the loss differ.
     for i in range(spec["warmup"]):
@@ -161,10 +164,8 @@ def measure_peak(spec: dict[str, Any]) -> dict[str, Any]:
     return {"gflops": 2 * n**3 / best / 1e9}
 
 
-def worker(spec_json: str) -> None:
-    spec = json.loads(spec_json)
-    result = measure_peak(spec) if spec["kind"] == "peak" else measure_step(spec)
-    print(json.dumps(result))
+def measure(spec: dict[str, Any]) -> dict[str, Any]:
+    return measure_peak(spec) if spec["kind"] == "peak" else measure_step(spec)
 
 
 # --------------------------------------------------------------------------- driver side
@@ -172,21 +173,21 @@ def worker(spec_json: str) -> None:
 
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement in a fresh interpreter (allocator settings are per process)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env.setdefault("OMP_NUM_THREADS", str(spec["threads"]))
-    out = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"worker failed ({spec}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MALLOC_")}
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(spec["threads"]))
+    result: Measured = spawn_self("benchmarks.bench_train", spec, env=env)
+    return result.data
 
 
-def main() -> None:
+def step_spec(config: str, variant: str, args: argparse.Namespace) -> dict[str, Any]:
+    spec = {"kind": "step", "config": config, "batch": args.batch, "threads": args.threads}
+    spec |= {"steps": args.steps, "warmup": args.warmup} | VARIANTS[variant]
+    if spec.get("compile"):  # the first compiled steps include compilation
+        spec["warmup"] = max(spec["warmup"], 3)
+    return spec
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny config, 1 repeat, few steps")
     parser.add_argument("--configs", default="a,b", help="comma-separated: a, b")
@@ -197,11 +198,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write all results here")
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        worker(args.worker)
-        return
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    if serve_worker(argv, measure):
+        return {}
+    args = parser.parse_args(argv)
     configs = ["quick"] if args.quick else args.configs.split(",")
     variants = args.variants.split(",")
     unknown = [v for v in variants if v not in VARIANTS] + [c for c in configs if c not in CONFIGS]
@@ -216,34 +216,27 @@ def main() -> None:
     for dtype in ("float32", "bfloat16"):
         spec = {"kind": "peak", "dtype": dtype, "threads": args.threads}
         peaks[dtype] = run_worker(spec | {"n": peak_n, "reps": peak_reps})["gflops"]
+    print(machine())
     print(
         f"matmul peak on {args.threads} threads: fp32 {peaks['float32']:.0f} GFLOP/s, "
         f"bf16 {peaks['bfloat16']:.0f} GFLOP/s ({peaks['bfloat16'] / peaks['float32']:.1f}x)"
     )
 
-    results: dict[str, Any] = {"peaks_gflops": peaks, "configs": {}}
+    results: dict[str, Any] = {"machine": machine(), "peaks_gflops": peaks, "configs": {}}
     for config in configs:
-        samples: dict[str, list[float]] = {v: [] for v in variants}
-        info: dict[str, dict[str, Any]] = {}
-        for _ in range(args.repeats):
-            for variant in variants:
-                spec = {"kind": "step", "config": config, "batch": args.batch}
-                spec |= {"threads": args.threads, "steps": args.steps, "warmup": args.warmup}
-                spec |= VARIANTS[variant]
-                if spec.get("compile"):  # the first compiled steps include compilation
-                    spec["warmup"] = max(spec["warmup"], 3)
-                out = run_worker(spec)
-                samples[variant].append(out["tokens_per_s"])
-                info[variant] = out
+        sides = {v: (lambda v=v, c=config: run_worker(step_spec(c, v, args))) for v in variants}
+        runs = alternate(sides, args.repeats)
+        samples = {v: [r["tokens_per_s"] for r in runs[v]] for v in variants}
+        info = {v: runs[v][-1] for v in variants}
         rows = {}
-        base = statistics.median(samples[variants[0]])
+        base = median(samples[variants[0]])
         print(f"\nconfig {config}: {CONFIGS[config]}, batch {args.batch}, {args.threads} threads")
         print(
             f"{'variant':20s} {'tokens/s':>10s} {'vs ' + variants[0]:>10s} {'MFU fp32':>9s} "
             f"{'MFU bf16':>9s}  samples"
         )
         for variant in variants:
-            tps = statistics.median(samples[variant])
+            tps = median(samples[variant])
             gflops = tps * info[variant]["flops_per_token"] / 1e9
             rows[variant] = {
                 "tokens_per_s": tps,
@@ -262,6 +255,7 @@ def main() -> None:
         results["configs"][config] = rows
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    return results
 
 
 if __name__ == "__main__":

@@ -433,11 +433,6 @@ class BaseConfig:
             f"{self.source!r} is neither a known name nor an existing folder; allowed: {allowed}",
         )
 
-    def sources(self, kind: str) -> list[str]:
-        """The sources given for `kind` (corpus, instruct or classify) as a list, stripped."""
-        value = getattr(self, kind)
-        return [item.strip() for item in (value if isinstance(value, list) else [value])]
-
     def mirror_dir(self) -> Path | None:
         """The mirror folder: the param if set, else the GPTPIPE_MIRROR environment variable."""
         value = self.mirror or os.environ.get("GPTPIPE_MIRROR")
@@ -905,7 +900,8 @@ def describe(section: str) -> str:
     summary = (cls.__doc__ or "").strip().removeprefix(f"`{section}`:").strip()
     lines = [f"Params section '{section}': {summary}"]
     for f in dataclasses.fields(cls):
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+        factory = f.default_factory
+        default = f.default if factory is dataclasses.MISSING else factory()
         lines.append(f"  {section}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
     return "\n\n".join(lines)
 

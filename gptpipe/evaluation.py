@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from gptpipe.config import DataConfig, EvaluateConfig
 from gptpipe.errors import BadInput, ConfigError
-from gptpipe.model.folder import load_model
+from gptpipe.model.folder import load_language_model
 from gptpipe.model.gpt import GPT
 from gptpipe.progress import progress
 from gptpipe.runtime import resolve_device
@@ -201,10 +201,7 @@ def evaluate_tokens(
     """Perplexity, bits per byte and counts of one model folder on a token stream (`n_bytes`:
     the scored text's UTF-8 bytes where known, else counted from the tokens)."""
     device = resolve_device(cfg.device)
-    model, info = load_model(model_dir, device)
-    if info.config.n_classes > 0:
-        raise BadInput(f"{model_dir}: is a classifier; perplexity needs a language model")
-    encoding = load_tokenizer(model_dir)
+    model, encoding = load_language_model(model_dir, device)
     result = perplexity(
         model, tokens, cfg.stride, cfg.batch_size, device, description=label or model_dir.name
     )

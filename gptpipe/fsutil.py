@@ -229,7 +229,7 @@ def read_json(path: Path | str) -> Any:
         raise BadInput(os_message(exc, path)) from None
 
 
-def file_digest(*paths: Path) -> str:
+def files_sha256(*paths: Path) -> str:
     """sha256 over the bytes of files (for `checkpoint_key`: data and base weights)."""
     digest = hashlib.sha256()
     for path in paths:

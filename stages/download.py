@@ -17,18 +17,17 @@ from gptpipe.sources.datasets import (
     FILE_NAMES,
     KINDS,
     NAMED_SETS,
-    FetchOptions,
     NamedSet,
     check_source,
     load_source,
 )
-from gptpipe.sources.fetch import file_digest
+from gptpipe.sources.fetch import FetchOptions, sha256_and_size
 from gptpipe.sources.stdlib import StdlibBuild, build_stdlib
 
-PROVENANCE_FILE = layout.PROVENANCE.name
+_PROVENANCE_FILE = layout.PROVENANCE.name
 
 
-def mirror_folder(cfg: DataConfig) -> Path | None:
+def _mirror_folder(cfg: DataConfig) -> Path | None:
     """The mirror folder (data.mirror, else $GPTPIPE_MIRROR); a missing folder is bad input."""
     path = cfg.mirror_dir()
     if path is not None and not path.is_dir():
@@ -53,7 +52,7 @@ def run(
     table = NAMED_SETS if named is None else named
     sources = {kind: cfg.sources(kind) for kind in KINDS}
     how = {kind: check_source(kind, sources[kind], f"data.{kind}", table) for kind in KINDS}
-    mirror = mirror_folder(cfg) if "named" in how.values() else None
+    mirror = _mirror_folder(cfg) if "named" in how.values() else None
 
     cache: list[StdlibBuild] = []
 
@@ -79,14 +78,14 @@ def run(
                 named=table,
                 stdlib=stdlib,
             )
-            sha, size = file_digest(dest)
+            sha, size = sha256_and_size(dest)
             provenance[kind] = {
                 **loaded.provenance,
                 "output": {"file": FILE_NAMES[kind], "sha256": sha, "bytes": size},
                 "counts": loaded.counts,
             }
         shutil.rmtree(work_dir, ignore_errors=True)
-        write_json(tmp / PROVENANCE_FILE, provenance)
+        write_json(tmp / _PROVENANCE_FILE, provenance)
     return provenance
 
 

@@ -24,8 +24,8 @@ from gptpipe.model.folder import read_info
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.shards import load_split, read_manifest
 
-DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
-DEFAULT_OUT = layout.METRICS / "evaluate.json"
+_DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
+_DEFAULT_OUT = layout.METRICS / "evaluate.json"
 
 
 def _check_matches_shards(model_dir: Path, manifest: dict[str, Any], shards: Path) -> None:
@@ -93,7 +93,7 @@ def command(
     shards: Annotated[Path, typer.Option(help="Shards folder; its val split is evaluated.")] = (
         layout.SHARDS
     ),
-    out: Annotated[Path, typer.Option(help="Metrics JSON written in stage mode.")] = DEFAULT_OUT,
+    out: Annotated[Path, typer.Option(help="Metrics JSON written in stage mode.")] = _DEFAULT_OUT,
     details: RunDetailsOption = layout.RUNS / "evaluate.json",
     stride: Annotated[
         int | None, typer.Option(help="Window stride in tokens (overrides evaluate.stride).")
@@ -117,5 +117,5 @@ def command(
     elif source is not None:
         result = evaluate_source(cfg, one, source, mirror)
     else:
-        result = run(cfg, shards, list(model) if model else DEFAULT_MODELS, out, details)
+        result = run(cfg, shards, list(model) if model else _DEFAULT_MODELS, out, details)
     print(json.dumps(result, indent=2))

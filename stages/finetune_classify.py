@@ -34,11 +34,11 @@ from gptpipe.finetune.classify import (
     scores,
     text_ids,
 )
-from gptpipe.finetune.splits import balanced_split, stratified_split
+from gptpipe.finetune.splits import CLASSIFY_SPLITS, balanced_split, stratified_split
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
-from gptpipe.fsutil import file_digest, write_json
+from gptpipe.fsutil import files_sha256, write_json
 from gptpipe.metrics import write_metrics
-from gptpipe.model.folder import WEIGHTS, load_base, save_model
+from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.heads import with_classifier
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
@@ -48,18 +48,17 @@ from gptpipe.train.loop import train
 from gptpipe.train.losses import classify_loss
 from gptpipe.train.precision import evaluating
 
-SPLITS = ("train", "val", "test")
 DEFAULT_SCORES = Path("reports/classify/scores.json")
 
 
-def split_records(
+def _split_records(
     targets: list[int], labels: list[str], cfg: ClassifyConfig, data: Path
 ) -> dict[str, np.ndarray]:
     """The train / val / test indices of the protocol; every split non-empty, and every class
     in the training and the test split."""
     cut = balanced_split if cfg.protocol == "balanced" else stratified_split
     parts = cut(targets, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    splits = dict(zip(SPLITS, parts, strict=True))
+    splits = dict(zip(CLASSIFY_SPLITS, parts, strict=True))
     for name, indices in splits.items():
         if len(indices) == 0:
             raise BadInput(
@@ -97,8 +96,8 @@ def run(
     labels = sorted({r.label for r in records})
     label_id = {label: i for i, label in enumerate(labels)}
     targets = [label_id[r.label] for r in records]
-    splits = split_records(targets, labels, cfg, data)
-    base_model, enc = load_base(base, device)
+    splits = _split_records(targets, labels, cfg, data)
+    base_model, enc = load_language_model(base, device)
     eot = eot_id(enc)
     block_size = base_model.config.block_size
     limit = context_length(cfg.max_length, block_size, "classify.max_length")
@@ -141,7 +140,7 @@ def run(
         validate=validate,
         plot_dir=plots,
         checkpoint_dir=checkpoints,
-        checkpoint_key={"base": file_digest(base / WEIGHTS), "data": file_digest(data)},
+        checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
         description="finetune classify",
     )
     model = finished(model)  # LoRA adapters merged: a plain classifier
@@ -176,8 +175,11 @@ def run(
     metrics |= {
         "test_macro_precision": test["macro"]["precision"],
         "test_macro_recall": test["macro"]["recall"],
-        **{f"untuned_{name}_accuracy": untuned[name] for name in SPLITS},
-        **{f"majority_baseline_{name}": per_split[name]["majority_baseline"] for name in SPLITS},
+        **{f"untuned_{name}_accuracy": untuned[name] for name in CLASSIFY_SPLITS},
+        **{
+            f"majority_baseline_{name}": per_split[name]["majority_baseline"]
+            for name in CLASSIFY_SPLITS
+        },
         **counts,
         **{f"{name}_records": len(items) for name, items in split_examples.items()},
         "max_length": max_length,
@@ -202,7 +204,7 @@ def run(
         "protocol": cfg.protocol,
         "trainable": cfg.trainable,
         "seed": cfg.seed,
-        "data": {"file": data.name, "sha256": file_digest(data), "records": len(records)},
+        "data": {"file": data.name, "sha256": files_sha256(data), "records": len(records)},
     }
     save_model(out, model.to(torch.device("cpu")), base, labels=labels, meta=meta)
     write_json(plots / "confusion.json", test_rows)

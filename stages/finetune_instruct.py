@@ -36,10 +36,10 @@ from gptpipe.finetune.instruct import (
 from gptpipe.finetune.judge import judge
 from gptpipe.finetune.splits import ordered_split
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
-from gptpipe.fsutil import file_digest, write_json
+from gptpipe.fsutil import files_sha256, write_json
 from gptpipe.generate.decode import generate
 from gptpipe.metrics import write_metrics
-from gptpipe.model.folder import WEIGHTS, load_base, save_model
+from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.gpt import GPT
 from gptpipe.prompts import format_prompt
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
@@ -54,7 +54,7 @@ SPLITS = ("train", "test", "val")  # the order of instruct.split's shares
 DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
 
 
-def split_records(n: int, cfg: InstructConfig, data: Path) -> dict[str, np.ndarray]:
+def _split_records(n: int, cfg: InstructConfig, data: Path) -> dict[str, np.ndarray]:
     """Train / test / val indices: the shares of instruct.split in file order (or shuffled
     with the seed first); every split must hold at least one record."""
     order = np.random.default_rng(cfg.seed).permutation(n) if cfg.shuffle else np.arange(n)
@@ -98,8 +98,8 @@ def run(
     set_threads(cfg.threads)
     device = training_device(cfg)
     records = read_instructions(data)
-    splits = split_records(len(records), cfg, data)
-    model, enc = load_base(base, device)
+    splits = _split_records(len(records), cfg, data)
+    model, enc = load_language_model(base, device)
     eot = eot_id(enc)
     max_length = context_length(cfg.max_length, model.config.block_size, "instruct.max_length")
     examples = [tokenize_instruction(enc, r, eot, max_length, cfg.mask_prompt) for r in records]
@@ -138,7 +138,7 @@ def run(
         validate=lambda m: {"val_loss": masked_lm_loss(m, val_batches)},
         plot_dir=plots,
         checkpoint_dir=checkpoints,
-        checkpoint_key={"base": file_digest(base / WEIGHTS), "data": file_digest(data)},
+        checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
         description="finetune instruct",
     )
     model = finished(model)  # LoRA adapters merged: a plain language model
@@ -191,7 +191,7 @@ def run(
         "prompt_format": "alpaca",
         "trainable": cfg.trainable,
         "seed": cfg.seed,
-        "data": {"file": data.name, "sha256": file_digest(data), "records": len(records)},
+        "data": {"file": data.name, "sha256": files_sha256(data), "records": len(records)},
     }
     save_model(out, model.to(torch.device("cpu")), base, meta=meta)
     write_json(responses_path, answers)

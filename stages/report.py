@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -26,15 +27,14 @@ from gptpipe.report.inputs import (
     read_models,
     read_object,
 )
-from gptpipe.report.markdown import render
+from gptpipe.report.markdown import render_report
 
-DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
-DEFAULT_EXAMPLES = Path("reports/instruct/responses.json")
-DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
+_DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
+_DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
 
 
 @dataclass
-class Sources:
+class _Sources:
     """The artifacts beside metrics, plots and samples that the report card reads; any of
     them may be absent (its section says "not run")."""
 
@@ -42,7 +42,7 @@ class Sources:
     provenance: Path = layout.PROVENANCE
     shards: Path = layout.SHARDS
     tokenizer: Path = layout.TOKENIZER
-    responses: Path = DEFAULT_RESPONSES
+    responses: Path = _DEFAULT_RESPONSES
     params: Path | None = None  # the run's params file, for its key params
 
 
@@ -55,14 +55,14 @@ def run(
     models: list[Path],
     out: Path,
     figures: Path,
-    sources: Sources | None = None,
+    sources: _Sources | None = None,
 ) -> str:
     """Write the figures folder and the report; returns the report's Markdown.
 
     Any input that does not exist is reported as "not run"; inputs that exist but are
     malformed are bad input naming the file.
     """
-    src = sources or Sources()
+    src = sources or _Sources()
     samples_file = samples / "samples.json" if samples.is_dir() else samples
     current = read_metrics(metrics)
     repo = Path.cwd()
@@ -87,7 +87,7 @@ def run(
     with staged_outputs(figures, out) as (new_figures, new_out):
         new_figures.mkdir(mode=0o755)
         made = write_figures(inputs.curves, new_figures, inputs.confusion)
-        text = render(inputs, made, figures, out)
+        text = render_report(inputs, made, figures, out)
         new_out.write_text(text, encoding="utf-8")
     return text
 
@@ -104,7 +104,7 @@ def command(
     ] = layout.SAMPLES,
     examples: Annotated[
         Path, typer.Option(help="Instruction examples JSON (gptpipe finetune instruct).")
-    ] = DEFAULT_EXAMPLES,
+    ] = _DEFAULT_RESPONSES,
     model: Annotated[
         list[Path] | None,
         typer.Option(help="Model folder whose parameters are counted (repeatable)."),
@@ -125,7 +125,7 @@ def command(
     tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder.")] = layout.TOKENIZER,
     responses: Annotated[
         Path, typer.Option(help="Instruction test responses JSON with ROUGE-L, if any.")
-    ] = DEFAULT_RESPONSES,
+    ] = _DEFAULT_RESPONSES,
     compare: Annotated[
         bool,
         typer.Option(
@@ -142,7 +142,7 @@ def command(
     if compare:
         print(compare_table(read_experiments(Path.cwd())), end="")
         return
-    models = list(model) if model else DEFAULT_MODELS
-    sources = Sources(runs, provenance, shards, tokenizer, responses, params)
+    models = list(model) if model else _DEFAULT_MODELS
+    sources = _Sources(runs, provenance, shards, tokenizer, responses, params)
     run(cfg, metrics, plots, samples, examples, models, out, figures, sources)
-    print(f"wrote {out} (figures in {figures})")
+    print(f"wrote {out} (figures in {figures})", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,16 +16,15 @@ from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
 from gptpipe.generate.samples import prompt_continuations, resolve, sample_seed
-from gptpipe.model.folder import is_instruct, load_model
+from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.progress import progress
 from gptpipe.prompts import format_prompt
 from gptpipe.report.samples import samples_markdown
 from gptpipe.runtime import resolve_device
-from gptpipe.tokenizer.folder import load_tokenizer
 
-DEFAULT_MODELS = [layout.PRETRAIN, layout.BASE, layout.INSTRUCT_MODEL]
-SAMPLES_JSON = "samples.json"
-SAMPLES_MD = "samples.md"
+_DEFAULT_MODELS = [layout.PRETRAIN, layout.BASE, layout.INSTRUCT_MODEL]
+_SAMPLES_JSON = "samples.json"
+_SAMPLES_MD = "samples.md"
 
 
 def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]]:
@@ -42,11 +42,9 @@ def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]
         task = bar.add_task("sample", total=None)
         total = 0
         for model_dir in models:
-            model, info = load_model(model_dir, device)
-            if info.config.n_classes > 0:
-                raise BadInput(f"{model_dir}: is a classifier; sampling needs a language model")
-            encoding = load_tokenizer(model_dir)
-            formats = ["raw", "alpaca"] if is_instruct(model_dir, info) else ["raw"]
+            model, encoding = load_language_model(model_dir, device)
+            instruct = is_instruct(model_dir, read_info(model_dir))
+            formats = ["raw", "alpaca"] if instruct else ["raw"]
             total += len(formats) * len(cfg.prompts)
             bar.update(task, total=total)
             for prompt_format in formats:
@@ -61,11 +59,11 @@ def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]
                         )
                     bar.advance(task)
     with atomic_dir(out) as tmp:
-        (tmp / SAMPLES_JSON).write_text(
+        (tmp / _SAMPLES_JSON).write_text(
             json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         lines = ["# Samples", "", *_settings(cfg), "", *samples_markdown(records, level=2)]
-        (tmp / SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+        (tmp / _SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return records
 
 
@@ -112,5 +110,5 @@ def command(
     ] = layout.SAMPLES,
 ) -> None:
     """Continue each prompt of sample.prompts with each model and each sample.decoding setting."""
-    records = run(section("sample", params, set_), list(model) if model else DEFAULT_MODELS, out)
-    print(f"wrote {len(records)} samples to {out}")
+    records = run(section("sample", params, set_), list(model) if model else _DEFAULT_MODELS, out)
+    print(f"wrote {len(records)} samples to {out}", file=sys.stderr)

@@ -9,6 +9,7 @@ in about its own size of memory), and the folder gets the tokenizer that matches
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +23,7 @@ from gptpipe.interop.compat import check_size, matching_tokenizer
 from gptpipe.interop.gpt2_layouts import open_checkpoint
 from gptpipe.interop.hub import SIZES, resolve
 from gptpipe.model.folder import copy_model, read_info, save_tensors
+from gptpipe.sources.fetch import FetchOptions
 
 
 def run(
@@ -41,7 +43,8 @@ def run(
         return {"source": cfg.source, "model": info.config.to_dict(), "meta": info.meta}
     size = SIZES.get(cfg.source)
     if size is not None:
-        found = resolve(size, mirror=cfg.mirror_dir(), timeout=cfg.timeout, retries=cfg.retries)
+        options = FetchOptions(timeout=cfg.timeout, retries=cfg.retries)
+        found = resolve(size, mirror=cfg.mirror_dir(), options=options)
         folder, provenance = found.folder, {"origin": found.origin, "files": found.files}
     else:
         folder = Path(cfg.source).expanduser()
@@ -81,5 +84,6 @@ def command(
     c = result["model"]
     print(
         f"{cfg.source} -> {out}: {c['n_layer']} layers, {c['n_head']} heads, width "
-        f"{c['n_embd']}, context {c['block_size']}, vocabulary {c['vocab_size']}"
+        f"{c['n_embd']}, context {c['block_size']}, vocabulary {c['vocab_size']}",
+        file=sys.stderr,
     )

@@ -42,7 +42,8 @@ def command(
     c = result["config"]
     print(
         f"{model_dir} -> {out_dir} (Hugging Face GPT2LMHeadModel: {c['n_layer']} layers, "
-        f"width {c['n_embd']}, vocabulary {c['vocab_size']}, context {c['n_positions']})"
+        f"width {c['n_embd']}, vocabulary {c['vocab_size']}, context {c['n_positions']})",
+        file=sys.stderr,
     )
     if not result["tokenizer"]:
         print(

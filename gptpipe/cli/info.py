@@ -18,12 +18,11 @@ from gptpipe import layout
 from gptpipe.cli.options import SetOption
 from gptpipe.config import ModelConfig, TokenizerConfig, build_section, read_params, to_dict
 from gptpipe.errors import BadInput
+from gptpipe.interop.gpt2_vocab import GPT2_VOCAB
 from gptpipe.model.folder import WEIGHTS, read_info
 from gptpipe.model.gpt import GPTConfig
 from gptpipe.model.params import PARAM_GROUPS, block_breakdown, config_breakdown, head_is_tied
 from gptpipe.model.skipped import read_skipped
-
-GPT2_VOCAB = 50257
 
 
 def model_kind(n_classes: int, meta: dict[str, Any]) -> str:
@@ -107,7 +106,7 @@ def describe_params(params: Path, overrides: list[str]) -> dict[str, Any]:
     }
 
 
-def render(description: dict[str, Any], console: Console) -> None:
+def print_description(description: dict[str, Any], console: Console) -> None:
     """Print a description as a summary line and a rich table of parameter groups."""
     if description.get("skipped"):
         console.print(f"{escape(description['model'])}: skipped, {escape(description['reason'])}")
@@ -189,4 +188,4 @@ def command(
     if as_json:
         print(json.dumps(description, indent=2))
     else:
-        render(description, Console())
+        print_description(description, Console())

@@ -6,11 +6,25 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, overload
 
 import typer
 
-from gptpipe.config import load_section
+from gptpipe.config import (
+    SECTION_OF,
+    BaseConfig,
+    ClassifyConfig,
+    DataConfig,
+    EvaluateConfig,
+    InstructConfig,
+    ModelConfig,
+    PretrainConfig,
+    ReportConfig,
+    SampleConfig,
+    ShardConfig,
+    TokenizerConfig,
+    load_section,
+)
 from gptpipe.errors import one_line
 
 ParamsOption = Annotated[
@@ -81,6 +95,40 @@ def guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def section(name: str, params: Path, overrides: list[str] | None) -> Any:
-    """The validated config of one params section, with `-S` overrides applied."""
+C = TypeVar("C")
+Overrides = list[str] | None
+
+
+# One overload per section name, so that `section("pretrain", ...)` is a PretrainConfig to the
+# type checker; `section(PretrainConfig, ...)` is the same call by class.
+@overload
+def section(which: type[C], params: Path, overrides: Overrides) -> C: ...
+@overload
+def section(which: Literal["data"], params: Path, overrides: Overrides) -> DataConfig: ...
+@overload
+def section(which: Literal["tokenizer"], params: Path, overrides: Overrides) -> TokenizerConfig: ...
+@overload
+def section(which: Literal["shard"], params: Path, overrides: Overrides) -> ShardConfig: ...
+@overload
+def section(which: Literal["model"], params: Path, overrides: Overrides) -> ModelConfig: ...
+@overload
+def section(which: Literal["pretrain"], params: Path, overrides: Overrides) -> PretrainConfig: ...
+@overload
+def section(which: Literal["base"], params: Path, overrides: Overrides) -> BaseConfig: ...
+@overload
+def section(which: Literal["instruct"], params: Path, overrides: Overrides) -> InstructConfig: ...
+@overload
+def section(which: Literal["classify"], params: Path, overrides: Overrides) -> ClassifyConfig: ...
+@overload
+def section(which: Literal["evaluate"], params: Path, overrides: Overrides) -> EvaluateConfig: ...
+@overload
+def section(which: Literal["sample"], params: Path, overrides: Overrides) -> SampleConfig: ...
+@overload
+def section(which: Literal["report"], params: Path, overrides: Overrides) -> ReportConfig: ...
+
+
+def section(which: str | type[Any], params: Path, overrides: Overrides) -> Any:
+    """The validated config of one params section (by name or dataclass), with `-S` overrides
+    applied."""
+    name = which if isinstance(which, str) else SECTION_OF[which]
     return load_section(name, params, overrides or [])

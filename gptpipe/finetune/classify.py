@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import tiktoken
@@ -19,6 +19,7 @@ from torch import nn
 
 from gptpipe.errors import BadInput
 from gptpipe.finetune.batches import encode
+from gptpipe.model.gpt import GPT
 from gptpipe.sources.formats import decode_text, parse_classify
 
 # --------------------------------------------------------------------------- data
@@ -79,7 +80,7 @@ def predict(
     actual: list[np.ndarray] = []
     for batch in batches:
         x, lengths, labels = (t.to(device) for t in batch)
-        logits = model.classify(x, lengths).float()
+        logits = cast(GPT, model).classify(x, lengths).float()
         total += float(F.cross_entropy(logits, labels, reduction="sum"))
         count += len(labels)
         predicted.append(logits.argmax(dim=-1).cpu().numpy())

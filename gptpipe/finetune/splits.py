@@ -8,6 +8,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+# The splits of classification data, in the order `stratified_split` returns them.
+CLASSIFY_SPLITS = ("train", "val", "test")
+
 # --------------------------------------------------------------------------- shared
 
 
@@ -29,10 +32,10 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(train, val, test) indices: each class is shuffled and cut in the same proportions,
     so every split keeps the class balance. Sorted within each split."""
-    labels = np.asarray(labels)
+    label_array = np.asarray(labels)
     parts: list[list[np.ndarray]] = [[], [], []]
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
+    for c in np.unique(label_array):
+        members = np.flatnonzero(label_array == c)
         n = len(members)
         n_val, n_test = round(n * val_fraction), round(n * test_fraction)
         order = members[np.random.default_rng((seed, int(c))).permutation(n)]

@@ -6,12 +6,12 @@ a `vocab.json` equal to the pipeline's tokenizer. Mismatches are bad input namin
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from gptpipe.errors import BadInput
-from gptpipe.interop.gpt2_layouts import GPT2_VOCAB, Checkpoint
-from gptpipe.interop.gpt2_vocab import vocab_merges_to_ranks
+from gptpipe.fsutil import read_json
+from gptpipe.interop.gpt2_layouts import GPT2Checkpoint
+from gptpipe.interop.gpt2_vocab import GPT2_VOCAB, vocab_merges_to_ranks
 from gptpipe.interop.hub import NamedSize
 from gptpipe.tokenizer.folder import (
     META_FILE,
@@ -25,7 +25,7 @@ from gptpipe.tokenizer.folder import (
 from gptpipe.tokenizer.special import EOT
 
 
-def check_size(checkpoint: Checkpoint, size: NamedSize) -> None:
+def check_size(checkpoint: GPT2Checkpoint, size: NamedSize) -> None:
     c = checkpoint.config
     got = (c.n_layer, c.n_head, c.n_embd, c.vocab_size, c.block_size)
     want = (size.n_layer, size.n_head, size.n_embd, size.vocab_size, size.block_size)
@@ -41,10 +41,7 @@ def folder_vocab(folder: Path) -> dict[str, int] | None:
     for name in ("vocab.json", "encoder.json"):
         path = folder / name
         if path.is_file():
-            try:
-                vocab = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise BadInput(f"{path}: not valid JSON ({exc})") from None
+            vocab = read_json(path)
             if not isinstance(vocab, dict):
                 raise BadInput(f"{path}: expected a JSON object of token -> id")
             return vocab
@@ -53,17 +50,17 @@ def folder_vocab(folder: Path) -> dict[str, int] | None:
 
 def tokenizer_kind(tokenizer: Path) -> tuple[str, int]:
     path = tokenizer / META_FILE
+    if not path.is_file():
+        raise BadInput(f"{path}: not found (is {tokenizer} a tokenizer folder?)")
+    meta = read_json(path)
     try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
         return str(meta.get("kind", "?")), int(meta["n_vocab"])
-    except FileNotFoundError:
-        raise BadInput(f"{path}: not found (is {tokenizer} a tokenizer folder?)") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise BadInput(f"{path}: not a tokenizer description ({exc})") from None
 
 
 def matching_tokenizer(
-    checkpoint: Checkpoint, source: str, tokenizer: Path | None, tmp: Path
+    checkpoint: GPT2Checkpoint, source: str, tokenizer: Path | None, tmp: Path
 ) -> Path:
     """The tokenizer folder to ship with the converted weights, checked against `tokenizer`.
 

@@ -18,7 +18,6 @@ checkpoint is converted or loaded without ever holding two copies of it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,30 +27,30 @@ import torch
 from safetensors import safe_open
 
 from gptpipe.errors import BadInput
+from gptpipe.fsutil import read_json
 from gptpipe.interop.tf_checkpoint import (
     BundleEntry,
     read_bundle_index,
 )
 from gptpipe.model.gpt import GPTConfig
-from gptpipe.model.tensors import LazyTensor, safetensors_header
+from gptpipe.model.tensors import TIED, LazyTensor, safetensors_header
 
 HF_WEIGHTS = "model.safetensors"
 HF_CONFIG = "config.json"
 TF_HPARAMS = "hparams.json"
 TF_INDEX = "model.ckpt.index"
 TF_DATA = "model.ckpt.data-00000-of-00001"
-GPT2_VOCAB = 50257
 # Conv1D weights (in, out) in the foreign layouts; nn.Linear (out, in) in ours.
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Hugging Face buffers that are not weights (the causal mask of older versions).
 HF_BUFFERS = (".attn.bias", ".attn.masked_bias")
 HF_PREFIX = "transformer."
-TIED = "lm_head.weight"
 
 
 @dataclass
-class Checkpoint:
-    """A foreign checkpoint opened for conversion: our config and our tensor names, lazily."""
+class GPT2Checkpoint:
+    """A GPT-2 checkpoint (a foreign layout: Hugging Face's or OpenAI's) opened for
+    conversion: our config and our tensor names, lazily."""
 
     config: GPTConfig
     tensors: dict[str, LazyTensor]
@@ -131,7 +130,8 @@ def tf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def expected_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
     """Every tensor of our language model for `config` (the tied head once, as `wte`)."""
-    C, shapes = config.n_embd, {}
+    C = config.n_embd
+    shapes: dict[str, tuple[int, ...]] = {}
     shapes["wte.weight"] = (config.vocab_size, C)
     shapes["wpe.weight"] = (config.block_size, C)
     for i in range(config.n_layer):
@@ -202,7 +202,7 @@ def _materialize(tensor: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def open_hf(folder: Path) -> Checkpoint:
+def open_hf(folder: Path) -> GPT2Checkpoint:
     """A Hugging Face GPT-2 folder (`GPT2LMHeadModel` or `GPT2Model`), opened lazily."""
     weights, cfg_path = folder / HF_WEIGHTS, folder / HF_CONFIG
     if not weights.is_file():
@@ -238,7 +238,9 @@ def open_hf(folder: Path) -> Checkpoint:
     _check_declared(hf_cfg, config, cfg_path)
     if head is not None:
         check_tied(tensors["wte.weight"], _safetensors_loader(weights, head[0], False), weights)
-    return Checkpoint(config=config, tensors=_ordered(tensors, config), layout="hf", folder=folder)
+    return GPT2Checkpoint(
+        config=config, tensors=_ordered(tensors, config), layout="hf", folder=folder
+    )
 
 
 def _safetensors_loader(path: Path, name: str, transpose: bool) -> Callable[[], torch.Tensor]:
@@ -293,12 +295,7 @@ def _check_declared(cfg: Mapping, config: GPTConfig, path: Path) -> None:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BadInput(f"{path}: not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{path}: not valid JSON ({exc})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a JSON object")
     return data
@@ -314,7 +311,7 @@ def _tf_loader(
 ) -> Callable[[], torch.Tensor]:
     def load() -> torch.Tensor:
         raw = torch.empty(entry.shape, dtype=entry.dtype)
-        buffer = memoryview(raw.view(torch.uint8).numpy()).cast("B") if raw.numel() else b""
+        buffer = raw.view(torch.uint8).numpy().data.cast("B") if raw.numel() else b""
         with open(data, "rb") as fh:
             fh.seek(entry.offset)
             if raw.numel() and fh.readinto(buffer) != entry.size:
@@ -328,7 +325,7 @@ def _tf_loader(
     return load
 
 
-def open_tf(folder: Path) -> Checkpoint:
+def open_tf(folder: Path) -> GPT2Checkpoint:
     """OpenAI's original GPT-2 release folder (hparams.json + TF checkpoint), opened lazily."""
     hparams = _read_json(folder / TF_HPARAMS)
     shards, entries = read_bundle_index(folder / TF_INDEX)
@@ -352,7 +349,7 @@ def open_tf(folder: Path) -> Checkpoint:
                 raise BadInput(
                     f"{folder / TF_INDEX}: {name} has shape {entry.shape}, not (1, in, out)"
                 )
-            shape = (entry.shape[2], entry.shape[1])
+            shape: tuple[int, ...] = (entry.shape[2], entry.shape[1])
         else:
             shape = entry.shape
         tensors[ours] = LazyTensor(shape=shape, load=_tf_loader(data, entry, name, transpose))
@@ -360,12 +357,12 @@ def open_tf(folder: Path) -> Checkpoint:
         {k: v.shape for k, v in tensors.items()}, int(hparams.get("n_head", 0)), folder / TF_INDEX
     )
     _check_declared(hparams, config, folder / TF_HPARAMS)
-    return Checkpoint(
+    return GPT2Checkpoint(
         config=config, tensors=_ordered(tensors, config), layout="openai-tf", folder=folder
     )
 
 
-def open_checkpoint(folder: Path) -> Checkpoint:
+def open_checkpoint(folder: Path) -> GPT2Checkpoint:
     """A GPT-2 checkpoint folder in either foreign layout, told apart by its files."""
     if not folder.is_dir():
         raise BadInput(f"{folder}: checkpoint folder not found")

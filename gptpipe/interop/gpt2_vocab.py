@@ -8,6 +8,8 @@ from collections.abc import Mapping
 
 from gptpipe.errors import BadInput
 
+GPT2_VOCAB = 50257  # GPT-2's vocabulary: 50,000 merges + 256 bytes + <|endoftext|>
+
 # --------------------------------------------------------------------------- tokenizer files
 
 

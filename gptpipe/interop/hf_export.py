@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import atomic_dir
+from gptpipe.fsutil import atomic_dir, read_json
 from gptpipe.interop.gpt2_layouts import (
     HF_PREFIX,
     _is_conv1d,
@@ -22,7 +22,7 @@ from gptpipe.interop.gpt2_layouts import (
 from gptpipe.interop.gpt2_vocab import (
     ranks_to_vocab_merges,
 )
-from gptpipe.model.folder import WEIGHTS, read_info
+from gptpipe.model.folder import WEIGHTS, read_info, require_language_model
 from gptpipe.model.gpt import GPTConfig
 from gptpipe.model.tensors import LazyTensor, lazy_tensors, write_safetensors
 from gptpipe.tokenizer.folder import META_FILE, RANKS_FILE, read_ranks
@@ -93,13 +93,13 @@ HF_TOKENIZER = "tokenizer.json"
 def hf_tokenizer_files(tokenizer_dir: Path, block_size: int) -> dict[str, str]:
     """The Hugging Face tokenizer files (name -> text) for one of our tokenizer folders."""
     meta_path = tokenizer_dir / META_FILE
+    if not meta_path.is_file():
+        raise BadInput(f"{meta_path}: not found (the model folder carries no tokenizer)")
+    meta = read_json(meta_path)
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
         pat_str = str(meta["pat_str"])
         special = {str(k): int(v) for k, v in meta["special_tokens"].items()}
-    except FileNotFoundError:
-        raise BadInput(f"{meta_path}: not found (the model folder carries no tokenizer)") from None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise BadInput(f"{meta_path}: not a tokenizer description ({exc})") from None
     if EOT not in special:
         raise BadInput(f"{meta_path}: no {EOT} special token")
@@ -199,12 +199,12 @@ def export_hf(model_dir: Path, out_dir: Path) -> dict[str, Any]:
         raise BadInput(f"{model_dir}: model folder not found")
     info = read_info(model_dir)
     config = info.config
-    if config.n_classes > 0:
-        raise BadInput(
-            f"{model_dir}: is a classifier; only language models export to the Hugging Face "
-            "format (GPT2ForSequenceClassification has no head bias and finds the last token "
-            "by a padding id, so it would not compute the same function)"
-        )
+    require_language_model(
+        model_dir,
+        info,
+        "only language models export to the Hugging Face format (GPT2ForSequenceClassification "
+        "has no head bias and finds the last token by a padding id: not the same function)",
+    )
     kind = tokenizer_kind_of(model_dir)
     if kind in ("char", "word"):
         raise BadInput(
@@ -237,12 +237,11 @@ def export_hf(model_dir: Path, out_dir: Path) -> dict[str, Any]:
 
 
 def tokenizer_pattern(model_dir: Path) -> str:
-    return str(json.loads((model_dir / META_FILE).read_text(encoding="utf-8")).get("pattern"))
+    meta = read_json(model_dir / META_FILE)
+    return str(meta.get("pattern") if isinstance(meta, dict) else None)
 
 
 def tokenizer_kind_of(model_dir: Path) -> str:
     """The tokenizer kind a model folder carries (bpe for folders written before kinds)."""
-    path = model_dir / META_FILE
-    if not path.is_file():
-        raise BadInput(f"{path}: not found (the model folder carries no tokenizer)")
-    return str(json.loads(path.read_text(encoding="utf-8")).get("kind", "bpe"))
+    meta = read_json(model_dir / META_FILE)
+    return str(meta.get("kind", "bpe") if isinstance(meta, dict) else "bpe")

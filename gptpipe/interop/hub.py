@@ -29,7 +29,8 @@ from gptpipe.config import GPT2_NAMES
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, read_json, write_json
 from gptpipe.interop.gpt2_layouts import HF_CONFIG, HF_WEIGHTS, TF_DATA, TF_HPARAMS, TF_INDEX
-from gptpipe.sources.fetch import download, file_digest
+from gptpipe.interop.gpt2_vocab import GPT2_VOCAB
+from gptpipe.sources.fetch import FetchOptions, download, sha256_and_size
 
 OPENAI_FILES = (TF_HPARAMS, TF_INDEX, TF_DATA)
 HF_FILES = (HF_CONFIG, HF_WEIGHTS)
@@ -58,7 +59,7 @@ class NamedSize:
     n_layer: int
     n_head: int
     n_embd: int
-    vocab_size: int = 50257
+    vocab_size: int = GPT2_VOCAB
     block_size: int = 1024
     sources: tuple[Source, ...] = ()
     sha256: dict[str, str] = field(default_factory=dict)  # file name -> pinned sha256
@@ -147,7 +148,7 @@ class Resolved:
 def _describe(folder: Path, layout: str, size: NamedSize, origin: str) -> Resolved:
     files = {}
     for name in LAYOUT_FILES[layout]:
-        sha, n = file_digest(folder / name)
+        sha, n = sha256_and_size(folder / name)
         pinned = size.sha256.get(name)
         if pinned and pinned != sha:
             raise BadInput(f"{folder / name}: sha256 mismatch (expected {pinned}, got {sha})")
@@ -155,14 +156,15 @@ def _describe(folder: Path, layout: str, size: NamedSize, origin: str) -> Resolv
     return Resolved(folder=folder, layout=layout, origin=origin, files=files)
 
 
+DEFAULT_FETCH = FetchOptions(timeout=60.0, retries=3)  # base.timeout, base.retries
+
+
 def resolve(
     size: NamedSize,
     *,
     mirror: Path | None,
     cache: Path | None = None,
-    timeout: float = 60.0,
-    retries: int = 3,
-    backoff: float = 1.0,
+    options: FetchOptions = DEFAULT_FETCH,
     sources: Sequence[Source] | None = None,
 ) -> Resolved:
     """A local folder with `size`'s checkpoint: cache, then mirror folder, then downloads."""
@@ -174,9 +176,9 @@ def resolve(
             return Resolved(folder, layout, "cache", record.get("files", {}))
     if mirror is not None:
         for folder in mirror_folders(size, mirror):
-            layout = _layout_of(folder)
-            if layout is not None:
-                return _describe(folder, layout, size, "mirror")
+            found = _layout_of(folder)
+            if found is not None:
+                return _describe(folder, found, size, "mirror")
     errors = []
     for source in sources if sources is not None else size.sources:
         target = cache / size.name / source.layout
@@ -184,13 +186,7 @@ def resolve(
             files = {}
             with atomic_dir(target) as tmp:
                 for name in LAYOUT_FILES[source.layout]:
-                    got = download(
-                        source.url(name),
-                        tmp / name,
-                        timeout=timeout,
-                        retries=retries,
-                        backoff=backoff,
-                    )
+                    got = download(source.url(name), tmp / name, options)
                     pinned = size.sha256.get(name)
                     if pinned and pinned != got.sha256:
                         raise BadInput(

@@ -170,6 +170,7 @@ def parse_proto(data: bytes) -> dict[int, list]:
     while pos < len(data):
         key, pos = read_varint(data, pos)
         number, wire = key >> 3, key & 7
+        value: int | bytes
         if wire == 0:
             value, pos = read_varint(data, pos)
         elif wire == 1:

@@ -20,11 +20,12 @@ from safetensors.torch import save_file
 
 from gptpipe.config import MODEL_LIMITS, gpt_params, require_fits
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import atomic_dir, file_digest
+from gptpipe.fsutil import atomic_dir, files_sha256, read_json
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.tensors import (
     LazyTensor,
     lazy_tensors,
+    without_tied,
     write_safetensors,
 )
 from gptpipe.runtime import resolve_device
@@ -34,7 +35,6 @@ FORMAT = "gptpipe"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER_FILES = ("tokenizer.tiktoken", "tokenizer.json")
-TIED = "lm_head.weight"
 
 
 @dataclass
@@ -54,25 +54,34 @@ def save_model(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Write the model folder atomically (replacing any previous one)."""
-    tokenizer_dir = Path(tokenizer_dir)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    if model.config.n_classes == 0:
-        state.pop(TIED, None)  # the head is wte, stored once
     with atomic_dir(out_dir) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "pt"})
-        config = {
-            "format": FORMAT,
-            "model": model.config.to_dict(),
-            "labels": list(labels or []),
-            "meta": meta or {},
-            DIGEST: weights_digest(tmp / WEIGHTS),
-        }
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        for name in TOKENIZER_FILES:
-            src = tokenizer_dir / name
-            if not src.is_file():
-                raise BadInput(f"{src}: tokenizer file not found")
-            shutil.copyfile(src, tmp / name)
+        save_file(without_tied(state), str(tmp / WEIGHTS), metadata={"format": "pt"})
+        _write_config_and_tokenizer(tmp, model.config, Path(tokenizer_dir), labels, meta)
+
+
+def _write_config_and_tokenizer(
+    tmp: Path,
+    config: GPTConfig,
+    tokenizer_dir: Path,
+    labels: list[str] | None,
+    meta: dict[str, Any] | None,
+) -> None:
+    """The rest of a model folder beside its weights (already in `tmp`): config.json, with
+    the weights' digest, and the tokenizer files."""
+    for name in TOKENIZER_FILES:
+        src = tokenizer_dir / name
+        if not src.is_file():
+            raise BadInput(f"{src}: tokenizer file not found")
+        shutil.copyfile(src, tmp / name)
+    config_json = {
+        "format": FORMAT,
+        "model": config.to_dict(),
+        "labels": list(labels or []),
+        "meta": meta or {},
+        DIGEST: weights_digest(tmp / WEIGHTS),
+    }
+    (tmp / CONFIG).write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
 
 
 def read_info(model_dir: Path | str) -> ModelInfo:
@@ -81,10 +90,7 @@ def read_info(model_dir: Path | str) -> ModelInfo:
     path = model_dir / CONFIG
     if not path.is_file():
         raise BadInput(f"{path}: not found (is {model_dir} a model folder?)")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-        raise BadInput(f"{path}: not a gptpipe model config (not valid JSON: {exc})") from None
+    raw = read_json(path)
     config, labels, meta = check_config(raw, path)
     return ModelInfo(config=config, labels=labels, meta=meta)
 
@@ -161,14 +167,14 @@ def check_config(raw: Any, path: Path) -> tuple[GPTConfig, list[str], dict[str, 
 
 def weights_digest(path: Path | str) -> str:
     """sha256 (hex) of a weights file, read in 1 MiB blocks (hashing runs at GB/s)."""
-    return file_digest(Path(path))
+    return files_sha256(Path(path))
 
 
 def verify_weights(model_dir: Path) -> None:
     """A weights file whose bytes differ from the digest config.json records is bad input
     (a flipped bit or a truncated copy). Folders saved before digests were recorded load
     without the check."""
-    raw = json.loads((model_dir / CONFIG).read_text(encoding="utf-8"))
+    raw = read_json(model_dir / CONFIG)
     expected = raw.get(DIGEST) if isinstance(raw, dict) else None
     if expected is None:
         return
@@ -200,7 +206,7 @@ def load_model(model_dir: Path | str, device: torch.device | str = "cpu") -> tup
     if not weights.is_file():
         raise BadInput(f"{weights}: not found")
     verify_weights(model_dir)
-    tensors = {k: v for k, v in lazy_tensors(weights).items() if k != TIED}
+    tensors = without_tied(lazy_tensors(weights))
     try:
         model = model_from_tensors(info.config, tensors, weights)
     except BadInput as exc:
@@ -227,22 +233,9 @@ def save_tensors(
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Write a model folder (the layout of `save_model`) from lazy tensors, streaming."""
-    tokenizer_dir = Path(tokenizer_dir)
     with atomic_dir(out_dir) as tmp:
-        for name in TOKENIZER_FILES:
-            src = tokenizer_dir / name
-            if not src.is_file():
-                raise BadInput(f"{src}: tokenizer file not found")
-            shutil.copyfile(src, tmp / name)
         write_safetensors(tmp / WEIGHTS, tensors)
-        config_json = {
-            "format": FORMAT,
-            "model": config.to_dict(),
-            "labels": list(labels or []),
-            "meta": meta or {},
-            DIGEST: weights_digest(tmp / WEIGHTS),
-        }
-        (tmp / CONFIG).write_text(json.dumps(config_json, indent=2) + "\n", encoding="utf-8")
+        _write_config_and_tokenizer(tmp, config, Path(tokenizer_dir), labels, meta)
 
 
 def model_from_tensors(
@@ -255,7 +248,7 @@ def model_from_tensors(
     """
     with torch.device("meta"):
         model = GPT(config)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items() if k != TIED}
+    expected = {k: tuple(v.shape) for k, v in without_tied(model.state_dict()).items()}
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
     wrong = [k for k in expected if k in tensors and tuple(tensors[k].shape) != expected[k]]
@@ -267,29 +260,35 @@ def model_from_tensors(
     state = {name: tensors[name].load() for name in expected}
     model.load_state_dict(state, strict=False, assign=True)
     if config.n_classes == 0:
-        model.lm_head.weight = model.wte.weight
+        model.lm_head.weight = model.wte.weight  # the tied head, re-tied
     return model.eval()
 
 
-def load_base(base: Path, device: torch.device) -> tuple[GPT, tiktoken.Encoding]:
-    """The base language model and its tokenizer, from a model folder."""
-    model, info = load_model(base, device)
+def require_language_model(model_dir: Path | str, info: ModelInfo, why: str = "") -> None:
+    """The one check that a model folder holds a language model, not a classifier."""
     if info.config.n_classes > 0:
-        raise BadInput(f"{base}: is a classifier ({info.labels}), not a language model")
-    return model, load_tokenizer(base)
+        classes = f"{info.config.n_classes} classes: {', '.join(info.labels)}"
+        raise BadInput(
+            f"{model_dir}: is a classifier ({classes}), not a language model" + (why and f"; {why}")
+        )
 
 
-def load_language_model(model_dir: Path, device: str) -> tuple[GPT, tiktoken.Encoding]:
-    """A language model and its tokenizer from a model folder; a classifier is bad input."""
+def load_language_model(
+    model_dir: Path | str, device: torch.device | str = "cpu"
+) -> tuple[GPT, tiktoken.Encoding]:
+    """A language model (in eval mode, on `device`: a torch.device, or auto, cpu, cuda or
+    cuda:N) and its tokenizer, from a model folder; a classifier is bad input. Every command
+    that generates, samples, evaluates or fine-tunes loads its model with this."""
+    model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BadInput(f"{model_dir}: model folder not found")
-    try:
-        torch_device = resolve_device(device)
-    except RuntimeError:
-        raise BadInput(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-    model, info = load_model(model_dir, torch_device)
-    if info.config.n_classes > 0:
-        raise BadInput(f"{model_dir}: is a classifier ({info.config.n_classes} classes), not a LM")
+    if isinstance(device, str):
+        try:
+            device = resolve_device(device)
+        except RuntimeError:
+            raise BadInput(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    require_language_model(model_dir, read_info(model_dir))
+    model, _ = load_model(model_dir, device)
     return model, load_tokenizer(model_dir)
 
 

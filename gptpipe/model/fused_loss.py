@@ -6,6 +6,8 @@ Pure PyTorch, like the model it serves.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 # --------------------------------------------------------------------------- fused head + loss
@@ -33,8 +35,8 @@ def linear_cross_entropy(
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx,
+    def forward(
+        ctx: Any,  # torch's FunctionCtx, untyped: needs_input_grad, save_for_backward
         x: torch.Tensor,
         weight: torch.Tensor,
         targets: torch.Tensor,
@@ -71,14 +73,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     grad_x[s : s + chunk_rows] = g @ wc
                 if grad_w is not None:
                     grad_w += g.t() @ xs
-            ctx.save_for_backward(grad_x, grad_w, count)  # type: ignore[arg-type]
+            ctx.save_for_backward(grad_x, grad_w, count)
             return total / count
 
     @staticmethod
-    def backward(  # type: ignore[override]
-        ctx: torch.autograd.function.FunctionCtx, grad_out: torch.Tensor
-    ) -> tuple[torch.Tensor | None, ...]:
-        grad_x, grad_w, count = ctx.saved_tensors  # type: ignore[attr-defined]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        grad_x, grad_w, count = ctx.saved_tensors
         scale = grad_out / count
         gx = grad_x * scale.to(grad_x.dtype) if grad_x is not None else None
         gw = grad_w * scale if grad_w is not None else None

@@ -10,12 +10,23 @@ import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from gptpipe.errors import BadInput
+
+# The language-model head: the same tensor as `wte.weight` (weight tying, as GPT-2), so it is
+# never stored (model folders, training checkpoints, conversions) and is re-tied on load.
+TIED = "lm_head.weight"
+
+T = TypeVar("T")
+
+
+def without_tied(state: Mapping[str, T]) -> dict[str, T]:
+    """A state dict (or any name -> tensor table) without the tied head: each tensor once."""
+    return {name: value for name, value in state.items() if name != TIED}
 
 
 @dataclass(frozen=True)
@@ -115,7 +126,7 @@ def write_safetensors(
                 )
             value = value.detach().to("cpu").contiguous()
             if value.numel():
-                fh.write(memoryview(value.numpy()).cast("B"))
+                fh.write(value.numpy().data.cast("B"))
             del value
 
 

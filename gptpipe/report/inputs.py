@@ -20,7 +20,6 @@ from gptpipe.model.params import (
 
 STAGES = ("pretrain", "instruct", "classify")
 METRIC_FILES = ("pretrain", "instruct", "classify", "evaluate")
-SPLITS = ("train", "val", "test")
 
 
 # --------------------------------------------------------------------------- inputs

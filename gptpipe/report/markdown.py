@@ -618,7 +618,7 @@ def _wall_time_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     return [*lines, "", "From reports/runs/<stage>.json; the data stages do not record time.", ""]
 
 
-def render(
+def render_report(
     inputs: ReportInputs, figures: dict[str, list[str]], figures_dir: Path, report_path: Path
 ) -> str:
     """The report's Markdown text; image links are relative to the report's folder."""

@@ -24,6 +24,7 @@ from typing import Any
 from gptpipe.errors import BadInput
 from gptpipe.sources.fetch import (
     Fetched,
+    FetchOptions,
     fetch_pinned,
     fetch_source,
     file_url_path,
@@ -197,25 +198,6 @@ def check_source(
     return "mirrors"
 
 
-@dataclass(frozen=True)
-class FetchOptions:
-    """How sources are fetched: `data.timeout`, `data.retries`, `data.max_bytes`, and the
-    first retry's delay (tests shorten it)."""
-
-    timeout: float
-    retries: int
-    max_bytes: int | None = None
-    backoff: float = 1.0
-
-    def kwargs(self) -> dict[str, Any]:
-        return {
-            "timeout": self.timeout,
-            "retries": self.retries,
-            "backoff": self.backoff,
-            "max_bytes": self.max_bytes,
-        }
-
-
 def _upstream(fetched: Fetched) -> dict[str, Any]:
     upstream: dict[str, Any] = {"sha256": fetched.sha256, "bytes": fetched.bytes}
     if fetched.archive:
@@ -235,7 +217,7 @@ def _load_first(
         item_key = key if len(sources) == 1 else f"{key}[{i}]"
         scratch = work_dir / f"source-{i}"
         try:
-            fetched = fetch_source(source, item_key, scratch, **options.kwargs())
+            fetched = fetch_source(source, item_key, scratch, options)
             return fetched, NORMALISERS[kind](fetched.path, fetched.location, dest)
         except BadInput as exc:
             if len(sources) == 1:
@@ -297,8 +279,8 @@ def load_source(
                 pinned.sha256,
                 scratch,
                 mirror=mirror,
+                options=options,
                 archive_name=pinned.archive_name,
-                **options.kwargs(),
             )
             counts = pinned.normalise(fetched.path, fetched.location, dest)
         finally:

@@ -61,6 +61,18 @@ class Fetched:
     archive: dict[str, object] | None = None  # location/sha256/bytes of its archive
 
 
+@dataclass(frozen=True)
+class FetchOptions:
+    """How files are fetched: the stalled-connection `timeout` in seconds, `retries` attempts
+    per URL, the largest accepted file (`max_bytes`; None: no limit) and the first retry's
+    delay in seconds (`backoff`, doubling after each; tests shorten it)."""
+
+    timeout: float
+    retries: int
+    max_bytes: int | None = None
+    backoff: float = 1.0
+
+
 class Truncated(Exception):
     """The server closed the connection before sending all the bytes it announced."""
 
@@ -108,7 +120,7 @@ def _check_redirect(url: str, location: str) -> None:
 _OPENER = urllib.request.build_opener(_Redirects)
 
 
-def file_digest(path: Path) -> tuple[str, int]:
+def sha256_and_size(path: Path) -> tuple[str, int]:
     """The sha256 (hex) and size in bytes of a file."""
     digest = hashlib.sha256()
     size = 0
@@ -153,7 +165,7 @@ def local_file(path: Path, location: str) -> Fetched:
     """A local file as a fetched source (read in place, never copied)."""
     if not path.is_file():
         raise BadInput(f"{path}: file not found")
-    sha, size = file_digest(path)
+    sha, size = sha256_and_size(path)
     return Fetched(path=path, location=location, sha256=sha, bytes=size)
 
 
@@ -225,16 +237,9 @@ def _stream(url: str, part: Path, timeout: float, max_bytes: int | None) -> None
             raise Truncated(f"got {size} of {expected} bytes")
 
 
-def download(
-    url: str,
-    dest: Path,
-    *,
-    timeout: float,
-    retries: int,
-    backoff: float = 1.0,
-    max_bytes: int | None = None,
-) -> Fetched:
-    """Download `url` to `dest` atomically, with `retries` attempts on transient failures.
+def download(url: str, dest: Path, options: FetchOptions) -> Fetched:
+    """Download `url` to `dest` atomically, with `options.retries` attempts on transient
+    failures (`timeout`, `backoff`, `max_bytes` below are `options`' fields).
 
     Waits `backoff * 2**k` seconds before the k-th retry. Bytes received before a dropped
     connection stay in a partial file beside `dest` between attempts, and the next attempt
@@ -243,6 +248,8 @@ def download(
     (announced or received) fails at once; only bad input ever reaches the caller, and the
     partial file never outlives the call.
     """
+    timeout, retries, backoff = options.timeout, options.retries, options.backoff
+    max_bytes = options.max_bytes
     last = "no attempt made"
     part = dest.with_name(f".{dest.name}.part")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -274,7 +281,7 @@ def download(
             except (ConnectionError, http.client.HTTPException, OSError) as exc:
                 last = f"connection failed ({exc.__class__.__name__}: {exc})"
                 continue
-            sha, size = file_digest(part)
+            sha, size = sha256_and_size(part)
             os.replace(part, dest)
             return Fetched(path=dest, location=url, sha256=sha, bytes=size)
         raise BadInput(f"{url}: {last} (gave up after {retries} attempts)")
@@ -456,11 +463,11 @@ def extract_member(
                 chosen = _pick(where, list(files), member)
                 if max_bytes is not None and files[chosen].size > max_bytes:
                     raise _too_large(f"{where}#{chosen}", max_bytes, files[chosen].size)
-                src = tf.extractfile(files[chosen])
-                assert src is not None  # a regular file always has a stream
+                stream = tf.extractfile(files[chosen])
+                assert stream is not None  # a regular file always has a stream
                 dest = _member_path(folder, chosen)
-                with src:
-                    _copy_limited(src, dest, max_bytes, f"{where}#{chosen}")
+                with stream:
+                    _copy_limited(stream, dest, max_bytes, f"{where}#{chosen}")
         else:
             _, module, suffix = SINGLE_STREAM[fmt]
             inner = Path(urllib.parse.urlparse(where).path).name.removesuffix(suffix)
@@ -478,7 +485,7 @@ def extract_member(
         raise BadInput(f"{where}: corrupt or truncated {fmt} archive ({exc})") from None
     except RuntimeError as exc:  # zipfile: an encrypted member
         raise BadInput(f"{where}: cannot read member {chosen!r} ({exc})") from None
-    sha, size = file_digest(dest)
+    sha, size = sha256_and_size(dest)
     return Fetched(
         path=dest,
         location=f"{where}#{chosen}",
@@ -524,10 +531,7 @@ def fetch_pinned(
     work_dir: Path,
     *,
     mirror: Path | None,
-    timeout: float,
-    retries: int,
-    backoff: float = 1.0,
-    max_bytes: int | None = None,
+    options: FetchOptions,
     archive_name: str | None = None,
 ) -> Fetched:
     """A file known by name and sha256: from the mirror folder if it has it, else from `urls`.
@@ -540,6 +544,7 @@ def fetch_pinned(
     naming each URL and what went wrong.
     """
     member = file_name if archive_name else None
+    max_bytes = options.max_bytes
     if mirror is not None:
         for name in (file_name, archive_name):
             if name and (mirror / name).is_file():
@@ -551,9 +556,7 @@ def fetch_pinned(
     for url in urls:
         dest = work_dir / (archive_name or file_name)
         try:
-            fetched = download(
-                url, dest, timeout=timeout, retries=retries, backoff=backoff, max_bytes=max_bytes
-            )
+            fetched = download(url, dest, options)
             return _check(_unpack(fetched, member, work_dir, max_bytes), sha256)
         except BadInput as exc:
             errors.append(str(exc))
@@ -564,11 +567,7 @@ def fetch_source(
     source: str,
     key: str,
     work_dir: Path,
-    *,
-    timeout: float,
-    retries: int,
-    backoff: float = 1.0,
-    max_bytes: int | None = None,
+    options: FetchOptions,
 ) -> Fetched:
     """A user-given source (http(s) URL, file:// URL or local path), its sha256 recorded.
 
@@ -589,12 +588,5 @@ def fetch_source(
         fetched = local_file(path, base)
     else:
         name = Path(urllib.parse.urlparse(base).path).name or "download"
-        fetched = download(
-            base,
-            work_dir / name,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            max_bytes=max_bytes,
-        )
-    return unpack(fetched, member, work_dir, max_bytes)
+        fetched = download(base, work_dir / name, options)
+    return unpack(fetched, member, work_dir, options.max_bytes)

@@ -430,7 +430,7 @@ def parse_tsv(text: str, origin: str) -> list[tuple[str, str]]:
 
 def parse_csv(text: str, origin: str) -> list[tuple[str, str]]:
     """CSV rows `label,text` (quoted as CSV quotes them); a `label,text` header is skipped."""
-    rows = []
+    rows: list[tuple[str, str]] = []
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         for record in reader:
@@ -488,7 +488,7 @@ RENDERERS: dict[Kind, Callable[[Any], str]] = {
 }
 
 
-def render(kind: Kind, items: Items) -> str:
+def render_dataset(kind: Kind, items: Items) -> str:
     """The text of the output file of a kind."""
     return RENDERERS[kind](items)
 
@@ -506,7 +506,7 @@ def counts(kind: Kind, items: Items) -> Counts:
 def write_items(kind: Kind, items: Items, dest: Path) -> Counts:
     """Write already-normalised items of a kind as its output file; return the counts."""
     with atomic_file(dest) as tmp:
-        tmp.write_bytes(render(kind, items).encode("utf-8"))
+        tmp.write_bytes(render_dataset(kind, items).encode("utf-8"))
     return counts(kind, items)
 
 

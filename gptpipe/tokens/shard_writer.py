@@ -65,6 +65,7 @@ class ShardWriter:
         if self._buffer is None and len(tokens):
             self._buffer = np.empty(self.shard_tokens, dtype=DTYPES[self.dtype])
         while len(tokens):
+            assert self._buffer is not None
             take = min(len(tokens), self.shard_tokens - self._filled)
             self._buffer[self._filled : self._filled + take] = tokens[:take]
             self._filled += take

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # torch is imported where batches are made: sharding never ne
 
 MANIFEST = "manifest.json"
 COLUMN = "tokens"
-SPLITS = ("train", "val")
+SHARD_SPLITS = ("train", "val")  # the token streams of a shards folder
 FORMAT_VERSION = 1
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 _ARROW_TYPES = {"uint16": pa.uint16(), "uint32": pa.uint32()}
@@ -71,7 +71,7 @@ def read_manifest(shards_dir: Path | str) -> dict[str, Any]:
             raise ValueError(f"dtype uint16 cannot hold the ids of a {vocab}-id vocabulary")
         if not isinstance(manifest["tokenizer_hash"], str):
             raise ValueError("tokenizer_hash is not a string")
-        for split in SPLITS:
+        for split in SHARD_SPLITS:
             info = manifest["splits"][split]
             shards = info["shards"]
             if [s["name"] for s in shards] != info["files"]:
@@ -231,7 +231,7 @@ class TokenWindows:
             shard += 1
         return out
 
-    def get_batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def get_batch(self, indices: Sequence[int] | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """x, y as int64 tensors of shape (len(indices), block_size); y is x shifted by one."""
         import torch
 

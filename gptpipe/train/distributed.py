@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.distributed as dist
@@ -15,9 +16,7 @@ from torch import nn
 
 from gptpipe.config import TrainingConfig
 from gptpipe.errors import BadInput
-from gptpipe.runtime import (
-    resolve_device,
-)
+from gptpipe.runtime import resolve_device, resolve_dtype
 
 # --------------------------------------------------------------------------- pieces
 
@@ -30,6 +29,28 @@ def training_device(cfg: TrainingConfig) -> torch.device:
     return device
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where and how one training run computes, resolved once per run: its device, its
+    autocast dtype (`auto` already resolved: bfloat16, float16 or float32) and this process's
+    rank in the process group (0 of 1 when alone)."""
+
+    device: torch.device
+    dtype: str
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one process that writes curves and checkpoints and logs."""
+        return self.rank == 0
+
+    @classmethod
+    def of(cls, cfg: TrainingConfig, device: torch.device) -> Placement:
+        """The placement of a run of `cfg` on `device` in the current process group."""
+        return cls(device, resolve_dtype(cfg.dtype, device), *world())
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -40,39 +61,45 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def all_mean(value: float, device: torch.device) -> float:
+def all_mean(value: float, place: Placement) -> float:
     """The mean of `value` over all ranks (the value itself when alone)."""
-    if world()[1] == 1:
+    if place.world_size == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
+    t = torch.tensor([value], dtype=torch.float64, device=place.device)
     dist.all_reduce(t)
-    return float(t) / world()[1]
+    return float(t) / place.world_size
 
 
-def any_rank(flag: bool, device: torch.device) -> bool:
+def any_rank(flag: bool, place: Placement) -> bool:
     """True on every rank when `flag` is true on any (a stop request reaches one process)."""
-    if world()[1] == 1:
+    if place.world_size == 1:
         return flag
-    t = torch.tensor([int(flag)], device=device)
+    t = torch.tensor([int(flag)], device=place.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t)
 
 
-def prepare(model: nn.Module, cfg: TrainingConfig) -> nn.Module:
+def barrier(place: Placement) -> None:
+    """Wait for every rank (nothing when alone)."""
+    if place.world_size > 1:
+        dist.barrier()
+
+
+def prepare(model: nn.Module, cfg: TrainingConfig, place: Placement) -> nn.Module:
     """What the forward passes go through: the model, in DistributedDataParallel when this
     process is one of several, compiled when `cfg.compile`. Turns TF32 matmuls on for CUDA
     (float32 accuracy of training is unaffected; 3-8x the matmul speed on Ampere and later)."""
-    device = next(model.parameters()).device
+    device = place.device
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     net = model
-    if world()[1] > 1:
+    if place.world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     if cfg.compile:
-        net = torch.compile(net)
+        net = cast(nn.Module, torch.compile(net))
     return net
 
 

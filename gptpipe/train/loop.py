@@ -17,33 +17,33 @@ non-finite loss, and resumable checkpoints (periodic, and on Ctrl-C / SIGTERM).
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-import torch.distributed as dist
 from rich.progress import TextColumn
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from gptpipe.config import TrainingConfig
 from gptpipe.errors import BadInput
 from gptpipe.progress import console, progress
-from gptpipe.runtime import resolve_dtype
 from gptpipe.train.curves import write_csv
-from gptpipe.train.distributed import all_mean, any_rank, prepare, world
+from gptpipe.train.distributed import Placement, all_mean, any_rank, barrier, prepare
 from gptpipe.train.optim import lr_at, make_optimizer
 from gptpipe.train.precision import autocast, evaluating, grad_scaler
 from gptpipe.train.signals import stop_requests
 from gptpipe.train.state import (
+    TrainState,
     fingerprint,
     load_checkpoint,
-    read_checkpoint_state,
-    recover_checkpoint,
+    open_checkpoint,
     save_checkpoint,
 )
 
@@ -73,6 +73,27 @@ class TrainResult:
     stopped_early: bool = False  # early stopping ended the run before max_steps
     train_rows: list[dict[str, float]] = field(default_factory=list)
     val_rows: list[dict[str, float]] = field(default_factory=list)
+
+    @classmethod
+    def of(
+        cls, state: TrainState, resumed_from: int, meter: _Throughput, stopped_early: bool
+    ) -> TrainResult:
+        """The result of a run that ended in `state` (this session: `meter`)."""
+        rows = state.train_rows
+        return cls(
+            steps=state.step,
+            tokens=state.tokens,
+            train_loss=float(rows[-1]["train_loss"]) if rows else math.nan,
+            val={k: v for k, v in state.val_rows[-1].items() if k != "step"},
+            best_step=state.best_step,
+            best_val_loss=state.best_val_loss,
+            tokens_per_s=meter.tokens / max(meter.seconds, 1e-9),
+            seconds=time.perf_counter() - meter.started,
+            resumed_from=resumed_from,
+            stopped_early=stopped_early,
+            train_rows=rows,
+            val_rows=state.val_rows,
+        )
 
     def metrics(self, perplexity: bool = True) -> dict[str, Any]:
         """The metrics every training stage reports, under the same DVC metrics keys:
@@ -107,6 +128,7 @@ def optimizer_step(
     *,
     net: nn.Module | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    place: Placement | None = None,
 ) -> tuple[float, int, float]:
     """One optimizer step over `grad_accum` micro-batches: returns (mean loss over all ranks,
     tokens over all ranks, gradient norm before clipping). A non-finite loss or gradient is
@@ -115,27 +137,27 @@ def optimizer_step(
     `net` is what the forward passes go through (the model wrapped by DistributedDataParallel
     and/or torch.compile; default: `model`); the optimizer and clipping see `model`'s
     parameters. Under DDP the gradients are all-reduced on the last micro-batch only.
+    `place` is the run's Placement (default: resolved from `cfg` and the model's device).
     """
     net = net if net is not None else model
-    device = next(model.parameters()).device
-    dtype = resolve_dtype(cfg.dtype, device)
+    place = place or Placement.of(cfg, next(model.parameters()).device)
     hint = f"lower {cfg._section()}.learning_rate or check the data"
     for group in optimizer.param_groups:
         group["lr"] = lr
     step_loss, step_tokens = 0.0, 0
     for micro in range(cfg.grad_accum):
-        batch = to_device(batch_at(step * cfg.grad_accum + micro), device)
+        batch = to_device(batch_at(step * cfg.grad_accum + micro), place.device)
         last = micro == cfg.grad_accum - 1
-        sync = contextlib.nullcontext() if last or world()[1] == 1 else net.no_sync()
+        alone = last or place.world_size == 1
+        sync = contextlib.nullcontext() if alone else cast(DistributedDataParallel, net).no_sync()
         with sync:
-            with autocast(device, dtype):
+            with autocast(place.device, place.dtype):
                 loss = loss_of(net, batch)
             scaled = loss / cfg.grad_accum
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         step_loss += float(loss.detach()) / cfg.grad_accum
         step_tokens += batch[0].numel()
-    size = world()[1]
-    step_loss = all_mean(step_loss, device)
+    step_loss = all_mean(step_loss, place)
     if not math.isfinite(step_loss):
         raise Diverged(f"training loss is {step_loss} at step {step + 1}; {hint}")
     if scaler is not None:
@@ -150,21 +172,71 @@ def optimizer_step(
     else:
         optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return step_loss, step_tokens * size, norm
+    if place.device.type == "cuda":
+        torch.cuda.synchronize(place.device)
+    return step_loss, step_tokens * place.world_size, norm
 
 
-def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of the model's state, a tied weight once (restored by the tie)."""
-    out: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for name, tensor in model.state_dict(keep_vars=False).items():
-        if tensor.data_ptr() in seen:
-            continue
-        seen.add(tensor.data_ptr())
-        out[name] = tensor.detach().clone()
-    return out
+@dataclass
+class _Checkpoints:
+    """Where and under which fingerprint a run's training checkpoints go (rank 0 writes)."""
+
+    directory: Path | None
+    key: str
+    place: Placement
+    saved: int = 0  # step of the last checkpoint written or resumed (0: none)
+
+    def save(
+        self,
+        state: TrainState,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler | None,
+    ) -> None:
+        state.scaler = scaler.state_dict() if scaler is not None else None
+        if self.directory is not None and self.place.main:
+            save_checkpoint(self.directory, state, model, optimizer, self.key)
+        self.saved = state.step
+
+    def diverged(self, exc: Diverged) -> Diverged:
+        """`exc`, saying which training checkpoint survives it."""
+        if self.directory is None:
+            kept = "no checkpoints were asked for"
+        elif self.saved > 0:
+            kept = f"the last good checkpoint (step {self.saved}) is kept in {self.directory}"
+        else:
+            kept = "no checkpoint had been written yet"
+        return Diverged(f"{exc}; {kept}")
+
+
+def _resume(
+    checkpoints: _Checkpoints,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    max_steps: int,
+    say: Callable[[str], object],
+) -> TrainState:
+    """The state to start from: a compatible training checkpoint's (model, optimizer and RNG
+    restored from it), else a fresh one. Rank 0 recovers the folder (and sets a broken one
+    aside) before every rank reads it."""
+    directory, place = checkpoints.directory, checkpoints.place
+    if directory is None:
+        return TrainState()
+
+    def load(folder: Path) -> TrainState | None:
+        return load_checkpoint(folder, model, optimizer, checkpoints.key, max_steps)
+
+    state = open_checkpoint(directory, load, say) if place.main else None
+    barrier(place)
+    if not place.main:
+        state = load(directory)
+    if state is not None:
+        checkpoints.saved = state.step
+        say(f"resuming from the checkpoint at step {state.step}")
+        return state
+    if directory.exists():
+        say(f"ignoring the incompatible checkpoint in {directory}")
+    return TrainState()
 
 
 def train(
@@ -192,172 +264,121 @@ def train(
     averaged by DistributedDataParallel, the logged losses over the ranks, and only rank 0
     writes curves and checkpoints (all ranks read a checkpoint to resume: a shared folder).
     """
-    device = next(model.parameters()).device
-    rank, size = world()
-    main = rank == 0
-    dtype = resolve_dtype(cfg.dtype, device)
+    place = Placement.of(cfg, next(model.parameters()).device)
     optimizer = make_optimizer(model, cfg)
-    scaler = grad_scaler(cfg, device)
-    extra = dict(checkpoint_key or {}) | {"dtype": dtype}
-    if size > 1:
-        extra["world_size"] = size
-    key = fingerprint(cfg, extra)
-    train_rows: list[dict[str, float]] = []
-    val_rows: list[dict[str, float]] = []
-    window_losses: list[float] = []  # step losses since the last train.csv row
-    start = 0
-    tokens = 0
-    best: dict[str, Any] = {"step": 0, "val_loss": math.inf, "bad": 0, "state": None}
-    last_saved = 0
-    say = console.print if main else (lambda *a, **k: None)
-    if checkpoint_dir is not None:
-        if main:
-            recover_checkpoint(checkpoint_dir)
-        if size > 1:
-            dist.barrier()
-        state = read_checkpoint_state(checkpoint_dir)
-        if state is not None and state.get("fingerprint") == key and state["step"] < cfg.max_steps:
-            tensors = load_checkpoint(checkpoint_dir, model, optimizer, state)
-            start, tokens = int(state["step"]), int(state["tokens"])
-            last_saved = start
-            train_rows, val_rows = state["train_rows"], state["val_rows"]
-            window_losses = [float(v) for v in state["window_losses"]]
-            best |= {k: state["best"][k] for k in ("step", "val_loss", "bad")}
-            saved_best = {k[5:]: v.to(device) for k, v in tensors.items() if k.startswith("best.")}
-            best["state"] = saved_best or None
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            say(f"{description}: resuming from the checkpoint at step {start}")
-        elif state is not None:
-            say(f"{description}: ignoring the incompatible checkpoint in {checkpoint_dir}")
+    scaler = grad_scaler(place.device, place.dtype)
+    extra = dict(checkpoint_key or {}) | {"dtype": place.dtype}
+    extra |= {"world_size": place.world_size} if place.world_size > 1 else {}
+    checkpoints = _Checkpoints(checkpoint_dir, fingerprint(cfg, extra), place)
 
-    def checkpoint(step: int) -> None:
-        nonlocal last_saved
-        if checkpoint_dir is not None and main:
-            state = {"fingerprint": key, "step": step, "tokens": tokens}
-            state |= {"train_rows": train_rows, "val_rows": val_rows}
-            state["window_losses"] = window_losses
-            state["best"] = {k: best[k] for k in ("step", "val_loss", "bad")}
-            state["scaler"] = scaler.state_dict() if scaler is not None else None
-            extra_tensors = {f"best.{k}": v for k, v in (best["state"] or {}).items()}
-            save_checkpoint(checkpoint_dir, model, optimizer, state, extra_tensors)
-        last_saved = step
+    def say(text: str) -> None:
+        if place.main:
+            console.print(f"{description}: {text}", soft_wrap=True, markup=False)
 
-    def run_validation(step: int) -> bool:
-        """Validate; returns True when early stopping says stop."""
-        with evaluating(model, dtype):
-            metrics = validate(model)
-        if "val_loss" not in metrics or not math.isfinite(metrics["val_loss"]):
-            raise Diverged(f"validation loss at step {step} is {metrics.get('val_loss')}")
-        val_rows.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
-        if plot_dir is not None and main:
-            write_csv(plot_dir / "val.csv", val_rows)
-        shown = "  ".join(f"{k} {float(v):.4f}" for k, v in metrics.items())
-        say(f"{description}: step {step}/{cfg.max_steps}  {shown}")
-        if metrics["val_loss"] < best["val_loss"]:
-            best.update(step=step, val_loss=float(metrics["val_loss"]), bad=0)
-            if cfg.patience > 0:
-                best["state"] = model_tensors(model)
-            return False
-        best["bad"] += 1
-        return 0 < cfg.patience <= best["bad"]
+    def write(name: str, rows: list[dict[str, float]]) -> None:
+        if plot_dir is not None and place.main:
+            write_csv(plot_dir / name, rows)
 
-    def diverged(exc: Diverged) -> Diverged:
-        if checkpoint_dir is None:
-            kept = "no checkpoints were asked for"
-        elif last_saved > 0:
-            kept = f"the last good checkpoint (step {last_saved}) is kept in {checkpoint_dir}"
-        else:
-            kept = "no checkpoint had been written yet"
-        return Diverged(f"{exc}; {kept}")
-
-    net = prepare(model, cfg)
-    started = time.perf_counter()
-    train_seconds = 0.0
-    session_tokens = 0
-    window_tokens, window_seconds = 0, 0.0
-    columns = (
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("lr {task.fields[lr]:.2e}"),
-        TextColumn("{task.fields[tps]:,.0f} tok/s"),
+    state = _resume(checkpoints, model, optimizer, cfg.max_steps, say)
+    if scaler is not None and state.scaler:
+        scaler.load_state_dict(state.scaler)
+    start, meter, stopped_early = state.step, _Throughput(), False
+    one_step = functools.partial(
+        optimizer_step, net=prepare(model, cfg, place), scaler=scaler, place=place
     )
     model.train()
-    done = start
-    stopped_early = False
-    bar = progress(*columns)
-    bar.disable = not main
+    bar = progress(*_COLUMNS)
+    bar.disable = not place.main
     with stop_requests() as stop_requested, bar:
-        task = bar.add_task(
-            description, total=cfg.max_steps, completed=start, loss=0.0, lr=0.0, tps=0
-        )
+        task = bar.add_task(description, total=cfg.max_steps, completed=start, loss=0, lr=0, tps=0)
         for step in range(start, cfg.max_steps):
-            t0 = time.perf_counter()
-            lr = lr_at(step, cfg)
+            t0, lr = time.perf_counter(), lr_at(step, cfg)
             try:
-                step_loss, step_tokens, norm = optimizer_step(
-                    model, optimizer, cfg, lr, step, batch_at, loss_of, net=net, scaler=scaler
-                )
+                loss, tokens, norm = one_step(model, optimizer, cfg, lr, step, batch_at, loss_of)
             except Diverged as exc:
-                raise diverged(exc) from None
-            seconds = time.perf_counter() - t0
-            train_seconds += seconds
-            tokens += step_tokens
-            session_tokens += step_tokens
-            window_losses.append(step_loss)
-            window_tokens += step_tokens
-            window_seconds += seconds
-            done = step + 1
-            tps = window_tokens / max(window_seconds, 1e-9)
-            bar.update(task, completed=done, loss=step_loss, lr=lr, tps=tps)
+                raise checkpoints.diverged(exc) from None
+            meter.add(tokens, time.perf_counter() - t0)
+            state.step, state.tokens = step + 1, state.tokens + tokens
+            state.window_losses.append(loss)
+            done = state.step
+            bar.update(task, completed=done, loss=loss, lr=lr, tps=meter.window_rate())
             if done % cfg.log_interval == 0 or done == cfg.max_steps:
-                row = {"step": done, "train_loss": sum(window_losses) / len(window_losses)}
-                row |= {"lr": lr, "tokens_per_s": tps, "grad_norm": norm}
-                train_rows.append(row)
-                if plot_dir is not None and main:
-                    write_csv(plot_dir / "train.csv", train_rows)
-                window_losses, window_tokens, window_seconds = [], 0, 0.0
+                state.log_window(lr, meter.window_rate(), norm)
+                write("train.csv", state.train_rows)
+                meter.new_window()
             if done % cfg.eval_interval == 0 or done == cfg.max_steps:
                 try:
-                    stopped_early = run_validation(done)
+                    metrics = _validated(model, validate, place, done)
                 except Diverged as exc:
-                    raise diverged(exc) from None
+                    raise checkpoints.diverged(exc) from None
+                stopped_early = state.observe(metrics, model, cfg.patience)
+                write("val.csv", state.val_rows)
+                say(f"step {done}/{cfg.max_steps}  " + _shown(metrics))
                 if stopped_early:
                     say(
-                        f"{description}: early stop at step {done}: no lower val_loss in "
-                        f"{cfg.patience} validations; keeping step {best['step']}'s weights"
+                        f"early stop at step {done}: no lower val_loss in {cfg.patience} "
+                        f"validations; keeping step {state.best_step}'s weights"
                     )
                     break
-            if any_rank(stop_requested(), device):
-                checkpoint(done)
+            if any_rank(stop_requested(), place):
+                checkpoints.save(state, model, optimizer, scaler)
                 where = f" (checkpoint in {checkpoint_dir})" if checkpoint_dir else ""
-                say(f"{description}: stopped at step {done}{where}")
+                say(f"stopped at step {done}{where}")
                 raise KeyboardInterrupt
             interval = cfg.checkpoint_interval
             if interval > 0 and done % interval == 0 and done < cfg.max_steps:
-                checkpoint(done)
+                checkpoints.save(state, model, optimizer, scaler)
 
-    if window_losses:  # stopped early between two rows of the curve
-        train_rows.append({"step": done, "train_loss": sum(window_losses) / len(window_losses)})
-        train_rows[-1] |= {"lr": lr_at(done - 1, cfg), "tokens_per_s": 0.0, "grad_norm": 0.0}
-        if plot_dir is not None and main:
-            write_csv(plot_dir / "train.csv", train_rows)
-    if cfg.patience > 0 and best["state"] is not None:
-        model.load_state_dict(best["state"], strict=False)
-    if checkpoint_dir is not None and main:
+    if state.window_losses:  # stopped early between two rows of the curve
+        state.log_window(lr_at(state.step - 1, cfg), 0.0, 0.0)
+        write("train.csv", state.train_rows)
+    if cfg.patience > 0 and state.best_weights is not None:
+        model.load_state_dict(state.best_weights, strict=False)
+    if checkpoint_dir is not None and place.main:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    if size > 1:
-        dist.barrier()  # nobody leaves (and tears the group down) while rank 0 still writes
-    return TrainResult(
-        steps=done,
-        tokens=tokens,
-        train_loss=float(train_rows[-1]["train_loss"]) if train_rows else math.nan,
-        val={k: v for k, v in val_rows[-1].items() if k != "step"},
-        best_step=int(best["step"]),
-        best_val_loss=float(best["val_loss"]),
-        tokens_per_s=session_tokens / max(train_seconds, 1e-9),
-        seconds=time.perf_counter() - started,
-        resumed_from=start,
-        train_rows=train_rows,
-        val_rows=val_rows,
-        stopped_early=stopped_early,
-    )
+    barrier(place)  # nobody leaves (and tears the group down) while rank 0 still writes
+    return TrainResult.of(state, start, meter, stopped_early)
+
+
+@dataclass
+class _Throughput:
+    """Training time and tokens of this session (validation excluded), and of the current
+    logging window (for the tokens/s of the progress line and train.csv)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0
+    tokens: int = 0
+    window_seconds: float = 0.0
+    window_tokens: int = 0
+
+    def add(self, tokens: int, seconds: float) -> None:
+        self.seconds, self.window_seconds = self.seconds + seconds, self.window_seconds + seconds
+        self.tokens, self.window_tokens = self.tokens + tokens, self.window_tokens + tokens
+
+    def window_rate(self) -> float:
+        return self.window_tokens / max(self.window_seconds, 1e-9)
+
+    def new_window(self) -> None:
+        self.window_tokens, self.window_seconds = 0, 0.0
+
+
+_COLUMNS = (
+    TextColumn("loss {task.fields[loss]:.4f}"),
+    TextColumn("lr {task.fields[lr]:.2e}"),
+    TextColumn("{task.fields[tps]:,.0f} tok/s"),
+)
+
+
+def _validated(
+    model: nn.Module, validate: Validate, place: Placement, step: int
+) -> dict[str, float]:
+    """`validate(model)` in eval mode under the run's autocast; a non-finite loss is Diverged."""
+    with evaluating(model, place.dtype):
+        metrics = validate(model)
+    if "val_loss" not in metrics or not math.isfinite(metrics["val_loss"]):
+        raise Diverged(f"validation loss at step {step} is {metrics.get('val_loss')}")
+    return metrics
+
+
+def _shown(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {float(v):.4f}" for k, v in metrics.items())

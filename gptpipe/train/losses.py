@@ -5,10 +5,13 @@ masked with IGNORE) and classification cross-entropy, plus the validation loss o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gptpipe.model.gpt import GPT
 
 IGNORE = -100  # target id the loss skips
 
@@ -41,4 +44,4 @@ def masked_lm_loss(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch
 
 def classify_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
     x, lengths, labels = batch
-    return F.cross_entropy(model.classify(x, lengths).float(), labels)
+    return F.cross_entropy(cast(GPT, model).classify(x, lengths).float(), labels)

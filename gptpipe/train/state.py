@@ -1,28 +1,108 @@
-"""Training checkpoints: the resume state of a run (model, optimizer, RNG, loop state) in one
-folder of safetensors + JSON, written atomically, resumed only by the same trajectory.
+"""The training state of a run and its training checkpoint (the resume state).
+
+`TrainState` is the one resume schema: everything the loop needs to continue a run exactly
+where it stopped, besides the model, optimizer and RNG tensors saved beside it. A training
+checkpoint is one folder holding `state.json` (the dataclass's fields, the optimizer's
+param groups and the trajectory's fingerprint) and `state.safetensors` (model, optimizer,
+RNG and early stopping's best weights), written atomically, resumed only by the same
+trajectory. Nothing here unpickles anything.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from gptpipe.config import TrainingConfig, to_dict
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, read_json
+from gptpipe.model.tensors import without_tied
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: TrainState's flat fields (1 nested the early-stopping ones)
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
+BEST_PREFIX = "best."  # early stopping's best weights, among the checkpoint's tensors
 # Settings that change nothing about the trajectory; a checkpoint stays valid across them.
 NOT_FINGERPRINTED = ("device", "threads", "log_interval", "checkpoint_interval", "nproc")
+
+
+class BrokenCheckpoint(Exception):
+    """A training checkpoint that cannot be resumed: truncated, foreign, or not this model's."""
+
+
+@dataclass
+class TrainState:
+    """Where a run stands after `step` optimizer steps: the one resume schema.
+
+    Every field but `best_weights` is saved as JSON; `best_weights` (a copy of the model at
+    the lowest val_loss, kept only with early stopping) is saved among the tensors.
+    """
+
+    step: int = 0  # optimizer steps done
+    tokens: int = 0  # training tokens seen, over all ranks
+    train_rows: list[dict[str, float]] = field(default_factory=list)  # train.csv so far
+    val_rows: list[dict[str, float]] = field(default_factory=list)  # val.csv so far
+    window_losses: list[float] = field(default_factory=list)  # step losses since a train row
+    best_step: int = 0  # step of the lowest val_loss
+    best_val_loss: float = math.inf
+    bad_validations: int = 0  # validations since the lowest val_loss (early stopping)
+    scaler: dict[str, Any] | None = None  # the float16 gradient scaler's state
+    best_weights: dict[str, torch.Tensor] | None = None
+
+    def log_window(self, lr: float, tokens_per_s: float, grad_norm: float) -> None:
+        """Close the logging window: one train.csv row with the window's mean loss."""
+        mean = sum(self.window_losses) / len(self.window_losses)
+        self.train_rows.append(
+            {"step": self.step, "train_loss": mean, "lr": lr}
+            | {"tokens_per_s": tokens_per_s, "grad_norm": grad_norm}
+        )
+        self.window_losses = []
+
+    def observe(self, metrics: dict[str, float], model: nn.Module, patience: int) -> bool:
+        """Record a validation at `step`; True when early stopping says stop (`patience`
+        validations in a row without a new lowest val_loss; 0: never)."""
+        self.val_rows.append({"step": self.step, **{k: float(v) for k, v in metrics.items()}})
+        if metrics["val_loss"] < self.best_val_loss:
+            self.best_step, self.best_val_loss = self.step, float(metrics["val_loss"])
+            self.bad_validations = 0
+            if patience > 0:
+                self.best_weights = model_tensors(model)
+            return False
+        self.bad_validations += 1
+        return 0 < patience <= self.bad_validations
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "best_weights"}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> TrainState:
+        names = [f.name for f in fields(cls) if f.name != "best_weights"]
+        missing = [name for name in names if name not in raw]
+        if missing:
+            raise BrokenCheckpoint(f"{STATE_JSON} lacks {missing}")
+        state = cls(**{name: raw[name] for name in names})
+        try:
+            state.step, state.tokens = int(state.step), int(state.tokens)
+            state.window_losses = [float(v) for v in state.window_losses]
+            rows_ok = all(isinstance(r, dict) for r in [*state.train_rows, *state.val_rows])
+        except (TypeError, ValueError):
+            rows_ok = False
+        if not rows_ok:
+            raise BrokenCheckpoint(f"{STATE_JSON}: malformed loop state")
+        return state
 
 
 def fingerprint(cfg: TrainingConfig, extra: dict[str, Any]) -> str:
@@ -33,40 +113,40 @@ def fingerprint(cfg: TrainingConfig, extra: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the model's state, the tied head left out (restored by the tie)."""
+    return {name: t.detach().clone() for name, t in without_tied(model.state_dict()).items()}
+
+
 # --------------------------------------------------------------------------- checkpoints
 
 
 def save_checkpoint(
     directory: Path,
+    state: TrainState,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    state: dict[str, Any],
-    extra_tensors: dict[str, torch.Tensor] | None = None,
+    key: str,
 ) -> None:
-    """Atomically write model + optimizer tensors (safetensors) and the loop state (JSON);
-    `extra_tensors` (such as the best weights of early stopping) go in under their names."""
-    tensors: dict[str, torch.Tensor] = {}
-    seen: set[int] = set()
-    for name, tensor in model.state_dict(keep_vars=False).items():
-        if tensor.data_ptr() in seen:  # a tied weight: stored once, restored by the tie
-            continue
-        seen.add(tensor.data_ptr())
-        tensors[f"model.{name}"] = tensor.detach().cpu().contiguous()
-    for name, tensor in (extra_tensors or {}).items():
-        tensors[name] = tensor.detach().cpu().contiguous()
+    """Atomically write the training checkpoint of `state` (fingerprint `key`)."""
+    tensors = {f"model.{k}": v for k, v in without_tied(model.state_dict()).items()}
+    for name, tensor in (state.best_weights or {}).items():
+        tensors[BEST_PREFIX + name] = tensor
     optim_state = optimizer.state_dict()
     for index, values in optim_state["state"].items():
-        for key, value in values.items():
-            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        for name, value in values.items():
+            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value)
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     groups = [
         {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()}
         for group in optim_state["param_groups"]
     ]
-    payload = {"version": CHECKPOINT_VERSION, **state, "param_groups": groups}
+    payload = {"version": CHECKPOINT_VERSION, "fingerprint": key, **state.to_json()}
+    payload["param_groups"] = groups
     with atomic_dir(directory) as tmp:
         save_file(tensors, str(tmp / STATE_TENSORS))
         (tmp / STATE_JSON).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
@@ -89,7 +169,7 @@ def recover_checkpoint(directory: Path) -> None:
 
 
 def read_checkpoint_state(directory: Path) -> dict[str, Any] | None:
-    """The JSON state of a checkpoint folder, or None when there is no usable one."""
+    """The JSON of a checkpoint folder (for inspection), or None when there is no usable one."""
     path = directory / STATE_JSON
     if not path.is_file() or not (directory / STATE_TENSORS).is_file():
         return None
@@ -101,27 +181,49 @@ def read_checkpoint_state(directory: Path) -> dict[str, Any] | None:
 
 
 def load_checkpoint(
-    directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
-) -> dict[str, torch.Tensor]:
-    """Restore model, optimizer and RNG state in place from a checkpoint folder; returns all
-    its tensors (for the extra ones)."""
-    tensors = load_file(str(directory / STATE_TENSORS))
-    device = next(model.parameters()).device
+    directory: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    key: str,
+    max_steps: int,
+) -> TrainState | None:
+    """The state of the checkpoint in `directory`, with model, optimizer and RNG restored in
+    place from it; None (nothing touched) when there is none, or it is another trajectory's
+    (fingerprint other than `key`), or it has nothing left to do (`max_steps` reached).
+
+    Raises BrokenCheckpoint, before touching anything, when the folder is there but cannot be
+    resumed: a missing or truncated file, another format version, tensors that do not fit.
+    """
+    if not directory.exists():
+        return None
+    try:
+        raw = read_json(directory / STATE_JSON)
+    except (BadInput, OSError) as exc:
+        raise BrokenCheckpoint(str(exc).removeprefix(f"{directory}/")) from None
+    try:
+        tensors = load_file(str(directory / STATE_TENSORS))
+    except (OSError, SafetensorError) as exc:
+        raise BrokenCheckpoint(f"{STATE_TENSORS}: {exc}") from None
+    if not isinstance(raw, dict) or raw.get("version") != CHECKPOINT_VERSION:
+        version = raw.get("version") if isinstance(raw, dict) else None
+        raise BrokenCheckpoint(f"format version {version!r}, not {CHECKPOINT_VERSION}")
+    if raw.get("fingerprint") != key:
+        return None
+    state = TrainState.from_json(raw)
+    if state.step >= max_steps:
+        return None
     model_state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-    missing, unexpected = model.load_state_dict(model_state, strict=False)
-    tied = {n for n, _ in model.named_parameters(remove_duplicate=False)} - {
-        n for n, _ in model.named_parameters()
-    }
-    if set(missing) - tied or unexpected:
-        raise BadInput(f"{directory / STATE_TENSORS}: does not match the model")
-    optim: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            optim.setdefault(int(index), {})[name] = value
+    best = {k[len(BEST_PREFIX) :]: v for k, v in tensors.items() if k.startswith(BEST_PREFIX)}
+    optim = _optimizer_tensors(tensors)
+    _check_fits(model, optimizer, model_state, best, optim, raw.get("param_groups"))
+    if "rng.cpu" not in tensors:
+        raise BrokenCheckpoint(f"{STATE_TENSORS} lacks the RNG state")
+
+    device = next(model.parameters()).device
+    model.load_state_dict(model_state, strict=False)
     groups = [
         {k: (tuple(v) if k == "betas" else v) for k, v in group.items()}
-        for group in state["param_groups"]
+        for group in raw["param_groups"]
     ]
     optimizer.load_state_dict({"state": optim, "param_groups": groups})
     for values in optimizer.state.values():  # Adam's `step` stays where load put it
@@ -132,4 +234,78 @@ def load_checkpoint(
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
-    return tensors
+    state.best_weights = {k: v.to(device) for k, v in best.items()} or None
+    return state
+
+
+def _optimizer_tensors(tensors: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:
+    optim: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            optim.setdefault(int(index), {})[name] = value
+    return optim
+
+
+def _check_fits(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    model_state: dict[str, torch.Tensor],
+    best: dict[str, torch.Tensor],
+    optim: dict[int, dict[str, torch.Tensor]],
+    groups: Any,
+) -> None:
+    """BrokenCheckpoint unless the saved tensors fit this model and optimizer exactly."""
+    expected = {k: tuple(v.shape) for k, v in without_tied(model.state_dict()).items()}
+    got = {k: tuple(v.shape) for k, v in model_state.items()}
+    if got != expected:
+        wrong = sorted(set(got) ^ set(expected)) or [k for k in got if got[k] != expected[k]]
+        raise BrokenCheckpoint(f"{STATE_TENSORS} does not match the model ({wrong[:3]})")
+    if any(k not in expected or tuple(v.shape) != expected[k] for k, v in best.items()):
+        raise BrokenCheckpoint(f"{STATE_TENSORS}: the best weights do not match the model")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    sizes = [len(group["params"]) for group in optimizer.param_groups]
+    if not isinstance(groups, list) or [len(g.get("params", [])) for g in groups] != sizes:
+        raise BrokenCheckpoint(f"{STATE_JSON}: the optimizer's parameter groups do not match")
+    for index, values in optim.items():
+        shape = tuple(params[index].shape) if index < len(params) else None
+        for name, value in values.items():
+            if name != "step" and tuple(value.shape) != shape:
+                raise BrokenCheckpoint(f"{STATE_TENSORS}: optimizer state {index}.{name}")
+
+
+def open_checkpoint(
+    directory: Path,
+    load: Callable[[Path], TrainState | None],
+    say: Callable[[str], object],
+) -> TrainState | None:
+    """Recover `directory` after a kill, then `load` it (None: nothing to resume).
+
+    A broken checkpoint is reported in one line and renamed aside (`<name>.broken-<time>`,
+    kept for a post-mortem) so that no rerun fails on it again; the run then goes on from
+    the previous checkpoint if a cut-short replacement left one, else from scratch, and the
+    line says which.
+    """
+    parent, name = directory.parent, directory.name
+    if not directory.exists():
+        recover_checkpoint(directory)  # a replacement cut short: the old one is put back
+    if not directory.exists():
+        return None
+    previous = sorted(parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
+    candidates = [directory, *reversed(previous)]
+    for i, candidate in enumerate(candidates):
+        try:
+            state = load(candidate)
+        except BrokenCheckpoint as exc:
+            aside = parent / f"{name}.broken-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{i}"
+            candidate.rename(aside)
+            then = "trying the previous one" if i + 1 < len(candidates) else "starting fresh"
+            say(f"checkpoint {directory} is unusable ({exc}); moved to {aside}; {then}")
+            continue
+        if candidate != directory:
+            candidate.rename(directory)
+            say(f"resuming the previous checkpoint {directory}")
+        recover_checkpoint(directory)  # remove the other leftovers
+        return state
+    recover_checkpoint(directory)
+    return None

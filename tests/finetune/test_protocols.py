@@ -32,7 +32,7 @@ def test_sms_spam_on_the_balanced_protocol_gives_the_books_split_sizes():
     labels = sorted({r.label for r in records})
     targets = [labels.index(r.label) for r in records]
     cfg = ClassifyConfig(protocol="balanced")
-    splits = finetune_classify.split_records(targets, labels, cfg, MIRROR / "SMSSpamCollection")
+    splits = finetune_classify._split_records(targets, labels, cfg, MIRROR / "SMSSpamCollection")
     assert [len(splits[n]) for n in ("train", "val", "test")] == [1045, 149, 300]
     test_labels = [targets[int(i)] for i in splits["test"]]
     assert 120 < sum(test_labels) < 180  # both classes, near balanced
@@ -41,7 +41,7 @@ def test_sms_spam_on_the_balanced_protocol_gives_the_books_split_sizes():
 @needs_mirror
 def test_alpaca_instructions_split_85_10_5_in_file_order():
     records = read_instructions(MIRROR / "instruction-data.json")
-    splits = finetune_instruct.split_records(
+    splits = finetune_instruct._split_records(
         len(records), InstructConfig(), MIRROR / "instruction-data.json"
     )
     assert [len(splits[n]) for n in ("train", "test", "val")] == [935, 110, 55]
@@ -55,7 +55,7 @@ def test_ordered_split_and_empty_splits_are_bad_input(tmp_path):
         [9],
     ]
     with pytest.raises(BadInput, match=r"d\.json: 5 records leave the test split empty"):
-        finetune_instruct.split_records(5, InstructConfig(), tmp_path / "d.json")
+        finetune_instruct._split_records(5, InstructConfig(), tmp_path / "d.json")
 
 
 def test_a_split_leaving_a_class_absent_from_test_is_bad_input(tmp_path):
@@ -63,7 +63,7 @@ def test_a_split_leaving_a_class_absent_from_test_is_bad_input(tmp_path):
     with pytest.raises(
         BadInput, match=r"c\.tsv: class 'spam' \(2 records\) is absent from the test"
     ):
-        finetune_classify.split_records(
+        finetune_classify._split_records(
             targets, ["ham", "spam"], ClassifyConfig(), tmp_path / "c.tsv"
         )
 

@@ -64,6 +64,7 @@ def test_gpt2_vocabulary_model_exports_with_same_logits_and_tokenizer(tmp_path, 
     save_model(tmp_path / "model", model, tmp_path / "tok")
     result = _export(tmp_path / "model", tmp_path / "hf")
     assert result.exit_code == 0, result.output
+    assert result.stdout == "" and "->" in result.stderr  # the summary goes to stderr
     _check_logits(tmp_path / "model", tmp_path / "hf", 50257)
     if bias:
         tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")

@@ -11,8 +11,9 @@ import pytest
 
 from gptpipe.errors import BadInput
 from gptpipe.sources import datasets
-from gptpipe.sources.datasets import NAMED_SETS, FetchOptions, check_source, load_source
-from gptpipe.sources.formats import INSTRUCT_KEYS, counts, parse_tsv, parsed, render
+from gptpipe.sources.datasets import NAMED_SETS, check_source, load_source
+from gptpipe.sources.fetch import FetchOptions
+from gptpipe.sources.formats import INSTRUCT_KEYS, counts, parse_tsv, parsed, render_dataset
 from gptpipe.sources.stdlib import (
     AREA_OF,
     CLASSIFY_CAP_PER_LABEL,
@@ -240,7 +241,7 @@ def test_stdlib_files_skip_tests_and_vendored_code():
 
 
 def test_stdlib_corpus_is_a_few_megabytes_of_documents(stdlib_build):
-    text = render("corpus", stdlib_build.corpus)
+    text = render_dataset("corpus", stdlib_build.corpus)
     assert 1_500_000 < len(text.encode()) < 5_000_000
     assert len(stdlib_build.corpus) > 300
     assert all(
@@ -276,8 +277,10 @@ def test_stdlib_classification_is_balanced_over_the_areas(stdlib_build):
 def test_stdlib_build_is_byte_identical_across_runs(stdlib_build):
     again = build_stdlib()
     for kind in ("corpus", "instruct", "classify"):
-        first = hashlib.sha256(render(kind, getattr(stdlib_build, kind)).encode()).hexdigest()
-        second = hashlib.sha256(render(kind, getattr(again, kind)).encode()).hexdigest()
+        first = hashlib.sha256(
+            render_dataset(kind, getattr(stdlib_build, kind)).encode()
+        ).hexdigest()
+        second = hashlib.sha256(render_dataset(kind, getattr(again, kind)).encode()).hexdigest()
         assert first == second, kind
     assert again.upstream == stdlib_build.upstream
     assert stdlib_build.upstream["sha256"] and stdlib_build.upstream["files"] > 300

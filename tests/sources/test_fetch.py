@@ -19,15 +19,16 @@ from pathlib import Path
 import pytest
 
 from gptpipe.errors import BadInput
-from gptpipe.sources.datasets import FetchOptions, load_source
+from gptpipe.sources.datasets import load_source
 from gptpipe.sources.fetch import (
+    FetchOptions,
     download,
     extract_member,
     fetch_pinned,
     fetch_source,
-    file_digest,
     file_url_path,
     local_file,
+    sha256_and_size,
     source_kind,
     split_member,
 )
@@ -227,7 +228,9 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_download_streams_the_whole_body_and_hashes_it(server, tmp_path):
-    fetched = download(server.url("/good.txt"), tmp_path / "good.txt", timeout=5, retries=1)
+    fetched = download(
+        server.url("/good.txt"), tmp_path / "good.txt", options=FetchOptions(timeout=5, retries=1)
+    )
     assert (tmp_path / "good.txt").read_bytes() == BODY
     assert (fetched.sha256, fetched.bytes) == (BODY_SHA, len(BODY))
     assert fetched.location == server.url("/good.txt")
@@ -237,7 +240,7 @@ def test_download_streams_the_whole_body_and_hashes_it(server, tmp_path):
 def test_404_is_bad_input_at_once_naming_the_url(server, tmp_path):
     url = server.url("/nowhere.txt")
     with pytest.raises(BadInput, match=r"nowhere\.txt: HTTP 404") as err:
-        download(url, tmp_path / "x.txt", timeout=5, retries=3, backoff=0)
+        download(url, tmp_path / "x.txt", options=FetchOptions(timeout=5, retries=3, backoff=0))
     assert url in str(err.value) and "\n" not in str(err.value)
     assert server.hits["/nowhere.txt"] == 1
     assert leftovers(tmp_path) == []
@@ -245,7 +248,9 @@ def test_404_is_bad_input_at_once_naming_the_url(server, tmp_path):
 
 def test_5xx_is_retried_until_the_file_comes(server, tmp_path):
     fetched = download(
-        server.url("/flaky.txt"), tmp_path / "f.txt", timeout=5, retries=3, backoff=0
+        server.url("/flaky.txt"),
+        tmp_path / "f.txt",
+        options=FetchOptions(timeout=5, retries=3, backoff=0),
     )
     assert fetched.sha256 == BODY_SHA
     assert server.hits["/flaky.txt"] == 3
@@ -254,7 +259,11 @@ def test_5xx_is_retried_until_the_file_comes(server, tmp_path):
 
 def test_5xx_on_every_attempt_gives_up_after_the_retries(server, tmp_path):
     with pytest.raises(BadInput, match=r"always500\.txt: HTTP 500.*after 2 attempts"):
-        download(server.url("/always500.txt"), tmp_path / "a.txt", timeout=5, retries=2, backoff=0)
+        download(
+            server.url("/always500.txt"),
+            tmp_path / "a.txt",
+            options=FetchOptions(timeout=5, retries=2, backoff=0),
+        )
     assert server.hits["/always500.txt"] == 2
     assert leftovers(tmp_path) == []
 
@@ -263,40 +272,58 @@ def test_retries_back_off_exponentially(server, tmp_path):
     start = time.monotonic()
     with pytest.raises(BadInput):
         download(
-            server.url("/always500.txt"), tmp_path / "a.txt", timeout=5, retries=3, backoff=0.1
+            server.url("/always500.txt"),
+            tmp_path / "a.txt",
+            options=FetchOptions(timeout=5, retries=3, backoff=0.1),
         )
     assert time.monotonic() - start >= 0.1 + 0.2
 
 
 def test_html_content_type_is_bad_input_without_retry(server, tmp_path):
     with pytest.raises(BadInput, match="HTML page"):
-        download(server.url("/page.txt"), tmp_path / "p.txt", timeout=5, retries=3, backoff=0)
+        download(
+            server.url("/page.txt"),
+            tmp_path / "p.txt",
+            options=FetchOptions(timeout=5, retries=3, backoff=0),
+        )
     assert server.hits["/page.txt"] == 1
     assert leftovers(tmp_path) == []
 
 
 def test_html_body_is_recognised_whatever_the_content_type(server, tmp_path):
     with pytest.raises(BadInput, match="HTML page"):
-        download(server.url("/sniffed.txt"), tmp_path / "s.txt", timeout=5, retries=3, backoff=0)
+        download(
+            server.url("/sniffed.txt"),
+            tmp_path / "s.txt",
+            options=FetchOptions(timeout=5, retries=3, backoff=0),
+        )
     assert leftovers(tmp_path) == []
 
 
 def test_truncated_body_is_retried_then_bad_input(server, tmp_path):
     with pytest.raises(BadInput, match=rf"truncated body \(got 1000 of {len(BODY)} bytes\)"):
-        download(server.url("/truncated.txt"), tmp_path / "t.txt", timeout=5, retries=2, backoff=0)
+        download(
+            server.url("/truncated.txt"),
+            tmp_path / "t.txt",
+            options=FetchOptions(timeout=5, retries=2, backoff=0),
+        )
     assert server.hits["/truncated.txt"] == 2
     assert leftovers(tmp_path) == []
 
 
 def test_a_truncated_first_attempt_is_recovered(server, tmp_path):
     url = server.url("/truncated-once.txt")
-    fetched = download(url, tmp_path / "t.txt", timeout=5, retries=2, backoff=0)
+    fetched = download(
+        url, tmp_path / "t.txt", options=FetchOptions(timeout=5, retries=2, backoff=0)
+    )
     assert fetched.sha256 == BODY_SHA and (tmp_path / "t.txt").read_bytes() == BODY
 
 
 def test_a_dropped_connection_resumes_with_a_range_request(server, tmp_path):
     url = server.url("/resumable.txt")
-    fetched = download(url, tmp_path / "r.txt", timeout=5, retries=2, backoff=0)
+    fetched = download(
+        url, tmp_path / "r.txt", options=FetchOptions(timeout=5, retries=2, backoff=0)
+    )
     assert server.ranges == [None, "bytes=30000-"]  # only the missing bytes asked for again
     assert fetched.sha256 == BODY_SHA and (tmp_path / "r.txt").read_bytes() == BODY
     assert leftovers(tmp_path) == ["r.txt"]
@@ -304,7 +331,11 @@ def test_a_dropped_connection_resumes_with_a_range_request(server, tmp_path):
 
 def test_a_stalled_server_times_out(server, tmp_path):
     with pytest.raises(BadInput, match=r"slow\.txt: no data for 0\.3 s.*after 1 attempts"):
-        download(server.url("/slow.txt"), tmp_path / "s.txt", timeout=0.3, retries=1, backoff=0)
+        download(
+            server.url("/slow.txt"),
+            tmp_path / "s.txt",
+            options=FetchOptions(timeout=0.3, retries=1, backoff=0),
+        )
     assert leftovers(tmp_path) == []
 
 
@@ -313,14 +344,22 @@ def test_connection_refused_is_bad_input_after_retries(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(BadInput, match=r"connection failed.*after 2 attempts"):
-        download(f"http://127.0.0.1:{port}/x.txt", tmp_path / "x", timeout=2, retries=2, backoff=0)
+        download(
+            f"http://127.0.0.1:{port}/x.txt",
+            tmp_path / "x",
+            options=FetchOptions(timeout=2, retries=2, backoff=0),
+        )
     assert leftovers(tmp_path) == []
 
 
 def test_an_existing_file_survives_a_failed_download(server, tmp_path):
     (tmp_path / "keep.txt").write_text("old")
     with pytest.raises(BadInput):
-        download(server.url("/nowhere.txt"), tmp_path / "keep.txt", timeout=5, retries=1)
+        download(
+            server.url("/nowhere.txt"),
+            tmp_path / "keep.txt",
+            options=FetchOptions(timeout=5, retries=1),
+        )
     assert (tmp_path / "keep.txt").read_text() == "old"
     assert leftovers(tmp_path) == ["keep.txt"]
 
@@ -336,7 +375,12 @@ def test_pinned_file_comes_from_the_mirror_first(server, tmp_path):
     work.mkdir()
     before = server.hits["/good.txt"]
     fetched = fetch_pinned(
-        "good.txt", [server.url("/good.txt")], BODY_SHA, work, mirror=mirror, timeout=5, retries=1
+        "good.txt",
+        [server.url("/good.txt")],
+        BODY_SHA,
+        work,
+        mirror=mirror,
+        options=FetchOptions(timeout=5, retries=1),
     )
     assert fetched.path == mirror / "good.txt" and fetched.location == str(mirror / "good.txt")
     assert server.hits["/good.txt"] == before  # no download
@@ -354,8 +398,7 @@ def test_pinned_file_with_a_wrong_hash_in_the_mirror_is_bad_input_naming_it(serv
             BODY_SHA,
             tmp_path,
             mirror=mirror,
-            timeout=5,
-            retries=1,
+            options=FetchOptions(timeout=5, retries=1),
         )
 
 
@@ -365,7 +408,12 @@ def test_pinned_file_missing_from_the_mirror_is_downloaded_and_verified(server, 
     work = tmp_path / "work"
     work.mkdir()
     fetched = fetch_pinned(
-        "good.txt", [server.url("/good.txt")], BODY_SHA, work, mirror=mirror, timeout=5, retries=1
+        "good.txt",
+        [server.url("/good.txt")],
+        BODY_SHA,
+        work,
+        mirror=mirror,
+        options=FetchOptions(timeout=5, retries=1),
     )
     assert fetched.location == server.url("/good.txt") and fetched.sha256 == BODY_SHA
     assert (work / "good.txt").read_bytes() == BODY
@@ -379,14 +427,20 @@ def test_pinned_url_with_a_wrong_hash_is_bad_input_naming_the_url(server, tmp_pa
             "0" * 64,
             tmp_path,
             mirror=None,
-            timeout=5,
-            retries=1,
+            options=FetchOptions(timeout=5, retries=1),
         )
 
 
 def test_next_url_is_tried_when_one_fails(server, tmp_path):
     urls = [server.url("/gone.txt"), server.url("/good.txt")]
-    fetched = fetch_pinned("good.txt", urls, BODY_SHA, tmp_path, mirror=None, timeout=5, retries=1)
+    fetched = fetch_pinned(
+        "good.txt",
+        urls,
+        BODY_SHA,
+        tmp_path,
+        mirror=None,
+        options=FetchOptions(timeout=5, retries=1),
+    )
     assert fetched.location == urls[1]
 
 
@@ -397,8 +451,7 @@ def test_zipped_pinned_file_is_extracted_and_the_member_verified(server, tmp_pat
         MEMBER_SHA,
         tmp_path,
         mirror=None,
-        timeout=5,
-        retries=1,
+        options=FetchOptions(timeout=5, retries=1),
         archive_name="data.zip",
     )
     assert fetched.path.read_bytes() == MEMBER_BODY and fetched.sha256 == MEMBER_SHA
@@ -416,7 +469,13 @@ def test_zipped_pinned_file_may_sit_zipped_in_the_mirror(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     fetched = fetch_pinned(
-        MEMBER, [], MEMBER_SHA, work, mirror=mirror, timeout=5, retries=1, archive_name="data.zip"
+        MEMBER,
+        [],
+        MEMBER_SHA,
+        work,
+        mirror=mirror,
+        options=FetchOptions(timeout=5, retries=1),
+        archive_name="data.zip",
     )
     assert fetched.path.read_bytes() == MEMBER_BODY
 
@@ -432,15 +491,21 @@ def test_zip_without_the_member_is_bad_input(tmp_path):
             MEMBER_SHA,
             tmp_path,
             mirror=mirror,
-            timeout=5,
-            retries=1,
+            options=FetchOptions(timeout=5, retries=1),
             archive_name="data.zip",
         )
 
 
 def test_pinned_file_nowhere_to_be_found(tmp_path):
     with pytest.raises(BadInput, match="not in the mirror folder and no URL"):
-        fetch_pinned("x.txt", [], BODY_SHA, tmp_path, mirror=tmp_path, timeout=5, retries=1)
+        fetch_pinned(
+            "x.txt",
+            [],
+            BODY_SHA,
+            tmp_path,
+            mirror=tmp_path,
+            options=FetchOptions(timeout=5, retries=1),
+        )
 
 
 # --------------------------------------------------------------------------- any source
@@ -469,16 +534,20 @@ def test_other_schemes_are_bad_input_naming_the_key(text):
 def test_fetch_source_reads_paths_and_file_urls_in_place(tmp_path):
     path = tmp_path / "my corpus.txt"
     path.write_bytes(BODY)
-    by_path = fetch_source(str(path), "data.corpus", tmp_path, timeout=5, retries=1)
+    by_path = fetch_source(
+        str(path), "data.corpus", tmp_path, options=FetchOptions(timeout=5, retries=1)
+    )
     url = path.as_uri()
-    by_url = fetch_source(url, "data.corpus", tmp_path, timeout=5, retries=1)
+    by_url = fetch_source(url, "data.corpus", tmp_path, options=FetchOptions(timeout=5, retries=1))
     assert by_path.path == path and by_path.sha256 == BODY_SHA == by_url.sha256
     assert by_url.location == url and file_url_path(url) == path
-    assert file_digest(path) == (BODY_SHA, len(BODY))
+    assert sha256_and_size(path) == (BODY_SHA, len(BODY))
 
 
 def test_fetch_source_downloads_urls(server, tmp_path):
-    fetched = fetch_source(server.url("/good.txt"), "data.corpus", tmp_path, timeout=5, retries=1)
+    fetched = fetch_source(
+        server.url("/good.txt"), "data.corpus", tmp_path, options=FetchOptions(timeout=5, retries=1)
+    )
     assert fetched.path == tmp_path / "good.txt" and fetched.sha256 == BODY_SHA
 
 
@@ -486,7 +555,7 @@ def test_fetch_source_downloads_urls(server, tmp_path):
 def test_missing_local_source_is_bad_input_naming_key_and_file(tmp_path, make):
     source = make(tmp_path / "absent.txt")
     with pytest.raises(BadInput, match=r"'data\.classify': .*absent\.txt: file not found"):
-        fetch_source(source, "data.classify", tmp_path, timeout=5, retries=1)
+        fetch_source(source, "data.classify", tmp_path, options=FetchOptions(timeout=5, retries=1))
 
 
 # --------------------------------------------------------------------------- slow bodies
@@ -494,7 +563,9 @@ def test_missing_local_source_is_bad_input_naming_key_and_file(tmp_path, make):
 
 def test_a_slow_but_steady_body_completes_within_the_timeout(server, tmp_path):
     start = time.monotonic()
-    fetched = download(server.url("/trickle.txt"), tmp_path / "t.txt", timeout=1, retries=1)
+    fetched = download(
+        server.url("/trickle.txt"), tmp_path / "t.txt", options=FetchOptions(timeout=1, retries=1)
+    )
     assert time.monotonic() - start >= 4 * 0.15  # it really was slow
     assert fetched.sha256 == BODY_SHA and server.hits["/trickle.txt"] == 1
 
@@ -503,14 +574,20 @@ def test_a_body_that_stalls_past_the_timeout_is_retried_then_bad_input(server, t
     with pytest.raises(
         BadInput, match=r"stalls\.txt: no data for 0\.3 s \(gave up after 2 attempts"
     ):
-        download(server.url("/stalls.txt"), tmp_path / "s.txt", timeout=0.3, retries=2, backoff=0)
+        download(
+            server.url("/stalls.txt"),
+            tmp_path / "s.txt",
+            options=FetchOptions(timeout=0.3, retries=2, backoff=0),
+        )
     assert server.hits["/stalls.txt"] == 2
     assert leftovers(tmp_path) == []
 
 
 def test_a_stalled_body_resumes_where_it_stopped(server, tmp_path):
     url = server.url("/stalls-once.txt")
-    fetched = download(url, tmp_path / "s.txt", timeout=0.3, retries=2, backoff=0)
+    fetched = download(
+        url, tmp_path / "s.txt", options=FetchOptions(timeout=0.3, retries=2, backoff=0)
+    )
     first, second = server.ranges[-2:]
     assert first is None and second == f"bytes={len(BODY) // 2}-"  # the half it had
     assert fetched.sha256 == BODY_SHA and leftovers(tmp_path) == ["s.txt"]
@@ -585,14 +662,33 @@ def test_a_pinned_file_falls_back_to_the_next_url_on_a_wrong_hash(server, tmp_pa
     local.write_bytes(b"stale copy")
     urls = [server.url("/truncated.txt"), server.url("/good.txt")]
     with pytest.raises(BadInput, match=r"truncated\.txt: truncated body"):
-        fetch_pinned("g.txt", urls[:1], BODY_SHA, tmp_path, mirror=None, timeout=2, retries=1)
+        fetch_pinned(
+            "g.txt",
+            urls[:1],
+            BODY_SHA,
+            tmp_path,
+            mirror=None,
+            options=FetchOptions(timeout=2, retries=1),
+        )
     urls = [server.url("/sniffed.txt"), server.url("/data.zip"), server.url("/good.txt")]
     fetched = fetch_pinned(
-        "good.txt", urls, BODY_SHA, tmp_path, mirror=None, timeout=2, retries=1, backoff=0
+        "good.txt",
+        urls,
+        BODY_SHA,
+        tmp_path,
+        mirror=None,
+        options=FetchOptions(timeout=2, retries=1, backoff=0),
     )
     assert fetched.location == urls[2]
     with pytest.raises(BadInput, match=r"data\.zip: sha256 mismatch.*good\.txt: sha256 mismatch"):
-        fetch_pinned("good.txt", urls[1:], "0" * 64, tmp_path, mirror=None, timeout=2, retries=1)
+        fetch_pinned(
+            "good.txt",
+            urls[1:],
+            "0" * 64,
+            tmp_path,
+            mirror=None,
+            options=FetchOptions(timeout=2, retries=1),
+        )
 
 
 # --------------------------------------------------------------------------- archives
@@ -613,7 +709,9 @@ def test_a_pinned_file_falls_back_to_the_next_url_on_a_wrong_hash(server, tmp_pa
 def test_archive_members_over_http(server, tmp_path, name, member, location_member):
     url = server.url(f"/archive/{name}")
     source = f"{url}#{member}" if member else url
-    fetched = fetch_source(source, "data.classify", tmp_path, timeout=5, retries=1)
+    fetched = fetch_source(
+        source, "data.classify", tmp_path, options=FetchOptions(timeout=5, retries=1)
+    )
     assert fetched.path.read_bytes() == TSV
     assert fetched.location == f"{url}#{location_member}"
     assert fetched.archive == {
@@ -629,7 +727,9 @@ def test_archive_members_from_local_paths_and_file_urls(tmp_path, name):
     path.write_bytes(ARCHIVES[name])
     work = tmp_path / "work"
     for source in (f"{path}#data.tsv", f"{path.as_uri()}#data.tsv"):
-        fetched = fetch_source(source, "data.classify", work, timeout=5, retries=1)
+        fetched = fetch_source(
+            source, "data.classify", work, options=FetchOptions(timeout=5, retries=1)
+        )
         assert fetched.path.read_bytes() == TSV and fetched.path.parent == work / "members"
 
 
@@ -639,7 +739,12 @@ def test_a_hash_in_a_plain_file_name_is_part_of_the_name(tmp_path):
     assert split_member(str(path), "path") == (str(path), None)
     assert split_member("a/data.tar.gz#x/y.tsv", "path") == ("a/data.tar.gz", "x/y.tsv")
     assert split_member("http://h/a.zip#d%20e.tsv", "url") == ("http://h/a.zip", "d e.tsv")
-    assert fetch_source(str(path), "data.corpus", tmp_path, timeout=5, retries=1).path == path
+    assert (
+        fetch_source(
+            str(path), "data.corpus", tmp_path, options=FetchOptions(timeout=5, retries=1)
+        ).path
+        == path
+    )
 
 
 @pytest.mark.parametrize(
@@ -687,7 +792,12 @@ def test_members_that_would_land_outside_are_refused_naming_them(tmp_path, case)
     path.write_bytes(data)
     work = tmp_path / "work"
     with pytest.raises(BadInput, match="refusing archive member") as err:
-        fetch_source(f"{path.as_uri()}#ok.tsv", "data.classify", work, timeout=5, retries=1)
+        fetch_source(
+            f"{path.as_uri()}#ok.tsv",
+            "data.classify",
+            work,
+            options=FetchOptions(timeout=5, retries=1),
+        )
     assert message in str(err.value) and "\n" not in str(err.value)
     assert not work.exists() or leftovers(work) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.archive"]  # nothing extracted
@@ -695,7 +805,12 @@ def test_members_that_would_land_outside_are_refused_naming_them(tmp_path, case)
 
 def test_a_fragment_on_a_plain_file_is_bad_input(server, tmp_path):
     with pytest.raises(BadInput, match=r"good\.txt: names archive member 'x' but is not"):
-        fetch_source(server.url("/good.txt#x"), "data.corpus", tmp_path, timeout=5, retries=1)
+        fetch_source(
+            server.url("/good.txt#x"),
+            "data.corpus",
+            tmp_path,
+            options=FetchOptions(timeout=5, retries=1),
+        )
 
 
 # --------------------------------------------------------------------------- size limits
@@ -706,11 +821,17 @@ def test_a_body_over_the_size_limit_is_bad_input_at_once(server, tmp_path, path)
     """Refused on the announced length when there is one, else as the bytes arrive."""
     before = server.hits[path]
     with pytest.raises(BadInput, match=r"the size limit of 4096 bytes \(data\.max_bytes\)$"):
-        download(server.url(path), tmp_path / "x.txt", timeout=5, retries=3, max_bytes=4096)
+        download(
+            server.url(path),
+            tmp_path / "x.txt",
+            options=FetchOptions(timeout=5, retries=3, max_bytes=4096),
+        )
     assert server.hits[path] == before + 1  # not retried
     assert leftovers(tmp_path) == []
     fetched = download(
-        server.url(path), tmp_path / "x.txt", timeout=5, retries=1, max_bytes=len(BODY)
+        server.url(path),
+        tmp_path / "x.txt",
+        options=FetchOptions(timeout=5, retries=1, max_bytes=len(BODY)),
     )
     assert fetched.sha256 == BODY_SHA
 
@@ -720,10 +841,18 @@ def test_a_decompression_bomb_stops_at_the_size_limit(server, tmp_path, name):
     source = server.url(f"/archive/{name}")
     assert len(ARCHIVES[name]) < 64 * 1024  # small on the wire
     with pytest.raises(BadInput, match=rf"{name}#bomb\.tsv: .* the size limit of 1048576 bytes"):
-        fetch_source(source, "data.classify", tmp_path, timeout=5, retries=1, max_bytes=1 << 20)
+        fetch_source(
+            source,
+            "data.classify",
+            tmp_path,
+            options=FetchOptions(timeout=5, retries=1, max_bytes=1 << 20),
+        )
     assert all(p.stat().st_size <= 64 * 1024 for p in tmp_path.rglob("*") if p.is_file())
     fetched = fetch_source(
-        source, "data.classify", tmp_path, timeout=5, retries=1, max_bytes=9 << 20
+        source,
+        "data.classify",
+        tmp_path,
+        options=FetchOptions(timeout=5, retries=1, max_bytes=9 << 20),
     )
     assert fetched.bytes == 8 << 20
 

@@ -91,6 +91,7 @@ def test_all_three_named_sets_from_the_mirror(tmp_path, monkeypatch):
     args += ["-S", "data.instruct=alpaca-instructions", "-S", "data.classify=sms-spam"]
     result = invoke(args, env={"GPTPIPE_MIRROR": str(MIRROR)})
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     raw = tmp_path / "raw"
     assert sorted(p.name for p in raw.iterdir()) == [
         "classify.tsv",

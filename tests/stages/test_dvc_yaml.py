@@ -94,3 +94,23 @@ def test_stage_reads_only_its_own_params_sections(name):
     used = set(re.findall(r"""section\(\s*["'](\w+)["']""", module))
     # `base.source` in dvc.yaml: the stage reads one key of that section (and DVC tracks only it)
     assert used == {key.split(".")[0] for key in STAGES[name]["params"]}, name
+
+
+@pytest.mark.parametrize(
+    ("stage", "foreign"),
+    [
+        # the losses and the loop live in gptpipe/train/, fine-tuning's data code apart
+        ("pretrain", ["finetune/*.py"]),
+        # download needs only the end-of-text string (tokenizer/special.py), not the tokenizer
+        ("download", ["tokenizer/folder.py", "tokenizer/bpe.py"]),
+    ],
+)
+def test_editing_code_a_stage_does_not_run_does_not_rerun_it(stage, foreign):
+    """DVC reruns a stage when one of its deps changes: fine-tuning-only code is neither in
+    pretrain's import closure nor in its deps, nor tokenizer code in download's."""
+    files = {p for pattern in foreign for p in (REPO / "gptpipe").glob(pattern)}
+    assert files, foreign  # the patterns name real files
+    deps = {REPO / d for d in STAGES[stage]["deps"] if not d.startswith("${")}
+    needed = closure(stage_module(STAGES[stage]["cmd"]))
+    assert not files & needed, sorted(str(p.relative_to(REPO)) for p in files & needed)
+    assert not files & deps, sorted(str(p.relative_to(REPO)) for p in files & deps)

@@ -171,6 +171,7 @@ def test_instruct_cli_and_bad_input(base, instruct_data, tmp_path):
     args = [*common, "--data", str(instruct_data), "-S", "instruct.max_length=20"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     metrics = json.loads((tmp_path / "m.json").read_text())
     details = json.loads((tmp_path / "run.json").read_text())
     assert details["truncated_records"] == 30 and details["max_length"] == 20

@@ -102,6 +102,7 @@ def test_cli_runs_with_overrides_and_is_deterministic(workdir, tmp_path):
         ]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
+        assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
         assert json.loads((tmp_path / f"{name}.run.json").read_text())["steps"] == 6
         weights.append((tmp_path / name / "model.safetensors").read_bytes())
     assert weights[0] == weights[1]  # same config: bit-identical weights

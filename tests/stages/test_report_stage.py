@@ -155,6 +155,7 @@ def report_args(root: Path) -> list[str]:
 def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) -> None:
     result = runner.invoke(app, report_args(run_tree))
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     report_path = run_tree / "reports" / "report.md"
     text = report_path.read_text()
     assert text.startswith("# Test run 42\n")

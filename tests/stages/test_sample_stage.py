@@ -110,6 +110,7 @@ def test_cli_missing_model_exits_2_naming_it(models: dict[str, Path], tmp_path: 
     assert not out.exists()
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     written = json.loads((out / "samples.json").read_text())
     assert [r["decoding"] for r in written] == ["greedy", "sample", "nucleus", "beam"]  # defaults
 

@@ -54,6 +54,7 @@ def test_cli_writes_split_shards_whose_chunks_are_the_encoded_stream(tmp_path, c
     p = params(tmp_path, split_chunk_tokens=128, val_fraction=0.2, shard_tokens=1024)
     result = invoke("--params", p, "--corpus", corpus, "--tokenizer", gpt2, "--out", out)
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     enc = load_tokenizer(gpt2)
     stream = np.array([t for d in documents() for t in [*enc.encode_ordinary(d), 50256]])
     manifest = read_manifest(out)

@@ -41,6 +41,7 @@ def test_cli_trains_bpe_that_round_trips_the_corpus(tmp_path):
     out = tmp_path / "tok"
     result = invoke("--params", params(tmp_path, vocab_size=300), "--corpus", corpus, "--out", out)
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     enc = load_tokenizer(out)
     assert enc.n_vocab == 300 and enc.encode(EOT, allowed_special="all") == [299]
     for doc in DOCS:

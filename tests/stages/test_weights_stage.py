@@ -18,6 +18,7 @@ from gptpipe.errors import BadInput
 from gptpipe.interop import hub
 from gptpipe.model.folder import load_model, read_info, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.sources.fetch import FetchOptions
 from gptpipe.stages import weights
 from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2, save_tokenizer, tokenizer_hash
 
@@ -73,6 +74,7 @@ def test_cli_copies_and_replaces_an_old_base(pretrained, tmp_path):
         ],
     )
     assert result.exit_code == 0, result.output
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     assert not (tmp_path / "base" / "stale.txt").exists()
     assert (tmp_path / "base" / "model.safetensors").is_file()
 
@@ -229,7 +231,11 @@ def test_named_size_downloads_from_the_first_source_that_works_then_caches(gpt2,
         hub.Source("local", "openai-tf", f"{server}/tf"),
     ]
     found = hub.resolve(
-        TINY, mirror=None, cache=tmp_path, timeout=5, retries=1, backoff=0, sources=sources
+        TINY,
+        mirror=None,
+        cache=tmp_path,
+        options=FetchOptions(timeout=5, retries=1, backoff=0),
+        sources=sources,
     )
     assert found.origin == "local" and found.layout == "openai-tf"
     for name in hub.OPENAI_FILES:

@@ -8,58 +8,13 @@ import signal
 
 import pytest
 import torch
+from helpers.training import BLOCK, VOCAB, cfg, counting_batch, run, tiny, val_loss
 
 from gptpipe.config import PretrainConfig
-from gptpipe.model.gpt import GPT, GPTConfig
-from gptpipe.train.loop import Diverged, TrainResult, train
+from gptpipe.train.loop import Diverged, train
 from gptpipe.train.losses import lm_loss
 from gptpipe.train.optim import lr_at, make_optimizer, param_groups
 from gptpipe.train.state import read_checkpoint_state
-
-VOCAB, BLOCK = 64, 16
-
-
-def tiny(dropout: float = 0.0, seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    config = GPTConfig(vocab_size=VOCAB, block_size=BLOCK, n_layer=2, n_head=2, n_embd=32)
-    config.dropout = dropout
-    return GPT(config)
-
-
-def counting_batch(i: int, batch_size: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequences counting up mod VOCAB from a start that depends on i: easy to learn."""
-    g = torch.Generator().manual_seed(i)
-    starts = torch.randint(0, VOCAB, (batch_size, 1), generator=g)
-    seq = (starts + torch.arange(BLOCK + 1)) % VOCAB
-    return seq[:, :-1], seq[:, 1:]
-
-
-FIXED_VAL = [counting_batch(10_000 + k) for k in range(2)]
-
-
-def val_loss(model: torch.nn.Module) -> dict[str, float]:
-    losses = [float(model(x, y)[1]) for x, y in FIXED_VAL]
-    return {"val_loss": sum(losses) / len(losses)}
-
-
-def cfg(**kw) -> PretrainConfig:
-    base = dict(
-        max_steps=30,
-        batch_size=8,
-        learning_rate=3e-3,
-        min_lr=3e-4,
-        warmup_steps=5,
-        eval_interval=10,
-        eval_batches=1,
-        log_interval=5,
-        checkpoint_interval=0,
-        dtype="float32",
-    )
-    return PretrainConfig(**(base | kw))
-
-
-def run(model: GPT, config: PretrainConfig, **kw) -> TrainResult:
-    return train(model, config, batch_at=counting_batch, loss_of=lm_loss, validate=val_loss, **kw)
 
 
 def read_csv(path):
@@ -408,8 +363,21 @@ def test_float16_trains_with_a_gradient_scaler_that_is_checkpointed(tmp_path):
 
 
 def test_compile_param_trains_the_same_model_in_place():
+    """torch.compile changes kernels, not the math: after a few steps the compiled run's
+    weights equal eager training's within float32 rounding (inductor fuses and reorders
+    operations, so not bit for bit), and the model keeps its parameter names."""
     pytest.importorskip("torch._inductor")
-    model = tiny()
-    result = run(model, cfg(max_steps=2, eval_interval=2, compile=True))
-    assert math.isfinite(result.train_loss)
-    assert "_orig_mod" not in "".join(model.state_dict())  # names unchanged for checkpoints
+    config = dict(max_steps=3, eval_interval=3, log_interval=1, warmup_steps=1)
+    initial = tiny().state_dict()
+    eager = tiny()
+    eager_result = run(eager, cfg(**config))
+    compiled = tiny()
+    result = run(compiled, cfg(**config, compile=True))
+    assert "_orig_mod" not in "".join(compiled.state_dict())  # names unchanged for checkpoints
+    moved = max(float((eager.state_dict()[k] - v).abs().max()) for k, v in initial.items())
+    assert moved > 1e-3  # the steps did change the weights
+    # AdamW divides by sqrt(v): where a gradient is near zero, rounding differences become
+    # visible in the update, so the bound is 1e-4, a few percent of one step (lr 3e-3)
+    for name, value in eager.state_dict().items():
+        torch.testing.assert_close(compiled.state_dict()[name], value, rtol=1e-3, atol=1e-4)
+    assert result.train_loss == pytest.approx(eager_result.train_loss, rel=1e-5)
