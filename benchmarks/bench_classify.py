@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-classify-") as tmp:
         project = args.keep or Path(tmp)
         project.mkdir(parents=True, exist_ok=True)
-        write_params(project, QUICK if args.quick else {})
+        write_params(project, QUICK if args.quick else {})  # type: ignore[arg-type]
         results: dict[str, Any] = {"machine": machine(), "quick": args.quick, "sets": args.sets}
         if args.base is None:
             if not (project / "models" / "base").is_dir():

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in names:
         arch = CONFIGS[name]
         torch.manual_seed(0)
-        model = GPT(GPTConfig(**arch)).eval()
+        model = GPT(GPTConfig(**arch)).eval()  # type: ignore[arg-type]
         tokens = np.random.default_rng(0).integers(0, arch["vocab_size"], n_tokens)
         stride = arch["block_size"] // 2
         ours(model, tokens[:500], stride, args.batch_size)  # warm-up
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "perplexity_ours": ppl_ours,
             "perplexity_plain": ppl_plain,
         }
-        row["ratio"] = row["ours_tokens_per_s"] / row["plain_tokens_per_s"]
+        row["ratio"] = row["ours_tokens_per_s"] / row["plain_tokens_per_s"]  # type: ignore[operator]
         results["configs"][name] = row
         print(
             f"{name:<10} ours {row['ours_tokens_per_s']:>9.0f} tok/s  plain forward "

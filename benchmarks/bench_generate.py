@@ -53,7 +53,7 @@ def build(arch: dict[str, int], seed: int = 0) -> tuple[Any, Any]:
     from gptpipe.model.tensors import LazyTensor
 
     torch.manual_seed(seed)
-    config = GPT2Config(
+    config = GPT2Config(  # type: ignore[call-arg]
         vocab_size=arch["vocab_size"],
         n_positions=arch["block_size"],
         n_embd=arch["n_embd"],
@@ -65,7 +65,7 @@ def build(arch: dict[str, int], seed: int = 0) -> tuple[Any, Any]:
     state = hf_to_ours(hf.state_dict())
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     ours_config = config_from_shapes(shapes, n_head=arch["n_head"], where=Path("hf"))
-    lazy = {k: LazyTensor(tuple(v.shape), lambda v=v: v.clone()) for k, v in state.items()}
+    lazy = {k: LazyTensor(tuple(v.shape), lambda v=v: v.clone()) for k, v in state.items()}  # type: ignore[misc]
     return hf, model_from_tensors(ours_config, lazy).eval()
 
 

@@ -420,7 +420,7 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
         sides = ["ref", "ours"] if repeat % 2 == 0 else ["ours", "ref"]
         for side in sides:
             if side == "ref":
-                got = reference_b(train_ids, work, iters)
+                got = reference_b(train_ids, work, iters)  # type: ignore[arg-type]
                 got["heldout_loss"] = score("hf", got["model"], held_ids, work)
                 refs.append(got)
             else:

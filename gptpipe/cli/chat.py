@@ -91,7 +91,7 @@ class Session:
         elif name in SETTINGS:
             field, parse = SETTINGS[name]
             try:
-                changed = dataclasses.replace(self.decoding, **{field: parse(value)})
+                changed = dataclasses.replace(self.decoding, **{field: parse(value)})  # type: ignore[arg-type]
             except ValueError:
                 print(f"/{name}: expected a number, got {value!r}", file=err)
                 return

@@ -121,7 +121,8 @@ def classify_texts(
     device = next(model.parameters()).device
     for start in range(0, len(examples), batch_size):
         x, lengths, _ = collate_classify(examples[start : start + batch_size], eot)
-        probs = F.softmax(model.classify(x.to(device), lengths.to(device)).float(), dim=-1)
+        logits = cast(GPT, model).classify(x.to(device), lengths.to(device))
+        probs = F.softmax(logits.float(), dim=-1)
         for row in probs.cpu().tolist():
             best = int(np.argmax(row))
             out.append(Prediction(labels[best], row[best], dict(zip(labels, row, strict=True))))

@@ -54,12 +54,12 @@ def balanced_split(
     shuffled, and cut in order: train int(n * (1 - val - test)), val int(n * val), test the
     rest. For SMS spam: 747 + 747 = 1,494 -> 1,045 / 149 / 300. Each split keeps the shuffled
     order (it is the training order of nothing: batches are drawn by the sampler)."""
-    labels = np.asarray(labels)
-    classes = np.unique(labels)
-    smallest = min(int((labels == c).sum()) for c in classes)
+    array = np.asarray(labels)
+    classes = np.unique(array)
+    smallest = min(int((array == c).sum()) for c in classes)
     rng = np.random.default_rng(seed)
     kept = np.concatenate(
-        [np.sort(rng.choice(np.flatnonzero(labels == c), smallest, replace=False)) for c in classes]
+        [np.sort(rng.choice(np.flatnonzero(array == c), smallest, replace=False)) for c in classes]
     )
     order = kept[rng.permutation(len(kept))]
     n = len(order)

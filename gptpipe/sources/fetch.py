@@ -82,11 +82,11 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
 
     max_redirections = 10
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def,unused-ignore]
         _check_redirect(req.full_url, newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
-    def http_error_302(self, req, fp, code, msg, headers):  # type: ignore[no-untyped-def]
+    def http_error_302(self, req, fp, code, msg, headers):  # type: ignore[no-untyped-def,unused-ignore]
         location = headers.get("Location") or headers.get("URI")
         if location:  # refuse other schemes here: urllib's own refusal is a multi-line error
             _check_redirect(req.full_url, location)
