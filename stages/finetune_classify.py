@@ -48,7 +48,7 @@ from gptpipe.train.loop import train
 from gptpipe.train.losses import classify_loss
 from gptpipe.train.precision import evaluating
 
-DEFAULT_SCORES = Path("reports/classify/scores.json")
+_DEFAULT_SCORES = Path("reports/classify/scores.json")
 
 
 def _split_records(
@@ -86,7 +86,7 @@ def run(
     plots: Path,
     checkpoints: Path | None = None,
     details: Path | None = None,
-    scores_path: Path = DEFAULT_SCORES,
+    scores_path: Path = _DEFAULT_SCORES,
 ) -> dict[str, Any]:
     """Fine-tune a classifier; write the model (labels in config.json), the headline metrics,
     per-class details, the test confusion plot and the curves."""
@@ -231,7 +231,7 @@ def command(
         typer.Option(
             help="JSON of per-split, per-class scores and confusion matrices (for the report)."
         ),
-    ] = DEFAULT_SCORES,
+    ] = _DEFAULT_SCORES,
 ) -> None:
     """Fine-tune the base model as a classifier (a head on the last token's hidden state).
 

@@ -50,8 +50,8 @@ from gptpipe.train.loop import train
 from gptpipe.train.losses import lm_loss, masked_lm_loss
 from gptpipe.train.precision import evaluating
 
-SPLITS = ("train", "test", "val")  # the order of instruct.split's shares
-DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
+_SPLITS = ("train", "test", "val")  # the order of instruct.split's shares
+_DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
 
 
 def _split_records(n: int, cfg: InstructConfig, data: Path) -> dict[str, np.ndarray]:
@@ -59,7 +59,7 @@ def _split_records(n: int, cfg: InstructConfig, data: Path) -> dict[str, np.ndar
     with the seed first); every split must hold at least one record."""
     order = np.random.default_rng(cfg.seed).permutation(n) if cfg.shuffle else np.arange(n)
     parts = {
-        name: order[idx] for name, idx in zip(SPLITS, ordered_split(n, cfg.split), strict=True)
+        name: order[idx] for name, idx in zip(_SPLITS, ordered_split(n, cfg.split), strict=True)
     }
     for name, idx in parts.items():
         if len(idx) == 0:
@@ -70,7 +70,7 @@ def _split_records(n: int, cfg: InstructConfig, data: Path) -> dict[str, np.ndar
     return parts
 
 
-def respond(
+def _respond(
     model: GPT, enc: Any, records: list[Instruction], max_new_tokens: int, eot: int
 ) -> list[str]:
     """Greedy responses to the records' prompts (the model in eval mode, no grad)."""
@@ -89,7 +89,7 @@ def run(
     out: Path,
     metrics_path: Path,
     plots: Path,
-    responses_path: Path = DEFAULT_RESPONSES,
+    responses_path: Path = _DEFAULT_RESPONSES,
     checkpoints: Path | None = None,
     details: Path | None = None,
 ) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def run(
 
     with evaluating(model, cfg.dtype):  # the base model, before fine-tuning
         base_test_loss = masked_lm_loss(model, whole["test"])
-        base_responses = respond(model, enc, test_records, cfg.max_new_tokens, eot)
+        base_responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot)
     seed_everything(cfg.seed)
     counts = select_trainable(model, cfg)
     cfg = with_epochs(cfg, len(train_set))
@@ -145,7 +145,7 @@ def run(
 
     with evaluating(model, cfg.dtype):
         losses = {name: masked_lm_loss(model, batches) for name, batches in whole.items()}
-        responses = respond(model, enc, test_records, cfg.max_new_tokens, eot)
+        responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot)
     rouge = RougeL()
     answers: list[dict[str, Any]] = []
     for record, response, base_response in zip(
@@ -215,7 +215,7 @@ def command(
             help="JSON of every test instruction with the fine-tuned and the base model's "
             "greedy responses and their scores (ROUGE-L, exact match, judge)."
         ),
-    ] = DEFAULT_RESPONSES,
+    ] = _DEFAULT_RESPONSES,
     checkpoints: CheckpointsOption = layout.CHECKPOINTS / "instruct",
     details: RunDetailsOption = layout.RUNS / "instruct.json",
 ) -> None:

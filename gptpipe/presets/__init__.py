@@ -121,9 +121,12 @@ _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 
 
 def override_value(value: Any) -> str:
-    """A value as `dvc exp run -S` reads it: JSON for everything but plain words."""
+    """A value as `dvc exp run -S` reads it (hydra's grammar): JSON for everything but plain
+    words, lists and mappings."""
     if isinstance(value, list):
         return "[" + ", ".join(override_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # hydra's dictionary syntax: bare keys
+        return "{" + ", ".join(f"{k}: {override_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str) and _PLAIN.match(value) and yaml.safe_load(value) == value:
         return value
     return json.dumps(value, ensure_ascii=False)

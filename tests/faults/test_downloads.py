@@ -15,7 +15,7 @@ import pytest
 from helpers.faults import cli, expect_bad_input, leftovers, raises_bad_input
 from helpers.http import Reply, html, redirect, serve
 
-from gptpipe.sources.fetch import fetch_pinned
+from gptpipe.sources.fetch import FetchOptions, fetch_pinned
 
 BODY = b"A line of the corpus.\n" * 2000
 
@@ -77,9 +77,7 @@ def test_wrong_hash(tmp_path):
                 hashlib.sha256(b"something else").hexdigest(),
                 tmp_path,
                 mirror=None,
-                timeout=5,
-                retries=1,
-                backoff=0,
+                options=FetchOptions(timeout=5, retries=1, backoff=0),
             ),
             "sha256",
         )

@@ -66,9 +66,9 @@ def test_two_gloo_processes_give_the_loss_curve_of_one_with_the_same_global_batc
     wb = load_file(str(two / "models/pretrain/model.safetensors"))
     for name in wa:
         torch.testing.assert_close(wa[name], wb[name], rtol=1e-4, atol=1e-5, msg=name)
-    metrics_one = (one / "reports/metrics/pretrain.json").read_text()
-    assert '"processes": 1' in metrics_one
-    assert '"processes": 2' in (two / "reports/metrics/pretrain.json").read_text()
+    # the process count is a run detail, beside the metrics
+    assert '"processes": 1' in (one / "reports/runs/pretrain.json").read_text()
+    assert '"processes": 2' in (two / "reports/runs/pretrain.json").read_text()
     assert not (two / "checkpoints").exists() or not any((two / "checkpoints").iterdir())
 
 
