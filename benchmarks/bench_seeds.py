@@ -221,10 +221,12 @@ def ours(name: str, train: Path, work: Path, overrides: dict[str, dict[str, Any]
             *GPTPIPE, "pretrain", *p, "--shards", str(root / "shards"),
             "--tokenizer", str(root / "tok"), "--out", str(root / "model"),
             "--metrics", str(root / "metrics.json"), "--plots", str(root / "plots"),
-            "--checkpoints", str(root / "ckpt"),
+            "--checkpoints", str(root / "ckpt"), "--details", str(root / "run.json"),
         ]
     )  # fmt: skip
+    # headline metrics and the run's details (steps, best step, seconds) side by side
     metrics = json.loads((root / "metrics.json").read_text())
+    metrics |= json.loads((root / "run.json").read_text())
     return {"seconds": seconds, "model": root / "model", "metrics": metrics, "root": root}
 
 

@@ -29,6 +29,7 @@ DETAILS = frozenset(
         "dtype",
         "epochs",
         "best_step",
+        "best_val_loss",  # the final val_loss is the headline; the best is on the curve
         "stopped_early",
         "resumed_from",
         "mfu",
@@ -39,6 +40,15 @@ DETAILS = frozenset(
         "train_windows",
         "max_length",
         "labels",
+        "trainable_params",
+        "total_params",
+        # per-split figures whose test-split twins are the headline
+        "untuned_train_accuracy",
+        "untuned_val_accuracy",
+        "majority_baseline_train",
+        "majority_baseline_val",
+        "train_macro_f1",
+        "val_macro_f1",
         # evaluation bookkeeping (evaluate.json per model)
         "mean_nll",
         "nll",
