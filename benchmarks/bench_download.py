@@ -8,11 +8,13 @@ corpus; the reference line is the process at the smallest size.
 
     python -m benchmarks.bench_download                  # 10 and 400 MB, 3 runs each
     python -m benchmarks.bench_download --sizes 1 --repeat 1
+    python -m benchmarks.bench_download --quick --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[10.0, 400.0], help="MB")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="1 and 4 MB, 1 run each")
+    parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.repeat = [1.0, 4.0], 1
     results: dict[str, Any] = {}
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-download-") as tmp:
@@ -53,6 +59,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 flush=True,
             )
             corpus.unlink()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     return results
 
 

@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--size", default=None, help="gpt2, gpt2-medium, gpt2-large, gpt2-xl")
     parser.add_argument("--skip-reference", action="store_true", help="skip transformers")
     parser.add_argument("--tmp", default="/tmp", help="where the synthetic checkpoint goes")
-    parser.add_argument("--out", type=Path, default=None, help="write results as JSON here")
+    parser.add_argument(
+        "--json", "--out", dest="out", type=Path, default=None, help="write results as JSON here"
+    )
     args = parser.parse_args(argv)
     name = args.size or ("gpt2" if args.quick else "gpt2-xl")
     root = Path(tempfile.mkdtemp(prefix="gptpipe-bench-load-", dir=args.tmp))

@@ -171,6 +171,16 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- driver side
 
 
+def ours_default() -> str:
+    """The variant `dtype: auto` picks on this machine: bf16 autocast only where the CPU
+    computes bf16 natively (AVX-512 BF16 or AMX), else float32."""
+    import torch
+
+    from gptpipe.runtime import native_bf16
+
+    return "ours-default" if native_bf16(torch.device("cpu")) else "ours-fp32"
+
+
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     """One measurement in a fresh interpreter (allocator settings are per process)."""
     env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("MALLOC_")}
@@ -209,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"unknown: {unknown}; variants: {list(VARIANTS)}")
     if args.quick:
         args.repeats, args.steps, args.warmup, args.batch = 1, 2, 1, 2
-        variants = ["hf", "ours-default"]  # a smoke run: one reference, our default
+        variants = ["hf", ours_default()]  # a smoke run: one reference, our default
 
     peak_n, peak_reps = (256, 3) if args.quick else (2048, 10)
     peaks = {}
@@ -223,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     results: dict[str, Any] = {"machine": machine(), "peaks_gflops": peaks, "configs": {}}
+    results["ours_variant"] = ours_default()
     for config in configs:
         sides = {v: (lambda v=v, c=config: run_worker(step_spec(c, v, args))) for v in variants}
         runs = alternate(sides, args.repeats)

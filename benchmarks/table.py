@@ -1,0 +1,433 @@
+"""The rows of the results table: each benchmark's JSON results as figure / ours / reference /
+ratio / target lines, and the Markdown page `benchmarks/RESULTS.md` made of them.
+
+Ratio is always ours / reference. Whether higher or lower is better is in the target
+(`>= 2x`, `<= 0.5x`); `met` is decided from the numbers, never written by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Row:
+    figure: str
+    ours: str
+    reference: str = ""
+    ratio: float | None = None
+    target: str = ""
+    met: bool | None = None  # None: no target for this figure
+
+
+def _at_least(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value >= bound
+
+
+def _at_most(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value <= bound
+
+
+def _ratio(ours: float, reference: float) -> float | None:
+    return ours / reference if reference else None
+
+
+def _shape(arch: dict[str, int]) -> str:
+    return (
+        f"{arch['n_layer']}L/{arch['n_head']}H/{arch['n_embd']}d, context {arch['block_size']}, "
+        f"vocab {arch['vocab_size']:,}"
+    )
+
+
+def train_rows(results: dict[str, Any]) -> list[Row]:
+    from benchmarks.bench_train import CONFIGS
+
+    peaks = results["peaks_gflops"]
+    rows = [
+        Row(
+            "matmul peak, fp32 / bf16 (GFLOP/s, 2 threads)",
+            f"{peaks['float32']:.0f} / {peaks['bfloat16']:.0f}",
+        )
+    ]
+    ours_name = results.get("ours_variant", "ours-default")
+    for config, variants in results["configs"].items():
+        ours = variants.get(ours_name)
+        if ours is None:
+            continue
+        shape = _shape(CONFIGS[config])
+        for ref, bound in (("hf", 2.0), ("hf-compiled", 1.3)):
+            if ref not in variants:
+                continue
+            ratio = _ratio(ours["tokens_per_s"], variants[ref]["tokens_per_s"])
+            side = "compiled" if "compiled" in ref else "default"
+            rows.append(
+                Row(
+                    f"pretraining tokens/s, {shape} ({ours_name} vs transformers {side})",
+                    f"{ours['tokens_per_s']:,.0f}",
+                    f"{variants[ref]['tokens_per_s']:,.0f}",
+                    ratio,
+                    f">= {bound:g}x",
+                    _at_least(ratio, bound),
+                )
+            )
+        rows.append(
+            Row(
+                f"MFU of {ours_name}, {shape}, against the fp32 / bf16 peak",
+                f"{ours['mfu_fp32_peak']:.1%} / {ours['mfu_bf16_peak']:.1%}",
+                f"transformers: {variants['hf']['mfu_fp32_peak']:.1%}" if "hf" in variants else "",
+            )
+        )
+    return rows
+
+
+def generate_rows(results: dict[str, Any]) -> list[Row]:
+    rows = []
+    for config in results["configs"].values():
+        shape = _shape(config["arch"])
+        tps = _ratio(config["ours_tokens_per_s"], config["hf_tokens_per_s"])
+        ttft = _ratio(config["ours_first_token_s"], config["hf_first_token_s"])
+        bw = config["ours_bandwidth_utilisation"], config["hf_bandwidth_utilisation"]
+        rows += [
+            Row(
+                f"greedy decoding tokens/s, batch 1, {shape} (vs transformers.generate)",
+                f"{config['ours_tokens_per_s']:.1f}",
+                f"{config['hf_tokens_per_s']:.1f}",
+                tps,
+                ">= 2x",
+                _at_least(tps, 2.0),
+            ),
+            Row(
+                f"time to first token, {shape} (s)",
+                f"{config['ours_first_token_s']:.3f}",
+                f"{config['hf_first_token_s']:.3f}",
+                ttft,
+                "<= 1x",
+                _at_most(ttft, 1.0),
+            ),
+            Row(
+                f"time per token at the far / near position, {shape}",
+                f"{config['ours_far_over_near']:.2f}",
+                f"{config['hf_far_over_near']:.2f}",
+                None,
+                "ours <= 1.25",
+                _at_most(config["ours_far_over_near"], 1.25),
+            ),
+            Row(
+                f"memory-bandwidth utilisation, {shape}",
+                f"{bw[0]:.1%}",
+                f"{bw[1]:.1%}",
+                _ratio(*bw),
+            ),
+        ]
+    return rows
+
+
+def shard_rows(results: dict[str, Any]) -> list[Row]:
+    rows = []
+    for size in results["sizes"].values():
+        ours, ref = size["gptpipe"], size["tiktoken"]
+        ratio = size.get("paired_ratio_median", size["throughput_ratio"])
+        mb = f"{size['corpus_mb']:.0f} MB"
+        rows.append(
+            Row(
+                f"sharding throughput, {mb} corpus (MB/s, vs tiktoken encode_ordinary_batch)",
+                f"{ours['mb_per_s']:.1f}",
+                f"{ref['mb_per_s']:.1f}",
+                ratio,
+                ">= 0.8x",
+                _at_least(ratio, 0.8),
+            )
+        )
+        rows.append(
+            Row(
+                f"sharding peak memory, {mb} corpus (MB)",
+                f"{ours['peak_rss_mb']:.0f}",
+                f"{ref['peak_rss_mb']:.0f}",
+                _ratio(ours["peak_rss_mb"], ref["peak_rss_mb"]),
+                "< 1,000 MB",
+                ours["peak_rss_mb"] < 1000,
+            )
+        )
+    return rows
+
+
+def bpe_rows(results: dict[str, Any]) -> list[Row]:
+    ours, ref = results["gptpipe"], results["tokenizers"]
+    what = f"vocab {results['vocab_size']:,}, {results['corpus'].split(', ')[-1]}"
+    return [
+        Row(
+            f"BPE training time, {what} (s, vs tokenizers)",
+            f"{ours['median_seconds']:.2f}",
+            f"{ref['median_seconds']:.2f}",
+            results["time_ratio"],
+            "<= 2x",
+            _at_most(results["time_ratio"], 2.0),
+        ),
+        Row(
+            "BPE compression on held-out text (bytes/token)",
+            f"{ours['bytes_per_token']:.4f}",
+            f"{ref['bytes_per_token']:.4f}",
+            results["compression_ratio"],
+            ">= 1x",
+            _at_least(results["compression_ratio"], 1.0),
+        ),
+    ]
+
+
+def download_rows(results: dict[str, Any]) -> list[Row]:
+    sizes = sorted(results.values(), key=lambda s: s["corpus_mb"])
+    smallest = sizes[0]
+    rows = []
+    for size in sizes:
+        ratio = _ratio(size["peak_rss_mb"], smallest["peak_rss_mb"])
+        rows.append(
+            Row(
+                f"download normalisation peak memory, {size['corpus_mb']:.0f} MB corpus (MB, vs "
+                f"the {smallest['corpus_mb']:.0f} MB corpus)",
+                f"{size['peak_rss_mb']:.0f}",
+                f"{smallest['peak_rss_mb']:.0f}",
+                ratio,
+                "<= 1.2x (flat)",
+                _at_most(ratio, 1.2),
+            )
+        )
+    return rows
+
+
+def evaluate_rows(results: dict[str, Any]) -> list[Row]:
+    rows = []
+    for config in results["configs"].values():
+        ratio = config["ratio"]
+        rows.append(
+            Row(
+                f"evaluation tokens/s, {_shape(config['arch'])}, stride {config['stride']} "
+                "(vs a plain batched forward)",
+                f"{config['ours_tokens_per_s']:,.0f}",
+                f"{config['plain_tokens_per_s']:,.0f}",
+                ratio,
+                ">= 1x",
+                _at_least(ratio, 1.0),
+            )
+        )
+    return rows
+
+
+def load_memory_rows(results: dict[str, Any]) -> list[Row]:
+    fp32 = results["fp32_bytes"]
+    reference = results.get("transformers", {}).get("peak_bytes")
+    rows = []
+    for mode, label in (
+        ("convert", "converting into a model in memory"),
+        ("stage", "the weights stage (streamed to disk)"),
+        ("load", "loading the converted model folder"),
+    ):
+        if mode not in results:
+            continue
+        peak = results[mode]["peak_bytes"]
+        rows.append(
+            Row(
+                f"{results['size']} weights, peak memory of {label} (GiB; x fp32 size)",
+                f"{peak / 2**30:.2f} ({peak / fp32:.2f}x)",
+                f"{reference / 2**30:.2f} (transformers)" if reference else "",
+                _ratio(peak, reference) if reference else None,
+                "<= 1.2x fp32 size",
+                peak <= 1.2 * fp32,
+            )
+        )
+    return rows
+
+
+PUBLISHED = {"all": 0.9567, "last_blocks": 0.9567, "lora": 0.9667}
+
+
+def classify_rows(results: dict[str, Any]) -> list[Row]:
+    rows = []
+    for variant, row in results["variants"].items():
+        published = PUBLISHED[variant]
+        rows.append(
+            Row(
+                f"SMS spam test accuracy, trainable {variant} ({row['train_seconds']:.0f} s, "
+                f"{row['trainable_params']:,} parameters; vs published GPT-2 124M)",
+                f"{row['test_accuracy']:.2%}",
+                f"{published:.2%}",
+                _ratio(row["test_accuracy"], published),
+                ">= 95.67% in <= 300 s",
+                row["test_accuracy"] >= 0.9567 and row["train_seconds"] <= 300,
+            )
+        )
+    hit = results.get("time_to_target")
+    if hit:
+        rows.append(
+            Row(
+                f"time to {hit['target']:.2%} SMS spam test accuracy (s of fine-tuning; vs the "
+                "5-minute budget)",
+                f"{hit['train_seconds']:.0f} ({hit['epochs']} epochs)" if hit["reached"] else "not",
+                "300",
+                _ratio(hit["train_seconds"], 300) if hit["reached"] else None,
+                "<= 1x",
+                _at_most(hit["train_seconds"] / 300, 1.0) if hit["reached"] else False,
+            )
+        )
+    return rows
+
+
+def pipeline_rows(results: dict[str, Any]) -> list[Row]:
+    kind = "tiny params" if results["quick"] else "the default params"
+    return [
+        Row(
+            f"dvc repro with nothing to do (s; vs a trivial DAG of the same shape, "
+            f"{results['stages']} stages)",
+            f"{results['noop_s']:.2f}",
+            f"{results['trivial_noop_s']:.2f}",
+            results["noop_ratio"],
+            "<= 1.5x",
+            _at_most(results["noop_ratio"], 1.5),
+        ),
+        Row(
+            f"end-to-end dvc repro, {kind} (s, {len(results['ran'])} stages)",
+            f"{results['end_to_end_s']:.0f}",
+        ),
+    ]
+
+
+def seeds_rows(results: dict[str, Any]) -> list[Row]:
+    rows = []
+    if "seed003" in results:
+        a = results["seed003"]
+        ours, ref = a["ours"], a["nanogpt"]
+        rows.append(
+            Row(
+                f"seed003 (char Shakespeare, {a['iterations']:,} iterations): held-out loss, time "
+                "(vs nanoGPT)",
+                f"{ours['heldout_loss']:.4f} in {ours['seconds']:.0f} s",
+                f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
+                a["time_ratio"],
+                "loss <= 1.886 in <= 0.5x",
+                a["meets_target"],
+            )
+        )
+    if "seed001" in results:
+        b = results["seed001"]
+        ours, ref = b["ours"], b["reference"]
+        rows.append(
+            Row(
+                "seed001 (GPT-2 BPE Shakespeare, 4/4/128): held-out loss, time (vs transformers "
+                "GPT2LMHeadModel, nanoGPT's loop)",
+                f"{ours['heldout_loss']:.4f} in {ours['seconds']:.0f} s",
+                f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
+                b["time_ratio"],
+                "loss <= 4.75 within the reference's time",
+                b["meets_target"],
+            )
+        )
+        own = b.get("seed001_own_figure")
+        if own:
+            reached = own.get("reached_3_5")
+            rows.append(
+                Row(
+                    "seed 001's own figure: training loss 3.5 (the seed: after 2-3 h at ~1,000 "
+                    "tokens/s)",
+                    f"final train loss {own['final_train_loss']:.3f}; "
+                    + (f"3.5 after {reached['seconds']:.0f} s" if reached else "3.5 not reached"),
+                    "2-3 h",
+                )
+            )
+    return rows
+
+
+SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "train": train_rows,
+    "generate": generate_rows,
+    "evaluate": evaluate_rows,
+    "shard": shard_rows,
+    "bpe": bpe_rows,
+    "download": download_rows,
+    "load_memory": load_memory_rows,
+    "classify": classify_rows,
+    "pipeline": pipeline_rows,
+    "seeds": seeds_rows,
+}
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _met(met: bool | None) -> str:
+    return "" if met is None else ("yes" if met else "**no**")
+
+
+def machine_line(environment: dict[str, Any]) -> str:
+    cpu = environment.get("cpu", {})
+    flags = [name for name, present in cpu.get("flags", {}).items() if present]
+    gpus = ", ".join(g["name"] for g in environment.get("gpus", [])) or "no GPU"
+    memory = environment.get("memory_bytes")
+    ram = f"{memory / 2**30:.0f} GiB RAM" if memory else "RAM unknown"
+    lacks = [f for f in ("avx512_bf16", "amx_bf16") if not cpu.get("flags", {}).get(f)]
+    return (
+        f"{cpu.get('model')}, {cpu.get('cores')} cores / {cpu.get('threads')} threads, flags "
+        f"{' '.join(flags) or 'none of interest'}"
+        + (f" (no {', no '.join(lacks)})" if lacks else "")
+        + f", {ram}, {gpus}"
+    )
+
+
+def versions_line(environment: dict[str, Any]) -> str:
+    packages = environment.get("packages", {})
+    listed = ", ".join(f"{name} {version}" for name, version in packages.items() if version)
+    return f"Python {environment.get('python')}, {listed}"
+
+
+def render(records: dict[str, dict[str, Any]], title: str = "Benchmark results") -> str:
+    """RESULTS.md from {benchmark name: record}; a record is what `run_all` stores: `date`,
+    `command`, `environment`, `results`, `seconds`."""
+    sections, summary = [], []
+    first = next(iter(records.values()), None)
+    for name, record in records.items():
+        rows = SUMMARIES[name](record["results"])
+        met = [r.met for r in rows if r.met is not None]
+        summary.append(f"| {name} | {sum(met)} of {len(met)} | {record['date']} |")
+        where = machine_line(record["environment"]) + "; " + versions_line(record["environment"])
+        same = first is not None and where == (
+            machine_line(first["environment"]) + "; " + versions_line(first["environment"])
+        )
+        sections += [
+            f"## {name}",
+            "",
+            f"Measured {record['date']} by `{record['command']}` ({record['seconds']:.0f} s)"
+            + (", on the machine above." if same else f", on {where}."),
+            "",
+            "| figure | ours | reference | ratio | target | met |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in rows:
+            ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+            cells = [row.figure, row.ours, row.reference, ratio, row.target, _met(row.met)]
+            sections.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+        sections.append("")
+    lines = [
+        f"# {title}",
+        "",
+        "Written by `make bench` (`python -m benchmarks.run_all`); one benchmark again: "
+        "`python -m benchmarks.run_all --only NAME`. Every figure is measured beside its "
+        "reference in the same run on the same machine, sides alternated, medians of repeats; "
+        "**ratio = ours / reference** (the target says which way is better). These machines "
+        "change between sessions: each section says when it was measured, and on what if not "
+        "on the machine below.",
+        "",
+    ]
+    if first is not None:
+        lines += [
+            f"Machine: {machine_line(first['environment'])}.",
+            "",
+            f"Software: {versions_line(first['environment'])}; commit "
+            f"`{first['environment'].get('git', {}).get('commit', '?')[:10]}`.",
+            "",
+            "| benchmark | targets met | measured |",
+            "|---|---|---|",
+            *summary,
+            "",
+        ]
+    return "\n".join(lines + sections)
