@@ -78,12 +78,17 @@ def draw_attention(
             ax.set_title(f"head {h}", fontsize=9)
             ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=90, fontsize=6)
             ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=6)
-            ax.set_xlabel("attended to", fontsize=7)
-            ax.set_ylabel("attending token", fontsize=7)
+            if h + cols >= heads:  # the lowest head of its column
+                ax.set_xlabel("attended to", fontsize=7)
+            if h % cols == 0:
+                ax.set_ylabel("attending token", fontsize=7)
         if image is not None:
             fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        fig.suptitle(f"Attention, layer {layer} of {len(layers)}: {shown!r}", fontsize=11)
+        shown = text if len(text) <= 80 else text[:77] + "..."
+        fig.suptitle(
+            f"Attention of layer {layer} (layers 0-{len(layers) - 1}), {heads} heads: {shown!r}",
+            fontsize=11,
+        )
         path = out_dir / f"layer_{layer:02d}.png"
         fig.savefig(path)
         paths.append(path)

@@ -18,7 +18,7 @@ from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.params import PARAM_GROUPS, block_breakdown, head_is_tied
 from gptpipe.report.figures import STAGE_NAMES, TITLES, confusion_counts
 from gptpipe.report.history import metric_changes
-from gptpipe.report.inputs import STAGES, ModelEntry, ReportInputs
+from gptpipe.report.inputs import RUN_FILES, STAGES, ModelEntry, ReportInputs
 from gptpipe.report.samples import samples_markdown
 from gptpipe.report.text import NOT_RUN, fmt, table
 
@@ -384,7 +384,7 @@ def _training_section(
         rows = [
             ["steps", fmt(run.get("steps"))],
             ["tokens", fmt(run.get("tokens"))],
-            ["time", f"{run['seconds']:.1f} s" if "seconds" in run else NOT_RUN],
+            ["training time", duration(run["seconds"]) if "seconds" in run else NOT_RUN],
             ["tokens/s", f"{tps:,.0f}" if isinstance(tps, int | float) else NOT_RUN],
             ["model FLOP/s (MFU)", mfu or NOT_RUN],
             ["device", _device_text(run)],
@@ -492,15 +492,34 @@ def _responses_section(inputs: ReportInputs) -> list[str]:
     return [*lines, "", f"Greedy answers to held-out instructions ({source}).", ""]
 
 
-def _attention_section(inputs: ReportInputs, figures_dir: Path, report_path: Path) -> list[str]:
-    if not inputs.attention:
-        return []  # no attention figures drawn in this run: the section is left out
+def _attention_section(inputs: ReportInputs, report_path: Path) -> list[str]:
     lines = ["## Attention", ""]
-    for name in inputs.attention:
-        lines += [
-            f"![attention {Path(name).stem}]({_rel(figures_dir / name, report_path.parent)})",
-            "",
-        ]
+    record, folder = inputs.attention, inputs.attention_dir
+    if record is None or folder is None:
+        return [*lines, f"{NOT_RUN} (no attention maps: the sample stage draws them).", ""]
+    layers = [str(name) for name in record.get("layers") or [] if (folder / str(name)).is_file()]
+    if not layers:
+        return [*lines, f"{NOT_RUN} (attention.json names no layer figure).", ""]
+    shown = layers[-1]  # the last layer, nearest the output
+    prompt = " ".join(str(record.get("prompt", "")).split())
+    lines += [
+        f"How each head of model `{record.get('model')}` (the most trained language model) "
+        f"spreads its attention over the {fmt(record.get('tokens'))} tokens of the prompt "
+        f"“{prompt}”, in its last layer ({len(layers)} layers, "
+        f"{fmt(record.get('heads'))} heads each). Row: the token attending; column: the "
+        "token it attends to (a causal model looks only backwards); each row sums to 1.",
+        "",
+        f"![attention of model {record.get('model')}, {Path(shown).stem}]"
+        f"({_rel(folder / shown, report_path.parent)})",
+        "",
+    ]
+    if len(layers) > 1:
+        others = ", ".join(
+            f"[layer {int(Path(name).stem.rsplit('_', 1)[-1])}]"
+            f"({_rel(folder / name, report_path.parent)})"
+            for name in layers[:-1]
+        )
+        lines += [f"The other layers: {others}.", ""]
     return lines
 
 
@@ -601,21 +620,55 @@ def _changes_section(inputs: ReportInputs) -> list[str]:
     return [*lines, "", f"{note}; {same} unchanged metrics not shown.", ""]
 
 
+# DVC stage names of the run files (reports/runs/<name>.json), in pipeline order.
+DVC_STAGES = {"instruct": "finetune-instruct", "classify": "finetune-classify"}
+
+
+def duration(seconds: float) -> str:
+    """Seconds for a reader: 12.3 s, 754.2 s (12 min 34 s), 7,384.0 s (2 h 03 min)."""
+    text = f"{seconds:,.1f} s"
+    if seconds >= 3600:
+        hours, rest = divmod(round(seconds), 3600)
+        return f"{text} ({hours} h {rest // 60:02d} min)"
+    if seconds >= 60:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{text} ({minutes} min {rest:02d} s)"
+    return text
+
+
 def _wall_time_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["## Wall time", ""]
-    rows = []
-    for stage in ("pretrain", "instruct", "classify", "evaluate"):
-        run = runs.get(stage)
+    rows, total, missing, partial = [], 0.0, [], False
+    for name in RUN_FILES:
+        stage = DVC_STAGES.get(name, name)
+        run = runs.get(name)
         if run is None:
-            rows.append([stage, NOT_RUN])
-        elif run.get("skipped"):
-            rows.append([stage, "skipped"])
-        elif isinstance(run.get("seconds"), int | float):
-            rows.append([stage, f"{run['seconds']:.1f} s"])
+            rows.append([stage, NOT_RUN, ""])
+            missing.append(stage)
+            continue
+        note = "skipped: nothing trained" if run.get("skipped") else ""
+        seconds = run.get("wall_seconds")
+        if not isinstance(seconds, int | float) and isinstance(run.get("seconds"), int | float):
+            seconds, partial = run["seconds"], True  # a run file without the stage's wall time
+            note = "training loop only"
+        if isinstance(seconds, int | float):
+            rows.append([stage, duration(seconds), note])
+            total += seconds
         else:
-            rows.append([stage, "not recorded"])
-    lines += table(["stage", "wall time"], rows)
-    return [*lines, "", "From reports/runs/<stage>.json; the data stages do not record time.", ""]
+            rows.append([stage, "not recorded", note])
+            missing.append(stage)
+    rows.append(
+        ["**total**", f"**{duration(total)}**", f"without {', '.join(missing)}" if missing else ""]
+    )
+    lines += table(["stage", "wall time", "note"], rows)
+    note = (
+        "Each stage's `wall_seconds` in reports/runs/<stage>.json: from the start of its work "
+        "to its outputs written (Python and library start-up not counted); the report stage "
+        "itself is not counted."
+    )
+    if partial:
+        note += " Where a stage recorded only its training loop's seconds, those are shown."
+    return [*lines, "", note, ""]
 
 
 def render_report(
@@ -631,7 +684,7 @@ def render_report(
     lines += _training_section(inputs, figures, figures_dir, report_path)
     lines += _classification_section(inputs, figures, figures_dir, report_path)
     lines += _responses_section(inputs)
-    lines += _attention_section(inputs, figures_dir, report_path)
+    lines += _attention_section(inputs, report_path)
     lines += _parameters_section(inputs.models)
     lines += _samples_section(inputs.samples)
     lines += _evaluation_section(inputs)
