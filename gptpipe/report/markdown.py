@@ -180,25 +180,40 @@ def summary_rows(inputs: ReportInputs | dict[str, dict[str, Any]]) -> list[list[
     if ins is None:
         rows.append(["instruct", "val loss", NOT_RUN, ""])
     else:
-        ref = f"untuned base {fmt(ins['base_val_loss'])}" if "base_val_loss" in ins else ""
         rows.append(["instruct", "final train loss", fmt(ins.get("train_loss")), ""])
-        rows.append(["instruct", "final val loss", fmt(ins.get("val_loss")), ref])
+        for split in ("val", "test"):
+            if f"{split}_loss" in ins:
+                base_loss = ins.get(f"base_{split}_loss")
+                ref = f"untuned base {fmt(base_loss)}" if base_loss is not None else ""
+                rows.append(["instruct", f"final {split} loss", fmt(ins[f"{split}_loss"]), ref])
         tuned, untuned = _mean_rouge(inputs.responses)
+        tuned = ins.get("test_rougeL", tuned)
+        untuned = ins.get("base_test_rougeL", untuned)
         if tuned is not None:
             ref = f"untuned base {fmt(untuned)}" if untuned is not None else ""
             rows.append(["instruct", "mean ROUGE-L (test responses)", fmt(tuned), ref])
+        if "test_exact" in ins:
+            base_exact = ins.get("base_test_exact")
+            ref = f"untuned base {fmt(base_exact)}" if base_exact is not None else ""
+            rows.append(["instruct", "exact answers (test)", fmt(ins["test_exact"]), ref])
     cls = metrics.get("classify")
     if cls is None:
         rows.append(["classify", "accuracy", NOT_RUN, ""])
     else:
+        # the train/val baselines are run details; the test split's twins are headline metrics
+        cls = {**(inputs.runs.get("classify") or {}), **cls}
         published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
         for split in ("train", "val", "test"):
             value = cls.get(f"{split}_accuracy")
             baseline = cls.get(f"majority_baseline_{split}", cls.get("majority_baseline"))
-            ref = f"majority baseline {fmt(baseline)}" if baseline is not None else ""
+            refs = [f"majority baseline {fmt(baseline)}"] if baseline is not None else []
+            untuned = cls.get(f"untuned_{split}_accuracy")
+            refs += [f"untuned head {fmt(untuned)}"] if untuned is not None else []
             if split == "test" and published is not None:
-                ref += f"; published {fmt(published[0])}"
-            rows.append(["classify", f"{split} accuracy", fmt(value), ref])
+                refs.append(f"published {fmt(published[0])}")
+            rows.append(["classify", f"{split} accuracy", fmt(value), "; ".join(refs)])
+        if "test_macro_f1" in cls:
+            rows.append(["classify", "test macro F1", fmt(cls["test_macro_f1"]), ""])
     return rows
 
 
@@ -322,6 +337,7 @@ def _data_section(inputs: ReportInputs) -> list[str]:
     rows = [[split, fmt((info or {}).get("tokens"))] for split, info in splits.items()]
     tokens, corpus_bytes = manifest.get("tokens"), manifest.get("corpus_bytes")
     rows.append(["total", fmt(tokens)])
+    lines += ["Tokens per split (data/shards/manifest.json):", ""]
     lines += table(["split", "tokens"], rows)
     if tokens and corpus_bytes:
         lines += [
@@ -379,7 +395,7 @@ def _training_section(
             mfu = flop_rate(achieved)
             if peak is not None and str(run.get("device", "")).startswith("cuda"):
                 mfu = f"{100 * achieved / peak[1]:.1f}% of {peak[0]}'s bf16 peak ({mfu})"
-        best = metrics.get("best_val_loss")
+        best = run.get("best_val_loss", metrics.get("best_val_loss"))  # a run detail now
         best_text = fmt(best) + (f" (step {run['best_step']})" if "best_step" in run else "")
         rows = [
             ["steps", fmt(run.get("steps"))],
@@ -459,6 +475,7 @@ def _classification_section(
 
 
 CELL_CHARS = 240  # longer texts are cut in the responses table
+RESPONSE_ROWS = 10  # the table shows the first ones; the file holds them all
 
 
 def _cell(text: Any) -> str:
@@ -477,7 +494,7 @@ def _responses_section(inputs: ReportInputs) -> list[str]:
     header = ["#", "instruction", "reference", "tuned model", "ROUGE-L"]
     header += ["untuned base", "ROUGE-L"] if with_base else []
     rows = []
-    for number, r in enumerate(records, start=1):
+    for number, r in enumerate(records[:RESPONSE_ROWS], start=1):
         instruction = _cell(r.get("instruction"))
         if r.get("input"):
             instruction += f" (input: {_cell(r['input'])})"
@@ -489,7 +506,15 @@ def _responses_section(inputs: ReportInputs) -> list[str]:
         rows.append(row)
     lines += table(header, rows)
     source = "reports/instruct/responses.json" if inputs.responses is not None else "examples"
-    return [*lines, "", f"Greedy answers to held-out instructions ({source}).", ""]
+    shown = f"the first {RESPONSE_ROWS} of {len(records)}" if len(records) > RESPONSE_ROWS else ""
+    note = f"Greedy answers to held-out instructions ({shown + ', all in ' if shown else ''}"
+    return [
+        *lines,
+        "",
+        f"{note}{source}); ROUGE-L is the F-measure of the longest common "
+        "subsequence of words with the reference (0 to 1).",
+        "",
+    ]
 
 
 def _attention_section(inputs: ReportInputs, report_path: Path) -> list[str]:
@@ -625,8 +650,8 @@ DVC_STAGES = {"instruct": "finetune-instruct", "classify": "finetune-classify"}
 
 
 def duration(seconds: float) -> str:
-    """Seconds for a reader: 12.3 s, 754.2 s (12 min 34 s), 7,384.0 s (2 h 03 min)."""
-    text = f"{seconds:,.1f} s"
+    """Seconds for a reader: 0.04 s, 12.3 s, 754.2 s (12 min 34 s), 7,384.0 s (2 h 03 min)."""
+    text = f"{seconds:.2f} s" if seconds < 10 else f"{seconds:,.1f} s"
     if seconds >= 3600:
         hours, rest = divmod(round(seconds), 3600)
         return f"{text} ({hours} h {rest // 60:02d} min)"

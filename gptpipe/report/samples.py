@@ -11,15 +11,28 @@ from gptpipe.report.text import fenced, fmt
 
 
 def sample_heading(record: dict[str, Any]) -> str:
-    """'greedy' or 'sample 2 (temperature 0.8, top-k 40)', with the prompt format if any."""
+    """The decoding setting's name and the rules that shaped the text: 'greedy',
+    'sample 2: temperature 0.8, top-k 40', 'nucleus 1: temperature 0.8, top-p 0.9, repetition
+    penalty 1.2', 'beam: 4 beams, length penalty 1'; with the prompt format if not raw."""
     method = str(record.get("method", ""))
-    if method == "greedy":
-        label = "greedy"
+    name = str(record.get("decoding") or method)
+    if method == "beam":
+        rules = [f"{record.get('num_beams')} beams"]
+        rules.append(f"length penalty {fmt(record.get('length_penalty', 1.0))}")
+    elif method == "greedy":
+        rules = [] if name == "greedy" else ["greedy"]
     else:
-        label = f"{method} (temperature {fmt(record.get('temperature'))}"
-        label += f", top-k {record.get('top_k')})" if record.get("top_k") else ")"
+        name += f" {record['sample']}" if record.get("sample") else ""
+        rules = [f"temperature {fmt(record.get('temperature'))}"]
+        if record.get("top_k"):
+            rules.append(f"top-k {record.get('top_k')}")
+        if float(record.get("top_p", 1.0)) < 1:
+            rules.append(f"top-p {fmt(record.get('top_p'))}")
+    if float(record.get("repetition_penalty", 1.0)) != 1:
+        rules.append(f"repetition penalty {fmt(record.get('repetition_penalty'))}")
+    label = f"{name}: {', '.join(rules)}" if rules else name
     if record.get("format") and record.get("format") != "raw":
-        label += f", {record['format']} prompt"
+        label += f" ({record['format']} prompt)"
     return label
 
 

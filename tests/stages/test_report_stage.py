@@ -39,7 +39,6 @@ def run_tree(tmp_path: Path) -> Path:
             "train_loss": 3.14159,
             "val_loss": 3.5,
             "val_perplexity": 33.115,
-            "best_val_loss": 3.4,
         },
         "instruct": {"train_loss": 1.23456, "val_loss": 1.75, "best_val_loss": 1.7},
         "classify": {
@@ -49,9 +48,8 @@ def run_tree(tmp_path: Path) -> Path:
             "train_accuracy": 0.9876,
             "val_accuracy": 0.8765,
             "test_accuracy": 0.8642,
-            "majority_baseline_train": 0.5,
-            "majority_baseline_val": 0.55,
             "majority_baseline_test": 0.5432,
+            "untuned_test_accuracy": 0.5,
             "labels": ["ham", "spam"],
         },
         "evaluate": {
@@ -95,10 +93,11 @@ def run_tree(tmp_path: Path) -> Path:
     write(reports / "plots" / "classify" / "confusion.json", json.dumps(confusion))
     runs = {
         "pretrain": {"steps": 600, "tokens": 1_228_800, "seconds": 61.5, "tokens_per_s": 20000.0,
-                     "best_step": 500, "device": "cpu", "processes": 1},
+                     "best_step": 500, "best_val_loss": 3.4, "device": "cpu", "processes": 1},
         "instruct": {"steps": 200, "tokens": 51200, "seconds": 9.25, "tokens_per_s": 5535.0},
         "classify": {"steps": 200, "tokens": 102400, "seconds": 7.75, "tokens_per_s": 13212.9,
-                     "wall_seconds": 8.5},
+                     "wall_seconds": 8.5, "majority_baseline_train": 0.5,
+                     "majority_baseline_val": 0.55},
         "download": {"bytes": 3702, "wall_seconds": 1.25},
         "tokenizer": {"kind": "gpt2", "wall_seconds": 0.5},
         "shard": {"tokens": 10_000, "wall_seconds": 2.0},
@@ -176,7 +175,9 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
     assert text.startswith("# Test run 42\n")
     for value in ("3.142", "3.5", "33.12", "1.235", "1.75", "41.04", "1.358", "47.25", "1.432"):
         assert f"| {value} |" in text, value
-    assert "| classify | test accuracy | 0.8642 | majority baseline 0.5432 |" in text
+    test_row = "| classify | test accuracy | 0.8642 | majority baseline 0.5432; untuned head 0.5 |"
+    assert test_row in text
+    assert "| best val loss | 3.4 (step 500) |" in text  # from the run details
     assert "| classify | val accuracy | 0.8765 | majority baseline 0.55 |" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == [
@@ -273,10 +274,10 @@ def test_report_card_sections_in_order_and_rendered_as_html(
     assert "model `instruct`" in text and "“The cat sat on the mat.”" in text
     wall = text.split("## Wall time")[1]
     for row in (
-        "| download | 1.2 s |  |",
-        "| finetune-classify | 8.5 s |  |",
-        "| finetune-instruct | 9.2 s | training loop only |",
-        "| sample | 4.0 s |  |",
+        "| download | 1.25 s |  |",
+        "| finetune-classify | 8.50 s |  |",
+        "| finetune-instruct | 9.25 s | training loop only |",
+        "| sample | 4.00 s |  |",
     ):
         assert row in wall, row  # fmt: skip
     # 1.25 + 0.5 + 2 + 61.5 (pretrain: training only) + 0.25 + 9.25 + 8.5 + 3.5 + 4 = 90.75
@@ -323,5 +324,5 @@ def test_report_says_which_base_and_that_pretraining_was_skipped(run_tree: Path)
     assert "| pretrain | skipped | base.source: gpt2 |  |" in text
     assert "| weights | base model | gpt2 |  |" in text
     assert "Skipped: base.source is 'gpt2': the base model comes from there." in text
-    assert "| pretrain | 0.1 s | skipped: nothing trained |" in text.split("## Wall time")[1]
+    assert "| pretrain | 0.12 s | skipped: nothing trained |" in text.split("## Wall time")[1]
     assert "pretrain_loss.png" not in text
