@@ -19,7 +19,7 @@ from gptpipe.model.params import PARAM_GROUPS, block_breakdown, head_is_tied
 from gptpipe.report.figures import STAGE_NAMES, TITLES, confusion_counts
 from gptpipe.report.history import metric_changes
 from gptpipe.report.inputs import RUN_FILES, STAGES, ModelEntry, ReportInputs
-from gptpipe.report.samples import samples_markdown
+from gptpipe.report.samples import samples_table
 from gptpipe.report.text import NOT_RUN, fmt, table
 
 # Params a reader needs to know what was run; every key is in params.yaml.
@@ -232,6 +232,12 @@ def _mean_rouge(responses: list[dict[str, Any]] | None) -> tuple[float | None, f
 def _summary_section(inputs: ReportInputs) -> list[str]:
     lines = ["## Summary", ""]
     lines += table(["stage", "metric", "value", "reference"], summary_rows(inputs))
+    lines += [
+        "",
+        "Losses are mean cross-entropy in nats: per token (instruct: per response token "
+        "under instruct.mask_prompt), per text for classify; perplexity is e to the loss; "
+        "accuracies and ROUGE-L are fractions (0 to 1).",
+    ]
     published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
     if published is not None and "classify" in inputs.metrics:
         lines += ["", f"Published: {published[1]}."]
@@ -590,7 +596,11 @@ def _samples_section(samples: list[dict[str, Any]] | None) -> list[str]:
     lines = ["## Samples", ""]
     if samples is None:
         return [*lines, f"{NOT_RUN} (no samples)", ""]
-    return [*lines, *samples_markdown(samples, level=3)]
+    note = (
+        "Continuations of each prompt (reports/samples: samples.md has them as code blocks, "
+        "samples.json with seeds and token counts); ⏎ is a line break."
+    )
+    return [*lines, note, "", *samples_table(samples, level=3)]
 
 
 def _evaluation_section(inputs: ReportInputs) -> list[str]:
@@ -650,7 +660,10 @@ DVC_STAGES = {"instruct": "finetune-instruct", "classify": "finetune-classify"}
 
 
 def duration(seconds: float) -> str:
-    """Seconds for a reader: 0.04 s, 12.3 s, 754.2 s (12 min 34 s), 7,384.0 s (2 h 03 min)."""
+    """Seconds for a reader: 40 ms, 1.25 s, 12.3 s, 754.2 s (12 min 34 s), 7,384.0 s
+    (2 h 03 min)."""
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f} ms"
     text = f"{seconds:.2f} s" if seconds < 10 else f"{seconds:,.1f} s"
     if seconds >= 3600:
         hours, rest = divmod(round(seconds), 3600)

@@ -1,13 +1,14 @@
-"""Samples as Markdown: one heading per decoding setting, the continuation in a code block.
-
-Shared by the `sample` stage (samples.md) and the report, so both print samples alike.
+"""Samples as Markdown: in samples.md one heading per decoding setting with the continuation
+in a code block; in the report, tables that put the models side by side. Both name a decoding
+setting alike (`sample_heading`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from gptpipe.report.text import fenced, fmt
+from gptpipe.report.text import fenced, fmt, table
 
 
 def sample_heading(record: dict[str, Any]) -> str:
@@ -55,4 +56,35 @@ def samples_markdown(samples: list[dict[str, Any]], level: int = 2) -> list[str]
                     fenced(str(record.get("text", ""))),
                     "",
                 ]
+    return lines
+
+
+def code_span(text: str) -> str:
+    """Text as inline code that survives backticks; line breaks shown as ⏎."""
+    text = " ⏎ ".join(text.split("\n")) if "\n" in text else text
+    if not text.strip():
+        return "(nothing)"
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def samples_table(samples: list[dict[str, Any]], level: int = 3) -> list[str]:
+    """Samples side by side: per prompt (and prompt format) a table with a row per decoding
+    setting and draw and a column per model, so the models compare at a glance."""
+    lines: list[str] = []
+    groups: dict[tuple[str, str], dict[str, dict[str, str]]] = {}
+    for record in samples:
+        key = (str(record.get("prompt", "")), str(record.get("format") or "raw"))
+        setting = sample_heading({**record, "format": "raw"})
+        cells = groups.setdefault(key, {}).setdefault(setting, {})
+        cells[str(record.get("model", "?"))] = code_span(str(record.get("text", "")))
+    for (prompt, prompt_format), rows in groups.items():
+        models = list(dict.fromkeys(m for cells in rows.values() for m in cells))
+        heading = f"prompt {prompt!r}"
+        if prompt_format != "raw":
+            heading += f" as an {prompt_format} instruction"
+        body = [[setting, *(cells.get(m, "-") for m in models)] for setting, cells in rows.items()]
+        lines += [f"{'#' * level} {heading}", "", *table(["decoding", *models], body), ""]
     return lines

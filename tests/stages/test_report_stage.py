@@ -205,7 +205,9 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
     assert "ham, spam" in text
     for snippet in ("Name the capital of France.", "Paris is the capital.", "2 and 3"):
         assert snippet in text
-    assert "quick brown fox" in text and "````text\nlazy ```dog```\n````" in text
+    assert "| decoding | base |\n|---|---|\n| greedy | `quick brown fox` |" in text
+    assert "### prompt 'The ' as an alpaca instruction" in text
+    assert "| sample 1: temperature 0.8, top-k 40 | ```` lazy ```dog``` ```` |" in text
     assert NOT_RUN not in text
 
 
