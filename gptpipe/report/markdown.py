@@ -257,7 +257,9 @@ def _params_section(params: dict[str, Any]) -> list[str]:
         if value is None and not key.startswith("data."):
             continue
         section, _, name = key.partition(".")
-        shown = str(value) if isinstance(value, list) else fmt(value)
+        # as params.yaml has it (0.0005, not 5.000e-04); lists as YAML-like text
+        shown = f"{value:g}" if isinstance(value, float) else fmt(value)
+        shown = str(value) if isinstance(value, list) else shown
         sections.setdefault(section, []).append(f"{name} `{shown}`")
     rows = [[section, ", ".join(items)] for section, items in sections.items()]
     lines += table(["section", "key params"], rows)

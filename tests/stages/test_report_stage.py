@@ -161,7 +161,7 @@ def report_args(root: Path) -> list[str]:
     params.write_text(
         "report:\n  title: Test run 42\n"
         "data: {corpus: stdlib, instruct: stdlib, classify: stdlib}\n"
-        "model: {n_layer: 2}\nbase: {source: pretrain}\n"
+        "model: {n_layer: 2}\nbase: {source: pretrain}\npretrain: {learning_rate: 0.0005}\n"
     )
     return [*args, "--params", str(params)]
 
@@ -178,6 +178,7 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
     test_row = "| classify | test accuracy | 0.8642 | majority baseline 0.5432; untuned head 0.5 |"
     assert test_row in text
     assert "| best val loss | 3.4 (step 500) |" in text  # from the run details
+    assert "| pretrain | learning_rate `0.0005` |" in text  # as params.yaml has it
     assert "| classify | val accuracy | 0.8765 | majority baseline 0.55 |" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == [
