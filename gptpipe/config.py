@@ -667,6 +667,12 @@ class SampleConfig:
     num_samples: int = _f(2, "Sampled continuations per prompt and sampling setting.")
     seed: int = _f(1337, "Sampling seed.")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
+    attention_prompt: str = _f(
+        "Return a new list containing all items from the iterable in ascending order.",
+        "Text whose attention maps (every head of every layer) are drawn, read by the most "
+        "trained language model given (the instruction-tuned one if any, else the last); "
+        "empty: the first of sample.prompts.",
+    )
     decoding: list[DecodingConfig] = field(
         default_factory=default_decoding,
         metadata={

@@ -11,10 +11,13 @@ names, so a stage that adds a new metric gets it into the metrics file without t
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from gptpipe.fsutil import write_json
+from gptpipe.fsutil import staged_outputs, write_json
 
 # Keys (at any depth) that describe the run rather than its result.
 DETAILS = frozenset(
@@ -58,7 +61,8 @@ DETAILS = frozenset(
         "block_size",
     }
 )
-# ...and keys ending like these (train_records, val_records, truncated_records, ...).
+# ...and keys ending like these (train_records, val_records, truncated_records, ...; the
+# `wall_seconds` every stage records: its wall time from start to its outputs written).
 DETAIL_SUFFIXES = ("_records", "_seconds")
 
 
@@ -92,3 +96,19 @@ def write_metrics(metrics_path: Path, metrics: dict[str, Any], details_path: Pat
     write_json(metrics_path, headline)
     if details_path is not None:
         write_json(details_path, details)
+
+
+def wall_seconds(started: float) -> float:
+    """Seconds since `started` (a `time.perf_counter()` reading), to the millisecond: the wall
+    time a stage records in its run details as `wall_seconds`."""
+    return round(time.perf_counter() - started, 3)
+
+
+@contextlib.contextmanager
+def staged_with_details(out: Path, details: Path | None) -> Iterator[tuple[Path, Path | None]]:
+    """Staged paths for a stage's output (nothing created there yet: write a file or folder
+    at it) and for its run details file (None when `details` is None); on success both
+    replace their targets together (`gptpipe.fsutil.staged_outputs`)."""
+    targets = [out] if details is None else [out, details]
+    with staged_outputs(*targets) as staged:
+        yield staged[0], (staged[1] if details is not None else None)

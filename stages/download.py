@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gptpipe import __version__, layout
-from gptpipe.cli.options import ParamsOption, SetOption, section
+from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import DataConfig
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import atomic_dir, write_json
+from gptpipe.fsutil import write_json
+from gptpipe.metrics import staged_with_details, wall_seconds
 from gptpipe.sources.datasets import (
     FILE_NAMES,
     KINDS,
@@ -42,13 +44,16 @@ def run(
     *,
     named: dict[str, NamedSet] | None = None,
     backoff: float = 1.0,
+    details: Path | None = None,
 ) -> dict[str, Any]:
     """Fetch or build the three data sets, normalise them and write `out` as one folder.
 
     Returns the provenance (also written to `out/provenance.json`). `named` replaces the
     table of named sets and `backoff` the first retry delay (tests point them at a local
-    server); nothing is written unless all three sources succeed.
+    server); nothing is written unless all three sources succeed. `details` gets the run
+    details (wall seconds, bytes written), together with `out`.
     """
+    started = time.perf_counter()
     table = NAMED_SETS if named is None else named
     sources = {kind: cfg.sources(kind) for kind in KINDS}
     how = {kind: check_source(kind, sources[kind], f"data.{kind}", table) for kind in KINDS}
@@ -63,7 +68,8 @@ def run(
 
     options = FetchOptions(cfg.timeout, cfg.retries, cfg.max_bytes, backoff)
     provenance: dict[str, Any] = {"gptpipe": __version__}
-    with atomic_dir(out) as tmp:
+    with staged_with_details(out, details) as (tmp, new_details):
+        tmp.mkdir(mode=0o755)
         work_dir = tmp / ".downloads"
         for kind in KINDS:
             dest = tmp / FILE_NAMES[kind]
@@ -86,6 +92,9 @@ def run(
             }
         shutil.rmtree(work_dir, ignore_errors=True)
         write_json(tmp / _PROVENANCE_FILE, provenance)
+        if new_details is not None:
+            written = sum(provenance[kind]["output"]["bytes"] for kind in KINDS)
+            write_json(new_details, {"bytes": written, "wall_seconds": wall_seconds(started)})
     return provenance
 
 
@@ -98,6 +107,7 @@ def command(
             help="Output folder: corpus.txt, instruct.json, classify.tsv, provenance.json."
         ),
     ] = layout.RAW,
+    details: StageDetailsOption = None,
 ) -> None:
     """Download (or build offline) the corpus, instruction and classification data.
 
@@ -108,7 +118,7 @@ def command(
     The default, stdlib, is built offline from this Python's standard library.
     """
     cfg: DataConfig = section("data", params, set_)
-    provenance = run(cfg, out)
+    provenance = run(cfg, out, details=details)
     for kind in KINDS:
         entry = provenance[kind]
         summary = ", ".join(f"{k} {v}" for k, v in entry["counts"].items() if k != "labels")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from gptpipe.evaluation import (
     evaluate_text,
     evaluate_tokens,
 )
-from gptpipe.metrics import write_metrics
+from gptpipe.metrics import wall_seconds, write_metrics
 from gptpipe.model.folder import read_info
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.shards import load_split, read_manifest
@@ -51,7 +52,9 @@ def run(
     details: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate each model on the val split; write {model dir name: metrics} to `out` (the
-    headline metrics) and to `details` (token, byte and window counts, stride, context)."""
+    headline metrics) and to `details` (token, byte and window counts, stride, context; the
+    wall seconds of the stage)."""
+    started = time.perf_counter()
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise BadInput(f"model folders must have distinct names (keys of {out}): {names}")
@@ -65,7 +68,7 @@ def run(
     if tokens.size < 2:
         raise BadInput(f"{shards}: the val split holds {tokens.size} tokens, too few to evaluate")
     metrics = {m.name: evaluate_tokens(cfg, m, tokens, label=f"evaluate {m.name}") for m in models}
-    write_metrics(out, metrics, details)
+    write_metrics(out, metrics | {"wall_seconds": wall_seconds(started)}, details)
     return metrics
 
 

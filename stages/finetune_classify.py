@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -37,7 +38,7 @@ from gptpipe.finetune.classify import (
 from gptpipe.finetune.splits import CLASSIFY_SPLITS, balanced_split, stratified_split
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
 from gptpipe.fsutil import files_sha256, write_json
-from gptpipe.metrics import write_metrics
+from gptpipe.metrics import wall_seconds, write_metrics
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.heads import with_classifier
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
@@ -90,6 +91,7 @@ def run(
 ) -> dict[str, Any]:
     """Fine-tune a classifier; write the model (labels in config.json), the headline metrics,
     per-class details, the test confusion plot and the curves."""
+    started = time.perf_counter()
     set_threads(cfg.threads)
     device = training_device(cfg)
     records = read_labelled(data)
@@ -209,6 +211,7 @@ def run(
     save_model(out, model.to(torch.device("cpu")), base, labels=labels, meta=meta)
     write_json(plots / "confusion.json", test_rows)
     write_json(scores_path, scores_record)
+    metrics["wall_seconds"] = wall_seconds(started)  # a run detail, not a headline metric
     write_metrics(metrics_path, metrics, details)
     return metrics
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -33,8 +34,8 @@ from gptpipe.config import (
     training_bytes,
 )
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import atomic_dir, staged_outputs, write_json
-from gptpipe.metrics import write_metrics
+from gptpipe.fsutil import staged_outputs, write_json
+from gptpipe.metrics import wall_seconds, write_metrics
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.skipped import write_skipped
@@ -70,6 +71,7 @@ def run(
     Under torchrun every process runs this: each trains on its own slice of every global batch
     (DistributedDataParallel), and only rank 0 writes the outputs.
     """
+    started = time.perf_counter()
     set_threads(cfg.threads)
     training_device(cfg)  # asking for CUDA without one is bad input, before joining a group
     ranks, device = init_distributed(cfg.device)
@@ -87,6 +89,7 @@ def run(
             ranks.rank,
             ranks.world_size,
             device,
+            started,
         )
     finally:
         close_distributed()
@@ -105,6 +108,7 @@ def _run(
     rank: int,
     world_size: int,
     device: torch.device,
+    started: float,
 ) -> dict[str, Any]:
     manifest = read_manifest(shards)
     tok_hash = tokenizer_hash(tokenizer_dir)
@@ -139,6 +143,7 @@ def _run(
             model, cfg, train_windows, val_windows, sampler, val_batches, manifest,
             manifest_hash, tok_hash, tokenizer_dir, checkpoints, rank, world_size, device,
             new_out, new_metrics, new_plots, staged[3] if details is not None else None,
+            started,
         )  # fmt: skip
 
 
@@ -191,6 +196,7 @@ def _train_and_write(
     metrics_path: Path,
     plots: Path,
     details: Path | None,
+    started: float,
 ) -> dict[str, Any]:
     config = model.config
     result = train(
@@ -227,6 +233,7 @@ def _train_and_write(
     }
     if rank == 0:
         save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
+        metrics["wall_seconds"] = wall_seconds(started)  # from start to all but this written
         write_metrics(metrics_path, metrics, details)
     return metrics
 
@@ -244,14 +251,19 @@ def _skip(
     """Write the outputs of a stage that trains nothing because `base.source` is not pretrain:
     a skipped marker in place of the model folder, empty metrics, header-only curves and run
     details saying why. Returns the one line to show."""
+    started = time.perf_counter()
     reason = f"base.source is {base.source!r}: the base model comes from there"
-    write_skipped(out, "pretrain", reason, base_source=base.source)
-    with atomic_dir(plots) as tmp:
+    targets = [out, metrics_path, plots] + ([details] if details is not None else [])
+    with staged_outputs(*targets) as staged:  # all of them together, as after training
+        new_out, new_metrics, new_plots = staged[:3]
+        write_skipped(new_out, "pretrain", reason, base_source=base.source)
+        new_plots.mkdir(mode=0o755)
         for name, header in _CURVE_HEADERS.items():
-            (tmp / name).write_text(header, encoding="utf-8")
-    write_json(metrics_path, {})
-    if details is not None:
-        write_json(details, {"skipped": True, "reason": reason, "base_source": base.source})
+            (new_plots / name).write_text(header, encoding="utf-8")
+        write_json(new_metrics, {})
+        if details is not None:
+            record = {"skipped": True, "reason": reason, "base_source": base.source}
+            write_json(staged[3], record | {"wall_seconds": wall_seconds(started)})
     return f"pretrain: skipped, nothing trained ({reason})"
 
 

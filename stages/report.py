@@ -19,6 +19,7 @@ from gptpipe.report.figures import write_figures
 from gptpipe.report.history import committed_metrics
 from gptpipe.report.inputs import (
     METRIC_FILES,
+    RUN_FILES,
     ReportInputs,
     read_confusion,
     read_curves,
@@ -44,6 +45,7 @@ class _Sources:
     tokenizer: Path = layout.TOKENIZER
     responses: Path = _DEFAULT_RESPONSES
     params: Path | None = None  # the run's params file, for its key params
+    attention: Path = layout.ATTENTION  # the sample stage's attention maps
 
 
 def run(
@@ -73,7 +75,7 @@ def run(
         samples=read_list(samples_file),
         examples=read_list(examples),
         models=read_models(models),
-        runs=read_metrics(src.runs),
+        runs=read_metrics(src.runs, RUN_FILES),
         params=read_params(src.params) if src.params is not None else {},
         environment=collect_environment(repo),
         provenance=read_object(src.provenance),
@@ -82,6 +84,8 @@ def run(
         confusion=read_confusion(plots / "classify" / "confusion.json"),
         responses=read_list(src.responses),
         previous=committed_metrics(repo, {n: metrics / f"{n}.json" for n in METRIC_FILES}),
+        attention=read_object(src.attention / layout.ATTENTION_JSON),
+        attention_dir=src.attention,
     )
     # Figures and report appear together: both are written to staged paths, then renamed in.
     with staged_outputs(figures, out) as (new_figures, new_out):
@@ -126,6 +130,9 @@ def command(
     responses: Annotated[
         Path, typer.Option(help="Instruction test responses JSON with ROUGE-L, if any.")
     ] = _DEFAULT_RESPONSES,
+    attention: Annotated[
+        Path, typer.Option(help="Attention maps folder (gptpipe sample): attention.json.")
+    ] = layout.ATTENTION,
     compare: Annotated[
         bool,
         typer.Option(
@@ -136,13 +143,13 @@ def command(
     ] = False,
 ) -> None:
     """Write the report card: summary against references, params, environment, data,
-    tokenizer, training curves, classification, responses, parameters, samples, evaluation,
-    the change against the last committed run, and wall times."""
+    tokenizer, training curves, classification, responses, attention maps, parameters,
+    samples, evaluation, the change against the last committed run, and wall times."""
     cfg: ReportConfig = section("report", params, set_)
     if compare:
         print(compare_table(read_experiments(Path.cwd())), end="")
         return
     models = list(model) if model else _DEFAULT_MODELS
-    sources = _Sources(runs, provenance, shards, tokenizer, responses, params)
+    sources = _Sources(runs, provenance, shards, tokenizer, responses, params, attention)
     run(cfg, metrics, plots, samples, examples, models, out, figures, sources)
     print(f"wrote {out} (figures in {figures})", file=sys.stderr)

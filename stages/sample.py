@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
+import tiktoken
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import ParamsOption, SetOption, section
+from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import atomic_dir
+from gptpipe.fsutil import staged_outputs, write_json
+from gptpipe.generate.attention import draw_attention
 from gptpipe.generate.samples import prompt_continuations, resolve, sample_seed
+from gptpipe.generate.text import context_ids
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
+from gptpipe.model.gpt import GPT
+from gptpipe.model.skipped import read_skipped
 from gptpipe.progress import progress
 from gptpipe.prompts import format_prompt
 from gptpipe.report.samples import samples_markdown
@@ -27,21 +33,42 @@ _SAMPLES_JSON = "samples.json"
 _SAMPLES_MD = "samples.md"
 
 
-def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]]:
+def run(
+    cfg: SampleConfig,
+    models: list[Path],
+    out: Path,
+    attention: Path | None = None,
+    details: Path | None = None,
+) -> list[dict[str, Any]]:
     """Sample from each model with each setting of sample.decoding; write samples.json and
-    samples.md into the folder `out`."""
+    samples.md into the folder `out`, the attention maps of `cfg.attention_prompt` (read by
+    the most trained language model, see `_attention_model`) into the folder `attention`, and
+    the run details (wall seconds) to `details`; all of them appear together.
+
+    A model folder that is a skipped marker (pretraining skipped because base.source names
+    another base) is left out, and samples.md says so.
+    """
+    started = time.perf_counter()
     names = [m.name for m in models]
     if len(set(names)) != len(names):
         raise BadInput(f"model folders must have distinct names (samples.json keys): {names}")
     for model_dir in models:
         if not model_dir.is_dir():
             raise BadInput(f"{model_dir}: model folder not found")
+    skipped = {m.name: str(r.get("reason", "")) for m in models if (r := read_skipped(m))}
+    present = [m for m in models if m.name not in skipped]
+    if not present:
+        raise BadInput(f"no model to sample from: {', '.join(map(str, models))} were all skipped")
+    drawn_by = _attention_model(present)
     device = resolve_device(cfg.device)
     records: list[dict[str, Any]] = []
-    with progress() as bar:
+    targets = [out] + [p for p in (attention, details) if p is not None]
+    with staged_outputs(*targets) as staged, progress() as bar:
+        new_out = staged[0]
+        new_attention = staged[1] if attention is not None else None
         task = bar.add_task("sample", total=None)
         total = 0
-        for model_dir in models:
+        for model_dir in present:
             model, encoding = load_language_model(model_dir, device)
             instruct = is_instruct(model_dir, read_info(model_dir))
             formats = ["raw", "alpaca"] if instruct else ["raw"]
@@ -58,13 +85,56 @@ def run(cfg: SampleConfig, models: list[Path], out: Path) -> list[dict[str, Any]
                             | item
                         )
                     bar.advance(task)
-    with atomic_dir(out) as tmp:
-        (tmp / _SAMPLES_JSON).write_text(
+            if new_attention is not None and model_dir == drawn_by:
+                _write_attention(model, encoding, cfg, model_dir, new_attention)
+        new_out.mkdir(mode=0o755)
+        (new_out / _SAMPLES_JSON).write_text(
             json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        lines = ["# Samples", "", *_settings(cfg), "", *samples_markdown(records, level=2)]
-        (tmp / _SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+        lines = ["# Samples", "", *_settings(cfg), *_skipped_lines(skipped), ""]
+        lines += samples_markdown(records, level=2)
+        (new_out / _SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+        if details is not None:
+            run_details: dict[str, Any] = {
+                "models": [m.name for m in present],
+                "skipped_models": sorted(skipped),
+                "samples": len(records),
+                "device": str(device),
+                "wall_seconds": round(time.perf_counter() - started, 3),
+            }
+            write_json(staged[-1], run_details)
     return records
+
+
+def _attention_model(models: list[Path]) -> Path:
+    """The most trained language model of those given: the last instruction-tuned one, else
+    the last one (the stage's default order is pretrain, base, instruct)."""
+    tuned = [m for m in models if is_instruct(m, read_info(m))]
+    return (tuned or models)[-1]
+
+
+def _write_attention(
+    model: GPT, encoding: tiktoken.Encoding, cfg: SampleConfig, model_dir: Path, folder: Path
+) -> None:
+    """Heatmaps of every layer (heads in a grid) on the attention prompt, and attention.json
+    saying which model read which text (the report shows one of them)."""
+    text = cfg.attention_prompt or cfg.prompts[0]
+    paths = draw_attention(model, encoding, text, folder)
+    record = {
+        "model": model_dir.name,
+        "prompt": text,
+        "tokens": len(context_ids(model, encoding, text, warn=False)),
+        "layers": [p.name for p in paths],
+        "heads": model.config.n_head,
+    }
+    text_json = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    (folder / layout.ATTENTION_JSON).write_text(text_json, encoding="utf-8")
+
+
+def _skipped_lines(skipped: dict[str, str]) -> list[str]:
+    if not skipped:
+        return []
+    return ["", *(f"Not sampled: `{name}`, skipped ({why})." for name, why in skipped.items())]
 
 
 def _settings(cfg: SampleConfig) -> list[str]:
@@ -108,7 +178,18 @@ def command(
     out: Annotated[
         Path, typer.Option(help="Folder to write samples.json and samples.md into.")
     ] = layout.SAMPLES,
+    attention: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for the attention maps of sample.attention_prompt: layer_NN.png "
+            "and attention.json."
+        ),
+    ] = layout.ATTENTION,
+    details: StageDetailsOption = None,
 ) -> None:
-    """Continue each prompt of sample.prompts with each model and each sample.decoding setting."""
-    records = run(section("sample", params, set_), list(model) if model else _DEFAULT_MODELS, out)
-    print(f"wrote {len(records)} samples to {out}", file=sys.stderr)
+    """Continue each prompt of sample.prompts with each model and each sample.decoding setting,
+    and draw the attention maps of sample.attention_prompt."""
+    cfg: SampleConfig = section("sample", params, set_)
+    models = list(model) if model else _DEFAULT_MODELS
+    records = run(cfg, models, out, attention, details)
+    print(f"wrote {len(records)} samples to {out}, attention maps to {attention}", file=sys.stderr)

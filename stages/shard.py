@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, section
+from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import ShardConfig
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import atomic_dir
+from gptpipe.fsutil import write_json
+from gptpipe.metrics import staged_with_details, wall_seconds
 from gptpipe.progress import console, progress
 from gptpipe.tokenizer.folder import eot_id, load_tokenizer, tokenizer_hash
 from gptpipe.tokens.shard_writer import (
@@ -26,13 +28,20 @@ from gptpipe.tokens.shards import dtype_for_vocab
 
 
 def run(
-    cfg: ShardConfig, corpus: Path, tokenizer_dir: Path, out: Path, show_progress: bool = True
+    cfg: ShardConfig,
+    corpus: Path,
+    tokenizer_dir: Path,
+    out: Path,
+    show_progress: bool = True,
+    details: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the shards folder `out` (Arrow files + manifest.json); return the manifest.
+    """Write the shards folder `out` (Arrow files + manifest.json) and the run details
+    `details` (wall seconds, tokens), together; return the manifest.
 
     The corpus is streamed in pieces and encoded in `shard.workers` threads; the files
     are byte-identical whatever the worker count.
     """
+    started = time.perf_counter()
     if not corpus.is_file():
         raise BadInput(f"{corpus}: corpus file not found")
     encoding = load_tokenizer(tokenizer_dir)
@@ -40,7 +49,8 @@ def run(
     total_bytes = corpus.stat().st_size
     stats = CorpusStats()
     bar = progress()
-    with atomic_dir(out) as tmp, bar:
+    with staged_with_details(out, details) as (tmp, new_details), bar:
+        tmp.mkdir(mode=0o755)
         task = bar.add_task("shard", total=total_bytes, visible=show_progress)
         writers = {s: ShardWriter(tmp, s, dtype, cfg.shard_tokens) for s in ("train", "val")}
         splitter = TrainValSplitter(
@@ -83,6 +93,9 @@ def run(
             splits={s: w.close() for s, w in writers.items()},
         )
         write_manifest(tmp, manifest)
+        if new_details is not None:
+            run_details = {"documents": stats.documents, "tokens": tokens, "workers": cfg.workers}
+            write_json(new_details, run_details | {"wall_seconds": wall_seconds(started)})
     if show_progress:
         splits = manifest["splits"]
         console.print(
@@ -100,10 +113,11 @@ def command(
         Path, typer.Option(help="Tokenizer folder (gptpipe tokenizer).")
     ] = layout.TOKENIZER,
     out: Annotated[Path, typer.Option(help="Shards folder to write.")] = layout.SHARDS,
+    details: StageDetailsOption = None,
 ) -> None:
     """Encode the corpus into Arrow token shards (train/val) with a manifest.json.
 
     Each document is followed by <|endoftext|>; the token stream is cut into chunks of
     shard.split_chunk_tokens, each assigned to val with probability shard.val_fraction.
     """
-    run(section("shard", params, set_), corpus, tokenizer, out)
+    run(section("shard", params, set_), corpus, tokenizer, out, details=details)

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, section
+from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import TokenizerConfig
 from gptpipe.errors import BadInput, ConfigError
+from gptpipe.fsutil import write_json
+from gptpipe.metrics import staged_with_details, wall_seconds
 from gptpipe.progress import console
 from gptpipe.tokenizer.bpe import train_bpe
 from gptpipe.tokenizer.folder import (
@@ -32,10 +34,14 @@ from gptpipe.tokens.corpus import iter_texts
 
 
 def run(
-    cfg: TokenizerConfig, corpus: Path, out: Path, show_progress: bool = True
+    cfg: TokenizerConfig,
+    corpus: Path,
+    out: Path,
+    show_progress: bool = True,
+    details: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the tokenizer folder `out`; return a summary (kind, n_vocab, merges, special
-    tokens, seconds).
+    """Write the tokenizer folder `out` (and beside it the run details `details`, together);
+    return a summary (kind, n_vocab, merges, special tokens, seconds).
 
     kind=gpt2 and kind=byte need no corpus. kind=bpe trains `vocab_size - 257 -
     len(special_tokens)` merges on the corpus's documents (split on the `<|endoftext|>` lines,
@@ -45,38 +51,50 @@ def run(
     add `<|endoftext|>` and `<|unk|>` after them.
     """
     started = time.perf_counter()
-    merges = None
-    if cfg.kind == "gpt2":
-        save_gpt2(out)
-    elif cfg.kind == "byte":
-        save_bytes(out)
-    else:
-        documents = iter_texts(corpus)  # bounded pieces, same pre-token counts
-        first = next(documents, None)
-        if first is None:
-            raise BadInput(f"{corpus}: corpus is empty (no text to train the tokenizer on)")
-        everything = itertools.chain([first], documents)
-        if cfg.kind == "char":
-            save_vocab(out, CharEncoding(train_char(everything)))
-        elif cfg.kind == "word":
-            save_vocab(out, WordEncoding(*train_word(everything, cfg.vocab_size)))
-        else:
-            merges = _train_bpe(cfg, everything, out, show_progress)
-    encoding = load_tokenizer(out)
-    summary = {
-        "kind": cfg.kind,
-        "pattern": {"bpe": cfg.pattern, "char": "char", "word": "word"}.get(cfg.kind, "gpt2"),
-        "n_vocab": encoding.n_vocab,
-        "merges": merges,
-        "special_tokens": special_token_ids(encoding),
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+    with staged_with_details(out, details) as (new_out, new_details):
+        merges = _write(cfg, corpus, new_out, show_progress)
+        encoding = load_tokenizer(new_out)
+        summary = {
+            "kind": cfg.kind,
+            "pattern": {"bpe": cfg.pattern, "char": "char", "word": "word"}.get(cfg.kind, "gpt2"),
+            "n_vocab": encoding.n_vocab,
+            "merges": merges,
+            "special_tokens": special_token_ids(encoding),
+            "seconds": wall_seconds(started),
+        }
+        if new_details is not None:
+            keys = ("kind", "n_vocab", "merges")
+            write_json(
+                new_details, {k: summary[k] for k in keys} | {"wall_seconds": summary["seconds"]}
+            )
     if show_progress:
         console.print(
             f"tokenizer: {summary['kind']}, {summary['n_vocab']} ids -> {out} "
             f"({summary['seconds']:.1f} s)"
         )
     return summary
+
+
+def _write(cfg: TokenizerConfig, corpus: Path, out: Path, show_progress: bool) -> int | None:
+    """Write the tokenizer folder `out`; return the number of BPE merges (None if no BPE)."""
+    if cfg.kind == "gpt2":
+        save_gpt2(out)
+        return None
+    if cfg.kind == "byte":
+        save_bytes(out)
+        return None
+    documents = iter_texts(corpus)  # bounded pieces, same pre-token counts
+    first = next(documents, None)
+    if first is None:
+        raise BadInput(f"{corpus}: corpus is empty (no text to train the tokenizer on)")
+    everything = itertools.chain([first], documents)
+    if cfg.kind == "char":
+        save_vocab(out, CharEncoding(train_char(everything)))
+    elif cfg.kind == "word":
+        save_vocab(out, WordEncoding(*train_word(everything, cfg.vocab_size)))
+    else:
+        return _train_bpe(cfg, everything, out, show_progress)
+    return None
 
 
 def _train_bpe(
@@ -104,6 +122,7 @@ def command(
     set_: SetOption = None,
     corpus: CorpusOption = layout.CORPUS,
     out: Annotated[Path, typer.Option(help="Tokenizer folder to write.")] = layout.TOKENIZER,
+    details: StageDetailsOption = None,
 ) -> None:
     """Write the tokenizer: a BPE trained on the corpus (tokenizer.kind=bpe), GPT-2's (gpt2),
     the 256 bytes (byte), the corpus's characters (char) or its most frequent words (word).
@@ -111,4 +130,4 @@ def command(
     The folder holds tokenizer.tiktoken (tokens and ids) and tokenizer.json (kind, pattern,
     special tokens: <|endoftext|>, then tokenizer.special_tokens; <|unk|> for char and word).
     """
-    run(section("tokenizer", params, set_), corpus, out)
+    run(section("tokenizer", params, set_), corpus, out, details=details)

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import ParamsOption, SetOption, section
+from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import BaseConfig
+from gptpipe.fsutil import write_json
 from gptpipe.interop.compat import check_size, matching_tokenizer
 from gptpipe.interop.gpt2_layouts import open_checkpoint
 from gptpipe.interop.hub import SIZES, resolve
+from gptpipe.metrics import staged_with_details, wall_seconds
 from gptpipe.model.folder import copy_model, read_info, save_tensors
 from gptpipe.sources.fetch import FetchOptions
 
@@ -31,12 +34,23 @@ def run(
     pretrained: Path,
     out: Path,
     tokenizer: Path | None = None,
+    details: Path | None = None,
 ) -> dict[str, Any]:
-    """Write the base model folder from `cfg.source`; returns a short description of it.
+    """Write the base model folder from `cfg.source` (and the run details `details`: source,
+    wall seconds, together with it); returns a short description of it.
 
     `tokenizer` is the pipeline's tokenizer folder: converted weights must read the ids it
     writes (None skips that check).
     """
+    started = time.perf_counter()
+    with staged_with_details(out, details) as (new_out, new_details):
+        result = _write(cfg, pretrained, new_out, tokenizer)
+        if new_details is not None:
+            write_json(new_details, {"source": cfg.source, "wall_seconds": wall_seconds(started)})
+    return result
+
+
+def _write(cfg: BaseConfig, pretrained: Path, out: Path, tokenizer: Path | None) -> dict[str, Any]:
     if cfg.source == "pretrain":
         copy_model(pretrained, out)
         info = read_info(out)
@@ -73,14 +87,15 @@ def command(
         ),
     ] = layout.TOKENIZER,
     out: Annotated[Path, typer.Option(help="Base model folder to write.")] = layout.BASE,
+    details: StageDetailsOption = None,
 ) -> None:
     """Provide the base model for fine-tuning: the pretrained one (base.source: pretrain), or
     OpenAI's GPT-2 weights converted (gpt2 ... gpt2-xl, or a checkpoint folder)."""
     cfg: BaseConfig = section("base", params, set_)
     if cfg.source == "pretrain":
-        run(cfg, pretrained, out)
+        run(cfg, pretrained, out, details=details)
         return
-    result = run(cfg, pretrained, out, tokenizer=tokenizer)
+    result = run(cfg, pretrained, out, tokenizer=tokenizer, details=details)
     c = result["model"]
     print(
         f"{cfg.source} -> {out}: {c['n_layer']} layers, {c['n_head']} heads, width "

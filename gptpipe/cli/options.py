@@ -53,6 +53,16 @@ RunDetailsOption = Annotated[
         "--details", help="Run details JSON to write (seconds, device, steps; not a DVC metric)."
     ),
 ]
+# The same for the stages that record only their wall time: written only when given (dvc.yaml
+# gives it), so running such a stage alone writes nothing under reports/.
+StageDetailsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--details",
+        help="Run details JSON to write (wall seconds and counts; not a DVC metric). "
+        "Default: none.",
+    ),
+]
 PlotsOption = Annotated[
     Path, typer.Option("--plots", help="Folder for the curves (train.csv, val.csv).")
 ]

@@ -9,6 +9,7 @@ Agg canvas directly, so no display and no global pyplot state are involved.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import tiktoken
@@ -78,12 +79,19 @@ def draw_attention(
             ax.set_title(f"head {h}", fontsize=9)
             ax.set_xticks(ticks, [labels[t] for t in ticks], rotation=90, fontsize=6)
             ax.set_yticks(ticks, [labels[t] for t in ticks], fontsize=6)
-            ax.set_xlabel("attended to", fontsize=7)
-            ax.set_ylabel("attending token", fontsize=7)
+            if h + cols >= heads:  # the lowest head of its column
+                ax.set_xlabel("attended to", fontsize=7)
+            if h % cols == 0:
+                ax.set_ylabel("attending token", fontsize=7)
         if image is not None:
             fig.colorbar(image, ax=axes, shrink=0.6, label="attention weight")
-        shown = text if len(text) <= 60 else text[:57] + "..."
-        fig.suptitle(f"Attention, layer {layer} of {len(layers)}: {shown!r}", fontsize=11)
+        # The title wraps to the figure's width (about 10 characters an inch at this size).
+        width = fig.get_figwidth()
+        shown = textwrap.shorten(" ".join(text.split()), 3 * int(width * 10), placeholder="...")
+        span = f" (layers 0-{len(layers) - 1})" if len(layers) > 1 else ""
+        title = [f"Attention of layer {layer}{span}, {heads} heads:"]
+        title += textwrap.wrap(repr(shown), int(width * 10))
+        fig.suptitle("\n".join(title), fontsize=11)
         path = out_dir / f"layer_{layer:02d}.png"
         fig.savefig(path)
         paths.append(path)

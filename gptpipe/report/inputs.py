@@ -20,6 +20,18 @@ from gptpipe.model.params import (
 
 STAGES = ("pretrain", "instruct", "classify")
 METRIC_FILES = ("pretrain", "instruct", "classify", "evaluate")
+# reports/runs/<name>.json of every stage before the report, in pipeline order
+RUN_FILES = (
+    "download",
+    "tokenizer",
+    "shard",
+    "pretrain",
+    "weights",
+    "instruct",
+    "classify",
+    "evaluate",
+    "sample",
+)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -54,14 +66,17 @@ class ReportInputs:
     confusion: list[dict[str, Any]] | None = None  # rows {"actual", "predicted"} (test split)
     responses: list[dict[str, Any]] | None = None  # reports/instruct/responses.json
     previous: dict[str, dict[str, Any]] | None = None  # committed run's metrics; None: first
-    attention: list[str] = field(default_factory=list)  # attention figure file names
+    attention: dict[str, Any] | None = None  # reports/attention/attention.json (sample stage)
+    attention_dir: Path | None = None  # its folder, beside the layer_NN.png it names
 
 
-def read_metrics(metrics_dir: Path) -> dict[str, dict[str, Any]]:
+def read_metrics(
+    metrics_dir: Path, names: Iterable[str] = METRIC_FILES
+) -> dict[str, dict[str, Any]]:
     """The metrics JSON files that exist (pretrain, instruct, classify, evaluate); the same
-    for the run details folder (reports/runs)."""
+    for the run details folder (reports/runs, `names` RUN_FILES)."""
     found: dict[str, dict[str, Any]] = {}
-    for name in METRIC_FILES:
+    for name in names:
         path = metrics_dir / f"{name}.json"
         if path.is_file():
             data = read_json(path)

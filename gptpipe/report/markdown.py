@@ -18,8 +18,8 @@ from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.params import PARAM_GROUPS, block_breakdown, head_is_tied
 from gptpipe.report.figures import STAGE_NAMES, TITLES, confusion_counts
 from gptpipe.report.history import metric_changes
-from gptpipe.report.inputs import STAGES, ModelEntry, ReportInputs
-from gptpipe.report.samples import samples_markdown
+from gptpipe.report.inputs import RUN_FILES, STAGES, ModelEntry, ReportInputs
+from gptpipe.report.samples import samples_table
 from gptpipe.report.text import NOT_RUN, fmt, table
 
 # Params a reader needs to know what was run; every key is in params.yaml.
@@ -180,25 +180,40 @@ def summary_rows(inputs: ReportInputs | dict[str, dict[str, Any]]) -> list[list[
     if ins is None:
         rows.append(["instruct", "val loss", NOT_RUN, ""])
     else:
-        ref = f"untuned base {fmt(ins['base_val_loss'])}" if "base_val_loss" in ins else ""
         rows.append(["instruct", "final train loss", fmt(ins.get("train_loss")), ""])
-        rows.append(["instruct", "final val loss", fmt(ins.get("val_loss")), ref])
+        for split in ("val", "test"):
+            if f"{split}_loss" in ins:
+                base_loss = ins.get(f"base_{split}_loss")
+                ref = f"untuned base {fmt(base_loss)}" if base_loss is not None else ""
+                rows.append(["instruct", f"final {split} loss", fmt(ins[f"{split}_loss"]), ref])
         tuned, untuned = _mean_rouge(inputs.responses)
+        tuned = ins.get("test_rougeL", tuned)
+        untuned = ins.get("base_test_rougeL", untuned)
         if tuned is not None:
             ref = f"untuned base {fmt(untuned)}" if untuned is not None else ""
             rows.append(["instruct", "mean ROUGE-L (test responses)", fmt(tuned), ref])
+        if "test_exact" in ins:
+            base_exact = ins.get("base_test_exact")
+            ref = f"untuned base {fmt(base_exact)}" if base_exact is not None else ""
+            rows.append(["instruct", "exact answers (test)", fmt(ins["test_exact"]), ref])
     cls = metrics.get("classify")
     if cls is None:
         rows.append(["classify", "accuracy", NOT_RUN, ""])
     else:
+        # the train/val baselines are run details; the test split's twins are headline metrics
+        cls = {**(inputs.runs.get("classify") or {}), **cls}
         published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
         for split in ("train", "val", "test"):
             value = cls.get(f"{split}_accuracy")
             baseline = cls.get(f"majority_baseline_{split}", cls.get("majority_baseline"))
-            ref = f"majority baseline {fmt(baseline)}" if baseline is not None else ""
+            refs = [f"majority baseline {fmt(baseline)}"] if baseline is not None else []
+            untuned = cls.get(f"untuned_{split}_accuracy")
+            refs += [f"untuned head {fmt(untuned)}"] if untuned is not None else []
             if split == "test" and published is not None:
-                ref += f"; published {fmt(published[0])}"
-            rows.append(["classify", f"{split} accuracy", fmt(value), ref])
+                refs.append(f"published {fmt(published[0])}")
+            rows.append(["classify", f"{split} accuracy", fmt(value), "; ".join(refs)])
+        if "test_macro_f1" in cls:
+            rows.append(["classify", "test macro F1", fmt(cls["test_macro_f1"]), ""])
     return rows
 
 
@@ -217,6 +232,12 @@ def _mean_rouge(responses: list[dict[str, Any]] | None) -> tuple[float | None, f
 def _summary_section(inputs: ReportInputs) -> list[str]:
     lines = ["## Summary", ""]
     lines += table(["stage", "metric", "value", "reference"], summary_rows(inputs))
+    lines += [
+        "",
+        "Losses are mean cross-entropy in nats: per token (instruct: per response token "
+        "under instruct.mask_prompt), per text for classify; perplexity is e to the loss; "
+        "accuracies and ROUGE-L are fractions (0 to 1).",
+    ]
     published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
     if published is not None and "classify" in inputs.metrics:
         lines += ["", f"Published: {published[1]}."]
@@ -236,7 +257,9 @@ def _params_section(params: dict[str, Any]) -> list[str]:
         if value is None and not key.startswith("data."):
             continue
         section, _, name = key.partition(".")
-        shown = str(value) if isinstance(value, list) else fmt(value)
+        # as params.yaml has it (0.0005, not 5.000e-04); lists as YAML-like text
+        shown = f"{value:g}" if isinstance(value, float) else fmt(value)
+        shown = str(value) if isinstance(value, list) else shown
         sections.setdefault(section, []).append(f"{name} `{shown}`")
     rows = [[section, ", ".join(items)] for section, items in sections.items()]
     lines += table(["section", "key params"], rows)
@@ -322,6 +345,7 @@ def _data_section(inputs: ReportInputs) -> list[str]:
     rows = [[split, fmt((info or {}).get("tokens"))] for split, info in splits.items()]
     tokens, corpus_bytes = manifest.get("tokens"), manifest.get("corpus_bytes")
     rows.append(["total", fmt(tokens)])
+    lines += ["Tokens per split (data/shards/manifest.json):", ""]
     lines += table(["split", "tokens"], rows)
     if tokens and corpus_bytes:
         lines += [
@@ -379,12 +403,12 @@ def _training_section(
             mfu = flop_rate(achieved)
             if peak is not None and str(run.get("device", "")).startswith("cuda"):
                 mfu = f"{100 * achieved / peak[1]:.1f}% of {peak[0]}'s bf16 peak ({mfu})"
-        best = metrics.get("best_val_loss")
+        best = run.get("best_val_loss", metrics.get("best_val_loss"))  # a run detail now
         best_text = fmt(best) + (f" (step {run['best_step']})" if "best_step" in run else "")
         rows = [
             ["steps", fmt(run.get("steps"))],
             ["tokens", fmt(run.get("tokens"))],
-            ["time", f"{run['seconds']:.1f} s" if "seconds" in run else NOT_RUN],
+            ["training time", duration(run["seconds"]) if "seconds" in run else NOT_RUN],
             ["tokens/s", f"{tps:,.0f}" if isinstance(tps, int | float) else NOT_RUN],
             ["model FLOP/s (MFU)", mfu or NOT_RUN],
             ["device", _device_text(run)],
@@ -459,6 +483,7 @@ def _classification_section(
 
 
 CELL_CHARS = 240  # longer texts are cut in the responses table
+RESPONSE_ROWS = 10  # the table shows the first ones; the file holds them all
 
 
 def _cell(text: Any) -> str:
@@ -477,7 +502,7 @@ def _responses_section(inputs: ReportInputs) -> list[str]:
     header = ["#", "instruction", "reference", "tuned model", "ROUGE-L"]
     header += ["untuned base", "ROUGE-L"] if with_base else []
     rows = []
-    for number, r in enumerate(records, start=1):
+    for number, r in enumerate(records[:RESPONSE_ROWS], start=1):
         instruction = _cell(r.get("instruction"))
         if r.get("input"):
             instruction += f" (input: {_cell(r['input'])})"
@@ -489,18 +514,45 @@ def _responses_section(inputs: ReportInputs) -> list[str]:
         rows.append(row)
     lines += table(header, rows)
     source = "reports/instruct/responses.json" if inputs.responses is not None else "examples"
-    return [*lines, "", f"Greedy answers to held-out instructions ({source}).", ""]
+    shown = f"the first {RESPONSE_ROWS} of {len(records)}" if len(records) > RESPONSE_ROWS else ""
+    note = f"Greedy answers to held-out instructions ({shown + ', all in ' if shown else ''}"
+    return [
+        *lines,
+        "",
+        f"{note}{source}); ROUGE-L is the F-measure of the longest common "
+        "subsequence of words with the reference (0 to 1).",
+        "",
+    ]
 
 
-def _attention_section(inputs: ReportInputs, figures_dir: Path, report_path: Path) -> list[str]:
-    if not inputs.attention:
-        return []  # no attention figures drawn in this run: the section is left out
+def _attention_section(inputs: ReportInputs, report_path: Path) -> list[str]:
     lines = ["## Attention", ""]
-    for name in inputs.attention:
-        lines += [
-            f"![attention {Path(name).stem}]({_rel(figures_dir / name, report_path.parent)})",
-            "",
-        ]
+    record, folder = inputs.attention, inputs.attention_dir
+    if record is None or folder is None:
+        return [*lines, f"{NOT_RUN} (no attention maps: the sample stage draws them).", ""]
+    layers = [str(name) for name in record.get("layers") or [] if (folder / str(name)).is_file()]
+    if not layers:
+        return [*lines, f"{NOT_RUN} (attention.json names no layer figure).", ""]
+    shown = layers[-1]  # the last layer, nearest the output
+    prompt = " ".join(str(record.get("prompt", "")).split())
+    lines += [
+        f"How each head of model `{record.get('model')}` (the most trained language model) "
+        f"spreads its attention over the {fmt(record.get('tokens'))} tokens of the prompt "
+        f"“{prompt}”, in its last layer ({len(layers)} layers, "
+        f"{fmt(record.get('heads'))} heads each). Row: the token attending; column: the "
+        "token it attends to (a causal model looks only backwards); each row sums to 1.",
+        "",
+        f"![attention of model {record.get('model')}, {Path(shown).stem}]"
+        f"({_rel(folder / shown, report_path.parent)})",
+        "",
+    ]
+    if len(layers) > 1:
+        others = ", ".join(
+            f"[layer {int(Path(name).stem.rsplit('_', 1)[-1])}]"
+            f"({_rel(folder / name, report_path.parent)})"
+            for name in layers[:-1]
+        )
+        lines += [f"The other layers: {others}.", ""]
     return lines
 
 
@@ -546,7 +598,11 @@ def _samples_section(samples: list[dict[str, Any]] | None) -> list[str]:
     lines = ["## Samples", ""]
     if samples is None:
         return [*lines, f"{NOT_RUN} (no samples)", ""]
-    return [*lines, *samples_markdown(samples, level=3)]
+    note = (
+        "Continuations of each prompt (reports/samples: samples.md has them as code blocks, "
+        "samples.json with seeds and token counts); ⏎ is a line break."
+    )
+    return [*lines, note, "", *samples_table(samples, level=3)]
 
 
 def _evaluation_section(inputs: ReportInputs) -> list[str]:
@@ -601,21 +657,58 @@ def _changes_section(inputs: ReportInputs) -> list[str]:
     return [*lines, "", f"{note}; {same} unchanged metrics not shown.", ""]
 
 
+# DVC stage names of the run files (reports/runs/<name>.json), in pipeline order.
+DVC_STAGES = {"instruct": "finetune-instruct", "classify": "finetune-classify"}
+
+
+def duration(seconds: float) -> str:
+    """Seconds for a reader: 40 ms, 1.25 s, 12.3 s, 754.2 s (12 min 34 s), 7,384.0 s
+    (2 h 03 min)."""
+    if seconds < 0.1:
+        return f"{seconds * 1000:.0f} ms"
+    text = f"{seconds:.2f} s" if seconds < 10 else f"{seconds:,.1f} s"
+    if seconds >= 3600:
+        hours, rest = divmod(round(seconds), 3600)
+        return f"{text} ({hours} h {rest // 60:02d} min)"
+    if seconds >= 60:
+        minutes, rest = divmod(round(seconds), 60)
+        return f"{text} ({minutes} min {rest:02d} s)"
+    return text
+
+
 def _wall_time_section(runs: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["## Wall time", ""]
-    rows = []
-    for stage in ("pretrain", "instruct", "classify", "evaluate"):
-        run = runs.get(stage)
+    rows, total, missing, partial = [], 0.0, [], False
+    for name in RUN_FILES:
+        stage = DVC_STAGES.get(name, name)
+        run = runs.get(name)
         if run is None:
-            rows.append([stage, NOT_RUN])
-        elif run.get("skipped"):
-            rows.append([stage, "skipped"])
-        elif isinstance(run.get("seconds"), int | float):
-            rows.append([stage, f"{run['seconds']:.1f} s"])
+            rows.append([stage, NOT_RUN, ""])
+            missing.append(stage)
+            continue
+        note = "skipped: nothing trained" if run.get("skipped") else ""
+        seconds = run.get("wall_seconds")
+        if not isinstance(seconds, int | float) and isinstance(run.get("seconds"), int | float):
+            seconds, partial = run["seconds"], True  # a run file without the stage's wall time
+            note = "training loop only"
+        if isinstance(seconds, int | float):
+            rows.append([stage, duration(seconds), note])
+            total += seconds
         else:
-            rows.append([stage, "not recorded"])
-    lines += table(["stage", "wall time"], rows)
-    return [*lines, "", "From reports/runs/<stage>.json; the data stages do not record time.", ""]
+            rows.append([stage, "not recorded", note])
+            missing.append(stage)
+    rows.append(
+        ["**total**", f"**{duration(total)}**", f"without {', '.join(missing)}" if missing else ""]
+    )
+    lines += table(["stage", "wall time", "note"], rows)
+    note = (
+        "Each stage's `wall_seconds` in reports/runs/<stage>.json: from the start of its work "
+        "to its outputs written (Python and library start-up not counted); the report stage "
+        "itself is not counted."
+    )
+    if partial:
+        note += " Where a stage recorded only its training loop's seconds, those are shown."
+    return [*lines, "", note, ""]
 
 
 def render_report(
@@ -631,7 +724,7 @@ def render_report(
     lines += _training_section(inputs, figures, figures_dir, report_path)
     lines += _classification_section(inputs, figures, figures_dir, report_path)
     lines += _responses_section(inputs)
-    lines += _attention_section(inputs, figures_dir, report_path)
+    lines += _attention_section(inputs, report_path)
     lines += _parameters_section(inputs.models)
     lines += _samples_section(inputs.samples)
     lines += _evaluation_section(inputs)

@@ -91,6 +91,7 @@ def test_dvc_yaml_passes_the_same_paths_as_the_command_defaults():
         "metrics": layout.METRICS,
         "plots": layout.PLOTS,
         "samples": layout.SAMPLES,
+        "attention": layout.ATTENTION,
         "report": layout.REPORT,
         "figures": layout.FIGURES,
         "checkpoints": layout.CHECKPOINTS,

@@ -22,8 +22,15 @@ from gptpipe.model.params import config_breakdown, parameter_breakdown
 from gptpipe.report.environment import CPU_FLAGS, collect_environment
 from gptpipe.report.figures import confusion_counts, figure_curves, plot_confusion, plot_curves
 from gptpipe.report.history import committed_metrics, metric_changes
-from gptpipe.report.inputs import read_curve
-from gptpipe.report.markdown import block_rows, class_scores, summary_rows
+from gptpipe.report.inputs import ReportInputs, read_curve
+from gptpipe.report.markdown import (
+    RESPONSE_ROWS,
+    _responses_section,
+    block_rows,
+    class_scores,
+    summary_rows,
+)
+from gptpipe.report.samples import sample_heading
 from gptpipe.report.text import NOT_RUN, fenced, fmt
 
 SMALL = GPTConfig(vocab_size=100, block_size=8, n_layer=3, n_head=2, n_embd=16)
@@ -201,3 +208,24 @@ def test_environment_names_this_machine(tmp_path: Path) -> None:
     assert collect_environment(tmp_path)["git"]["dirty"] is False
     (tmp_path / "a.txt").write_text("b")
     assert collect_environment(tmp_path)["git"]["dirty"] is True
+
+
+def test_sample_headings_name_the_setting_and_its_rules() -> None:
+    base = {"method": "sample", "decoding": "nucleus", "sample": 2, "temperature": 0.8,
+            "top_k": 0, "top_p": 0.9, "repetition_penalty": 1.2, "format": "raw"}  # fmt: skip
+    assert sample_heading(base) == "nucleus 2: temperature 0.8, top-p 0.9, repetition penalty 1.2"
+    beam = {"method": "beam", "decoding": "beam", "num_beams": 4, "length_penalty": 1.0,
+            "top_k": 40, "temperature": 0.0, "format": "alpaca"}  # fmt: skip
+    assert sample_heading(beam) == "beam: 4 beams, length penalty 1 (alpaca prompt)"
+    assert sample_heading({"method": "greedy", "decoding": "greedy", "top_k": 40}) == "greedy"
+
+
+def test_a_long_responses_list_is_cut_to_the_first_rows() -> None:
+    records = [
+        {"instruction": f"Task {i}", "reference": "r", "response": "x", "rougeL": 0.0}
+        for i in range(RESPONSE_ROWS + 5)
+    ]
+    text = "\n".join(_responses_section(ReportInputs(title="", responses=records)))
+    assert f"| {RESPONSE_ROWS} | Task {RESPONSE_ROWS - 1} |" in text
+    assert f"| {RESPONSE_ROWS + 1} |" not in text
+    assert f"the first {RESPONSE_ROWS} of {RESPONSE_ROWS + 5}, all in" in text

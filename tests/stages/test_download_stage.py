@@ -203,9 +203,13 @@ def test_a_tampered_file_in_the_mirror_is_bad_input_naming_it(tmp_path, small):
 
 def test_default_is_the_offline_stdlib_build(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = invoke(["--out", "data/raw"])
+    result = invoke(["--out", "data/raw", "--details", "reports/runs/download.json"])
     assert result.exit_code == 0, result.output
     raw = tmp_path / "data" / "raw"
+    run = json.loads((tmp_path / "reports" / "runs" / "download.json").read_text())
+    files = ("corpus.txt", "instruct.json", "classify.tsv")
+    assert run["bytes"] == sum((raw / name).stat().st_size for name in files)
+    assert 0 < run["wall_seconds"] < 600
     corpus = (raw / "corpus.txt").read_text()
     docs = corpus.removesuffix("\n").split(f"\n{EOT}\n")
     assert len(docs) > 300 and all(EOT not in d and d.strip() for d in docs)

@@ -80,6 +80,7 @@ def test_stage_writes_metrics_per_model_equal_to_direct_computation(
     assert set(headline) == {"base", "instruct"}
     assert set(headline["base"]) == {"perplexity", "bits_per_byte"}  # DVC metrics: results only
     ran = json.loads(details.read_text())
+    assert 0 < ran.pop("wall_seconds") < 60  # the stage's wall time, for the report
     written = {name: headline[name] | ran[name] for name in headline}
     assert written == json.loads(json.dumps(result))
     enc = load_tokenizer(world["tok"])

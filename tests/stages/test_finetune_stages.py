@@ -222,6 +222,7 @@ def test_classify_run_learns_and_reports_accuracy_against_the_baseline(
     assert metrics["majority_baseline_val"] == pytest.approx(7 / 12)
     assert metrics["test_accuracy"] >= 0.9 and metrics["train_accuracy"] >= 0.9
     assert metrics["test_accuracy"] > metrics["majority_baseline_test"]
+    assert metrics["wall_seconds"] > metrics["seconds"]  # the stage's, with the training loop
     val = rows(tmp_path / "plots" / "val.csv")
     assert list(val[0]) == ["step", "val_loss", "val_accuracy"]
     model, info = load_model(out)

@@ -36,6 +36,7 @@ def test_pretrain_with_another_base_source_skips_training(tmp_path: Path) -> Non
     assert json.loads((tmp_path / "m.json").read_text()) == {}
     details = json.loads((tmp_path / "run.json").read_text())
     assert details["skipped"] is True and details["base_source"] == "gpt2"
+    assert 0 <= details["wall_seconds"] < 60  # the report's wall-time table lists it
     assert (plots / "train.csv").read_text().startswith("step,train_loss,")
     assert (plots / "val.csv").read_text() == "step,val_loss\n"
     assert not (tmp_path / "ckpt").exists()

@@ -59,6 +59,7 @@ def test_run_trains_and_writes_model_metrics_and_curves(workdir, tmp_path):
     assert metrics["val_perplexity"] == pytest.approx(math.exp(metrics["val_loss"]))
     assert metrics["params_total"] - metrics["params_non_embedding"] == 32 * 32  # wpe
     assert metrics["tokens_per_s"] > 0 and metrics["seconds"] > 0
+    assert metrics["wall_seconds"] >= metrics["seconds"]  # the stage's, with the training loop
     model, info = load_model(tmp_path / "model")
     assert info.config.vocab_size == 257 and info.config.block_size == 32
     assert info.meta["stage"] == "pretrain" and info.meta["steps"] == 40

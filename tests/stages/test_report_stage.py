@@ -13,12 +13,13 @@ from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
+from gptpipe.generate.attention import draw_attention
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.heads import with_classifier
 from gptpipe.model.params import config_breakdown
 from gptpipe.report.text import NOT_RUN
-from gptpipe.tokenizer.folder import save_gpt2
+from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2
 
 runner = CliRunner()
 CONFIG = GPTConfig(vocab_size=50257, block_size=32, n_layer=2, n_head=2, n_embd=32)
@@ -38,7 +39,6 @@ def run_tree(tmp_path: Path) -> Path:
             "train_loss": 3.14159,
             "val_loss": 3.5,
             "val_perplexity": 33.115,
-            "best_val_loss": 3.4,
         },
         "instruct": {"train_loss": 1.23456, "val_loss": 1.75, "best_val_loss": 1.7},
         "classify": {
@@ -48,9 +48,8 @@ def run_tree(tmp_path: Path) -> Path:
             "train_accuracy": 0.9876,
             "val_accuracy": 0.8765,
             "test_accuracy": 0.8642,
-            "majority_baseline_train": 0.5,
-            "majority_baseline_val": 0.55,
             "majority_baseline_test": 0.5432,
+            "untuned_test_accuracy": 0.5,
             "labels": ["ham", "spam"],
         },
         "evaluate": {
@@ -94,10 +93,17 @@ def run_tree(tmp_path: Path) -> Path:
     write(reports / "plots" / "classify" / "confusion.json", json.dumps(confusion))
     runs = {
         "pretrain": {"steps": 600, "tokens": 1_228_800, "seconds": 61.5, "tokens_per_s": 20000.0,
-                     "best_step": 500, "device": "cpu", "processes": 1},
+                     "best_step": 500, "best_val_loss": 3.4, "device": "cpu", "processes": 1},
         "instruct": {"steps": 200, "tokens": 51200, "seconds": 9.25, "tokens_per_s": 5535.0},
-        "classify": {"steps": 200, "tokens": 102400, "seconds": 7.75, "tokens_per_s": 13212.9},
-        "evaluate": {
+        "classify": {"steps": 200, "tokens": 102400, "seconds": 7.75, "tokens_per_s": 13212.9,
+                     "wall_seconds": 8.5, "majority_baseline_train": 0.5,
+                     "majority_baseline_val": 0.55},
+        "download": {"bytes": 3702, "wall_seconds": 1.25},
+        "tokenizer": {"kind": "gpt2", "wall_seconds": 0.5},
+        "shard": {"tokens": 10_000, "wall_seconds": 2.0},
+        "weights": {"source": "pretrain", "wall_seconds": 0.25},
+        "sample": {"samples": 2, "wall_seconds": 4.0},
+        "evaluate": {"wall_seconds": 3.5,
             "base": {"tokens": 900, "bytes": 2700, "stride": 64, "block_size": 32},
             "instruct": {"tokens": 900, "bytes": 2700, "stride": 64, "block_size": 32},
         },
@@ -120,6 +126,13 @@ def run_tree(tmp_path: Path) -> Path:
     lm = GPT(CONFIG)
     save_model(tmp_path / "models" / "base", lm, tmp_path / "tok")
     save_model(tmp_path / "models" / "instruct", lm, tmp_path / "tok", meta={"stage": "instruct"})
+    # The sample stage's attention maps: one PNG per layer and the record naming them.
+    attention = reports / "attention"
+    prompt = "The cat sat on the mat."
+    layers = draw_attention(lm, load_tokenizer(tmp_path / "tok"), prompt, attention)
+    record = {"model": "instruct", "prompt": prompt, "tokens": 7, "heads": 2,
+              "layers": [p.name for p in layers]}  # fmt: skip
+    write(attention / "attention.json", json.dumps(record))
     classifier = with_classifier(lm, 2)
     save_model(
         tmp_path / "models" / "classify", classifier, tmp_path / "tok", labels=["ham", "spam"]
@@ -143,11 +156,12 @@ def report_args(root: Path) -> list[str]:
     ]
     args += ["--provenance", str(root / "data" / "raw" / "provenance.json")]
     args += ["--shards", str(root / "data" / "shards"), "--tokenizer", str(root / "tok")]
+    args += ["--attention", str(reports / "attention")]
     params = root / "params.yaml"
     params.write_text(
         "report:\n  title: Test run 42\n"
         "data: {corpus: stdlib, instruct: stdlib, classify: stdlib}\n"
-        "model: {n_layer: 2}\nbase: {source: pretrain}\n"
+        "model: {n_layer: 2}\nbase: {source: pretrain}\npretrain: {learning_rate: 0.0005}\n"
     )
     return [*args, "--params", str(params)]
 
@@ -161,10 +175,14 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
     assert text.startswith("# Test run 42\n")
     for value in ("3.142", "3.5", "33.12", "1.235", "1.75", "41.04", "1.358", "47.25", "1.432"):
         assert f"| {value} |" in text, value
-    assert "| classify | test accuracy | 0.8642 | majority baseline 0.5432 |" in text
+    test_row = "| classify | test accuracy | 0.8642 | majority baseline 0.5432; untuned head 0.5 |"
+    assert test_row in text
+    assert "| best val loss | 3.4 (step 500) |" in text  # from the run details
+    assert "| pretrain | learning_rate `0.0005` |" in text  # as params.yaml has it
     assert "| classify | val accuracy | 0.8765 | majority baseline 0.55 |" in text
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == [
+        "attention/layer_01.png",  # the last layer's heatmap
         "figures/classify_accuracy.png",
         "figures/classify_confusion.png",
         "figures/classify_loss.png",
@@ -174,10 +192,13 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
         "figures/pretrain_loss.png",
         "figures/pretrain_lr.png",
     ]
+    others = re.findall(r"(?<!!)\[layer \d+\]\((attention/[^)]+)\)", text)
+    assert others == ["attention/layer_00.png"]  # the other layers, linked
+    links += others
     for link in links:
         assert (report_path.parent / link).read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in (run_tree / "reports" / "figures").iterdir()) == sorted(
-        Path(link).name for link in links
+        Path(link).name for link in links if link.startswith("figures/")
     )
     lm_total = config_breakdown(CONFIG)["total"]
     assert text.count(f"| {lm_total:,} |") == 3  # base, instruct and the per-block total
@@ -185,7 +206,9 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
     assert "ham, spam" in text
     for snippet in ("Name the capital of France.", "Paris is the capital.", "2 and 3"):
         assert snippet in text
-    assert "quick brown fox" in text and "````text\nlazy ```dog```\n````" in text
+    assert "| decoding | base |\n|---|---|\n| greedy | `quick brown fox` |" in text
+    assert "### prompt 'The ' as an alpaca instruction" in text
+    assert "| sample 1: temperature 0.8, top-k 40 | ```` lazy ```dog``` ```` |" in text
     assert NOT_RUN not in text
 
 
@@ -238,6 +261,7 @@ def test_report_card_sections_in_order_and_rendered_as_html(
         "Training",
         "Classification",
         "Instruction responses",
+        "Attention",
         "Parameters",
         "Samples",
         "Evaluation",
@@ -249,7 +273,18 @@ def test_report_card_sections_in_order_and_rendered_as_html(
     assert "| weights | base model | pretrain |  |" in text
     assert "| ham | 0.8333 | 1 | 0.9091 | 5 |" in text  # precision 5/6, recall 5/5
     assert "| compression on validation text | 3.000 bytes per token |" in text
-    assert "| time | 61.5 s |" in text and "| tokens/s | 20,000 |" in text
+    assert "| training time | 61.5 s (1 min 02 s) |" in text and "| tokens/s | 20,000 |" in text
+    assert "model `instruct`" in text and "“The cat sat on the mat.”" in text
+    wall = text.split("## Wall time")[1]
+    for row in (
+        "| download | 1.25 s |  |",
+        "| finetune-classify | 8.50 s |  |",
+        "| finetune-instruct | 9.25 s | training loop only |",
+        "| sample | 4.00 s |  |",
+    ):
+        assert row in wall, row  # fmt: skip
+    # 1.25 + 0.5 + 2 + 61.5 (pretrain: training only) + 0.25 + 9.25 + 8.5 + 3.5 + 4 = 90.75
+    assert "| **total** | **90.8 s (1 min 31 s)** |  |" in wall
     assert "Corpus: 30,000 bytes, 12 documents, 3.000 bytes per token" in text
     assert "| corpus | stdlib | Python stdlib | PSF-2.0 | `abababababababab` | 1,234 |" in text
     assert "First run" in text  # the run tree is no git checkout
@@ -261,7 +296,7 @@ def test_report_card_sections_in_order_and_rendered_as_html(
     html = MarkdownIt("commonmark").enable("table").render(text)
     assert "<table>" in html and "<h2>Summary</h2>" in html
     images = re.findall(r'<img src="([^"]+)"', html)
-    assert len(images) == 8
+    assert len(images) == 9  # 8 figures and one attention heatmap
     for src in images:
         data = (report_path.parent / src).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n", src
@@ -272,7 +307,11 @@ def test_report_card_sections_in_order_and_rendered_as_html(
 def test_report_says_which_base_and_that_pretraining_was_skipped(run_tree: Path) -> None:
     reports = run_tree / "reports"
     (reports / "metrics" / "pretrain.json").write_text("{}")
-    skipped = {"skipped": True, "reason": "base.source is 'gpt2': the base model comes from there"}
+    skipped = {
+        "skipped": True,
+        "reason": "base.source is 'gpt2': the base model comes from there",
+        "wall_seconds": 0.125,
+    }
     (reports / "runs" / "pretrain.json").write_text(json.dumps(skipped))
     for name in ("train.csv", "val.csv"):
         (reports / "plots" / "pretrain" / name).write_text("step,train_loss,lr\n")
@@ -288,5 +327,5 @@ def test_report_says_which_base_and_that_pretraining_was_skipped(run_tree: Path)
     assert "| pretrain | skipped | base.source: gpt2 |  |" in text
     assert "| weights | base model | gpt2 |  |" in text
     assert "Skipped: base.source is 'gpt2': the base model comes from there." in text
-    assert "| pretrain | skipped |" in text.split("## Wall time")[1]
+    assert "| pretrain | 0.12 s | skipped: nothing trained |" in text.split("## Wall time")[1]
     assert "pretrain_loss.png" not in text

@@ -15,6 +15,7 @@ from gptpipe.generate.beam import beam_search
 from gptpipe.generate.decode import Decoding, generate_ids
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.skipped import write_skipped
 from gptpipe.prompts import format_prompt
 from gptpipe.stages import sample as sample_stage
 from gptpipe.tokenizer.folder import eot_id, load_tokenizer, save_gpt2
@@ -104,10 +105,11 @@ def test_cli_missing_model_exits_2_naming_it(models: dict[str, Path], tmp_path: 
     out = tmp_path / "samples"
     missing = tmp_path / "instruct"
     args = ["sample", "--params", str(params), "--model", str(models["base"])]
+    args += ["--attention", str(tmp_path / "attention"), "--details", str(tmp_path / "run.json")]
     result = runner.invoke(app, [*args, "--model", str(missing), "--out", str(out)])
     assert result.exit_code == 2
     assert str(missing) in result.stderr
-    assert not out.exists()
+    assert not out.exists() and not (tmp_path / "attention").exists()
     result = runner.invoke(app, [*args, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
@@ -176,3 +178,40 @@ def test_decoding_params_are_checked_and_temperature_stays_a_fixed_point(
         result = runner.invoke(app, ["sample", "--params", str(params), "-S", override])
         assert result.exit_code == 2, override
         assert key in result.stderr, (override, result.stderr)
+
+
+def test_attention_maps_of_the_instruct_model_appear_with_the_samples(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The most trained model (the instruction-tuned one) reads sample.attention_prompt; its
+    heatmaps, the record naming them and the run details are written with the samples; a
+    skipped pretraining marker is left out, and said so."""
+    skipped = tmp_path / "pretrain"
+    write_skipped(skipped, "pretrain", "base.source is 'gpt2'", base_source="gpt2")
+    cfg = SampleConfig(
+        prompts=["The "], max_new_tokens=2, num_samples=0, decoding=[LEGACY[0]],
+        attention_prompt="The cat sat on the mat.",
+    )  # fmt: skip
+    attention, details = tmp_path / "attention", tmp_path / "run.json"
+    models_given = [skipped, models["tuned"], models["base"]]
+    records = sample_stage.run(cfg, models_given, tmp_path / "s", attention, details)
+    assert {r["model"] for r in records} == {"tuned", "base"}
+    assert (
+        "Not sampled: `pretrain`, skipped (base.source is 'gpt2')."
+        in (tmp_path / "s" / "samples.md").read_text()
+    )
+    record = json.loads((attention / "attention.json").read_text())
+    assert record["model"] == "tuned" and record["prompt"] == "The cat sat on the mat."
+    assert record["layers"] == ["layer_00.png", "layer_01.png"] and record["heads"] == 2
+    enc = load_tokenizer(models["tuned"])
+    assert record["tokens"] == len(enc.encode_ordinary("The cat sat on the mat."))
+    for name in record["layers"]:
+        assert (attention / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = json.loads(details.read_text())
+    assert run["skipped_models"] == ["pretrain"] and run["samples"] == len(records)
+    assert 0 < run["wall_seconds"] < 120
+    # Without an instruction-tuned model the last one given reads the first prompt.
+    cfg_first = SampleConfig(**{**cfg.__dict__, "attention_prompt": ""})
+    sample_stage.run(cfg_first, [models["base"]], tmp_path / "s2", tmp_path / "a2")
+    again = json.loads((tmp_path / "a2" / "attention.json").read_text())
+    assert again["model"] == "base" and again["prompt"] == "The "

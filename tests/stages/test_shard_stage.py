@@ -52,8 +52,12 @@ def invoke(*args: object):
 def test_cli_writes_split_shards_whose_chunks_are_the_encoded_stream(tmp_path, corpus, gpt2):
     out = tmp_path / "shards"
     p = params(tmp_path, split_chunk_tokens=128, val_fraction=0.2, shard_tokens=1024)
-    result = invoke("--params", p, "--corpus", corpus, "--tokenizer", gpt2, "--out", out)
+    details = tmp_path / "shard.json"
+    args = ["--corpus", corpus, "--tokenizer", gpt2, "--out", out, "--details", details]
+    result = invoke("--params", p, *args)
     assert result.exit_code == 0, result.output
+    run = json.loads(details.read_text())  # run details beside the folder: the wall time
+    assert run["documents"] == 60 and 0 < run["wall_seconds"] < 60
     assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     enc = load_tokenizer(gpt2)
     stream = np.array([t for d in documents() for t in [*enc.encode_ordinary(d), 50256]])

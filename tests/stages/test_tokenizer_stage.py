@@ -1,5 +1,6 @@
 """The `tokenizer` stage: run() and `gptpipe tokenizer` through the real CLI."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -39,9 +40,13 @@ def invoke(*args: str | Path):
 def test_cli_trains_bpe_that_round_trips_the_corpus(tmp_path):
     corpus = write_corpus(tmp_path)
     out = tmp_path / "tok"
-    result = invoke("--params", params(tmp_path, vocab_size=300), "--corpus", corpus, "--out", out)
+    details = tmp_path / "runs" / "tokenizer.json"
+    p = params(tmp_path, vocab_size=300)
+    result = invoke("--params", p, "--corpus", corpus, "--out", out, "--details", details)
     assert result.exit_code == 0, result.output
     assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
+    run = json.loads(details.read_text())  # run details beside the folder: the wall time
+    assert run["kind"] == "bpe" and run["n_vocab"] == 300 and 0 < run["wall_seconds"] < 60
     enc = load_tokenizer(out)
     assert enc.n_vocab == 300 and enc.encode(EOT, allowed_special="all") == [299]
     for doc in DOCS:

@@ -71,9 +71,13 @@ def test_cli_copies_and_replaces_an_old_base(pretrained, tmp_path):
             str(pretrained),
             "--out",
             str(tmp_path / "base"),
+            "--details",
+            str(tmp_path / "weights.json"),
         ],
     )
     assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "weights.json").read_text())
+    assert run["source"] == "pretrain" and 0 < run["wall_seconds"] < 60
     assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     assert not (tmp_path / "base" / "stale.txt").exists()
     assert (tmp_path / "base" / "model.safetensors").is_file()
