@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export GPTPIPE_MIRROR ?= $(abspath ../shared/mirror)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test lint typecheck clean
+.PHONY: setup run test bench lint typecheck clean
 
 setup: $(VENV)/.installed
 
@@ -22,6 +22,10 @@ run: setup
 # What CI runs (.ci/run): lint, type check, then the whole test suite.
 test: lint typecheck
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
+
+# Every benchmark, one after another (hours on 2 cores; not part of CI): benchmarks/RESULTS.md.
+bench: setup
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m benchmarks.run_all
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

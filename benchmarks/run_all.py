@@ -32,10 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import REPO
-from benchmarks.table import SUMMARIES, render
+from benchmarks.table import SUMMARIES, readme_table, render
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
+README = REPO / "README.md"
+README_MARKERS = (
+    "<!-- benchmarks:start (written by benchmarks/run_all.py) -->",
+    "<!-- benchmarks:end -->",
+)
 LOCK = "/tmp/gptpipe-bench.lock"
 EXTRA_PACKAGES = ("transformers", "tokenizers")  # the references' versions
 
@@ -120,6 +125,17 @@ def stored(results_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
+def update_readme(readme: Path, table: str) -> None:
+    """Put `table` between the README's benchmark markers (left alone if they are missing)."""
+    text = readme.read_text(encoding="utf-8")
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1]
+    readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     names = [b.name for b in BENCHMARKS]
@@ -154,6 +170,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     text = render(records, title) if title else render(records)
     table.write_text(text + "\n", encoding="utf-8")
     print(f"wrote {table} ({len(records)} benchmarks)", flush=True)
+    if args.out is None:
+        update_readme(README, readme_table(records))
     if failed and argv is None:
         raise SystemExit(1)
     return {"records": records, "failed": failed, "table": str(table)}

@@ -431,3 +431,23 @@ def render(records: dict[str, dict[str, Any]], title: str = "Benchmark results")
             "",
         ]
     return "\n".join(lines + sections)
+
+
+def readme_table(records: dict[str, dict[str, Any]]) -> str:
+    """All figures in one table for the README (RESULTS.md has the commands and machines)."""
+    if not records:
+        return "No stored results yet: run `make bench`."
+    first = next(iter(records.values()))
+    lines = [
+        f"Stored results ([benchmarks/RESULTS.md](benchmarks/RESULTS.md) has each run's date, "
+        f"command and machine; most on {machine_line(first['environment'])}):",
+        "",
+        "| benchmark | figure | ours | reference | ratio | target | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, record in records.items():
+        for row in SUMMARIES[name](record["results"]):
+            ratio = "" if row.ratio is None else f"{row.ratio:.2f}x"
+            cells = [name, row.figure, row.ours, row.reference, ratio, row.target, _met(row.met)]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return "\n".join(lines)
