@@ -161,10 +161,19 @@ def stage_seconds(project: Path) -> dict[str, float]:
     """Each stage's own wall time, as its run details record it (reports/runs/<stage>.json)."""
     found = {}
     for path in sorted((project / "reports" / "runs").glob("*.json")):
-        seconds = json.loads(path.read_text(encoding="utf-8")).get("seconds")
+        details = json.loads(path.read_text(encoding="utf-8"))
+        seconds = details.get("wall_seconds", details.get("seconds"))
         if isinstance(seconds, int | float):
             found[path.stem] = float(seconds)
     return found
+
+
+def headline_metrics(project: Path) -> dict[str, dict[str, Any]]:
+    """The run's headline metrics (reports/metrics/<stage>.json): the default run's results."""
+    return {
+        path.stem: json.loads(path.read_text(encoding="utf-8"))
+        for path in sorted((project / "reports" / "metrics").glob("*.json"))
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -196,6 +205,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raise RuntimeError(f"a second dvc repro of {name} ran {rerun}")
         noop = {name: [seconds for seconds, _ in side] for name, side in runs.items()}
         per_stage = stage_seconds(ours)
+        metrics = headline_metrics(ours)
     results: dict[str, Any] = {
         "machine": machine(),
         "quick": args.quick,
@@ -203,6 +213,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "end_to_end_s": end_to_end,
         "ran": ran,
         "stage_seconds": per_stage,
+        "metrics": metrics,
         "noop_s": median(noop["ours"]),
         "noop_samples": noop["ours"],
         "trivial_noop_s": median(noop["trivial"]),
