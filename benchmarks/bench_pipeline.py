@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=5, help="no-op runs per side")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: temp)")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="copy the reproduced project here afterwards"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats = min(args.repeats, 3)
@@ -206,6 +209,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         noop = {name: [seconds for seconds, _ in side] for name, side in runs.items()}
         per_stage = stage_seconds(ours)
         metrics = headline_metrics(ours)
+        if args.keep is not None:  # e.g. for bench_classify --base KEEP/models/base
+            shutil.copytree(ours, args.keep, symlinks=True, dirs_exist_ok=True)
     results: dict[str, Any] = {
         "machine": machine(),
         "quick": args.quick,
