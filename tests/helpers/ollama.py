@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from helpers.http import Reply, Request, serve
 
 
 class Ollama:
@@ -13,40 +14,28 @@ class Ollama:
 
     def __init__(self, replies: list[str], stream: bool = False) -> None:
         self.replies = list(replies)
-        self.requests: list[tuple[str, dict]] = []
-        owner = self
+        self.stream = stream
+        self._stack = contextlib.ExitStack()
+        routes = {"/api/chat": self._answer, "/api/generate": self._answer}
+        self._server = self._stack.enter_context(serve(routes))
+        self.url = self._server.base
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                owner.requests.append((self.path, body))
-                if self.path not in ("/api/chat", "/api/generate"):
-                    self.send_response(404)
-                    self.end_headers()
-                    return
-                text = owner.replies.pop(0)
-                pieces = [text[: len(text) // 2], text[len(text) // 2 :]] if stream else [text]
+    @property
+    def requests(self) -> list[tuple[str, dict]]:
+        """Every POST received (on any path), as (path, JSON body), in order."""
+        return [(r.path, json.loads(r.body)) for r in self._server.log if r.method == "POST"]
 
-                def message(piece: str, done: bool) -> dict:
-                    if self.path == "/api/chat":
-                        return {"message": {"role": "assistant", "content": piece}, "done": done}
-                    return {"response": piece, "done": done}
+    def _answer(self, request: Request) -> Reply:
+        text = self.replies.pop(0)
+        pieces = [text[: len(text) // 2], text[len(text) // 2 :]] if self.stream else [text]
 
-                lines = [json.dumps(message(p, i == len(pieces) - 1)) for i, p in enumerate(pieces)]
-                data = ("\n".join(lines) + "\n").encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/x-ndjson")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+        def message(piece: str, done: bool) -> dict:
+            if request.path == "/api/chat":
+                return {"message": {"role": "assistant", "content": piece}, "done": done}
+            return {"response": piece, "done": done}
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        lines = [json.dumps(message(p, i == len(pieces) - 1)) for i, p in enumerate(pieces)]
+        return Reply(("\n".join(lines) + "\n").encode(), content_type="application/x-ndjson")
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self._stack.close()

@@ -8,15 +8,13 @@ import hashlib
 import io
 import socket
 import tarfile
-import threading
 import time
 import zipfile
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from helpers.http import Reply, Request, Route, Server, byte_range, html, serve
 
 from gptpipe.errors import BadInput
 from gptpipe.sources.datasets import load_source
@@ -94,130 +92,68 @@ ARCHIVES = {
 }
 
 
-class Server:
-    """A test server that counts requests per path."""
+def _once(first: Reply, then: Route) -> Route:
+    """`first` for the first request on a path, `then` for every later one."""
 
-    def __init__(self, httpd: ThreadingHTTPServer) -> None:
-        self.httpd = httpd
-        self.hits: Counter[str] = Counter()
-        self.ranges: list[str | None] = []
+    def route(request: Request) -> Reply:
+        if request.hit == 1:
+            return first
+        return then(request) if callable(then) else then
 
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_port}{path}"
+    return route
 
 
-def make_handler(server: Server) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
+def _flaky(request: Request) -> Reply:
+    """Fails twice (500, then 503), then serves the file."""
+    if request.hit < 3:
+        return Reply(b"busy", status=500 if request.hit == 1 else 503, content_type="text/plain")
+    return Reply(BODY, content_type="text/plain")
 
-        def send_body(self, data: bytes, content_type: str = "text/plain", length: int = -1):
-            self.send_response(200)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data) if length < 0 else length))
-            self.end_headers()
-            self.wfile.write(data)
 
-        def trickle(self, data: bytes, pieces: int, pause: float) -> None:
-            """The body in `pieces` parts with a pause before each after the first."""
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            step = -(-len(data) // pieces)
-            try:
-                for i in range(0, len(data), step):
-                    if i:
-                        time.sleep(pause)
-                    self.wfile.write(data[i : i + step])
-                    self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # the client gave up on us: fine
-
-        def do_GET(self) -> None:
-            path = self.path
-            server.hits[path] += 1
-            hit = server.hits[path]
-            if path == "/good.txt":
-                self.send_body(BODY)
-            elif path == "/data.zip":
-                self.send_body(ZIP_BODY, "application/zip")
-            elif path == "/flaky.txt" and hit < 3:
-                self.send_error(500 if hit == 1 else 503)
-            elif path == "/flaky.txt":
-                self.send_body(BODY)
-            elif path == "/no-length.txt":  # no Content-Length: the size shows as it streams
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(BODY)
-                self.close_connection = True
-            elif path == "/latin1.tsv":  # downloads fine, but is not UTF-8 text
-                self.send_body("yes\tcaf\u00e9\nno\tna\u00efve\n".encode("latin-1"))
-            elif path == "/good.tsv":
-                self.send_body(TSV)
-            elif path == "/always500.txt":
-                self.send_error(500)
-            elif path == "/page.txt":
-                self.send_body(b"<p>Sign in</p>", "text/html; charset=utf-8")
-            elif path == "/sniffed.txt":
-                self.send_body(b"\n  <!DOCTYPE html>\n<html><body>login</body></html>")
-            elif path == "/truncated.txt" or (path == "/truncated-once.txt" and hit == 1):
-                self.send_body(BODY[:1000], length=len(BODY))
-                self.wfile.flush()
-                self.close_connection = True
-            elif path == "/truncated-once.txt":
-                self.send_body(BODY)
-            elif path == "/resumable.txt":
-                server.ranges.append(self.headers.get("Range"))
-                start = int(self.headers["Range"][6:-1]) if self.headers.get("Range") else 0
-                if hit == 1:  # drops the connection mid-body
-                    self.send_body(BODY[:30000], length=len(BODY))
-                    self.wfile.flush()
-                    self.close_connection = True
-                else:
-                    self.send_response(206)
-                    self.send_header("Content-Type", "text/plain")
-                    self.send_header("Content-Range", f"bytes {start}-{len(BODY) - 1}/{len(BODY)}")
-                    self.send_header("Content-Length", str(len(BODY) - start))
-                    self.end_headers()
-                    self.wfile.write(BODY[start:])
-            elif path == "/slow.txt":
-                time.sleep(1.5)
-                self.send_body(BODY)
-            elif path == "/trickle.txt":  # slow but steady: a pause shorter than the timeout
-                self.trickle(BODY, 5, 0.15)
-            elif path == "/stalls.txt":  # half the body, then a pause longer than the timeout
-                self.trickle(BODY, 2, 1.0)
-            elif path == "/stalls-once.txt":
-                server.ranges.append(self.headers.get("Range"))
-                if hit == 1:
-                    self.trickle(BODY, 2, 1.0)
-                else:
-                    start = int(self.headers["Range"][6:-1])
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(BODY) - 1}/{len(BODY)}")
-                    self.send_header("Content-Length", str(len(BODY) - start))
-                    self.end_headers()
-                    self.wfile.write(BODY[start:])
-            elif path.startswith("/archive/") and path[9:] in ARCHIVES:
-                self.send_body(ARCHIVES[path[9:]], "application/octet-stream")
-            else:
-                self.send_error(404)
-
-    return Handler
+ROUTES: dict[str, Route] = {
+    "/good.txt": Reply(BODY, content_type="text/plain"),
+    "/data.zip": Reply(ZIP_BODY, content_type="application/zip"),
+    "/flaky.txt": _flaky,
+    # No Content-Length: the size shows as it streams.
+    "/no-length.txt": Reply(BODY, content_type="text/plain", unannounced=True),
+    # Downloads fine, but is not UTF-8 text.
+    "/latin1.tsv": Reply("yes\tcaf\u00e9\nno\tna\u00efve\n".encode("latin-1")),
+    "/good.tsv": Reply(TSV, content_type="text/plain"),
+    "/always500.txt": Reply(b"oops", status=500, content_type="text/plain"),
+    "/page.txt": html("<p>Sign in</p>"),
+    "/sniffed.txt": Reply(
+        b"\n  <!DOCTYPE html>\n<html><body>login</body></html>", content_type="text/plain"
+    ),
+    "/truncated.txt": Reply(BODY, content_type="text/plain", stop_after=1000),
+    "/truncated-once.txt": _once(
+        Reply(BODY, content_type="text/plain", stop_after=1000),
+        Reply(BODY, content_type="text/plain"),
+    ),
+    # Drops the connection mid-body, then honours the Range request for the rest.
+    "/resumable.txt": _once(
+        Reply(BODY, content_type="text/plain", stop_after=30000), lambda r: byte_range(BODY, r)
+    ),
+    "/slow.txt": Reply(BODY, content_type="text/plain", delay=1.5),
+    # Slow but steady: a pause shorter than the timeout between pieces.
+    "/trickle.txt": Reply(BODY, content_type="text/plain", pieces=5, pause=0.15),
+    # Half the body, then a pause longer than the timeout.
+    "/stalls.txt": Reply(BODY, content_type="text/plain", pieces=2, pause=1.0),
+    "/stalls-once.txt": _once(
+        Reply(BODY, content_type="text/plain", pieces=2, pause=1.0), lambda r: byte_range(BODY, r)
+    ),
+    **{f"/archive/{name}": Reply(data) for name, data in ARCHIVES.items()},
+}
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
-    srv = Server(httpd)
-    httpd.RequestHandlerClass = make_handler(srv)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    yield srv
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(ROUTES) as srv:
+        yield srv
+
+
+def ranges(server: Server, path: str) -> list[str | None]:
+    """The Range header of each request `path` received, in order."""
+    return [r.headers.get("Range") for r in server.requests(path)]
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -324,7 +260,10 @@ def test_a_dropped_connection_resumes_with_a_range_request(server, tmp_path):
     fetched = download(
         url, tmp_path / "r.txt", options=FetchOptions(timeout=5, retries=2, backoff=0)
     )
-    assert server.ranges == [None, "bytes=30000-"]  # only the missing bytes asked for again
+    assert ranges(server, "/resumable.txt") == [
+        None,
+        "bytes=30000-",
+    ]  # only the missing bytes asked for again
     assert fetched.sha256 == BODY_SHA and (tmp_path / "r.txt").read_bytes() == BODY
     assert leftovers(tmp_path) == ["r.txt"]
 
@@ -588,7 +527,7 @@ def test_a_stalled_body_resumes_where_it_stopped(server, tmp_path):
     fetched = download(
         url, tmp_path / "s.txt", options=FetchOptions(timeout=0.3, retries=2, backoff=0)
     )
-    first, second = server.ranges[-2:]
+    first, second = ranges(server, "/stalls-once.txt")
     assert first is None and second == f"bytes={len(BODY) // 2}-"  # the half it had
     assert fetched.sha256 == BODY_SHA and leftovers(tmp_path) == ["s.txt"]
 

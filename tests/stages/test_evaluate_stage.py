@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.http import serve_folder
 from helpers.mirror import MIRROR, needs_mirror
 from typer.testing import CliRunner
 
@@ -187,20 +188,6 @@ def test_model_with_another_tokenizer_is_bad_input(world: dict[str, Path], tmp_p
 # ----------------------------------------------------------------------------- --source
 
 
-def _serve(folder: Path):
-    import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=folder))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
-
-
 def test_source_accepts_a_path_an_archive_member_and_a_url(
     world: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -230,12 +217,10 @@ def test_source_accepts_a_path_an_archive_member_and_a_url(
     assert json.loads(result.stdout)["perplexity"] == pytest.approx(want, rel=1e-6)
     member = evaluate_source(cfg, base, f"{tmp_path / 'c.zip'}#corpus.txt")
     assert member["perplexity"] == pytest.approx(want, rel=1e-6)
-    httpd = _serve(tmp_path)
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/c.txt"
+    with serve_folder(tmp_path) as server:
+        url = server.url("/c.txt")
         by_url = evaluate_source(cfg, base, url)
-    finally:
-        httpd.shutdown()
+    assert server.hits["/c.txt"] == 1
     assert by_url["perplexity"] == pytest.approx(want, rel=1e-6) and by_url["source"] == url
     for bad, named in (
         (str(tmp_path / "none.txt"), "none.txt"),

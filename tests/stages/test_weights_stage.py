@@ -2,14 +2,12 @@
 
 import json
 import math
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers.gpt2 import TEXT, hf_model, write_tf_checkpoint
+from helpers.http import serve_folder
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
@@ -208,21 +206,11 @@ def test_gpt2_weights_with_a_trained_bpe_tokenizer_are_refused(gpt2, pretrained,
     assert not (tmp_path / "base").exists()
 
 
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def server(gpt2):
     """A local HTTP server whose /tf/ serves the OpenAI-layout files (/missing/ is a 404)."""
-    handler = partial(_Quiet, directory=str(gpt2["root"]))
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_folder(gpt2["root"]) as served:
+        yield served
 
 
 TINY = hub.NamedSize("tiny", "7M", n_layer=2, n_head=4, n_embd=64, block_size=128)
@@ -231,8 +219,8 @@ TINY = hub.NamedSize("tiny", "7M", n_layer=2, n_head=4, n_embd=64, block_size=12
 def test_named_size_downloads_from_the_first_source_that_works_then_caches(gpt2, server, tmp_path):
     sources = [
         hub.Source("dead", "openai-tf", "http://127.0.0.1:9/nothing"),
-        hub.Source("404", "hf", f"{server}/missing"),
-        hub.Source("local", "openai-tf", f"{server}/tf"),
+        hub.Source("404", "hf", server.url("/missing")),
+        hub.Source("local", "openai-tf", server.url("/tf")),
     ]
     found = hub.resolve(
         TINY,
@@ -245,6 +233,8 @@ def test_named_size_downloads_from_the_first_source_that_works_then_caches(gpt2,
     for name in hub.OPENAI_FILES:
         assert (found.folder / name).read_bytes() == (gpt2["root"] / "tf" / name).read_bytes()
     assert len(found.files["hparams.json"]["sha256"]) == 64
+    assert any(path.startswith("/missing/") for path in server.hits)  # the 404 source was tried
+    assert all(server.hits[f"/tf/{name}"] == 1 for name in hub.OPENAI_FILES)
     again = hub.resolve(TINY, mirror=None, cache=tmp_path, sources=[])  # no network needed
     assert again.origin == "cache" and again.folder == found.folder
     assert sorted(p.name for p in tmp_path.rglob("*") if p.name.startswith(".")) == []
