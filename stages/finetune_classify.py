@@ -37,7 +37,7 @@ from gptpipe.finetune.classify import (
 )
 from gptpipe.finetune.splits import CLASSIFY_SPLITS, balanced_split, stratified_split
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
-from gptpipe.fsutil import files_sha256, write_json
+from gptpipe.fsutil import files_sha256, staged_outputs, write_json
 from gptpipe.metrics import wall_seconds, write_metrics
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.heads import with_classifier
@@ -45,7 +45,7 @@ from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
 from gptpipe.tokens.sampler import WindowSampler
 from gptpipe.train.distributed import training_device
-from gptpipe.train.loop import train
+from gptpipe.train.loop import TrainResult, train
 from gptpipe.train.losses import classify_loss
 from gptpipe.train.precision import evaluating
 
@@ -134,20 +134,54 @@ def run(
     with evaluating(model, cfg.dtype):  # the untuned head, for comparison
         untuned = {n: classify_metrics(model, b)[1] for n, b in split_batches.items()}
     cfg = with_epochs(cfg, len(train_set))
-    result = train(
-        model,
-        cfg,
-        batch_at=lambda i: collate([train_set[j] for j in sampler.indices(i)]),
-        loss_of=classify_loss,
-        validate=validate,
-        plot_dir=plots,
-        checkpoint_dir=checkpoints,
-        checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
-        description="finetune classify",
-    )
-    model = finished(model)  # LoRA adapters merged: a plain classifier
+    # The model, metrics, curves (written while training runs), scores and run details appear
+    # together or not at all: all go to staged paths, renamed in together at the end.
+    outputs = [out, metrics_path, plots, scores_path] + ([details] if details is not None else [])
+    with staged_outputs(*outputs) as staged:
+        new_out, new_metrics, new_plots, new_scores = staged[:4]
+        new_details = staged[4] if details is not None else None
+        result = train(
+            model,
+            cfg,
+            batch_at=lambda i: collate([train_set[j] for j in sampler.indices(i)]),
+            loss_of=classify_loss,
+            validate=validate,
+            plot_dir=new_plots,
+            checkpoint_dir=checkpoints,
+            checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
+            description="finetune classify",
+        )
+        model = finished(model)  # LoRA adapters merged: a plain classifier
+        metrics, scores_record, meta, test_rows = _results(
+            model, cfg, result, labels, split_examples, split_batches, untuned, counts,
+            max_length, sampler, data, len(records),
+        )  # fmt: skip
+        save_model(new_out, model.to(torch.device("cpu")), base, labels=labels, meta=meta)
+        write_json(new_plots / "confusion.json", test_rows)
+        write_json(new_scores, scores_record)
+        metrics["wall_seconds"] = wall_seconds(started)  # a run detail, not a headline metric
+        write_metrics(new_metrics, metrics, new_details)
+    return metrics
 
-    # Final losses and scores over whole splits replace the sampled validation's.
+
+def _results(
+    model: torch.nn.Module,
+    cfg: ClassifyConfig,
+    result: TrainResult,
+    labels: list[str],
+    split_examples: dict[str, list[tuple[list[int], int]]],
+    split_batches: dict[str, list[tuple]],
+    untuned: dict[str, float],
+    counts: dict[str, int],
+    max_length: int,
+    sampler: WindowSampler,
+    data: Path,
+    n_records: int,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], list[dict[str, str]]]:
+    """The metrics, the per-split scores record, the model folder's meta and the test split's
+    (actual, predicted) rows, from losses and scores over whole splits (they replace the
+    sampled validation's)."""
+    train_set = split_examples["train"]
     metrics: dict[str, Any] = result.metrics(perplexity=False)
     train_labels = [label for _, label in train_set]
     per_split: dict[str, dict[str, Any]] = {}
@@ -206,14 +240,9 @@ def run(
         "protocol": cfg.protocol,
         "trainable": cfg.trainable,
         "seed": cfg.seed,
-        "data": {"file": data.name, "sha256": files_sha256(data), "records": len(records)},
+        "data": {"file": data.name, "sha256": files_sha256(data), "records": n_records},
     }
-    save_model(out, model.to(torch.device("cpu")), base, labels=labels, meta=meta)
-    write_json(plots / "confusion.json", test_rows)
-    write_json(scores_path, scores_record)
-    metrics["wall_seconds"] = wall_seconds(started)  # a run detail, not a headline metric
-    write_metrics(metrics_path, metrics, details)
-    return metrics
+    return metrics, scores_record, meta, test_rows
 
 
 def command(
