@@ -23,6 +23,12 @@ _commit_seam: Callable[[str], None] | None = None
 def _prepare_parent(target: Path) -> None:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # A regular file where a folder must be: name it (mkdir's own "File exists" misleads).
+        blocker = next(p for p in target.parents if p.exists() or p.is_symlink())
+        if blocker.is_dir():
+            raise  # not a file in the way after all: a race; keep it loud
+        raise BadInput(f"{target}: cannot write ({blocker} is not a folder)") from None
     except OSError as exc:
         raise BadInput(os_message(exc, target.parent)) from None
 
@@ -144,6 +150,13 @@ def staged_outputs(*targets: Path | str) -> Iterator[list[Path]]:
     except BaseException as exc:
         for new in staged:
             _remove(new)
+        if type(exc) is BadInput:
+            # A writer's message names the staged path it wrote to: name the output instead.
+            message = str(exc)
+            for target, new in zip(paths, staged, strict=True):
+                message = message.replace(str(new), str(target))
+            if message != str(exc):
+                raise BadInput(message) from None
         converted = next(
             (
                 c

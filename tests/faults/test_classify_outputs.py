@@ -103,7 +103,8 @@ def test_an_unwritable_metrics_path_writes_no_model_scores_or_curves(pipeline, o
     blocker.write_text("a file, not a folder")
     paths = old | {"metrics": blocker / "classify.json"}
     before = _before(old)
-    expect_bad_input(cli(_args(pipeline, tmp_path, paths, "classify.seed=7")), "blocker")
+    result = cli(_args(pipeline, tmp_path, paths, "classify.seed=7"))
+    expect_bad_input(result, f"{paths['metrics']}: cannot write ({blocker} is not a folder)")
     assert blocker.read_text() == "a file, not a folder"
     assert _before(old) == before and leftovers(tmp_path) == []
 
@@ -116,6 +117,7 @@ def test_a_full_disk_at_the_last_write_keeps_every_old_output(pipeline, old, tmp
         paths = old | {"details": disk / details.name}
         before = _before(paths)
         result = cli(_args(pipeline, tmp_path, paths, "classify.seed=7"))
-        expect_bad_input(result, "classify.json", "no space")
+        line = expect_bad_input(result, f"{paths['details']}: cannot write (no space left")
+        assert ".tmp" not in line  # the output is named, not the staged path written to
         assert _before(paths) == before and leftovers(disk) == []
     assert leftovers(tmp_path) == []
