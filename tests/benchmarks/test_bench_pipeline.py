@@ -35,9 +35,7 @@ def test_paths_are_resolved_from_the_vars(ours):
     assert "data/raw/corpus.txt" in ours["tokenizer"]["deps"]
 
 
-def test_the_trivial_dag_has_our_shape_and_dvc_finds_nothing_to_do_the_second_time(
-    ours, tmp_path
-):
+def test_the_trivial_dag_has_our_shape_and_dvc_finds_nothing_to_do_the_second_time(ours, tmp_path):
     if shutil.which("git") is None:
         pytest.skip("no git")
     trivial = bench.trivial_project(tmp_path, ours)
