@@ -84,22 +84,45 @@ def describe_model(model_dir: Path) -> dict[str, Any]:
     }
 
 
-def describe_params(params: Path, overrides: list[str]) -> dict[str, Any]:
-    """The model that `pretrain` would build from a params file (sections model, tokenizer).
+BYTE_VOCAB = 257  # the 256 byte values and <|endoftext|>
+TOKENIZER_FOLDER = Path("models") / "tokenizer"  # dvc.yaml's paths.tokenizer, beside params.yaml
 
-    For tokenizer.kind=bpe the vocabulary is tokenizer.vocab_size, an upper bound: a corpus
-    too small for that many merges gives a smaller tokenizer.
+
+def _vocabulary(kind: str, vocab_size: int, params: Path) -> tuple[int, str]:
+    """(vocabulary, where it comes from) of the model a params file would build.
+
+    gpt2 and byte are fixed; bpe and word are capped by tokenizer.vocab_size (a corpus too
+    small for that many gives fewer); char is the corpus's own characters. Where the tokenizer
+    stage has already run beside the params file, its folder says exactly.
     """
+    trained = _tokenizer(params.resolve().parent / TOKENIZER_FOLDER)
+    if trained is not None and trained.get("kind") == kind and trained.get("n_vocab"):
+        return int(trained["n_vocab"]), f"from {TOKENIZER_FOLDER}"
+    if kind == "gpt2":
+        return GPT2_VOCAB, "GPT-2's"
+    if kind == "byte":
+        return BYTE_VOCAB, "256 bytes and <|endoftext|>"
+    if kind == "char":
+        return BYTE_VOCAB, (
+            "char: the corpus's characters and <|endoftext|>, not known before the tokenizer "
+            f"stage; counted as {BYTE_VOCAB}"
+        )
+    return vocab_size, "tokenizer.vocab_size, an upper bound"
+
+
+def describe_params(params: Path, overrides: list[str]) -> dict[str, Any]:
+    """The model that `pretrain` would build from a params file (sections model, tokenizer)."""
     raw = read_params(params, overrides)
     model_cfg: ModelConfig = build_section(raw, "model")
     tok_cfg: TokenizerConfig = build_section(raw, "tokenizer")
-    vocab = GPT2_VOCAB if tok_cfg.kind == "gpt2" else tok_cfg.vocab_size
+    vocab, vocab_source = _vocabulary(tok_cfg.kind, tok_cfg.vocab_size, params)
     config = GPTConfig(vocab_size=vocab, **to_dict(model_cfg))
     return {
         "params": str(params),
         "config": config.to_dict(),
         "labels": [],
         "meta": {"tokenizer": tok_cfg.kind},
+        "vocabulary": vocab_source,
         "weights_bytes": None,
         "parameters": config_breakdown(config),
         "blocks": block_breakdown(config),
@@ -121,6 +144,9 @@ def print_description(description: dict[str, Any], console: Console) -> None:
         f"bias {c['bias']}"
         + (f", classes: {escape(', '.join(description['labels']))}" if c["n_classes"] else "")
     )
+    if description.get("vocabulary"):
+        kind = description["meta"].get("tokenizer")
+        console.print(f"tokenizer {kind}: vocabulary {escape(description['vocabulary'])}")
     stage = description["meta"].get("stage")
     if stage:
         console.print(f"stage {stage}, steps {description['meta'].get('steps', '?')}")

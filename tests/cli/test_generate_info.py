@@ -225,3 +225,22 @@ def test_chat_refuses_a_classifier_and_a_bad_option(models: dict[str, Path]) -> 
     assert result.exit_code == 2 and "classifier" in result.stderr
     result = runner.invoke(app, ["chat", "--model", str(models["lm"]), "--top-p", "-1"])
     assert result.exit_code == 2 and "--top-p" in result.stderr
+
+
+def test_params_mode_counts_the_vocabulary_each_tokenizer_kind_gives(tmp_path: Path) -> None:
+    from gptpipe.cli.info import describe_params
+    from gptpipe.tokenizer.folder import save_bytes
+
+    params = tmp_path / "params.yaml"
+    expected = {"gpt2": 50257, "byte": 257, "bpe": 4096, "word": 4096, "char": 257}
+    for kind, vocab in expected.items():
+        params.write_text(f"tokenizer:\n  kind: {kind}\n  vocab_size: 4096\n")
+        described = describe_params(params, [])
+        assert described["config"]["vocab_size"] == vocab, kind
+    assert "not known before the tokenizer stage" in described["vocabulary"]
+    # Once the tokenizer stage has run beside the params file, its folder says exactly.
+    save_bytes(tmp_path / "models" / "tokenizer")
+    params.write_text("tokenizer:\n  kind: byte\n")
+    assert describe_params(params, [])["vocabulary"] == "from models/tokenizer"
+    result = runner.invoke(app, ["info", "--params", str(params)])
+    assert result.exit_code == 0 and "vocabulary from models/tokenizer" in result.stdout
