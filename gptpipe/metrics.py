@@ -91,11 +91,13 @@ def split_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 def write_metrics(metrics_path: Path, metrics: dict[str, Any], details_path: Path | None) -> None:
     """Write the headline metrics to `metrics_path` and the run details to `details_path`
-    (dropped when None: a caller that wants them has the full dict it passed in)."""
+    (dropped when None: a caller that wants them has the full dict it passed in), the two
+    files together or neither."""
     headline, details = split_metrics(metrics)
-    write_json(metrics_path, headline)
-    if details_path is not None:
-        write_json(details_path, details)
+    with staged_with_details(metrics_path, details_path) as (new_metrics, new_details):
+        write_json(new_metrics, headline)
+        if new_details is not None:
+            write_json(new_details, details)
 
 
 def wall_seconds(started: float) -> float:
