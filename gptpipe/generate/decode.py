@@ -140,7 +140,7 @@ def _steps(
                 return model.lm_head(model.hidden_states(window)[:, -1])
             scratch = KVCache(model.config, B, width, device, dtype, pad)
             return model.lm_head(model.hidden_states(window, scratch)[:, -1])
-        return model.lm_head(model.hidden_states(ids, cache)[:, -1])
+        return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
 
     logits = logits_of(buffer[:, :width])
     for step in range(d.max_new_tokens):
@@ -191,24 +191,26 @@ def generate_ids(
     return rows
 
 
-def generate(
+def generate_many(
     model: GPT,
-    prompt: list[int],
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    top_k: int = 0,
-    stop_id: int | None = None,
+    prompts: Sequence[Sequence[int]],
+    decoding: Decoding,
+    stop_ids: Collection[int] = (),
+    batch_size: int = 8,
     generator: torch.Generator | None = None,
-) -> list[int]:
-    """Continue `prompt` by up to `max_new_tokens` ids; returns only the new ids.
-
-    temperature 0 is greedy (argmax); otherwise logits are divided by the temperature and,
-    with top_k > 0, all but the k most likely tokens are dropped before sampling.
-    Generation stops after `stop_id` (not included in the result). The context is cropped
-    to the model's block_size from the left at every step (a window sliding by one token).
+) -> list[list[int]]:
+    """`generate_ids` over any number of prompts, `batch_size` at a time, in the prompts'
+    order. Prompts of similar length share a batch (sorted by length), so that little
+    padding is computed; a batch ends when all its rows have stopped. Greedy decoding gives
+    each prompt the tokens it gets alone; sampled rows draw in batch order from `generator`.
     """
-    if not prompt:
-        raise ValueError("prompt must hold at least one token")
-    decoding = Decoding(max_new_tokens, temperature, top_k, slide=1)
-    stops = () if stop_id is None else (stop_id,)
-    return generate_ids(model, [prompt], decoding, generator, stops)[0]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        new = generate_ids(model, [prompts[i] for i in rows], decoding, generator, stop_ids)
+        for i, ids in zip(rows, new, strict=True):
+            out[i] = ids
+    return out

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
-from gptpipe.generate.decode import generate
+from gptpipe.generate.decode import Decoding, generate_ids
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.heads import with_classifier
@@ -36,7 +36,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def direct(model_dir: Path, text: str, n: int) -> str:
     model, _ = load_model(model_dir)
     enc = load_tokenizer(model_dir)
-    return enc.decode(generate(model, enc.encode_ordinary(text), n, stop_id=eot_id(enc)))
+    ids = generate_ids(model, [enc.encode_ordinary(text)], Decoding(n), stop_ids=[eot_id(enc)])
+    return enc.decode(ids[0])
 
 
 def gen(model_dir: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
@@ -215,9 +216,8 @@ def test_every_strategy_from_the_command_line(models: dict[str, Path]) -> None:
     assert code == 0 and out == greedy[: greedy.index(stop)] + "\n"
     code, out, _ = gen(models["lm"], "--prompt", "", "--max-new-tokens", "3", "--temperature", "0")
     model_ids = [eot_id(enc)]
-    assert (
-        code == 0 and out == enc.decode(generate(model, model_ids, 3, stop_id=eot_id(enc))) + "\n"
-    )
+    expected = generate_ids(model, [model_ids], Decoding(3), stop_ids=[eot_id(enc)])[0]
+    assert code == 0 and out == enc.decode(expected) + "\n"
 
 
 def test_chat_refuses_a_classifier_and_a_bad_option(models: dict[str, Path]) -> None:
