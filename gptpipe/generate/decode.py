@@ -129,7 +129,10 @@ def _steps(
         for row, p in enumerate(prompts):
             full[row, : len(p)] = torch.tensor(list(p), dtype=torch.long)
         seen = seen_tokens(full.to(device), vocab)
-    cache = KVCache(model.config, B, device=device, dtype=dtype, pad=pad) if use_cache else None
+    # The cache holds what the window can reach: the prompt and the tokens fed back (the
+    # last one yielded is not), the whole context only if the window will slide.
+    reach = min(block, width + d.max_new_tokens - 1)
+    cache = KVCache(model.config, B, reach, device, dtype, pad) if use_cache else None
     drop = slide_size(model, d.slide)
 
     def logits_of(ids: torch.Tensor) -> torch.Tensor:

@@ -66,8 +66,11 @@ class KVCache:
             raise ValueError(f"max_len {self.max_len} exceeds block_size {config.block_size}")
         D = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, self.max_len, D)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # Left uninitialised: a position is written before any query reads it (attention
+        # reads positions :pos + T only), and zeroing a full-context cache up front costs
+        # more than a short prompt's prefill (tens of MB at GPT-2's shape).
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0
         self.pad = pad.to(self.k.device) if pad is not None and bool(pad.any()) else None
 
