@@ -38,6 +38,13 @@ Stop = Annotated[
     list[str] | None,
     typer.Option("--stop", help="Stop when this text appears (repeatable; not printed)."),
 ]
+Slide = Annotated[
+    int,
+    typer.Option(
+        help="Tokens dropped from the window when the context fills, so that generation goes "
+        "on past it (the cache is rebuilt); 0: a quarter of the context."
+    ),
+]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 
 OPTION = {  # Decoding field -> the option that sets it
@@ -105,6 +112,7 @@ def command(
     num_beams: NumBeams = 1,
     length_penalty: LengthPenalty = 1.0,
     stop: Stop = None,
+    slide: Slide = 0,
     instruct: Annotated[
         bool | None,
         typer.Option(
@@ -133,6 +141,7 @@ def command(
             num_beams,
             length_penalty,
             tuple(stop or ()),
+            slide,
         )
     )
     if num_samples < 1:
