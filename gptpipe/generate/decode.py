@@ -16,8 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
+from gptpipe.errors import BadInput
 from gptpipe.generate.sampling import choose, seen_tokens
 from gptpipe.model.gpt import GPT, KVCache
+from gptpipe.runtime import native_bf16
+
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,24 @@ def problems(d: Decoding) -> list[tuple[str, str]]:
     if d.slide < 0:
         found.append(("slide", "must be >= 0"))
     return found
+
+
+def for_decoding(model: GPT, dtype: str = "auto", option: str = "--dtype") -> GPT:
+    """The model in the dtype it decodes in: `auto` is bfloat16 where its device computes
+    bf16 natively (CUDA from Ampere on, AVX-512 BF16 / AMX CPUs), else float32.
+
+    Batch-1 decoding reads every weight once per token, so it is bound by memory traffic:
+    bf16 halves the bytes per token. Its logits stay within a few hundredths of float32's
+    and greedy tokens agree where the top two are not within that (tests/generate). The
+    cache follows the weights' dtype; sampling rules work on float32 logits. Where bf16 is
+    not native it is emulated and slower, so `auto` keeps float32 there.
+    """
+    if dtype not in DTYPES:
+        raise BadInput(f"{option}: expected one of {', '.join(DTYPES)}, not {dtype!r}")
+    device = next(model.parameters()).device
+    if dtype == "auto":
+        dtype = "bfloat16" if native_bf16(device) else "float32"
+    return model.to(getattr(torch, dtype))
 
 
 def slide_size(model: GPT, slide: int) -> int:

@@ -156,6 +156,7 @@ def test_generate_streams_pieces_as_they_are_produced(models: dict[str, Path]) -
         (("--repetition-penalty", "0"), "--repetition-penalty"),
         (("--length-penalty", "nan"), "--length-penalty"),
         (("--slide", "-1"), "--slide"),
+        (("--dtype", "float16"), "--dtype"),
         (("--stop", "a", "--stop", ""), "--stop"),
     ],
 )
