@@ -48,6 +48,7 @@ def build(arch: dict[str, int], seed: int = 0) -> tuple[Any, Any]:
     """A random transformers GPT-2 and the same weights as our model."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from gptpipe.generate.decode import for_decoding
     from gptpipe.interop.gpt2_layouts import config_from_shapes, hf_to_ours
     from gptpipe.model.folder import model_from_tensors
     from gptpipe.model.tensors import LazyTensor
@@ -66,7 +67,8 @@ def build(arch: dict[str, int], seed: int = 0) -> tuple[Any, Any]:
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     ours_config = config_from_shapes(shapes, n_head=arch["n_head"], where=Path("hf"))
     lazy = {k: LazyTensor(tuple(v.shape), lambda v=v: v.clone()) for k, v in state.items()}  # type: ignore[misc]
-    return hf, model_from_tensors(ours_config, lazy).eval()
+    # as `gptpipe generate` decodes: bfloat16 where the CPU computes it natively
+    return hf, for_decoding(model_from_tensors(ours_config, lazy).eval())
 
 
 def ours_run(model: Any, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
