@@ -81,9 +81,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=0, help="0: the config's own count")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--stride", type=int, default=0, help="0: half of each context")
+    parser.add_argument("--configs", default="default,gpt2vocab", help="comma-separated")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    names = ["quick"] if args.quick else ["default", "gpt2vocab"]
+    names = ["quick"] if args.quick else args.configs.split(",")
     repeats = 1 if args.quick else args.repeats
     results: dict[str, Any] = {"threads": torch.get_num_threads(), "configs": {}}
     for name in names:
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.manual_seed(0)
         model = GPT(GPTConfig(**arch)).eval()  # type: ignore[arg-type]
         tokens = np.random.default_rng(0).integers(0, arch["vocab_size"], n_tokens)
-        stride = arch["block_size"] // 2
+        stride = args.stride or arch["block_size"] // 2
         ours(model, tokens[:500], stride, args.batch_size)  # warm-up
         plain(model, tokens[:500], stride, args.batch_size)
         ours_s, plain_s = [], []
