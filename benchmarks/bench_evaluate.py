@@ -3,8 +3,10 @@
 
 The plain pass is what an evaluation loop would do without care; ours runs the head only
 on the positions each window scores (with stride < context most positions are context
-only). Both run the same windows, batch size and thread count, in inference mode, the
-sides alternating, median of repeats; the two perplexities must agree.
+only, and they skip the last block's MLP too). Both run the same windows, batch size and
+thread count, in inference mode, the sides alternating (ABBA, so that neither always runs
+first), median of repeats; the two perplexities must agree. The GPT-2-vocabulary config reads
+fewer tokens by default (its plain pass is slow), so that a whole run stays near a minute.
 
     .venv/bin/python benchmarks/bench_evaluate.py [--quick] [--json out.json]
     flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_evaluate.py
@@ -31,6 +33,7 @@ CONFIGS: dict[str, dict[str, int]] = {
     "gpt2vocab": {"n_layer": 6, "n_head": 6, "n_embd": 384, "block_size": 256, "vocab_size": 50257},
     "quick": {"n_layer": 2, "n_head": 2, "n_embd": 64, "block_size": 64, "vocab_size": 2048},
 }
+TOKENS = {"default": 20_000, "gpt2vocab": 3_000, "quick": 2_000}  # per config, unless --tokens
 
 
 def plain(model: Any, tokens: np.ndarray, stride: int, batch_size: int) -> tuple[float, float]:
@@ -75,29 +78,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tokens", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tokens", type=int, default=0, help="0: the config's own count")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--stride", type=int, default=0, help="0: half of each context")
+    parser.add_argument("--configs", default="default,gpt2vocab", help="comma-separated")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    names = ["quick"] if args.quick else ["default", "gpt2vocab"]
-    n_tokens = 2_000 if args.quick else args.tokens
+    names = ["quick"] if args.quick else args.configs.split(",")
     repeats = 1 if args.quick else args.repeats
     results: dict[str, Any] = {"threads": torch.get_num_threads(), "configs": {}}
     for name in names:
         arch = CONFIGS[name]
+        n_tokens = args.tokens or TOKENS[name]
         torch.manual_seed(0)
         model = GPT(GPTConfig(**arch)).eval()  # type: ignore[arg-type]
         tokens = np.random.default_rng(0).integers(0, arch["vocab_size"], n_tokens)
-        stride = arch["block_size"] // 2
+        stride = args.stride or arch["block_size"] // 2
         ours(model, tokens[:500], stride, args.batch_size)  # warm-up
         plain(model, tokens[:500], stride, args.batch_size)
         ours_s, plain_s = [], []
-        for _ in range(repeats):
-            t, ppl_ours = ours(model, tokens, stride, args.batch_size)
-            ours_s.append(t)
-            t, ppl_plain = plain(model, tokens, stride, args.batch_size)
-            plain_s.append(t)
+        for r in range(repeats):
+            for side in ("ours", "plain") if r % 2 == 0 else ("plain", "ours"):
+                if side == "ours":
+                    t, ppl_ours = ours(model, tokens, stride, args.batch_size)
+                    ours_s.append(t)
+                else:
+                    t, ppl_plain = plain(model, tokens, stride, args.batch_size)
+                    plain_s.append(t)
         row = {
             "arch": arch,
             "tokens": n_tokens,
@@ -106,6 +114,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "plain_tokens_per_s": n_tokens / statistics.median(plain_s),
             "perplexity_ours": ppl_ours,
             "perplexity_plain": ppl_plain,
+            "perplexity_agrees": math.isclose(ppl_ours, ppl_plain, rel_tol=1e-4),
+            "repeats": repeats,
         }
         row["ratio"] = row["ours_tokens_per_s"] / row["plain_tokens_per_s"]  # type: ignore[operator]
         results["configs"][name] = row

@@ -624,6 +624,7 @@ class DecodingConfig:
     max_new_tokens: int | None = _f(None, "Tokens generated per sample.")
     num_samples: int | None = _f(None, "Samples per prompt (deterministic settings give one).")
     stop: list[str] = _f([], "Text that ends a continuation (not included).")  # noqa: RUF009
+    slide: int = _f(0, "Tokens dropped when the context fills (0: a quarter of the context).")
 
 
 def _check_decoding(key: str, d: DecodingConfig) -> None:
@@ -644,6 +645,7 @@ def _check_decoding(key: str, d: DecodingConfig) -> None:
     _require(d.max_new_tokens is None or d.max_new_tokens >= 1, f"{key}.max_new_tokens", ">= 1")
     _require(d.num_samples is None or d.num_samples >= 1, f"{key}.num_samples", "must be >= 1")
     _require(all(d.stop), f"{key}.stop", "a stop string must not be empty")
+    _require(d.slide >= 0, f"{key}.slide", "must be >= 0 (0: a quarter of the context)")
 
 
 def default_decoding() -> list[DecodingConfig]:
@@ -678,7 +680,7 @@ class SampleConfig:
         metadata={
             "help": "Decoding settings, each sampled from every model: a list of {name, "
             "temperature, top_k, top_p, repetition_penalty, num_beams, length_penalty, "
-            "max_new_tokens, num_samples, stop}; unset keys take temperature, top_k, "
+            "max_new_tokens, num_samples, stop, slide}; unset keys take temperature, top_k, "
             "max_new_tokens and num_samples from this section."
         },
     )

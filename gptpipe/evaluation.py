@@ -144,11 +144,14 @@ def _score_batch(
 
     A window of L tokens is L-1 inputs predicting L-1 targets; shorter windows (only the
     last ones) are right-padded, which a causal model never looks at, and their padding
-    targets are ignored.
+    targets are ignored. The head runs only on scored positions: with stride < block_size
+    most positions are context only, and for large vocabularies the (B, T, V) logits would
+    dominate memory.
     """
     width = max(w.end - w.begin for w in batch) - 1
     inputs = torch.zeros(len(batch), width, dtype=torch.long)
     targets = torch.full((len(batch), width), -100, dtype=torch.long)
+    skips = []
     for row, w in enumerate(batch):
         window = stream[w.begin : w.end]
         n = window.numel() - 1
@@ -156,14 +159,21 @@ def _score_batch(
         # target j is token begin+1+j; score it only if it is at or after `first`
         skip = w.first - (w.begin + 1)
         targets[row, skip:n] = window[1 + skip :]
-    inputs, targets = inputs.to(device), targets.to(device)
-    scored = targets != -100  # (B, T)
-    # The head runs only on scored positions: with stride < block_size most positions are
-    # context only, and for large vocabularies the (B, T, V) logits would dominate memory.
-    hidden = model.hidden_states(inputs)[scored]  # (N, C)
+        skips.append(skip)
+    # Every scored position lies in the last `tail` columns (with stride < block_size, the
+    # last `stride` of a full window): only those go through the last block's MLP, the
+    # final LayerNorm and the head; the context-only positions feed the attention alone.
+    tail = width - min(skips)
+    inputs, targets = inputs.to(device), targets[:, width - tail :].to(device)
+    hidden = model.hidden_states(inputs, last=tail)  # (B, tail, C)
+    if bool((targets == -100).any()):  # ragged rows (the first or last window): gather
+        scored = targets != -100
+        hidden, targets = hidden[scored], targets[scored]  # (N, C), (N,)
+    else:
+        hidden, targets = hidden.flatten(0, 1), targets.flatten()
     logits = model.lm_head(hidden).float()  # (N, V)
-    nll = F.cross_entropy(logits, targets[scored], reduction="sum")
-    return float(nll.double()), int(scored.sum())
+    nll = F.cross_entropy(logits, targets, reduction="sum")
+    return float(nll.double()), int(targets.numel())
 
 
 def bits_per_byte(nll: float, n_bytes: int) -> float:

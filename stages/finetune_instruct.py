@@ -37,7 +37,7 @@ from gptpipe.finetune.judge import judge
 from gptpipe.finetune.splits import ordered_split
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
 from gptpipe.fsutil import files_sha256, write_json
-from gptpipe.generate.decode import generate
+from gptpipe.generate.decode import Decoding, generate_many
 from gptpipe.metrics import write_metrics
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.gpt import GPT
@@ -71,15 +71,21 @@ def _split_records(n: int, cfg: InstructConfig, data: Path) -> dict[str, np.ndar
 
 
 def _respond(
-    model: GPT, enc: Any, records: list[Instruction], max_new_tokens: int, eot: int
+    model: GPT,
+    enc: Any,
+    records: list[Instruction],
+    max_new_tokens: int,
+    eot: int,
+    batch_size: int,
 ) -> list[str]:
-    """Greedy responses to the records' prompts (the model in eval mode, no grad)."""
-    out = []
-    for record in records:
-        prompt = encode(enc, format_prompt(record.instruction, record.input))
-        new = generate(model, prompt, max_new_tokens, temperature=0.0, stop_id=eot)
-        out.append(enc.decode(new).strip())
-    return out
+    """Greedy responses to the records' prompts (the model in eval mode, no grad), each
+    ending before <|endoftext|>: on the KV cache, `batch_size` prompts at a time. At the
+    context's end the window slides by one token, so that every response is the one a full
+    forward over the last block_size tokens per step gives (the cache is rebuilt then)."""
+    prompts = [encode(enc, format_prompt(r.instruction, r.input)) for r in records]
+    decoding = Decoding(max_new_tokens=max_new_tokens, slide=1)
+    new = generate_many(model, prompts, decoding, stop_ids=(eot,), batch_size=batch_size)
+    return [enc.decode(ids).strip() for ids in new]
 
 
 def run(
@@ -126,7 +132,7 @@ def run(
 
     with evaluating(model, cfg.dtype):  # the base model, before fine-tuning
         base_test_loss = masked_lm_loss(model, whole["test"])
-        base_responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot)
+        base_responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot, cfg.batch_size)
     seed_everything(cfg.seed)
     counts = select_trainable(model, cfg)
     cfg = with_epochs(cfg, len(train_set))
@@ -145,7 +151,7 @@ def run(
 
     with evaluating(model, cfg.dtype):
         losses = {name: masked_lm_loss(model, batches) for name, batches in whole.items()}
-        responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot)
+        responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot, cfg.batch_size)
     rouge = RougeL()
     answers: list[dict[str, Any]] = []
     for record, response, base_response in zip(

@@ -22,6 +22,7 @@ import typer
 from gptpipe import layout
 from gptpipe.cli.generate import (
     Device,
+    DType,
     MaxNewTokens,
     RepetitionPenalty,
     Seed,
@@ -31,7 +32,7 @@ from gptpipe.cli.generate import (
     TopP,
     checked,
 )
-from gptpipe.generate.decode import Decoding, problems
+from gptpipe.generate.decode import Decoding, for_decoding, problems
 from gptpipe.generate.text import context_ids, stream
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
@@ -175,6 +176,7 @@ def command(
     seed: Seed = 1337,
     stop: Stop = None,
     device: Device = "auto",
+    dtype: DType = "auto",
 ) -> None:
     """Chat with a model: an instruction-tuned folder answers each line, a base model
     continues the conversation's text. /help lists the commands."""
@@ -189,6 +191,7 @@ def command(
         )
     )
     lm, encoding = load_language_model(model, device)
+    lm = for_decoding(lm, dtype)
     instruct = is_instruct(model, read_info(model))
     generator = torch.Generator(device="cpu").manual_seed(seed)
     session = Session(lm, encoding, decoding, instruct, generator)

@@ -12,7 +12,7 @@ import typer
 
 from gptpipe import layout
 from gptpipe.errors import BadInput
-from gptpipe.generate.decode import Decoding, problems
+from gptpipe.generate.decode import Decoding, for_decoding, problems
 from gptpipe.generate.text import context_ids, stream
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.prompts import format_prompt
@@ -38,7 +38,22 @@ Stop = Annotated[
     list[str] | None,
     typer.Option("--stop", help="Stop when this text appears (repeatable; not printed)."),
 ]
+Slide = Annotated[
+    int,
+    typer.Option(
+        help="Tokens dropped from the window when the context fills, so that generation goes "
+        "on past it (the cache is rebuilt); 0: a quarter of the context."
+    ),
+]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DType = Annotated[
+    str,
+    typer.Option(
+        "--dtype",
+        help="Weights and cache while decoding: auto (bfloat16 where the device computes it "
+        "natively, else float32), float32 or bfloat16.",
+    ),
+]
 
 OPTION = {  # Decoding field -> the option that sets it
     "max_new_tokens": "--max-new-tokens",
@@ -105,6 +120,7 @@ def command(
     num_beams: NumBeams = 1,
     length_penalty: LengthPenalty = 1.0,
     stop: Stop = None,
+    slide: Slide = 0,
     instruct: Annotated[
         bool | None,
         typer.Option(
@@ -121,6 +137,7 @@ def command(
         bool, typer.Option(help="Read one prompt per line from stdin until EOF.")
     ] = False,
     device: Device = "auto",
+    dtype: DType = "auto",
 ) -> None:
     """Continue a prompt and stream only the new text to stdout (stops at <|endoftext|>)."""
     decoding = checked(
@@ -133,11 +150,13 @@ def command(
             num_beams,
             length_penalty,
             tuple(stop or ()),
+            slide,
         )
     )
     if num_samples < 1:
         raise BadInput(f"--num-samples: must be >= 1, not {num_samples}")
     lm, encoding = load_language_model(model, device)
+    lm = for_decoding(lm, dtype)
     wrap = is_instruct(model, read_info(model)) if instruct is None else instruct
     if input and not wrap:
         raise BadInput("--input is part of an instruction: use it with --instruct")

@@ -60,13 +60,14 @@ def _search(model: GPT, prompt: list[int], d: Decoding, stop_id: int | None) -> 
     is_finished = torch.zeros(k, dtype=torch.bool, device=device)
     improvable = True
 
-    cache = KVCache(model.config, k, device=device, dtype=dtype)
     drop = slide_size(model, d.slide)
     window = prompt_ids[:, -block:].expand(k, -1)  # (k, W)
+    # room for the prompt and the tokens fed back; the whole context if the window slides
+    cache = KVCache(model.config, k, min(block, window.size(1) + n_new - 1), device, dtype)
 
     def prefill(ids: torch.Tensor) -> torch.Tensor:
         cache.reset()
-        return model.lm_head(model.hidden_states(ids, cache)[:, -1])  # (k, V)
+        return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])  # (k, V)
 
     logits = prefill(window)
     for cur in range(n_new):

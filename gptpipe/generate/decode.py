@@ -16,8 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
+from gptpipe.errors import BadInput
 from gptpipe.generate.sampling import choose, seen_tokens
 from gptpipe.model.gpt import GPT, KVCache
+from gptpipe.runtime import native_bf16
+
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,24 @@ def problems(d: Decoding) -> list[tuple[str, str]]:
     if d.slide < 0:
         found.append(("slide", "must be >= 0"))
     return found
+
+
+def for_decoding(model: GPT, dtype: str = "auto", option: str = "--dtype") -> GPT:
+    """The model in the dtype it decodes in: `auto` is bfloat16 where its device computes
+    bf16 natively (CUDA from Ampere on, AVX-512 BF16 / AMX CPUs), else float32.
+
+    Batch-1 decoding reads every weight once per token, so it is bound by memory traffic:
+    bf16 halves the bytes per token. Its logits stay within a few hundredths of float32's
+    and greedy tokens agree where the top two are not within that (tests/generate). The
+    cache follows the weights' dtype; sampling rules work on float32 logits. Where bf16 is
+    not native it is emulated and slower, so `auto` keeps float32 there.
+    """
+    if dtype not in DTYPES:
+        raise BadInput(f"{option}: expected one of {', '.join(DTYPES)}, not {dtype!r}")
+    device = next(model.parameters()).device
+    if dtype == "auto":
+        dtype = "bfloat16" if native_bf16(device) else "float32"
+    return model.to(getattr(torch, dtype))
 
 
 def slide_size(model: GPT, slide: int) -> int:
@@ -129,7 +151,10 @@ def _steps(
         for row, p in enumerate(prompts):
             full[row, : len(p)] = torch.tensor(list(p), dtype=torch.long)
         seen = seen_tokens(full.to(device), vocab)
-    cache = KVCache(model.config, B, device=device, dtype=dtype, pad=pad) if use_cache else None
+    # The cache holds what the window can reach: the prompt and the tokens fed back (the
+    # last one yielded is not), the whole context only if the window will slide.
+    reach = min(block, width + d.max_new_tokens - 1)
+    cache = KVCache(model.config, B, reach, device, dtype, pad) if use_cache else None
     drop = slide_size(model, d.slide)
 
     def logits_of(ids: torch.Tensor) -> torch.Tensor:
@@ -140,7 +165,7 @@ def _steps(
                 return model.lm_head(model.hidden_states(window)[:, -1])
             scratch = KVCache(model.config, B, width, device, dtype, pad)
             return model.lm_head(model.hidden_states(window, scratch)[:, -1])
-        return model.lm_head(model.hidden_states(ids, cache)[:, -1])
+        return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
 
     logits = logits_of(buffer[:, :width])
     for step in range(d.max_new_tokens):
@@ -191,24 +216,26 @@ def generate_ids(
     return rows
 
 
-def generate(
+def generate_many(
     model: GPT,
-    prompt: list[int],
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    top_k: int = 0,
-    stop_id: int | None = None,
+    prompts: Sequence[Sequence[int]],
+    decoding: Decoding,
+    stop_ids: Collection[int] = (),
+    batch_size: int = 8,
     generator: torch.Generator | None = None,
-) -> list[int]:
-    """Continue `prompt` by up to `max_new_tokens` ids; returns only the new ids.
-
-    temperature 0 is greedy (argmax); otherwise logits are divided by the temperature and,
-    with top_k > 0, all but the k most likely tokens are dropped before sampling.
-    Generation stops after `stop_id` (not included in the result). The context is cropped
-    to the model's block_size from the left at every step (a window sliding by one token).
+) -> list[list[int]]:
+    """`generate_ids` over any number of prompts, `batch_size` at a time, in the prompts'
+    order. Prompts of similar length share a batch (sorted by length), so that little
+    padding is computed; a batch ends when all its rows have stopped. Greedy decoding gives
+    each prompt the tokens it gets alone; sampled rows draw in batch order from `generator`.
     """
-    if not prompt:
-        raise ValueError("prompt must hold at least one token")
-    decoding = Decoding(max_new_tokens, temperature, top_k, slide=1)
-    stops = () if stop_id is None else (stop_id,)
-    return generate_ids(model, [prompt], decoding, generator, stops)[0]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        new = generate_ids(model, [prompts[i] for i in rows], decoding, generator, stop_ids)
+        for i, ids in zip(rows, new, strict=True):
+            out[i] = ids
+    return out

@@ -36,6 +36,7 @@ def resolve(cfg: SampleConfig, entry: DecodingConfig) -> tuple[Decoding, int]:
         num_beams=entry.num_beams,
         length_penalty=entry.length_penalty,
         stop=tuple(entry.stop),
+        slide=entry.slide,
     )
     if deterministic(decoding):
         return decoding, 1

@@ -21,7 +21,7 @@ import torch
 
 from gptpipe.errors import BadInput
 from gptpipe.generate.beam import beam_search
-from gptpipe.generate.decode import Decoding, decode_steps, problems
+from gptpipe.generate.decode import Decoding, decode_steps, for_decoding, problems
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
 from gptpipe.prompts import format_prompt
@@ -189,6 +189,7 @@ def generate_text(
     num_samples: int = 1,
     instruct: bool | None = None,
     device: str = "auto",
+    dtype: str = "auto",
     **settings: Any,
 ) -> str | list[list[str]]:
     """Continue `prompt` with a model folder (or a loaded model and its `encoding`).
@@ -197,7 +198,9 @@ def generate_text(
     repetition_penalty, num_beams, length_penalty, stop, slide); temperature 0, the
     default, is greedy. One prompt and one sample give a string; a list of prompts (or
     num_samples > 1) gives, for each prompt, a list of its samples. `instruct` wraps each
-    prompt in the Alpaca template; by default an instruction-tuned folder does.
+    prompt in the Alpaca template; by default an instruction-tuned folder does. A folder's
+    model decodes in `dtype` (`for_decoding`: auto is bfloat16 where native); a loaded
+    model decodes in its own.
 
         >>> generate_text("models/base", "Return the", max_new_tokens=20)
     """
@@ -215,6 +218,7 @@ def generate_text(
     else:
         folder = Path(model)
         lm, encoding = load_language_model(folder, device)
+        lm = for_decoding(lm, dtype, "dtype")
         wrap = is_instruct(folder, read_info(folder)) if instruct is None else instruct
     texts = [prompt] if isinstance(prompt, str) else list(prompt)
     ids = [context_ids(lm, encoding, format_prompt(t) if wrap else t) for t in texts]

@@ -66,8 +66,11 @@ class KVCache:
             raise ValueError(f"max_len {self.max_len} exceeds block_size {config.block_size}")
         D = config.n_embd // config.n_head
         shape = (config.n_layer, batch_size, config.n_head, self.max_len, D)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # Left uninitialised: a position is written before any query reads it (attention
+        # reads positions :pos + T only), and zeroing a full-context cache up front costs
+        # more than a short prompt's prefill (tens of MB at GPT-2's shape).
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0
         self.pad = pad.to(self.k.device) if pad is not None and bool(pad.any()) else None
 
@@ -131,11 +134,14 @@ class CausalSelfAttention(nn.Module):
         layer: int = 0,
         mask: torch.Tensor | None = None,
         attention: list[torch.Tensor] | None = None,
+        last: int = 0,
     ) -> torch.Tensor:
         """x (B, T, C) -> (B, T, C). With `cache`, the T new keys/values are written at
         positions cache.pos.. of layer `layer` and the queries attend to every filled key
         (under `mask`, from `KVCache.mask`). With `attention`, the weights (B, H, T, Tk)
-        are computed the written-out way and appended to it."""
+        are computed the written-out way and appended to it. `last` > 0: only the last
+        `last` positions' outputs are needed, (B, last, C); the output projection runs on
+        those alone."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)  # 3 x (B, T, C)
         # (B, T, C) -> (B, H, T, D)
@@ -157,6 +163,8 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        if last:
+            y, T = y[:, :, -last:], min(last, T)  # (B, H, T, D) -> (B, H, last, D)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, D) -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -220,8 +228,12 @@ class Block(nn.Module):
         layer: int = 0,
         mask: torch.Tensor | None = None,
         attention: list[torch.Tensor] | None = None,
+        last: int = 0,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), cache, layer, mask, attention)
+        """`last` > 0: only the last `last` positions go on after the attention (whose keys
+        and values still come from every position): (B, T, C) -> (B, last, C)."""
+        y = self.attn(self.ln_1(x), cache, layer, mask, attention, last)
+        x = (x[:, -last:] if last else x) + y
         return x + self.mlp(self.ln_2(x))
 
 
@@ -265,22 +277,30 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         kv_cache: KVCache | None = None,
         attention: list[torch.Tensor] | None = None,
+        last: int = 0,
     ) -> torch.Tensor:
         """Token ids (B, T) -> final normalised hidden states (B, T, C).
 
         With `kv_cache`, idx holds the next T tokens after the cache's `pos` filled positions
         (a whole prompt at once, then one token per step); their keys and values are stored
         and `pos` advances by T. With `attention` (a list), each layer appends its attention
-        weights (B, H, T, Tk) to it.
+        weights (B, H, T, Tk) to it. `last` > 0 returns only the last `last` positions'
+        states, (B, last, C): what scoring a window's tail or predicting the token after a
+        prompt needs. The last block then runs its output projection, MLP and LayerNorms on
+        those positions alone (earlier blocks still compute every position: their keys and
+        values feed the attention), the same states as slicing the full result.
         """
         T = idx.size(1)  # idx: (B, T)
+        if last < 0:
+            raise ValueError(f"last must be >= 0, got {last}")
+        final = len(self.h) - 1
         if kv_cache is None:
             if T > self.config.block_size:
                 raise ValueError(f"sequence length {T} exceeds block_size {self.config.block_size}")
             pos = torch.arange(T, device=idx.device)  # (T,)
             x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
-            for block in self.h:
-                x = block(x, attention=attention)
+            for layer, block in enumerate(self.h):
+                x = block(x, attention=attention, last=last if layer == final else 0)
             return self.ln_f(x)
         if kv_cache.pos + T > kv_cache.max_len:
             raise ValueError(
@@ -289,7 +309,7 @@ class GPT(nn.Module):
         mask = kv_cache.mask(T)  # once for all layers
         x = self.drop(self.wte(idx) + self.wpe(kv_cache.positions(T)))  # (B, T, C)
         for layer, block in enumerate(self.h):
-            x = block(x, kv_cache, layer, mask, attention)
+            x = block(x, kv_cache, layer, mask, attention, last if layer == final else 0)
         kv_cache.pos += T
         return self.ln_f(x)
 

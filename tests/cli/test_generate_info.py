@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
-from gptpipe.generate.decode import generate
+from gptpipe.generate.decode import Decoding, generate_ids
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.heads import with_classifier
@@ -36,7 +36,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def direct(model_dir: Path, text: str, n: int) -> str:
     model, _ = load_model(model_dir)
     enc = load_tokenizer(model_dir)
-    return enc.decode(generate(model, enc.encode_ordinary(text), n, stop_id=eot_id(enc)))
+    ids = generate_ids(model, [enc.encode_ordinary(text)], Decoding(n), stop_ids=[eot_id(enc)])
+    return enc.decode(ids[0])
 
 
 def gen(model_dir: Path, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
@@ -150,6 +151,13 @@ def test_generate_streams_pieces_as_they_are_produced(models: dict[str, Path]) -
         (("--num-beams", "0"), "--num-beams"),
         (("--stop", ""), "--stop"),
         (("--num-samples", "0"), "--num-samples"),
+        (("--max-new-tokens", "0"), "--max-new-tokens"),
+        (("--top-k", "-1"), "--top-k"),
+        (("--repetition-penalty", "0"), "--repetition-penalty"),
+        (("--length-penalty", "nan"), "--length-penalty"),
+        (("--slide", "-1"), "--slide"),
+        (("--dtype", "float16"), "--dtype"),
+        (("--stop", "a", "--stop", ""), "--stop"),
     ],
 )
 def test_bad_decoding_options_exit_2_naming_them(
@@ -215,9 +223,22 @@ def test_every_strategy_from_the_command_line(models: dict[str, Path]) -> None:
     assert code == 0 and out == greedy[: greedy.index(stop)] + "\n"
     code, out, _ = gen(models["lm"], "--prompt", "", "--max-new-tokens", "3", "--temperature", "0")
     model_ids = [eot_id(enc)]
-    assert (
-        code == 0 and out == enc.decode(generate(model, model_ids, 3, stop_id=eot_id(enc))) + "\n"
-    )
+    expected = generate_ids(model, [model_ids], Decoding(3), stop_ids=[eot_id(enc)])[0]
+    assert code == 0 and out == enc.decode(expected) + "\n"
+
+
+def test_generation_goes_on_past_the_context_with_the_slide_of_slide(
+    models: dict[str, Path],
+) -> None:
+    model, _ = load_model(models["lm"])
+    enc = load_tokenizer(models["lm"])
+    ids = enc.encode_ordinary("The")
+    for slide in (0, 5):
+        expected = generate_ids(model, [ids], Decoding(40, slide=slide), stop_ids=[eot_id(enc)])
+        args = ("--prompt", "The", "--max-new-tokens", "40", "--temperature", "0")
+        code, out, _ = gen(models["lm"], *args, "--slide", str(slide))
+        assert code == 0 and out == enc.decode(expected[0]) + "\n"  # 41 tokens > block 32
+    assert len(expected[0]) == 40
 
 
 def test_chat_refuses_a_classifier_and_a_bad_option(models: dict[str, Path]) -> None:

@@ -1,8 +1,11 @@
 """Generation: greedy is argmax, sampling is seeded, stop token and context cropping."""
 
+import pytest
 import torch
+from helpers.gpt2 import converted, hf_model
 
-from gptpipe.generate.decode import generate
+from gptpipe.errors import BadInput
+from gptpipe.generate.decode import Decoding, for_decoding, generate_ids, generate_many
 from gptpipe.model.gpt import GPT, GPTConfig
 
 
@@ -11,29 +14,31 @@ def tiny() -> GPT:
     return GPT(GPTConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
 
 
+def uncached_greedy(model: GPT, prompt: list[int], n: int, stop: int | None = None) -> list[int]:
+    """Argmax after a full forward over the last block_size ids, token after token."""
+    ids = list(prompt)
+    for _ in range(n):
+        logits, _ = model(torch.tensor([ids[-model.config.block_size :]]))
+        token = int(logits[0, -1].argmax())
+        if token == stop:
+            break
+        ids.append(token)
+    return ids[len(prompt) :]
+
+
 def test_greedy_is_repeated_argmax_and_crops_context():
     model = tiny()
-    out = generate(model, [1, 2, 3], max_new_tokens=12)
+    out = generate_ids(model, [[1, 2, 3]], Decoding(12, slide=1))[0]
     assert len(out) == 12
-    ids = [1, 2, 3]
-    for _ in range(12):
-        logits, _ = model(torch.tensor([ids[-8:]]))
-        ids.append(int(logits[0, -1].argmax()))
-    assert out == ids[3:]
+    assert out == uncached_greedy(model, [1, 2, 3], 12)
 
 
 def test_sampling_is_reproducible_with_a_seeded_generator_and_respects_top_k():
     model = tiny()
 
     def run(seed: int, top_k: int = 0) -> list[int]:
-        return generate(
-            model,
-            [1],
-            20,
-            temperature=1.0,
-            top_k=top_k,
-            generator=torch.Generator().manual_seed(seed),
-        )
+        d = Decoding(20, temperature=1.0, top_k=top_k)
+        return generate_ids(model, [[1]], d, torch.Generator().manual_seed(seed))[0]
 
     assert run(1) == run(1)
     assert run(1) != run(2)
@@ -44,17 +49,13 @@ def test_sampling_is_reproducible_with_a_seeded_generator_and_respects_top_k():
 
 def test_stops_at_the_stop_token():
     model = tiny()
-    greedy = generate(model, [1, 2], 10)
+    greedy = generate_ids(model, [[1, 2]], Decoding(10))[0]
     stop = greedy[3]
-    out = generate(model, [1, 2], 10, stop_id=stop)
+    out = generate_ids(model, [[1, 2]], Decoding(10), stop_ids=[stop])[0]
     assert out == greedy[: greedy.index(stop)]
 
 
 # ----------------------------------------------------------------------------- the cache
-
-from helpers.gpt2 import converted, hf_model  # noqa: E402
-
-from gptpipe.generate.decode import Decoding, generate_ids  # noqa: E402
 
 
 def peaked(seed: int, n_positions: int = 64, vocab_size: int = 512, scale: float = 4.0):
@@ -123,3 +124,35 @@ def test_several_seeded_samples_per_prompt():
     assert first == draw(5)
     assert first != draw(6)
     assert len({tuple(r) for r in first}) > 1  # the rows are different samples
+
+
+def test_many_prompts_in_batches_equal_each_prompt_decoded_alone_without_the_cache():
+    """What the instruction stage's responses rely on: greedy, batched by length, each row
+    stopping at its stop id, the window sliding by one at the context's end."""
+    model = converted(peaked(2, n_positions=16, vocab_size=64))
+    prompts = [[3, 4, 5], list(range(1, 14)), [7], [9, 2, 9, 2, 9, 2], list(range(20, 40)), [5]]
+    stop = uncached_greedy(model, prompts[0], 6)[4]
+    d = Decoding(max_new_tokens=12, slide=1)
+    got = generate_many(model, prompts, d, stop_ids=[stop], batch_size=4)
+    expected = [uncached_greedy(model, p, 12, stop) for p in prompts]
+    assert got == expected
+    assert any(len(r) < 12 for r in expected) and any(len(r) == 12 for r in expected)
+    assert generate_many(model, prompts, d, stop_ids=[stop], batch_size=1) == expected
+
+
+def test_bfloat16_decoding_stays_within_the_stated_tolerance_of_float32():
+    """The tolerance `for_decoding` states: logits within a tenth of their spread (measured:
+    ~0.035), and the same greedy tokens on a model whose top tokens are apart."""
+    hf = peaked(0)
+    fp32, bf16 = converted(hf), for_decoding(converted(hf), "bfloat16")
+    assert bf16.wte.weight.dtype == torch.bfloat16 and fp32.wte.weight.dtype == torch.float32
+    assert for_decoding(converted(hf), "float32").wte.weight.dtype == torch.float32
+    ids = torch.tensor([[5, 17, 300, 2, 44, *range(10, 50)]])
+    with torch.inference_mode():
+        a, b = fp32(ids)[0].float(), bf16(ids)[0].float()
+    assert float((a - b).abs().max()) < 0.1 * float(a.std())
+    d = Decoding(max_new_tokens=40)
+    prompt = [5, 17, 300, 2, 44]
+    assert generate_ids(bf16, [prompt], d) == generate_ids(fp32, [prompt], d)
+    with pytest.raises(BadInput, match="--dtype"):
+        for_decoding(fp32, "float16")

@@ -74,6 +74,54 @@ def test_cache_prefill_then_one_token_at_a_time_equals_the_full_forward():
     torch.testing.assert_close(again, first, rtol=0, atol=0)
 
 
+def test_the_cache_never_reads_a_position_it_has_not_written():
+    """The cache is allocated uninitialised: NaN in every unwritten slot changes nothing,
+    with left padding, one token at a time, after a reset and after a beam reorder."""
+    model = tiny()
+    short, long = torch.randint(0, 97, (1, 4)), torch.randint(0, 97, (1, 9))
+    batch = torch.cat([torch.cat([torch.zeros(1, 5, dtype=torch.long), short], 1), long])
+    steps = torch.randint(0, 97, (2, 4))
+
+    def run(cache: KVCache) -> torch.Tensor:
+        out = [model(batch, kv_cache=cache)[0][:, -1]]
+        for t in range(4):
+            if t == 2:
+                cache.reorder(torch.tensor([0, 1]))
+            out.append(model(steps[:, t : t + 1], kv_cache=cache)[0][:, -1])
+        return torch.stack(out, 1)
+
+    clean = KVCache(model.config, batch_size=2, max_len=13, pad=torch.tensor([5, 0]))
+    clean.k.zero_()
+    clean.v.zero_()
+    poisoned = KVCache(model.config, batch_size=2, max_len=13, pad=torch.tensor([5, 0]))
+    poisoned.k.fill_(float("nan"))
+    poisoned.v.fill_(float("nan"))
+    expected = run(clean)
+    torch.testing.assert_close(run(poisoned), expected, rtol=0, atol=0)
+    poisoned.reset(pad=torch.tensor([5, 0]))
+    poisoned.k[:, :, :, 9:].fill_(float("nan"))  # stale values past the new prompt
+    torch.testing.assert_close(run(poisoned), expected, rtol=0, atol=0)
+
+
+def test_last_positions_only_equal_the_tail_of_the_full_states():
+    """`last=n` (scoring a window's tail, predicting after a prompt) runs the last block's MLP
+    on n positions only: the same states as slicing the full result, cached or not."""
+    model = tiny()
+    idx = torch.randint(0, 97, (2, 16))
+    full = model.hidden_states(idx)
+    for n in (1, 7, 16, 20):
+        tail = model.hidden_states(idx, last=n)
+        assert tail.shape == (2, min(n, 16), 32)
+        torch.testing.assert_close(tail, full[:, -n:], rtol=1e-6, atol=1e-6)
+    cache = KVCache(model.config, batch_size=2)
+    prefill = model.hidden_states(idx[:, :9], cache, last=1)
+    step = model.hidden_states(idx[:, 9:10], cache)
+    torch.testing.assert_close(prefill[:, 0], full[:, 8], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(step[:, 0], full[:, 9], rtol=1e-5, atol=1e-5)  # cache complete
+    with pytest.raises(ValueError, match="last"):
+        model.hidden_states(idx, last=-1)
+
+
 def test_left_padded_rows_equal_each_row_alone():
     model = tiny()
     short, long = torch.randint(0, 97, (1, 4)), torch.randint(0, 97, (1, 9))

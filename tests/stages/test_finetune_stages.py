@@ -84,6 +84,36 @@ def rows(path):
         return list(csv.DictReader(fh))
 
 
+def test_instruct_responses_are_each_prompts_uncached_greedy_decode(base, instruct_data):
+    """The stage decodes the test prompts batched on the KV cache: the same text as a full
+    forward over the last block_size tokens per step, one prompt at a time."""
+    from gptpipe.finetune.instruct import read_instructions
+    from gptpipe.model.folder import load_language_model
+
+    model, enc = load_language_model(base, torch.device("cpu"))
+    records = read_instructions(instruct_data)[::4]  # prompts of different lengths
+
+    def alone(prompt: list[int], stop: int | None) -> list[int]:
+        ids = list(prompt)
+        with torch.no_grad():
+            for _ in range(30):  # ~45-token prompts: the 64-token window fills and slides
+                logits, _ = model(torch.tensor([ids[-64:]]))
+                token = int(logits[0, -1].argmax())
+                if token == stop:
+                    break
+                ids.append(token)
+        return ids[len(prompt) :]
+
+    prompts = [enc.encode_ordinary(format_prompt(r.instruction, r.input)) for r in records]
+    stop = alone(prompts[0], None)[5]  # a token the model does produce: rows stop early
+    expected = [enc.decode(alone(p, stop)).strip() for p in prompts]
+    model.eval()
+    with torch.no_grad():
+        got = finetune_instruct._respond(model, enc, records, 30, stop, batch_size=3)
+    assert got == expected
+    assert len({len(p) for p in prompts}) > 1
+
+
 def test_instruct_run_trains_on_responses_and_writes_responses(base, instruct_data, tmp_path):
     cfg = InstructConfig(
         max_steps=30,

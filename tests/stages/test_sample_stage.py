@@ -167,11 +167,13 @@ def test_decoding_params_are_checked_and_temperature_stays_a_fixed_point(
     cfg = load_section("sample", params, ["sample.temperature=0.3"])
     decodings = [sample_stage.resolve(cfg, d)[0] for d in cfg.decoding]
     assert [d.temperature for d in decodings] == [0.3, 0.0]
+    assert sample_stage.resolve(cfg, DecodingConfig("s", slide=5))[0].slide == 5
     for override, key in (
         ("sample.decoding=[{name: x, top_p: 0}]", "sample.decoding[0].top_p"),
         ("sample.decoding=[{name: x, num_beams: 0}]", "sample.decoding[0].num_beams"),
         ("sample.decoding=[{name: x, temperature: .nan}]", "sample.decoding[0].temperature"),
         ("sample.decoding=[{name: x, stop: ['']}]", "sample.decoding[0].stop"),
+        ("sample.decoding=[{name: x, slide: -1}]", "sample.decoding[0].slide"),
         ("sample.decoding=[{name: x, colour: red}]", "sample.decoding[0].colour"),
         ("sample.decoding=[{name: x}, {name: x}]", "sample.decoding"),
     ):
