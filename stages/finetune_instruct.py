@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,9 +37,9 @@ from gptpipe.finetune.instruct import (
 from gptpipe.finetune.judge import judge
 from gptpipe.finetune.splits import ordered_split
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
-from gptpipe.fsutil import files_sha256, write_json
+from gptpipe.fsutil import files_sha256, staged_outputs, write_json
 from gptpipe.generate.decode import Decoding, generate_many
-from gptpipe.metrics import write_metrics
+from gptpipe.metrics import wall_seconds, write_metrics
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.gpt import GPT
 from gptpipe.prompts import format_prompt
@@ -100,7 +101,9 @@ def run(
     details: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune on instruction records; write the model, metrics, curves and every test
-    response (fine-tuned and base model, with their ROUGE-L and exact match)."""
+    response (fine-tuned and base model, with their ROUGE-L and exact match), together or not
+    at all."""
+    started = time.perf_counter()
     set_threads(cfg.threads)
     device = training_device(cfg)
     records = read_instructions(data)
@@ -136,72 +139,79 @@ def run(
     seed_everything(cfg.seed)
     counts = select_trainable(model, cfg)
     cfg = with_epochs(cfg, len(train_set))
-    result = train(
-        model,
-        cfg,
-        batch_at=batch_at,
-        loss_of=lm_loss,
-        validate=lambda m: {"val_loss": masked_lm_loss(m, val_batches)},
-        plot_dir=plots,
-        checkpoint_dir=checkpoints,
-        checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
-        description="finetune instruct",
-    )
-    model = finished(model)  # LoRA adapters merged: a plain language model
-
-    with evaluating(model, cfg.dtype):
-        losses = {name: masked_lm_loss(model, batches) for name, batches in whole.items()}
-        responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot, cfg.batch_size)
-    rouge = RougeL()
-    answers: list[dict[str, Any]] = []
-    for record, response, base_response in zip(
-        test_records, responses, base_responses, strict=True
-    ):
-        answers.append(
-            {
-                "instruction": record.instruction,
-                "input": record.input,
-                "reference": record.output,
-                "response": response,
-                "base_response": base_response,
-                "rougeL": rouge(response, record.output),
-                "exact": exact_match(response, record.output),
-                "base_rougeL": rouge(base_response, record.output),
-                "base_exact": exact_match(base_response, record.output),
-            }
+    # The model, metrics, curves (written while training runs), responses and run details
+    # appear together or not at all: all go to staged paths, renamed in together at the end.
+    outputs = [out, metrics_path, plots, responses_path] + ([details] if details else [])
+    with staged_outputs(*outputs) as staged:
+        new_out, new_metrics, new_plots, new_responses = staged[:4]
+        new_details = staged[4] if details is not None else None
+        result = train(
+            model,
+            cfg,
+            batch_at=batch_at,
+            loss_of=lm_loss,
+            validate=lambda m: {"val_loss": masked_lm_loss(m, val_batches)},
+            plot_dir=new_plots,
+            checkpoint_dir=checkpoints,
+            checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
+            description="finetune instruct",
         )
-    n = len(answers)
-    metrics = result.metrics() | {
-        "val_loss": losses["val"],
-        "val_perplexity": math.exp(min(losses["val"], 700.0)),
-        "test_loss": losses["test"],
-        "base_test_loss": base_test_loss,
-        "test_rougeL": sum(a["rougeL"] for a in answers) / n,
-        "base_test_rougeL": sum(a["base_rougeL"] for a in answers) / n,
-        "test_exact": sum(a["exact"] for a in answers) / n,
-        "base_test_exact": sum(a["base_exact"] for a in answers) / n,
-    }
-    if cfg.judge_url is not None:
-        metrics |= judge(cfg.judge_url, cfg.judge_model, answers, cfg.judge_timeout)
-    metrics |= counts | {
-        **{f"{name}_records": len(idx) for name, idx in splits.items()},
-        "truncated_records": sum(example.truncated for example in examples),
-        "max_length": max_length,
-        "epochs": sampler.epoch(result.steps * cfg.grad_accum),
-    }
-    meta = {
-        "stage": "instruct",
-        "steps": result.steps,
-        "train_loss": result.train_loss,
-        "val_loss": losses["val"],
-        "prompt_format": "alpaca",
-        "trainable": cfg.trainable,
-        "seed": cfg.seed,
-        "data": {"file": data.name, "sha256": files_sha256(data), "records": len(records)},
-    }
-    save_model(out, model.to(torch.device("cpu")), base, meta=meta)
-    write_json(responses_path, answers)
-    write_metrics(metrics_path, metrics, details)
+        model = finished(model)  # LoRA adapters merged: a plain language model
+
+        with evaluating(model, cfg.dtype):
+            losses = {name: masked_lm_loss(model, batches) for name, batches in whole.items()}
+            responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot, cfg.batch_size)
+        rouge = RougeL()
+        answers: list[dict[str, Any]] = []
+        for record, response, base_response in zip(
+            test_records, responses, base_responses, strict=True
+        ):
+            answers.append(
+                {
+                    "instruction": record.instruction,
+                    "input": record.input,
+                    "reference": record.output,
+                    "response": response,
+                    "base_response": base_response,
+                    "rougeL": rouge(response, record.output),
+                    "exact": exact_match(response, record.output),
+                    "base_rougeL": rouge(base_response, record.output),
+                    "base_exact": exact_match(base_response, record.output),
+                }
+            )
+        n = len(answers)
+        metrics = result.metrics() | {
+            "val_loss": losses["val"],
+            "val_perplexity": math.exp(min(losses["val"], 700.0)),
+            "test_loss": losses["test"],
+            "base_test_loss": base_test_loss,
+            "test_rougeL": sum(a["rougeL"] for a in answers) / n,
+            "base_test_rougeL": sum(a["base_rougeL"] for a in answers) / n,
+            "test_exact": sum(a["exact"] for a in answers) / n,
+            "base_test_exact": sum(a["base_exact"] for a in answers) / n,
+        }
+        if cfg.judge_url is not None:
+            metrics |= judge(cfg.judge_url, cfg.judge_model, answers, cfg.judge_timeout)
+        metrics |= counts | {
+            **{f"{name}_records": len(idx) for name, idx in splits.items()},
+            "truncated_records": sum(example.truncated for example in examples),
+            "max_length": max_length,
+            "epochs": sampler.epoch(result.steps * cfg.grad_accum),
+        }
+        meta = {
+            "stage": "instruct",
+            "steps": result.steps,
+            "train_loss": result.train_loss,
+            "val_loss": losses["val"],
+            "prompt_format": "alpaca",
+            "trainable": cfg.trainable,
+            "seed": cfg.seed,
+            "data": {"file": data.name, "sha256": files_sha256(data), "records": len(records)},
+        }
+        save_model(new_out, model.to(torch.device("cpu")), base, meta=meta)
+        write_json(new_responses, answers)
+        metrics["wall_seconds"] = wall_seconds(started)  # a run detail, not a headline metric
+        write_metrics(new_metrics, metrics, new_details)
     return metrics
 
 
