@@ -1,8 +1,9 @@
 """`python -m benchmarks.run_all --quick`: every benchmark's quick mode in its own process, each
 result stored with its machine and rendered into RESULTS.md. The smoke run here covers the
 benchmarks whose quick modes take seconds; `classify`, `pipeline` and `seeds` build whole
-pipelines even when small (minutes), so their pieces are tested on their own
-(test_bench_pipeline.py, test_bench_seeds.py) and they are skipped here.
+pipelines even when small (minutes), and `load_memory` writes and loads a 124M checkpoint four
+times (a minute), so they are skipped here to keep CI under its budget; the pieces of two are
+tested on their own (test_bench_pipeline.py, test_bench_seeds.py).
 """
 
 import json
@@ -13,7 +14,7 @@ from helpers.mirror import needs_mirror
 from benchmarks import run_all
 from benchmarks.table import SUMMARIES
 
-SLOW = ("classify", "pipeline", "seeds")
+SLOW = ("classify", "pipeline", "seeds", "load_memory")
 pytestmark = needs_mirror  # the data benchmarks build their corpora from the offline mirror
 
 
