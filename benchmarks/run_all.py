@@ -87,9 +87,12 @@ def environment() -> dict[str, Any]:
     return found
 
 
-def run_one(bench: Benchmark, quick: bool, results_dir: Path, lock: bool) -> dict[str, Any]:
+def run_one(
+    bench: Benchmark, quick: bool, results_dir: Path, lock: bool, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Run one benchmark in its own process; return its record (raise on failure)."""
     args = bench.quick if quick else tuple(a.format(work=WORK) for a in bench.full)
+    args += extra
     if "--base" in args and not Path(args[args.index("--base") + 1]).is_dir():
         cut = args.index("--base")
         args = args[:cut] + args[cut + 2 :]  # no base left by the pipeline run: build one
@@ -151,6 +154,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, default=None, help="folder for records and table")
     parser.add_argument("--render", action="store_true", help="only render the stored records")
     parser.add_argument("--no-lock", action="store_true", help=f"do not take {LOCK}")
+    parser.add_argument(
+        "--with",
+        dest="extra",
+        action="append",
+        default=[],
+        metavar="NAME=ARGS",
+        help="more options for one benchmark, e.g. generate='--configs a' (recorded)",
+    )
     args = parser.parse_args(argv)
     chosen = [n for n in args.only.split(",") if n] or names
     skipped = {n for n in args.skip.split(",") if n}
@@ -162,6 +173,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     results_dir = args.out or RESULTS_DIR
     results_dir.mkdir(parents=True, exist_ok=True)
     table = (args.out / "RESULTS.md") if args.out else RESULTS_MD
+    extra = dict(item.split("=", 1) for item in args.extra if "=" in item)
+    if set(extra) - set(names) or len(extra) != len(args.extra):
+        parser.error(f"--with takes NAME=ARGS with NAME one of {names}")
     failed: dict[str, str] = {}
     if not args.render:
         if not args.quick and "pipeline" in set(chosen) - skipped:
@@ -169,7 +183,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for bench in BENCHMARKS:
             if bench.name in chosen and bench.name not in skipped:
                 try:
-                    run_one(bench, args.quick, results_dir, lock=not args.no_lock)
+                    more = tuple(extra.get(bench.name, "").split())
+                    run_one(bench, args.quick, results_dir, not args.no_lock, more)
                 except (RuntimeError, OSError, ValueError, KeyError) as error:
                     failed[bench.name] = str(error)
                     print(f"!! {error}", file=sys.stderr, flush=True)
