@@ -9,7 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.faults import cli, commit_fails_at, expect_bad_input, leftovers, small_fs, snapshot
+from helpers.faults import (
+    cli,
+    commit_fails_at,
+    expect_bad_input,
+    finetune_args,
+    leftovers,
+    small_fs,
+    snapshot_outputs,
+)
 
 OUTPUTS = ("out", "metrics", "plots", "scores", "details")
 # Two labels a 2-step run cannot tell apart, but enough records for every split.
@@ -41,14 +49,7 @@ def _paths(root: Path) -> dict[str, Path]:
 
 
 def _args(pipeline: dict[str, Path], root: Path, paths: dict[str, Path], *sets: str) -> list:
-    args: list = ["finetune", "classify", "--params", root / "params.yaml"]
-    args += ["--base", pipeline["model"], "--data", root / "data.tsv"]
-    args += ["--checkpoints", root / "checkpoints"]
-    for key in OUTPUTS:
-        args += [f"--{key}", paths[key]]
-    for item in sets:
-        args += ["-S", item]
-    return args
+    return finetune_args("classify", pipeline["model"], root, root / "data.tsv", paths, *sets)
 
 
 @pytest.fixture(scope="module")
@@ -71,29 +72,25 @@ def old(first_run: Path, tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def _before(paths: dict[str, Path]) -> dict[str, dict[str, bytes]]:
-    return {key: snapshot(path) for key, path in paths.items()}
-
-
 @pytest.mark.parametrize("step", [6, 10], ids=["first-placed", "last-placed"])
 def test_a_failed_commit_after_training_keeps_every_old_output(pipeline, old, tmp_path, step):
     """The renames that put the new outputs in place fail after the first (or after all but
     the last) new one is in: each old output comes back, no new one stays."""
-    before = _before(old)
+    before = snapshot_outputs(old)
     with commit_fails_at(step) as steps:
         result = cli(_args(pipeline, tmp_path, old, "classify.seed=7"))  # a different model
     assert len(steps) == step  # 5 old outputs set aside, then the new ones placed
     expect_bad_input(result, "injected failure")
-    assert _before(old) == before and leftovers(tmp_path) == []
+    assert snapshot_outputs(old) == before and leftovers(tmp_path) == []
 
 
 def test_the_outputs_change_together_when_nothing_fails(pipeline, old, tmp_path):
     """The same run without a fault replaces all five (so the cases above could have
     changed them)."""
-    before = _before(old)
+    before = snapshot_outputs(old)
     result = cli(_args(pipeline, tmp_path, old, "classify.seed=7"))
     assert result.exit_code == 0, result.output
-    after = _before(old)
+    after = snapshot_outputs(old)
     assert [key for key in OUTPUTS if after[key] == before[key]] == []
     assert leftovers(tmp_path) == []
 
@@ -102,11 +99,11 @@ def test_an_unwritable_metrics_path_writes_no_model_scores_or_curves(pipeline, o
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
     paths = old | {"metrics": blocker / "classify.json"}
-    before = _before(old)
+    before = snapshot_outputs(old)
     result = cli(_args(pipeline, tmp_path, paths, "classify.seed=7"))
     expect_bad_input(result, f"{paths['metrics']}: cannot write ({blocker} is not a folder)")
     assert blocker.read_text() == "a file, not a folder"
-    assert _before(old) == before and leftovers(tmp_path) == []
+    assert snapshot_outputs(old) == before and leftovers(tmp_path) == []
 
 
 def test_a_full_disk_at_the_last_write_keeps_every_old_output(pipeline, old, tmp_path):
@@ -115,9 +112,9 @@ def test_a_full_disk_at_the_last_write_keeps_every_old_output(pipeline, old, tmp
     with small_fs(tmp_path / "full", "4k") as disk:
         shutil.copy(details, disk / details.name)
         paths = old | {"details": disk / details.name}
-        before = _before(paths)
+        before = snapshot_outputs(paths)
         result = cli(_args(pipeline, tmp_path, paths, "classify.seed=7"))
         line = expect_bad_input(result, f"{paths['details']}: cannot write (no space left")
         assert ".tmp" not in line  # the output is named, not the staged path written to
-        assert _before(paths) == before and leftovers(disk) == []
+        assert snapshot_outputs(paths) == before and leftovers(disk) == []
     assert leftovers(tmp_path) == []

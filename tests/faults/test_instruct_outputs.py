@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers.faults import cli, commit_fails_at, expect_bad_input, leftovers, snapshot
+from helpers.faults import (
+    cli,
+    commit_fails_at,
+    expect_bad_input,
+    finetune_args,
+    leftovers,
+    snapshot_outputs,
+)
 
 OUTPUTS = ("out", "metrics", "plots", "responses", "details")
 RECORDS = [
@@ -40,14 +47,7 @@ def _paths(root: Path) -> dict[str, Path]:
 
 
 def _args(pipeline: dict[str, Path], root: Path, paths: dict[str, Path], *sets: str) -> list:
-    args: list = ["finetune", "instruct", "--params", root / "params.yaml"]
-    args += ["--base", pipeline["model"], "--data", root / "data.json"]
-    args += ["--checkpoints", root / "checkpoints"]
-    for key in OUTPUTS:
-        args += [f"--{key}", paths[key]]
-    for item in sets:
-        args += ["-S", item]
-    return args
+    return finetune_args("instruct", pipeline["model"], root, root / "data.json", paths, *sets)
 
 
 @pytest.fixture(scope="module")
@@ -69,34 +69,30 @@ def old(first_run: Path, tmp_path: Path) -> dict[str, Path]:
     return paths
 
 
-def _before(paths: dict[str, Path]) -> dict[str, dict[str, bytes]]:
-    return {key: snapshot(path) for key, path in paths.items()}
-
-
 def test_a_failed_commit_after_training_keeps_every_old_output(pipeline, old, tmp_path):
-    before = _before(old)
+    before = snapshot_outputs(old)
     with commit_fails_at(6):  # 5 old outputs set aside, then the first new one placed
         result = cli(_args(pipeline, tmp_path, old, "instruct.seed=7"))
     expect_bad_input(result, "injected failure")
-    assert _before(old) == before and leftovers(tmp_path) == []
+    assert snapshot_outputs(old) == before and leftovers(tmp_path) == []
 
 
 def test_an_unwritable_metrics_path_writes_no_model_responses_or_curves(pipeline, old, tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("a file, not a folder")
     paths = old | {"metrics": blocker / "instruct.json"}
-    before = _before(old)
+    before = snapshot_outputs(old)
     result = cli(_args(pipeline, tmp_path, paths, "instruct.seed=7"))
     expect_bad_input(result, f"{paths['metrics']}: cannot write ({blocker} is not a folder)")
-    assert _before(old) == before and leftovers(tmp_path) == []
+    assert snapshot_outputs(old) == before and leftovers(tmp_path) == []
 
 
 def test_the_outputs_change_together_when_nothing_fails(pipeline, old, tmp_path):
-    before = _before(old)
+    before = snapshot_outputs(old)
     # New references too: a 2-step model's responses may be empty in both runs.
     records = [r | {"output": f"number {r['output']}"} for r in RECORDS]
     (tmp_path / "data.json").write_text(json.dumps(records))
     result = cli(_args(pipeline, tmp_path, old, "instruct.seed=7"))
     assert result.exit_code == 0, result.output
-    after = _before(old)
+    after = snapshot_outputs(old)
     assert [key for key in OUTPUTS if after[key] == before[key]] == []

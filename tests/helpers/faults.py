@@ -78,6 +78,25 @@ def snapshot(path: Path) -> dict[str, bytes]:
     }
 
 
+def snapshot_outputs(paths: dict[str, Path]) -> dict[str, dict[str, bytes]]:
+    """`snapshot` of each of a stage's named outputs."""
+    return {key: snapshot(path) for key, path in paths.items()}
+
+
+def finetune_args(
+    kind: str, base: Path, root: Path, data: Path, paths: dict[str, Path], *sets: str
+) -> list[str | Path]:
+    """`gptpipe finetune KIND` on `base` and `data`, params from root/params.yaml, resume state
+    under root/checkpoints, each output at `paths[key]` (`--key`), then `-S` overrides."""
+    args: list[str | Path] = ["finetune", kind, "--params", root / "params.yaml"]
+    args += ["--base", base, "--data", data, "--checkpoints", root / "checkpoints"]
+    for key, path in paths.items():
+        args += [f"--{key}", path]
+    for item in sets:
+        args += ["-S", item]
+    return args
+
+
 @contextlib.contextmanager
 def _mounted(path: Path, options: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
