@@ -12,6 +12,10 @@
     text). Target: held-out loss <= 4.75 within the reference's wall time.
 (c) seed 001's own figure (training loss 3.5 after 2-3 hours at ~1,000 tokens/s): the training
     loss the seed001 run reaches and the training time it took to first log a loss <= 3.5.
+(d) seed000 (part c): the seed000 preset on the offline document corpus (the seed's support
+    tickets are not public); its figure, perplexity 1.21, is on its training set: reported
+    beside ours on the training batches (the last logged training loss) and on the held-out
+    documents (the shard stage's validation split, scored with the evaluate stage's method).
 
 Both sides train on the first 90% of Tiny Shakespeare and are scored on the last 10%, every
 held-out token once (consecutive windows of the context length, each token predicted from the
@@ -22,6 +26,11 @@ with --repeats N the sides alternate order and the figures are medians.
     flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_seeds.py
     .venv/bin/python benchmarks/bench_seeds.py --quick           # smoke run (seconds)
     .venv/bin/python benchmarks/bench_seeds.py --parts a --repeats 3
+    .venv/bin/python benchmarks/bench_seeds.py --parts c --reuse earlier.json   # see --reuse
+
+Each part is its own side-by-side comparison and records its own date and machine, so parts
+measured in separate runs (part b alone takes about 35 minutes) can be kept together: with
+--reuse FILE, the parts not run now are copied from FILE, an earlier --json of this script.
 """
 
 from __future__ import annotations
@@ -80,15 +89,16 @@ TARGETS = {"seed003_val_loss": 1.886, "seed003_time_ratio": 0.5, "seed001_loss":
 # --------------------------------------------------------------------------- data
 
 
-def shakespeare(work: Path) -> str:
-    """Tiny Shakespeare through the pipeline's download stage (the mirror folder first)."""
-    out = work / "raw"
+def shakespeare(work: Path, corpus: str = "tinyshakespeare") -> str:
+    """Tiny Shakespeare (or another named corpus) through the pipeline's download stage (the
+    mirror folder first)."""
+    out = work / ("raw" if corpus == "tinyshakespeare" else f"raw-{corpus}")
     if not (out / "corpus.txt").is_file():
-        params = work / "download.yaml"
+        params = work / f"download-{corpus}.yaml"
         mirror = os.environ.get("GPTPIPE_MIRROR") or (
             "/work/shared/mirror" if Path("/work/shared/mirror").is_dir() else None
         )
-        data = {"corpus": "tinyshakespeare", "instruct": "stdlib", "classify": "stdlib"}
+        data = {"corpus": corpus, "instruct": "stdlib", "classify": "stdlib"}
         if mirror:
             data |= {"mirror": mirror, "instruct": "alpaca-instructions", "classify": "sms-spam"}
         params.write_text(json.dumps({"data": data}))
@@ -201,7 +211,7 @@ def preset_params(name: str, work: Path, overrides: dict[str, dict[str, Any]]) -
     params.pop("data", None)
     # keys of sibling features (LoRA, nucleus sampling) play no part in pretraining
     path = work / f"{name}.yaml"
-    keep = ("tokenizer", "shard", "model", "pretrain")
+    keep = ("tokenizer", "shard", "model", "pretrain", "evaluate")
     path.write_text(json.dumps({k: v for k, v in params.items() if k in keep}))
     return path
 
@@ -456,6 +466,39 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
     }
 
 
+def part_c(work: Path, args: argparse.Namespace) -> dict:
+    """seed000 on the offline document corpus: train and held-out perplexity."""
+    import math
+
+    corpus = work / "stdlib.txt"
+    corpus.write_text(shakespeare(work, "stdlib"), encoding="utf-8")
+    over: dict[str, dict[str, Any]] = {}
+    if args.quick:
+        over = {"pretrain": {"max_steps": 10, "eval_interval": 5, "eval_batches": 2}}
+    got = ours("seed000", corpus, work, over)
+    root = got["root"]
+    run(
+        [
+            *GPTPIPE, "evaluate", "--params", str(root / "seed000.yaml"),
+            "--model", str(root / "model"), "--shards", str(root / "shards"),
+            "--out", str(root / "evaluate.json"), "--details", str(root / "evaluate-run.json"),
+        ]
+    )  # fmt: skip
+    held = json.loads((root / "evaluate.json").read_text())["model"]  # keyed by folder name
+    metrics = got["metrics"]
+    return {
+        "seconds": got["seconds"],
+        "steps": metrics["steps"],
+        "best_step": metrics.get("best_step"),
+        "train_loss": metrics["train_loss"],
+        "train_perplexity": math.exp(metrics["train_loss"]),
+        "val_loss": metrics["val_loss"],
+        "heldout_perplexity": held["perplexity"],
+        "heldout_bits_per_byte": held["bits_per_byte"],
+        "seed_figure": 1.21,
+    }
+
+
 def machine() -> str:
     try:
         info = Path("/proc/cpuinfo").read_text()
@@ -475,7 +518,9 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: a few iterations")
-    parser.add_argument("--parts", default="a,b", help="a (seed003), b (seed001 and its figure)")
+    parser.add_argument(
+        "--parts", default="a,b,c", help="a (seed003), b (seed001 and its figure), c (seed000)"
+    )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--nanogpt", type=Path, default=None, help="a nanoGPT checkout")
     parser.add_argument("--work", type=Path, default=None, help="working folder (default: temp)")
@@ -485,6 +530,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument(
         "--threads", type=int, default=0, help="OMP_NUM_THREADS for both sides (0: unset)"
+    )
+    parser.add_argument(
+        "--reuse",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier --json: the parts not run now are copied from it (repeatable)",
     )
     args = parser.parse_args(argv)
     if args.threads:
@@ -504,8 +556,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "threads": args.threads or "torch default",
     }
     parts = args.parts.split(",")
+    stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
+    for earlier in args.reuse:
+        kept = json.loads(earlier.read_text(encoding="utf-8"))
+        for part, key in (("a", "seed003"), ("b", "seed001"), ("c", "seed000")):
+            if part not in parts and key in kept:
+                entry = kept[key]
+                entry.setdefault("machine", kept.get("machine"))
+                written = time.gmtime(earlier.stat().st_mtime)  # records without a date
+                entry.setdefault("date", time.strftime("%Y-%m-%d %H:%M UTC", written))
+                entry["reused_from"] = str(earlier)
+                results[key] = entry
     if "a" in parts:
-        results["seed003"] = part_a(full, train, held, work, args)
+        results["seed003"] = part_a(full, train, held, work, args) | stamp
         r = results["seed003"]
         print(
             f"seed003 ({r['iterations']} it): nanoGPT {r['nanogpt']['seconds']:.1f} s, held-out "
@@ -515,7 +578,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"time ratio {r['time_ratio']:.2f}; target met: {r['meets_target']}"
         )
     if "b" in parts:
-        results["seed001"] = part_b(train, held, work, args)
+        results["seed001"] = part_b(train, held, work, args) | stamp
         r = results["seed001"]
         print(
             f"seed001: reference {r['reference']['seconds']:.1f} s, held-out "
@@ -523,6 +586,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"({r['ours']['steps']} steps), held-out {r['ours']['heldout_loss']:.4f}; time ratio "
             f"{r['time_ratio']:.2f}; target met: {r['meets_target']}; own figure: "
             f"{json.dumps(r['seed001_own_figure'])}"
+        )
+    if "c" in parts:
+        results["seed000"] = part_c(work, args) | stamp
+        r = results["seed000"]
+        print(
+            f"seed000: {r['steps']} steps in {r['seconds']:.1f} s; train perplexity "
+            f"{r['train_perplexity']:.2f}, held-out perplexity {r['heldout_perplexity']:.2f} "
+            f"(the seed: 1.21 on its training set)"
         )
     print(f"machine: {results['machine']}")
     if args.json:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import REPO
-from benchmarks.table import SUMMARIES, readme_table, render
+from benchmarks.table import SUMMARIES, readme_table, render, seeds_table
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
 RESULTS_MD = REPO / "benchmarks" / "RESULTS.md"
@@ -40,6 +40,10 @@ README = REPO / "README.md"
 README_MARKERS = (
     "<!-- benchmarks:start (written by benchmarks/run_all.py) -->",
     "<!-- benchmarks:end -->",
+)
+SEEDS_MARKERS = (
+    "<!-- seeds:start (written by benchmarks/run_all.py) -->",
+    "<!-- seeds:end -->",
 )
 LOCK = "/tmp/gptpipe-bench.lock"
 WORK = Path("/tmp/gptpipe-bench-work")  # what one benchmark leaves for the next
@@ -134,10 +138,10 @@ def stored(results_dir: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def update_readme(readme: Path, table: str) -> None:
-    """Put `table` between the README's benchmark markers (left alone if they are missing)."""
+def update_readme(readme: Path, table: str, markers: tuple[str, str] = README_MARKERS) -> None:
+    """Put `table` between two of the README's markers (left alone if they are missing)."""
     text = readme.read_text(encoding="utf-8")
-    start, end = README_MARKERS
+    start, end = markers
     if start not in text or end not in text:
         return
     head, rest = text.split(start, 1)
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"wrote {table} ({len(records)} benchmarks)", flush=True)
     if args.out is None:
         update_readme(README, readme_table(records))
+        update_readme(README, seeds_table(records), SEEDS_MARKERS)
     if failed and argv is None:
         raise SystemExit(1)
     return {"records": records, "failed": failed, "table": str(table)}

@@ -274,8 +274,18 @@ class ModelConfig:
     n_embd: int = _f(128, "Embedding width; must be divisible by n_head.")
     dropout: float = _f(0.0, "Dropout probability in training.")
     bias: bool = _f(True, "Biases in Linear and LayerNorm layers (GPT-2 has them).")
+    gelu: Literal["tanh", "exact"] = _f(
+        "tanh",
+        "The MLP's GELU: tanh, GPT-2's approximation; exact, the erf form (half the cost on "
+        "the CPU; exported to Hugging Face as activation_function gelu).",
+    )
 
     def __post_init__(self) -> None:
+        _require(
+            self.gelu in ("tanh", "exact"),
+            "model.gelu",
+            f"must be tanh or exact, not {self.gelu!r}",
+        )
         for key in ("block_size", "n_layer", "n_head", "n_embd"):
             _require(getattr(self, key) >= 1, f"model.{key}", "must be >= 1")
         _require(

@@ -87,11 +87,13 @@ def run(
     plots: Path,
     checkpoints: Path | None = None,
     details: Path | None = None,
-    scores_path: Path = _DEFAULT_SCORES,
+    scores_path: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune a classifier; write the model (labels in config.json), the headline metrics,
-    per-class details, the test confusion plot and the curves."""
+    per-class details (`scores_path`; default: scores.json beside the metrics), the test
+    confusion plot and the curves."""
     started = time.perf_counter()
+    scores_path = scores_path or metrics_path.with_name("scores.json")
     set_threads(cfg.threads)
     device = training_device(cfg)
     records = read_labelled(data)

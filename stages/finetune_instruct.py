@@ -96,14 +96,15 @@ def run(
     out: Path,
     metrics_path: Path,
     plots: Path,
-    responses_path: Path = _DEFAULT_RESPONSES,
+    responses_path: Path | None = None,
     checkpoints: Path | None = None,
     details: Path | None = None,
 ) -> dict[str, Any]:
     """Fine-tune on instruction records; write the model, metrics, curves and every test
     response (fine-tuned and base model, with their ROUGE-L and exact match), together or not
-    at all."""
+    at all. `responses_path` defaults to responses.json beside the metrics."""
     started = time.perf_counter()
+    responses_path = responses_path or metrics_path.with_name("responses.json")
     set_threads(cfg.threads)
     device = training_device(cfg)
     records = read_instructions(data)

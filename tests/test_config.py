@@ -82,6 +82,7 @@ def test_int_is_accepted_for_float_but_not_the_reverse(tmp_path):
         ("model.n_embd=130", "model.n_embd"),  # not divisible by n_head=4
         ("model.n_layer=0", "model.n_layer"),
         ("model.bias=yes please", "model.bias"),
+        ("model.gelu=relu", "model.gelu"),
         ("model.colour=red", "model.colour"),
         ("tokenizer.kind=wordpiece", "tokenizer.kind"),
         ("sample.temperature=-1", "sample.temperature"),

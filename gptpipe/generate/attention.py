@@ -14,8 +14,6 @@ from pathlib import Path
 
 import tiktoken
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from gptpipe.generate.text import context_ids
 from gptpipe.model.gpt import GPT
@@ -53,6 +51,10 @@ def draw_attention(
     An empty text is the start of a document (`<|endoftext|>`); a text longer than the
     context is cut from the left (with a warning on stderr).
     """
+    # imported here: every `gptpipe` command imports this module, few of them draw
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = context_ids(model, encoding, text)

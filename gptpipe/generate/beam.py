@@ -8,11 +8,17 @@ sum / length ** length_penalty (length = new tokens, the stop token included); t
 others continue. Search ends at the length limit, or once no running beam could beat the
 worst finished one (length_penalty > 0 favours long continuations, < 0 short ones).
 All k beams share one key/value cache, reordered in place when beams swap.
+
+Besides the stop token, an `ended` predicate over a hypothesis's new ids ends hypotheses
+inside the search (the text layer passes one for stop strings, so that a hypothesis is
+scored at the length where its text stops, not cut afterwards). The best continuation is
+streamed: a token is certain, and yielded, once every hypothesis still in the race (the
+live beams and the finished ones) begins with it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -24,25 +30,70 @@ from gptpipe.model.gpt import GPT, KVCache
 NEG = -1.0e9  # transformers' "impossible" score
 
 
-@torch.inference_mode()
+Ended = Callable[[Sequence[int]], bool]
+
+
 def beam_search(
     model: GPT,
     prompt: Sequence[int],
     decoding: Decoding,
     stop_id: int | None = None,
+    ended: Ended | None = None,
 ) -> list[int]:
     """The best continuation of `prompt` (new ids, without the stop token)."""
+    return list(beam_stream(model, prompt, decoding, stop_id, ended))
+
+
+@torch.inference_mode()
+def beam_stream(
+    model: GPT,
+    prompt: Sequence[int],
+    decoding: Decoding,
+    stop_id: int | None = None,
+    ended: Ended | None = None,
+) -> Iterator[int]:
+    """`beam_search`'s ids, each yielded as soon as no hypothesis left can change it."""
     if not prompt:
         raise ValueError("prompt must hold at least one token")
     was_training = model.training
     model.eval()
     try:
-        return _search(model, list(prompt), decoding, stop_id)
+        for token in _search(model, list(prompt), decoding, stop_id, ended):
+            if token != stop_id:  # the stop token only ever ends a hypothesis
+                yield token
     finally:
         model.train(was_training)
 
 
-def _search(model: GPT, prompt: list[int], d: Decoding, stop_id: int | None) -> list[int]:
+def _agreed(
+    running: torch.Tensor,
+    running_scores: torch.Tensor,
+    finished: torch.Tensor,
+    finished_len: torch.Tensor,
+    is_finished: torch.Tensor,
+    start: int,
+    end: int,
+) -> list[int]:
+    """The ids from `start` (below `end`) that every live beam and finished hypothesis share."""
+    live = running[running_scores > NEG / 2, :end]  # beams with a chance (not placeholders)
+    done, done_len = finished[is_finished], finished_len[is_finished]
+    rows = live if live.size(0) else done
+    if not rows.size(0):
+        return []
+    at = start
+    while at < end:
+        token = rows[0, at]
+        if bool((live[:, at] != token).any()):
+            break
+        if bool(((done_len <= at) | (done[:, at] != token)).any()):
+            break
+        at += 1
+    return rows[0, start:at].tolist()
+
+
+def _search(
+    model: GPT, prompt: list[int], d: Decoding, stop_id: int | None, ended: Ended | None
+) -> Iterator[int]:
     k, n_new, alpha = d.num_beams, d.max_new_tokens, d.length_penalty
     param = next(model.parameters())
     device, dtype = param.device, param.dtype
@@ -59,6 +110,7 @@ def _search(model: GPT, prompt: list[int], d: Decoding, stop_id: int | None) -> 
     finished_len = torch.zeros(k, dtype=torch.long, device=device)
     is_finished = torch.zeros(k, dtype=torch.bool, device=device)
     improvable = True
+    emitted = 0  # tokens of the best continuation already yielded
 
     drop = slide_size(model, d.slide)
     window = prompt_ids[:, -block:].expand(k, -1)  # (k, W)
@@ -85,6 +137,10 @@ def _search(model: GPT, prompt: list[int], d: Decoding, stop_id: int | None) -> 
         ends = torch.full_like(token, cur + 1 == n_new, dtype=torch.bool)
         if stop_id is not None:
             ends |= token == stop_id
+        if ended is not None:
+            ends |= torch.tensor(
+                [ended(row[: cur + 1].tolist()) for row in candidates], device=device
+            )
 
         # the best k that did not end continue
         alive_scores = top_scores + ends.float() * NEG
@@ -109,6 +165,11 @@ def _search(model: GPT, prompt: list[int], d: Decoding, stop_id: int | None) -> 
         improvable = improvable and bool((best_possible > worst).any())
         if not improvable or bool(ends.all()):
             break
+        agreed = _agreed(
+            running, running_scores, finished, finished_len, is_finished, emitted, cur + 1
+        )
+        yield from agreed
+        emitted += len(agreed)
 
         window = torch.cat([window[parents], running[:, cur : cur + 1]], dim=1)
         if window.size(1) > block:  # the context is full: slide and rebuild
@@ -118,8 +179,4 @@ def _search(model: GPT, prompt: list[int], d: Decoding, stop_id: int | None) -> 
             cache.reorder(parents)
             logits = model.lm_head(model.hidden_states(running[:, cur : cur + 1], cache)[:, -1])
 
-    length = int(finished_len[0])
-    ids = finished[0, :length].tolist()
-    if stop_id is not None and ids and ids[-1] == stop_id:
-        ids = ids[:-1]
-    return ids
+    yield from finished[0, emitted : int(finished_len[0])].tolist()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ import tiktoken
 import torch
 
 from gptpipe.errors import BadInput
-from gptpipe.generate.beam import beam_search
+from gptpipe.generate.beam import beam_search, beam_stream
 from gptpipe.generate.decode import Decoding, decode_steps, for_decoding, problems
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
@@ -76,6 +76,26 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[: min(hits)] if hits else text
 
 
+def stop_string_ended(
+    encoding: tiktoken.Encoding, stops: Sequence[str]
+) -> Callable[[Sequence[int]], bool] | None:
+    """For beam search: does a hypothesis's text (its new ids) now hold a stop string?
+
+    Each token holds at least one byte, so a stop string that the last token completes lies
+    within the bytes of as many last tokens as the string has bytes; only those are decoded.
+    """
+    if not stops:
+        return None
+    needles = [s.encode("utf-8") for s in stops]
+    reach = max(len(n) for n in needles)
+
+    def ended(ids: Sequence[int]) -> bool:
+        tail = encoding.decode_bytes(list(ids[-reach:]))
+        return any(n in tail for n in needles)
+
+    return ended
+
+
 def prompt_ids(encoding: tiktoken.Encoding, text: str) -> list[int]:
     """User text as ids; an empty prompt starts from `<|endoftext|>` (unconditional text)."""
     return encoding.encode_ordinary(text) or [eot_id(encoding)]
@@ -104,18 +124,16 @@ def stream(
     generator: torch.Generator | None = None,
 ) -> Iterator[str]:
     """The continuation of `ids` as text pieces, as they are produced; ends at
-    <|endoftext|>, a stop string or the token limit. Beam search yields one piece at
-    the end (it knows the best continuation only then)."""
+    <|endoftext|>, a stop string or the token limit. Beam search yields a token once every
+    hypothesis still in the search agrees on it (stop strings end hypotheses inside it)."""
     stop = eot_id(encoding)
-    if decoding.num_beams > 1:
-        text = encoding.decode(beam_search(model, ids, decoding, stop_id=stop))
-        piece = cut_at_stop(text, decoding.stop)
-        if piece:
-            yield piece
-        return
     text_stream = TextStream(encoding, decoding.stop)
-    for next_ids in decode_steps(model, [ids], decoding, generator):
-        token = int(next_ids[0])
+    if decoding.num_beams > 1:
+        ended = stop_string_ended(encoding, decoding.stop)
+        tokens: Iterator[int] = beam_stream(model, ids, decoding, stop, ended)
+    else:
+        tokens = (int(next_ids[0]) for next_ids in decode_steps(model, [ids], decoding, generator))
+    for token in tokens:
         if token == stop:
             break
         piece = text_stream.push(token)
@@ -150,7 +168,7 @@ def continuations(
     if decoding.num_beams > 1:  # deterministic: one search per prompt, repeated
         found = []
         for p in prompts:
-            ids = beam_search(model, p, decoding, stop)
+            ids = beam_search(model, p, decoding, stop, stop_string_ended(encoding, decoding.stop))
             text = cut_at_stop(encoding.decode(ids), decoding.stop)
             found.append(Continuation(text, len(ids)))
         return [[c] * num_samples for c in found]

@@ -236,6 +236,7 @@ def open_hf(folder: Path) -> GPT2Checkpoint:
         {k: v.shape for k, v in tensors.items()}, int(hf_cfg.get("n_head", 0)), weights
     )
     _check_declared(hf_cfg, config, cfg_path)
+    config.gelu = HF_GELUS[hf_cfg.get("activation_function", "gelu_new")]
     if head is not None:
         check_tied(tensors["wte.weight"], _safetensors_loader(weights, head[0], False), weights)
     return GPT2Checkpoint(
@@ -260,13 +261,17 @@ def check_tied(wte: LazyTensor, head: Callable[[], torch.Tensor], where: Path) -
         raise BadInput(f"{where}: lm_head.weight differs from wte.weight (an untied head)")
 
 
+# Hugging Face's names of the GELUs our model computes: tanh-approximated, and exact.
+HF_GELUS = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "exact"}
+
+
 def _check_hf_architecture(cfg: Mapping, path: Path) -> None:
     """Refuse GPT-2 variants whose computation our model does not reproduce."""
     problems = []
     n_embd = cfg.get("n_embd", 768)
     if cfg.get("n_inner") not in (None, 4 * n_embd):
         problems.append(f"n_inner {cfg.get('n_inner')} (ours is 4 * n_embd)")
-    if cfg.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+    if cfg.get("activation_function", "gelu_new") not in HF_GELUS:
         problems.append(f"activation_function {cfg.get('activation_function')!r}")
     if abs(float(cfg.get("layer_norm_epsilon", 1e-5)) - 1e-5) > 1e-12:
         problems.append(f"layer_norm_epsilon {cfg.get('layer_norm_epsilon')}")

@@ -42,7 +42,7 @@ def hf_config(config: GPTConfig, eot_id: int) -> dict:
         "n_layer": config.n_layer,
         "n_head": config.n_head,
         "n_inner": None,
-        "activation_function": "gelu_new",
+        "activation_function": "gelu_new" if config.gelu == "tanh" else "gelu",
         "resid_pdrop": config.dropout,
         "embd_pdrop": config.dropout,
         "attn_pdrop": config.dropout,

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from gptpipe.config import MODEL_LIMITS, gpt_params, require_fits
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, files_sha256, read_json
-from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.gpt import GELUS, GPT, GPTConfig
 from gptpipe.model.tensors import (
     LazyTensor,
     lazy_tensors,
@@ -145,6 +145,10 @@ def check_config(raw: Any, path: Path) -> tuple[GPTConfig, list[str], dict[str, 
         if not isinstance(model["bias"], bool):
             raise bad("model.bias", f"expected true or false, got {model['bias']!r}")
         values["bias"] = model["bias"]
+    if "gelu" in model:  # absent from folders written before the option: GPT-2's tanh
+        if model["gelu"] not in GELUS:
+            raise bad("model.gelu", f"expected one of {', '.join(GELUS)}, got {model['gelu']!r}")
+        values["gelu"] = model["gelu"]
     config = GPTConfig(**values)
     weights = 4 * gpt_params(config, config.vocab_size)
     try:

@@ -8,7 +8,7 @@ import torch
 from helpers.gpt2 import converted
 from test_decode import peaked
 
-from gptpipe.generate.beam import beam_search
+from gptpipe.generate.beam import beam_search, beam_stream
 from gptpipe.generate.decode import Decoding, generate_ids
 
 PROMPT = [3, 14, 15, 9, 6]
@@ -79,3 +79,32 @@ def test_beam_search_slides_past_the_context(models) -> None:
     _, model = models  # context 64
     out = beam_search(model, PROMPT * 10, Decoding(max_new_tokens=40, num_beams=3))
     assert len(out) == 40
+
+
+def test_an_ended_predicate_ends_hypotheses_as_the_stop_token_does(models) -> None:
+    _, model = models
+    d = Decoding(max_new_tokens=12, num_beams=4, length_penalty=-1.0)  # short ones win
+    free = beam_search(model, PROMPT, d)
+    for stop in (free[2], free[0]):
+        by_token = beam_search(model, PROMPT, d, stop_id=stop)  # = transformers (above)
+        by_predicate = beam_search(model, PROMPT, d, ended=lambda ids, s=stop: ids[-1] == s)
+        stopped = len(by_token) < d.max_new_tokens
+        # a hypothesis the predicate ends keeps its last id
+        assert by_predicate == ([*by_token, stop] if stopped else by_token)
+    assert stopped
+
+
+def test_the_best_continuation_streams_before_the_search_ends(models) -> None:
+    _, model = models
+    calls = []
+    hook = model.lm_head.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        d = Decoding(max_new_tokens=30, num_beams=3)
+        stream = beam_stream(model, PROMPT, d)
+        first = next(stream)
+        calls_at_first = len(calls)
+        rest = list(stream)
+    finally:
+        hook.remove()
+    assert [first, *rest] == beam_search(model, PROMPT, d)
+    assert calls_at_first < len(calls) / 2  # yielded while most of the steps were still ahead

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -10,8 +11,9 @@ import torch
 
 from gptpipe.errors import BadInput
 from gptpipe.generate import generate_text
+from gptpipe.generate.beam import beam_search
 from gptpipe.generate.decode import Decoding, generate_ids
-from gptpipe.generate.text import TextStream, context_ids, stream
+from gptpipe.generate.text import TextStream, context_ids, continuations, cut_at_stop, stream
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.prompts import format_prompt
@@ -108,3 +110,24 @@ def test_a_prompt_longer_than_the_context_is_cut_with_a_warning(
     ids = context_ids(model, enc, "word " * 100)
     assert len(ids) == 32 and ids == enc.encode_ordinary("word " * 100)[-32:]
     assert "context of 32" in capsys.readouterr().err
+
+
+def test_beam_search_ends_hypotheses_at_stop_strings_inside_the_search(folder: Path) -> None:
+    model, _ = load_model(folder)
+    enc = load_tokenizer(folder)
+    ids = enc.encode_ordinary("The")
+    free = Decoding(12, num_beams=3)
+    text = enc.decode(beam_search(model, ids, free, eot_id(enc)))
+    stop_at = next(i for i in range(3, len(text)) if not text[i].isspace())
+    stop = text[stop_at : stop_at + 2]  # two characters from the middle of the best text
+    d = Decoding(12, num_beams=3, stop=(stop,))
+
+    def whole_text_holds_stop(new: Sequence[int]) -> bool:  # the plain rule, no tail window
+        return stop in enc.decode(list(new))
+
+    expected = cut_at_stop(
+        enc.decode(beam_search(model, ids, d, eot_id(enc), whole_text_holds_stop)), [stop]
+    )
+    streamed = "".join(stream(model, enc, ids, d))
+    assert streamed == expected == continuations(model, enc, [ids], d)[0][0].text
+    assert stop not in streamed

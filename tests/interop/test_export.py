@@ -50,6 +50,7 @@ def _check_converts_back(model: GPT, hf: Path, tokenizer: Path, tmp_path: Path) 
     result = _weights(hf, tokenizer, tmp_path / "base")
     assert result.exit_code == 0, result.output
     back, _ = load_model(tmp_path / "base")
+    assert back.config == model.config
     for name, value in model.state_dict().items():
         assert torch.equal(back.state_dict()[name], value), name
 
@@ -99,13 +100,16 @@ def test_trained_bpe_exports_a_tokenizer_that_encodes_identically(tmp_path, patt
             assert loaded.decode(loaded.encode(text)) == text
 
 
-def test_exported_bpe_model_converts_back_with_its_tokenizer(tmp_path):
+@pytest.mark.parametrize("gelu", ["tanh", "exact"])
+def test_exported_bpe_model_converts_back_with_its_tokenizer(tmp_path, gelu):
     trained = train_bpe(CORPUS, 300, PATTERNS["gpt2"], show_progress=False)
     save_tokenizer(tmp_path / "tok", trained.ranks, "bpe", "gpt2")
     torch.manual_seed(2)
-    model = GPT(GPTConfig(vocab_size=300, block_size=32, n_layer=1, n_head=2, n_embd=16))
+    config = GPTConfig(vocab_size=300, block_size=32, n_layer=1, n_head=2, n_embd=16, gelu=gelu)
+    model = GPT(config)
     save_model(tmp_path / "model", model, tmp_path / "tok")
     assert _export(tmp_path / "model", tmp_path / "hf").exit_code == 0
+    _check_logits(tmp_path / "model", tmp_path / "hf", 300)  # transformers computes our GELU
     _check_converts_back(model, tmp_path / "hf", tmp_path / "tok", tmp_path)
     save_gpt2(tmp_path / "gpt2tok")  # a different tokenizer is refused
     result = _weights(tmp_path / "hf", tmp_path / "gpt2tok", tmp_path / "base2")

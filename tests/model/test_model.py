@@ -158,6 +158,40 @@ def test_training_path_is_unchanged_by_the_cache_code():
     torch.testing.assert_close(model(idx)[0], expected, rtol=0, atol=0)
 
 
+def test_the_exact_gelu_is_torchs_erf_gelu_and_close_to_gpt2s_tanh():
+    idx = torch.randint(0, 97, (2, 16))
+    tanh, exact = tiny(), tiny(gelu="exact")
+    x = torch.randn(3, 5, 32)
+    mlp = exact.h[0].mlp
+    expected = mlp.c_proj(torch.nn.GELU()(mlp.c_fc(x)))  # nn.GELU's default: erf, as nanoGPT
+    torch.testing.assert_close(mlp(x), expected, rtol=0, atol=0)
+    a, b = tanh(idx)[0], exact(idx)[0]  # same weights (same seed), a different curve
+    assert not torch.equal(a, b)
+    torch.testing.assert_close(a, b, rtol=0, atol=1e-3)
+    with pytest.raises(ValueError, match="gelu"):
+        GPTConfig(gelu="relu")
+
+
+def test_bf16_training_attention_equals_float32_attention_cast_back():
+    """Under CPU bf16 autocast, training attention runs in float32 (its bf16 backward is
+    slow): the same values as float32 SDPA on the bf16 inputs, and gradients flow."""
+    model = tiny()
+    model.train()
+    attn = model.h[0].attn
+    x = torch.randn(2, 16, 32, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = attn(x)
+        q, k, v = attn.c_attn(x).split(32, dim=2)
+    assert y.dtype == torch.bfloat16
+    q, k, v = (t.view(2, 16, 4, 8).transpose(1, 2).float() for t in (q, k, v))
+    z = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = attn.c_proj(z.to(torch.bfloat16).transpose(1, 2).reshape(2, 16, 32))
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+    y.float().sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_reference_attention_matches_sdpa_directly():
     q, k, v = (torch.randn(2, 3, 7, 8) for _ in range(3))
     out, _ = attention_reference(q, k, v)

@@ -43,7 +43,7 @@ def test_weight_decay_applies_to_matrices_only_and_counts_the_tied_weight_once()
     assert sum(p.numel() for p in decay["params"] + no_decay["params"]) == model.num_params(False)
     assert any(p is model.wte.weight for p in decay["params"])
     opt = make_optimizer(model, cfg())
-    assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["foreach"] is False
+    assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["fused"] is True
 
 
 def test_loss_falls_and_curves_are_written(tmp_path):
