@@ -194,6 +194,42 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     }
 
 
+def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
+    """Does `torch.compile` of the one-token decode step pay? Our model and cache, greedy,
+    the step (model + head on the cache) eager and compiled with dynamic shapes (the cache
+    grows by one position per token): first-call seconds and tokens/s after it."""
+    from gptpipe.generate.decode import cache_dtype
+    from gptpipe.model.gpt import KVCache
+
+    _, model = build(arch)
+    prompt = torch.tensor([[(31 * i + 11) % arch["vocab_size"] for i in range(PROMPT_LEN)]])
+
+    def step(cache: Any, ids: torch.Tensor) -> torch.Tensor:
+        return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
+
+    compiled = torch.compile(step, dynamic=True)
+
+    @torch.inference_mode()
+    def decode(fn: Any) -> tuple[float, float]:
+        cache = KVCache(model.config, 1, PROMPT_LEN + n, dtype=cache_dtype(model))
+        ids = step(cache, prompt).argmax(-1, keepdim=True)
+        stamps = [time.perf_counter()]
+        for _ in range(n - 1):
+            ids = fn(cache, ids).argmax(-1, keepdim=True)
+            stamps.append(time.perf_counter())
+        return stamps[1] - stamps[0], (len(stamps) - 2) / (stamps[-1] - stamps[1])
+
+    first, _ = decode(compiled)  # compiles
+    eager = [decode(step)[1] for _ in range(2)]
+    after = [decode(compiled)[1] for _ in range(2)]
+    return {
+        "compile_first_step_s": first,
+        "eager_tokens_per_s": statistics.median(eager),
+        "compiled_tokens_per_s": statistics.median(after),
+        "compiled_over_eager": statistics.median(after) / statistics.median(eager),
+    }
+
+
 def machine() -> dict[str, Any]:
     from gptpipe.runtime import native_bf16
 
@@ -222,6 +258,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--compile", action="store_true", help="also: torch.compile of the decode step (a)"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -239,6 +278,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
         results["configs"][name] = row
         print(json.dumps({name: row}), flush=True)  # each config as soon as it is measured
+    if args.compile:
+        arch = CONFIGS["quick" if args.quick else "a"]
+        results["compile"] = compiled_step(arch, 32 if args.quick else NEW_TOKENS)
+        print(json.dumps({"compile": results["compile"]}), flush=True)
     print(report(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

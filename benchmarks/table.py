@@ -121,6 +121,17 @@ def generate_rows(results: dict[str, Any]) -> list[Row]:
                 _ratio(*bw),
             ),
         ]
+    compiled = results.get("compile")
+    if compiled:
+        rows.append(
+            Row(
+                "torch.compile of the decode step, (a): tokens/s after "
+                f"{compiled['compile_first_step_s']:.0f} s of compiling (vs eager)",
+                f"{compiled['compiled_tokens_per_s']:.1f}",
+                f"{compiled['eager_tokens_per_s']:.1f}",
+                compiled["compiled_over_eager"],
+            )
+        )
     return rows
 
 

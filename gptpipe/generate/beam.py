@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from gptpipe.generate.decode import Decoding, slide_size
+from gptpipe.generate.decode import Decoding, cache_dtype, slide_size
 from gptpipe.generate.sampling import repetition_penalty, seen_tokens
 from gptpipe.model.gpt import GPT, KVCache
 
@@ -95,8 +95,7 @@ def _search(
     model: GPT, prompt: list[int], d: Decoding, stop_id: int | None, ended: Ended | None
 ) -> Iterator[int]:
     k, n_new, alpha = d.num_beams, d.max_new_tokens, d.length_penalty
-    param = next(model.parameters())
-    device, dtype = param.device, param.dtype
+    device, dtype = next(model.parameters()).device, cache_dtype(model)
     block, vocab = model.config.block_size, model.config.vocab_size
     keep = 2 * k  # transformers: max(2, 1 + number of stop ids) * k
     top_k_mask = torch.arange(keep, device=device) < k

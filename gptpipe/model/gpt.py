@@ -160,6 +160,7 @@ class CausalSelfAttention(nn.Module):
             cache.k[layer, :, :, cache.pos : end] = k
             cache.v[layer, :, :, cache.pos : end] = v
             k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]  # (B, H, Tk, D)
+            q = q.to(k.dtype)  # a cache may be wider than the weights (float32 for bf16)
             causal = False  # the mask (or, for one token and no padding, nothing) says it
         if attention is not None:
             y, weights = attention_reference(q, k, v, dropout=dropout, mask=mask, causal=causal)
@@ -178,7 +179,7 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         if last:
             y, T = y[:, :, -last:], min(last, T)  # (B, H, T, D) -> (B, H, last, D)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, H, T, D) -> (B, T, C)
+        y = y.to(x.dtype).transpose(1, 2).contiguous().view(B, T, C)  # -> (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
 

@@ -5,8 +5,14 @@ import torch
 from helpers.gpt2 import converted, hf_model
 
 from gptpipe.errors import BadInput
-from gptpipe.generate.decode import Decoding, for_decoding, generate_ids, generate_many
-from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.generate.decode import (
+    Decoding,
+    cache_dtype,
+    for_decoding,
+    generate_ids,
+    generate_many,
+)
+from gptpipe.model.gpt import GPT, GPTConfig, KVCache
 
 
 def tiny() -> GPT:
@@ -154,5 +160,13 @@ def test_bfloat16_decoding_stays_within_the_stated_tolerance_of_float32():
     d = Decoding(max_new_tokens=40)
     prompt = [5, 17, 300, 2, 44]
     assert generate_ids(bf16, [prompt], d) == generate_ids(fp32, [prompt], d)
+    # bf16 weights decode on a float32 cache (the CPU's bf16 attention is the slow part)
+    assert cache_dtype(bf16) == torch.float32 == cache_dtype(fp32)
+    cache = KVCache(bf16.config, 1, 16, dtype=cache_dtype(bf16))
+    with torch.inference_mode():
+        states = bf16.hidden_states(torch.tensor([prompt]), cache)
+        uncached = bf16.hidden_states(torch.tensor([prompt]))
+    assert states.dtype == torch.bfloat16
+    torch.testing.assert_close(states.float(), uncached.float(), atol=0.05, rtol=0)
     with pytest.raises(BadInput, match="--dtype"):
         for_decoding(fp32, "float16")
