@@ -462,10 +462,13 @@ def readme_table(records: dict[str, dict[str, Any]]) -> str:
     """All figures in one table for the README (RESULTS.md has the commands and machines)."""
     if not records:
         return "No stored results yet: run `make bench`."
-    first = next(iter(records.values()))
+    machines: dict[str, list[str]] = {}
+    for name, record in records.items():
+        machines.setdefault(machine_line(record["environment"]), []).append(name)
+    where = "; ".join(f"{', '.join(names)} on {line}" for line, names in machines.items())
     lines = [
         f"Stored results ([benchmarks/RESULTS.md](benchmarks/RESULTS.md) has each run's date, "
-        f"command and machine; most on {machine_line(first['environment'])}):",
+        f"command and machine): {where}.",
         "",
         "| benchmark | figure | ours | reference | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
