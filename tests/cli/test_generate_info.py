@@ -121,7 +121,13 @@ def test_info_table_and_params_mode(models: dict[str, Path], tmp_path: Path) -> 
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["config"] == {**CONFIG, "dropout": 0.0, "bias": True, "n_classes": 0}
+    assert data["config"] == {
+        **CONFIG,
+        "dropout": 0.0,
+        "bias": True,
+        "n_classes": 0,
+        "gelu": "tanh",
+    }
     assert data["parameters"]["total"] == total
     result = runner.invoke(app, ["info", "--model", str(tmp_path / "none")])
     assert result.exit_code == 2 and str(tmp_path / "none") in result.stderr
