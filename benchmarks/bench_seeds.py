@@ -89,8 +89,8 @@ TARGETS = {"seed003_val_loss": 1.886, "seed003_time_ratio": 0.5, "seed001_loss":
 # --------------------------------------------------------------------------- data
 
 
-def shakespeare(work: Path, corpus: str = "tinyshakespeare") -> str:
-    """Tiny Shakespeare (or another named corpus) through the pipeline's download stage (the
+def corpus_text(work: Path, corpus: str = "tinyshakespeare") -> str:
+    """A named corpus (Tiny Shakespeare by default) through the pipeline's download stage (the
     mirror folder first)."""
     out = work / ("raw" if corpus == "tinyshakespeare" else f"raw-{corpus}")
     if not (out / "corpus.txt").is_file():
@@ -471,7 +471,7 @@ def part_c(work: Path, args: argparse.Namespace) -> dict:
     import math
 
     corpus = work / "stdlib.txt"
-    corpus.write_text(shakespeare(work, "stdlib"), encoding="utf-8")
+    corpus.write_text(corpus_text(work, "stdlib"), encoding="utf-8")
     over: dict[str, dict[str, Any]] = {}
     if args.quick:
         over = {"pretrain": {"max_steps": 10, "eval_interval": 5, "eval_batches": 2}}
@@ -543,7 +543,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         CHILD_ENV["OMP_NUM_THREADS"] = str(args.threads)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-seeds-"))
     work.mkdir(parents=True, exist_ok=True)
-    text = shakespeare(work)
+    text = corpus_text(work)
     train, held = split(text, work, args.quick)
     full = work / "input.txt"
     full.write_text(

@@ -79,6 +79,23 @@ def test_weights_that_do_not_match_the_config_are_refused(tmp_path, tokenizer_di
         load_model(tmp_path / "m")
 
 
+def test_the_gelu_is_kept_and_an_unknown_one_is_refused_naming_the_key(tmp_path, tokenizer_dir):
+    torch.manual_seed(0)
+    config = GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=2, n_embd=16)
+    config.gelu = "exact"
+    save_model(tmp_path / "m", GPT(config), tokenizer_dir)
+    assert read_info(tmp_path / "m").config.gelu == "exact"
+    config_path = tmp_path / "m" / "config.json"
+    saved = json.loads(config_path.read_text())
+    del saved["model"]["gelu"]  # a folder from before the option: GPT-2's tanh
+    config_path.write_text(json.dumps(saved))
+    assert read_info(tmp_path / "m").config.gelu == "tanh"
+    saved["model"]["gelu"] = "relu"
+    config_path.write_text(json.dumps(saved))
+    with pytest.raises(BadInput, match=r"model\.gelu"):
+        load_model(tmp_path / "m")
+
+
 def test_failed_save_leaves_nothing_behind(tmp_path):
     with pytest.raises(BadInput, match="tokenizer"):
         save_model(tmp_path / "m", tiny(), tmp_path / "no-tokenizer")
