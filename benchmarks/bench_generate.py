@@ -12,6 +12,9 @@ produce the same tokens (checked). Also measured, in the same run:
 - memory-bandwidth utilisation: bytes read per token (every weight once, the head tied to
   the embeddings counted once, plus the keys and values cached so far) x tokens/s, against
   the machine's bandwidth measured here by a large tensor copy (read + write bytes / s);
+- what the decode-time weight layout is worth: our decoder with its Linears packed for
+  oneDNN (`gptpipe.generate.packing`, what `gptpipe generate` runs) against the same model
+  in the plain layout, alternating with the other two sides;
 - whether the CPU computes bf16 natively (`gptpipe.runtime.native_bf16`): decoding uses
   bf16 weights only there, so on a CPU without AVX-512 BF16 / AMX the run is float32.
 
@@ -46,8 +49,9 @@ NEW_TOKENS = 256
 FIRST_TOKEN_SAMPLES = 5  # time-to-first-token runs per side and repeat, alternating
 
 
-def build(arch: dict[str, int], seed: int = 0) -> tuple[Any, Any]:
-    """A random transformers GPT-2 and the same weights as our model."""
+def build(arch: dict[str, int], seed: int = 0, plain: bool = False) -> tuple[Any, Any]:
+    """A random transformers GPT-2 and the same weights as our model (`plain`: its Linears
+    in the plain layout, not packed)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from gptpipe.generate.decode import for_decoding
@@ -69,8 +73,10 @@ def build(arch: dict[str, int], seed: int = 0) -> tuple[Any, Any]:
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     ours_config = config_from_shapes(shapes, n_head=arch["n_head"], where=Path("hf"))
     lazy = {k: LazyTensor(tuple(v.shape), lambda v=v: v.clone()) for k, v in state.items()}  # type: ignore[misc]
-    # as `gptpipe generate` decodes: bfloat16 where the CPU computes it natively
-    return hf, for_decoding(model_from_tensors(ours_config, lazy).eval())
+    # as `gptpipe generate` decodes: bfloat16 where the CPU computes it natively, and
+    # the Linears packed (the plain layout too, to show what packing is worth)
+    ours = for_decoding(model_from_tensors(ours_config, lazy).eval(), pack=not plain)
+    return hf, ours
 
 
 def ours_run(model: Any, prompt: list[int], n: int) -> tuple[float, float, list[int]]:
@@ -134,29 +140,34 @@ def bandwidth_gbs(mib: int = 256, repeats: int = 5) -> float:
     return 2 * src.numel() * 4 / min(times) / 1e9
 
 
-def bytes_per_token(model: Any, position: float) -> float:
-    """Weights read once per token (position embeddings: one row) + the cache read."""
-    cfg = model.config
-    weights = sum(p.numel() for p in model.parameters()) - cfg.block_size * cfg.n_embd
+def bytes_per_token(hf: Any, element_size: int, position: float) -> float:
+    """Weights read once per token (position embeddings: one row) + the cache read, counted
+    on the transformers model (the same weights; ours packed are no parameters any more)."""
+    cfg = hf.config
+    weights = sum(p.numel() for p in hf.parameters()) - cfg.n_positions * cfg.n_embd
     weights += cfg.n_embd
     cache = 2 * cfg.n_layer * position * cfg.n_embd
-    return (weights + cache) * next(model.parameters()).element_size()
+    return (weights + cache) * element_size
 
 
 def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> dict[str, Any]:
     hf, ours = build(arch)
+    _, plain = build(arch, plain=True)
     prompt = [(31 * i + 11) % arch["vocab_size"] for i in range(PROMPT_LEN)]
     n = 32 if quick else NEW_TOKENS
-    ours_run(ours, prompt, 4)  # warm up both (thread pools, allocator, first-call costs)
+    for model in (ours, plain):  # warm up every side (thread pools, allocator, first calls)
+        ours_run(model, prompt, 4)
     hf_run(hf, prompt, 4)
-    ours_times, ours_first, hf_times, hf_first = [], [], [], []
+    ours_times, plain_times, ours_first, hf_times, hf_first = [], [], [], [], []
     same = True
     for _ in range(repeats):  # alternate the sides
         total, _, ours_tokens = ours_run(ours, prompt, n)
         ours_times.append(total)
         seconds, hf_tokens = hf_run(hf, prompt, n)
         hf_times.append(seconds)
-        same = same and ours_tokens == hf_tokens
+        total, _, plain_tokens = ours_run(plain, prompt, n)
+        plain_times.append(total)
+        same = same and ours_tokens == hf_tokens == plain_tokens
         for _ in range(FIRST_TOKEN_SAMPLES):  # short, alternating: robust to a busy machine
             ours_first.append(ours_run(ours, prompt, 1)[1])
             hf_first.append(hf_run(hf, prompt, 1)[0])
@@ -168,10 +179,12 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
         hf_near.append(hf_step_time(hf, near, steps))
         ours_far.append(ours_step_time(ours, far, steps))
         hf_far.append(hf_step_time(hf, far, steps))
+    del plain  # its weights: not to be held through the rest
     ours_tps = n / statistics.median(ours_times)
     hf_tps = n / statistics.median(hf_times)
+    plain_tps = n / statistics.median(plain_times)
     mean_position = PROMPT_LEN + n / 2
-    moved = bytes_per_token(ours, mean_position)
+    moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position)
     return {
         "arch": arch,
         "new_tokens": n,
@@ -179,6 +192,8 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
         "ours_tokens_per_s": ours_tps,
         "hf_tokens_per_s": hf_tps,
         "ratio": ours_tps / hf_tps,
+        "ours_plain_layout_tokens_per_s": plain_tps,
+        "packed_over_plain": ours_tps / plain_tps,
         "ours_first_token_s": statistics.median(ours_first),
         "hf_first_token_s": statistics.median(hf_first),
         "ours_step_s": {
@@ -295,7 +310,7 @@ def report(results: dict[str, Any]) -> str:
         f"{m['native_bf16']} -> decoding in {m['decode_dtype']}; copy bandwidth "
         f"{m['bandwidth_gb_per_s']:.1f} GB/s",
         "config  tok/s ours  tok/s hf  ratio  first token ours/hf (ms)  step far/near ours  hf"
-        "   GB/s ours (util)  same",
+        "   GB/s ours (util)  packed/plain  same",
     ]
     for name, r in results["configs"].items():
         lines.append(
@@ -303,7 +318,8 @@ def report(results: dict[str, Any]) -> str:
             f"{r['ratio']:>6.2f}  {1e3 * r['ours_first_token_s']:>8.1f} / "
             f"{1e3 * r['hf_first_token_s']:<8.1f}       {r['ours_far_over_near']:>5.2f}  "
             f"{r['hf_far_over_near']:>5.2f}   {r['ours_gb_per_s']:>5.2f} "
-            f"({100 * r['ours_bandwidth_utilisation']:.0f}%)  {r['same_tokens']}"
+            f"({100 * r['ours_bandwidth_utilisation']:.0f}%)  {r['packed_over_plain']:>6.2f}"
+            f"  {r['same_tokens']}"
         )
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from gptpipe.errors import BadInput
+from gptpipe.generate.packing import pack_linears
 from gptpipe.generate.sampling import choose, seen_tokens
 from gptpipe.model.gpt import GPT, KVCache
 from gptpipe.runtime import native_bf16
@@ -66,14 +67,18 @@ def problems(d: Decoding) -> list[tuple[str, str]]:
     return found
 
 
-def for_decoding(model: GPT, dtype: str = "auto", option: str = "--dtype") -> GPT:
-    """The model in the dtype it decodes in: `auto` is bfloat16 where its device computes
-    bf16 natively (CUDA from Ampere on, AVX-512 BF16 / AMX CPUs), else float32.
+def for_decoding(
+    model: GPT, dtype: str = "auto", option: str = "--dtype", pack: bool = True
+) -> GPT:
+    """The model in the dtype and weight layout it decodes in, changed in place: `auto` is
+    bfloat16 where its device computes bf16 natively (CUDA from Ampere on, AVX-512 BF16 /
+    AMX CPUs), else float32; on the CPU its Linears are then packed (`pack_linears`, unless
+    `pack` is false), after which the model only decodes.
 
     Batch-1 decoding reads every weight once per token, so it is bound by memory traffic:
     bf16 halves the bytes per token. Its logits stay within a few hundredths of float32's
     and greedy tokens agree where the top two are not within that (tests/generate). The
-    cache follows the weights' dtype; sampling rules work on float32 logits. Where bf16 is
+    cache's dtype is `cache_dtype`'s; sampling rules work on float32 logits. Where bf16 is
     not native it is emulated and slower, so `auto` keeps float32 there.
     """
     if dtype not in DTYPES:
@@ -81,7 +86,8 @@ def for_decoding(model: GPT, dtype: str = "auto", option: str = "--dtype") -> GP
     device = next(model.parameters()).device
     if dtype == "auto":
         dtype = "bfloat16" if native_bf16(device) else "float32"
-    return model.to(getattr(torch, dtype))
+    model = model.to(getattr(torch, dtype))
+    return pack_linears(model) if pack else model
 
 
 def cache_dtype(model: GPT) -> torch.dtype:
