@@ -159,7 +159,7 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
         ours_run(model, prompt, 4)
     hf_run(hf, prompt, 4)
     ours_times, plain_times, ours_first, hf_times, hf_first = [], [], [], [], []
-    same = True
+    same = same_layouts = True
     for _ in range(repeats):  # alternate the sides
         total, _, ours_tokens = ours_run(ours, prompt, n)
         ours_times.append(total)
@@ -167,7 +167,8 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
         hf_times.append(seconds)
         total, _, plain_tokens = ours_run(plain, prompt, n)
         plain_times.append(total)
-        same = same and ours_tokens == hf_tokens == plain_tokens
+        same = same and ours_tokens == hf_tokens  # bf16 against fp32 may break a near-tie
+        same_layouts = same_layouts and ours_tokens == plain_tokens
         for _ in range(FIRST_TOKEN_SAMPLES):  # short, alternating: robust to a busy machine
             ours_first.append(ours_run(ours, prompt, 1)[1])
             hf_first.append(hf_run(hf, prompt, 1)[0])
@@ -189,6 +190,7 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
         "arch": arch,
         "new_tokens": n,
         "same_tokens": same,
+        "packed_same_as_plain": same_layouts,
         "ours_tokens_per_s": ours_tps,
         "hf_tokens_per_s": hf_tps,
         "ratio": ours_tps / hf_tps,
@@ -210,32 +212,41 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
 
 
 def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
-    """Does `torch.compile` of the one-token decode step pay? Our model and cache, greedy,
-    the step (model + head on the cache) eager and compiled with dynamic shapes (the cache
-    grows by one position per token): first-call seconds and tokens/s after it."""
+    """Does `torch.compile` of the one-token decode step pay? Greedy on our model and cache:
+    the step as `gptpipe generate` runs it (eager, Linears packed) against the step compiled
+    with dynamic shapes (the cache grows by one position per token) on the plain layout
+    (oneDNN's packed tensors are opaque to the compiler, which packs weights its own way):
+    first-call seconds and tokens/s after it."""
     from gptpipe.generate.decode import cache_dtype
     from gptpipe.model.gpt import KVCache
 
-    _, model = build(arch)
+    _, packed = build(arch)
+    _, plain = build(arch, plain=True)
     prompt = torch.tensor([[(31 * i + 11) % arch["vocab_size"] for i in range(PROMPT_LEN)]])
 
-    def step(cache: Any, ids: torch.Tensor) -> torch.Tensor:
-        return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
+    def stepper(model: Any) -> Any:
+        def step(cache: Any, ids: torch.Tensor) -> torch.Tensor:
+            return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
 
-    compiled = torch.compile(step, dynamic=True)
+        return step
+
+    eager_step = stepper(packed)
+    compiled = torch.compile(stepper(plain), dynamic=True)
 
     @torch.inference_mode()
     def decode(fn: Any) -> tuple[float, float]:
-        cache = KVCache(model.config, 1, PROMPT_LEN + n, dtype=cache_dtype(model))
-        ids = step(cache, prompt).argmax(-1, keepdim=True)
+        cache = KVCache(packed.config, 1, PROMPT_LEN + n, dtype=cache_dtype(packed))
+        ids = fn(cache, prompt).argmax(-1, keepdim=True)
         stamps = [time.perf_counter()]
         for _ in range(n - 1):
             ids = fn(cache, ids).argmax(-1, keepdim=True)
             stamps.append(time.perf_counter())
         return stamps[1] - stamps[0], (len(stamps) - 2) / (stamps[-1] - stamps[1])
 
-    first, _ = decode(compiled)  # compiles
-    eager = [decode(step)[1] for _ in range(2)]
+    started = time.perf_counter()
+    decode(compiled)  # compiles (the prefill shape, then the one-token shape)
+    first = time.perf_counter() - started
+    eager = [decode(eager_step)[1] for _ in range(2)]
     after = [decode(compiled)[1] for _ in range(2)]
     return {
         "compile_first_step_s": first,

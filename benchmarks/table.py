@@ -121,12 +121,21 @@ def generate_rows(results: dict[str, Any]) -> list[Row]:
                 _ratio(*bw),
             ),
         ]
+        if "ours_plain_layout_tokens_per_s" in config:  # records from before packing lack it
+            rows.append(
+                Row(
+                    f"decode-time weight layout, {shape}: tokens/s packed (vs plain)",
+                    f"{config['ours_tokens_per_s']:.1f}",
+                    f"{config['ours_plain_layout_tokens_per_s']:.1f}",
+                    config["packed_over_plain"],
+                )
+            )
     compiled = results.get("compile")
     if compiled:
         rows.append(
             Row(
-                "torch.compile of the decode step, (a): tokens/s after "
-                f"{compiled['compile_first_step_s']:.0f} s of compiling (vs eager)",
+                "torch.compile of the decode step (plain layout), (a): tokens/s after "
+                f"{compiled['compile_first_step_s']:.0f} s of compiling (vs eager, packed)",
                 f"{compiled['compiled_tokens_per_s']:.1f}",
                 f"{compiled['eager_tokens_per_s']:.1f}",
                 compiled["compiled_over_eager"],
