@@ -10,11 +10,15 @@ rules of `gptpipe.generate.sampling`; text-level stopping lives in `gptpipe.gene
 
 from __future__ import annotations
 
+import functools
 import math
+import statistics
+import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from gptpipe.errors import BadInput
 from gptpipe.generate.packing import pack_linears
@@ -91,13 +95,41 @@ def for_decoding(
 
 
 def cache_dtype(model: GPT) -> torch.dtype:
-    """The dtype of the key/value cache: the weights', except float32 for bf16 weights on the
-    CPU, whose bf16 attention kernel is ~6x slower than its float32 one over a long cache
-    (torch 2.13, AVX-512 BF16): the doubled cache bytes cost less than that."""
+    """The dtype of the key/value cache: the weights', except for bf16 weights on the CPU,
+    whose cache is bf16 only where `bf16_attention_pays` at the model's shape. The CPU's bf16
+    attention kernel differs most between machines: measured over a 1,024-key cache at GPT-2
+    124M's shape, it is ~6x slower than the float32 one on an AVX-512 BF16 CPU, whose float32
+    cache then costs less despite its doubled bytes, and ~1.8x faster on an AMX CPU."""
     param = next(model.parameters())
     if param.device.type == "cpu" and param.dtype == torch.bfloat16:
-        return torch.float32
+        cfg = model.config
+        pays = bf16_attention_pays(cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
+        return torch.bfloat16 if pays else torch.float32
     return param.dtype
+
+
+@functools.lru_cache(maxsize=16)
+def bf16_attention_pays(n_head: int, head_dim: int, block_size: int) -> bool:
+    """Whether one query attends faster over a bf16 cache than over a float32 one, here and
+    now: `scaled_dot_product_attention` over the far end of the context (block_size keys, at
+    most 2,048: the time per key is flat by then), the median of 7 calls of each after 2
+    warm-ups. The values do not matter to the speed, so they are ones."""
+    keys = min(block_size, 2048)
+
+    def seconds(dtype: torch.dtype) -> float:
+        q = torch.ones(1, n_head, 1, head_dim, dtype=dtype)
+        k = torch.ones(1, n_head, keys, head_dim, dtype=dtype)
+        for _ in range(2):
+            F.scaled_dot_product_attention(q, k, k)
+        times = []
+        for _ in range(7):
+            start = time.perf_counter()
+            F.scaled_dot_product_attention(q, k, k)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    with torch.inference_mode():
+        return seconds(torch.bfloat16) < seconds(torch.float32)
 
 
 def slide_size(model: GPT, slide: int) -> int:

@@ -7,12 +7,14 @@ from helpers.gpt2 import converted, hf_model
 from gptpipe.errors import BadInput
 from gptpipe.generate.decode import (
     Decoding,
+    bf16_attention_pays,
     cache_dtype,
     for_decoding,
     generate_ids,
     generate_many,
 )
 from gptpipe.model.gpt import GPT, GPTConfig, KVCache
+from gptpipe.runtime import native_bf16
 
 
 def tiny() -> GPT:
@@ -160,8 +162,11 @@ def test_bfloat16_decoding_stays_within_the_stated_tolerance_of_float32():
     d = Decoding(max_new_tokens=40)
     prompt = [5, 17, 300, 2, 44]
     assert generate_ids(bf16, [prompt], d) == generate_ids(fp32, [prompt], d)
-    # bf16 weights decode on a float32 cache (the CPU's bf16 attention is the slow part)
-    assert cache_dtype(bf16) == torch.float32 == cache_dtype(fp32)
+    # bf16 weights decode on a bf16 cache where the CPU's bf16 attention is the faster
+    cfg = bf16.config
+    faster = bf16_attention_pays(cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
+    assert cache_dtype(bf16) == (torch.bfloat16 if faster else torch.float32)
+    assert cache_dtype(fp32) == torch.float32
     cache = KVCache(bf16.config, 1, 16, dtype=cache_dtype(bf16))
     with torch.inference_mode():
         states = bf16.hidden_states(torch.tensor([prompt]), cache)
@@ -170,3 +175,20 @@ def test_bfloat16_decoding_stays_within_the_stated_tolerance_of_float32():
     torch.testing.assert_close(states.float(), uncached.float(), atol=0.05, rtol=0)
     with pytest.raises(BadInput, match="--dtype"):
         for_decoding(fp32, "float16")
+
+
+@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="no native bf16 on this CPU")
+def test_a_bf16_cache_and_a_float32_one_decode_the_same_tokens(monkeypatch):
+    """Whichever cache `bf16_attention_pays` picks on this machine, the other gives the same
+    greedy tokens (a model whose top tokens are apart) and the cache holds what it says."""
+    from gptpipe.generate import decode
+
+    bf16 = for_decoding(converted(peaked(0)), "bfloat16")
+    d, prompt, tokens, dtypes = Decoding(max_new_tokens=40), [5, 17, 300, 2, 44], [], []
+    for pays in (True, False):
+        monkeypatch.setattr(decode, "bf16_attention_pays", lambda *shape, pays=pays: pays)
+        dtypes.append(cache_dtype(bf16))
+        tokens.append(generate_ids(bf16, [prompt], d))
+    assert dtypes == [torch.bfloat16, torch.float32]
+    assert tokens[0] == tokens[1]
+    assert isinstance(bf16_attention_pays(4, 16, 64), bool)
