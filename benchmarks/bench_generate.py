@@ -16,7 +16,9 @@ produce the same tokens (checked). Also measured, in the same run:
   oneDNN (`gptpipe.generate.packing`, what `gptpipe generate` runs) against the same model
   in the plain layout, alternating with the other two sides;
 - whether the CPU computes bf16 natively (`gptpipe.runtime.native_bf16`): decoding uses
-  bf16 weights only there, so on a CPU without AVX-512 BF16 / AMX the run is float32.
+  bf16 weights only there, so on a CPU without AVX-512 BF16 / AMX the run is float32; and
+  the dtype of the key/value cache (`cache_dtype`: bf16 only where the CPU's bf16 attention
+  times faster than its float32 one, which differs between CPUs).
 
     .venv/bin/python benchmarks/bench_generate.py            # configs a and b, 3 repeats
     .venv/bin/python benchmarks/bench_generate.py --quick    # a smoke run (tiny config)
@@ -140,14 +142,15 @@ def bandwidth_gbs(mib: int = 256, repeats: int = 5) -> float:
     return 2 * src.numel() * 4 / min(times) / 1e9
 
 
-def bytes_per_token(hf: Any, element_size: int, position: float) -> float:
+def bytes_per_token(hf: Any, element_size: int, position: float, cache_size: int) -> float:
     """Weights read once per token (position embeddings: one row) + the cache read, counted
-    on the transformers model (the same weights; ours packed are no parameters any more)."""
+    on the transformers model (the same weights; ours packed are no parameters any more);
+    `element_size` and `cache_size` are the bytes of one weight and of one cached value."""
     cfg = hf.config
     weights = sum(p.numel() for p in hf.parameters()) - cfg.n_positions * cfg.n_embd
     weights += cfg.n_embd
     cache = 2 * cfg.n_layer * position * cfg.n_embd
-    return (weights + cache) * element_size
+    return weights * element_size + cache * cache_size
 
 
 def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> dict[str, Any]:
@@ -185,9 +188,14 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     hf_tps = n / statistics.median(hf_times)
     plain_tps = n / statistics.median(plain_times)
     mean_position = PROMPT_LEN + n / 2
-    moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position)
+    from gptpipe.generate.decode import cache_dtype
+
+    cached = cache_dtype(ours)
+    size = torch.empty((), dtype=cached).element_size()
+    moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position, size)
     return {
         "arch": arch,
+        "cache_dtype": str(cached).removeprefix("torch."),
         "new_tokens": n,
         "same_tokens": same,
         "packed_same_as_plain": same_layouts,

@@ -107,7 +107,8 @@ def generate_rows(results: dict[str, Any]) -> list[Row]:
                 _at_most(ttft, 1.0),
             ),
             Row(
-                f"time per token at the far / near position, {shape}",
+                f"time per token at the far / near position, {shape}"
+                + (f", {config['cache_dtype']} cache" if "cache_dtype" in config else ""),
                 f"{config['ours_far_over_near']:.2f}",
                 f"{config['hf_far_over_near']:.2f}",
                 None,
