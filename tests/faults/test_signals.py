@@ -39,7 +39,7 @@ def _signal_when(proc: subprocess.Popen[str], ready: Callable[[], bool], sig: in
     """Interrupt-at-step: send `sig` once `ready()` holds; return stderr."""
     deadline = time.monotonic() + 60
     while not ready() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.005)
     assert proc.poll() is None, f"finished before the signal: {proc.stderr.read()}"
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
@@ -107,11 +107,12 @@ def test_training_killed_then_rerun_resumes_to_identical_weights(pipeline, tmp_p
 
 @pytest.fixture(scope="module")
 def big_corpus(tmp_path_factory) -> Path:
-    """A corpus large enough that sharding it takes a while (about a second)."""
+    """A corpus large enough that sharding it takes a while (seconds: 10M tokens, whose
+    repeated words a fast CPU tokenizes at over 10M tokens a second)."""
     path = tmp_path_factory.mktemp("big") / "corpus.txt"
     line = "the cat sees fish and my friend likes tea. " * 20 + "\n"
     with path.open("w") as fh:
-        for i in range(4_000):
+        for i in range(12_000):
             fh.write(line if i % 50 else line + "<|endoftext|>\n")
     return path
 
