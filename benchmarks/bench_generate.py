@@ -191,8 +191,7 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     from gptpipe.generate.decode import cache_dtype
 
     cached = cache_dtype(ours)
-    size = torch.empty((), dtype=cached).element_size()
-    moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position, size)
+    moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position, cached.itemsize)
     return {
         "arch": arch,
         "cache_dtype": str(cached).removeprefix("torch."),

@@ -1,4 +1,5 @@
-"""Process-level settings: device choice, threads, seeding, the allocator, distributed ranks."""
+"""Process-level settings: device choice, threads, seeding, the allocator, distributed ranks,
+and timing a call (for choices measured on the machine they run on)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import ctypes.util
 import functools
 import os
 import random
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -98,3 +102,16 @@ def resolve_dtype(name: str, device: torch.device) -> str:
     if name == "auto":
         return "bfloat16" if native_bf16(device) else "float32"
     return name
+
+
+def median_seconds(call: Callable[[], object], warmups: int = 2, calls: int = 7) -> float:
+    """The median wall time of `calls` calls of `call`, after `warmups` untimed ones: how the
+    decode-time choices (`packing_pays`, `bf16_attention_pays`) time the alternatives."""
+    for _ in range(warmups):
+        call()
+    times = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

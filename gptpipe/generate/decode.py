@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import functools
 import math
-import statistics
-import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,7 +22,7 @@ from gptpipe.errors import BadInput
 from gptpipe.generate.packing import pack_linears
 from gptpipe.generate.sampling import choose, seen_tokens
 from gptpipe.model.gpt import GPT, KVCache
-from gptpipe.runtime import native_bf16
+from gptpipe.runtime import median_seconds, native_bf16
 
 DTYPES = ("auto", "float32", "bfloat16")
 
@@ -99,7 +97,8 @@ def cache_dtype(model: GPT) -> torch.dtype:
     whose cache is bf16 only where `bf16_attention_pays` at the model's shape. The CPU's bf16
     attention kernel differs most between machines: measured over a 1,024-key cache at GPT-2
     124M's shape, it is ~6x slower than the float32 one on an AVX-512 BF16 CPU, whose float32
-    cache then costs less despite its doubled bytes, and ~1.8x faster on an AMX CPU."""
+    cache then costs less despite its doubled bytes, and ~1.8x faster on an AMX CPU (one
+    thread, 1,000 keys)."""
     param = next(model.parameters())
     if param.device.type == "cpu" and param.dtype == torch.bfloat16:
         cfg = model.config
@@ -112,24 +111,15 @@ def cache_dtype(model: GPT) -> torch.dtype:
 def bf16_attention_pays(n_head: int, head_dim: int, block_size: int) -> bool:
     """Whether one query attends faster over a bf16 cache than over a float32 one, here and
     now: `scaled_dot_product_attention` over the far end of the context (block_size keys, at
-    most 2,048: the time per key is flat by then), the median of 7 calls of each after 2
-    warm-ups. The values do not matter to the speed, so they are ones."""
+    most 2,048, to bound the timing's cost), `median_seconds` of each. The values do not
+    matter to the speed, so they are ones."""
     keys = min(block_size, 2048)
-
-    def seconds(dtype: torch.dtype) -> float:
-        q = torch.ones(1, n_head, 1, head_dim, dtype=dtype)
-        k = torch.ones(1, n_head, keys, head_dim, dtype=dtype)
-        for _ in range(2):
-            F.scaled_dot_product_attention(q, k, k)
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            F.scaled_dot_product_attention(q, k, k)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
+    q32, k32 = torch.ones(1, n_head, 1, head_dim), torch.ones(1, n_head, keys, head_dim)
+    q16, k16 = q32.bfloat16(), k32.bfloat16()
     with torch.inference_mode():
-        return seconds(torch.bfloat16) < seconds(torch.float32)
+        bf16 = median_seconds(lambda: F.scaled_dot_product_attention(q16, k16, k16))
+        fp32 = median_seconds(lambda: F.scaled_dot_product_attention(q32, k32, k32))
+    return bf16 < fp32
 
 
 def slide_size(model: GPT, slide: int) -> int:

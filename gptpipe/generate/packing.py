@@ -23,15 +23,13 @@ modules from outside, by composition.
 from __future__ import annotations
 
 import functools
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gptpipe.model.gpt import GPT
-from gptpipe.runtime import native_bf16
+from gptpipe.runtime import median_seconds, native_bf16
 
 # The Linears of a block, by attribute path; the language-model head is packed besides.
 BLOCK_LINEARS = (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"), ("mlp", "c_proj"))
@@ -76,26 +74,15 @@ def packable(model: GPT) -> bool:
 @functools.lru_cache(maxsize=64)
 def packing_pays(in_features: int, out_features: int, dtype: torch.dtype) -> bool:
     """Whether one row through a packed (out, in) weight is faster than through the plain
-    one, here and now: the median of 7 timed calls of each, after 2 warm-up calls. The speed
+    one, here and now: `median_seconds` of each (7 timed calls after 2 warm-ups). The speed
     of a product does not depend on the values, so the weight is a matrix of ones (drawing
     GPT-2's head at random took longer than timing it)."""
     weight = torch.ones(out_features, in_features, dtype=dtype)
     bias, x = torch.zeros(out_features, dtype=dtype), torch.ones(1, in_features, dtype=dtype)
     packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-
-    def seconds(call: functools.partial[torch.Tensor]) -> float:
-        for _ in range(2):
-            call()
-        times = []
-        for _ in range(7):
-            start = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
     with torch.inference_mode():
-        plain = seconds(functools.partial(F.linear, x, weight, bias))
-        fast = seconds(
+        plain = median_seconds(functools.partial(F.linear, x, weight, bias))
+        fast = median_seconds(
             functools.partial(torch.ops.mkldnn._linear_pointwise, x, packed, bias, "none", [], "")
         )
     return fast < plain

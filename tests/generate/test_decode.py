@@ -180,7 +180,8 @@ def test_bfloat16_decoding_stays_within_the_stated_tolerance_of_float32():
 @pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="no native bf16 on this CPU")
 def test_a_bf16_cache_and_a_float32_one_decode_the_same_tokens(monkeypatch):
     """Whichever cache `bf16_attention_pays` picks on this machine, the other gives the same
-    greedy tokens (a model whose top tokens are apart) and the cache holds what it says."""
+    greedy tokens (a model whose top tokens are apart), and `cache_dtype` follows the
+    measurement."""
     from gptpipe.generate import decode
 
     bf16 = for_decoding(converted(peaked(0)), "bfloat16")
