@@ -114,3 +114,29 @@ def test_editing_code_a_stage_does_not_run_does_not_rerun_it(stage, foreign):
     needed = closure(stage_module(STAGES[stage]["cmd"]))
     assert not files & needed, sorted(str(p.relative_to(REPO)) for p in files & needed)
     assert not files & deps, sorted(str(p.relative_to(REPO)) for p in files & deps)
+
+
+def _declared_outputs() -> set[str]:
+    """Every path a stage writes (outs, metrics, plots), with dvc.yaml's ${paths.x} resolved."""
+    paths = DVC["vars"][0]["paths"]
+    resolve = lambda text: re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m.group(1)], text)  # noqa: E731
+    found = set()
+    for stage in STAGES.values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                found.add(resolve(next(iter(entry)) if isinstance(entry, dict) else entry))
+    return found
+
+
+def test_no_stage_output_is_tracked_by_git():
+    """DVC refuses to write an output git tracks ("already tracked by SCM"), so one committed
+    by mistake breaks `dvc repro` in every fresh clone, at that stage."""
+    import subprocess
+
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    outputs = _declared_outputs()
+    assert "reports/classify/scores.json" in outputs and len(outputs) > 10
+    clashes = [f for f in tracked for out in outputs if f == out or f.startswith(out + "/")]
+    assert clashes == []
