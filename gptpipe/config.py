@@ -319,6 +319,14 @@ class TrainingConfig:
     weight_decay: float = _f(0.1, "AdamW weight decay, applied to matrices only.")
     beta1: float = _f(0.9, "AdamW beta1.")
     beta2: float = _f(0.95, "AdamW beta2.")
+    eps: float = _f(
+        1e-8,
+        "AdamW epsilon: gradients much smaller than it move a weight less than the full "
+        "learning rate. With tied embeddings the rows of tokens the training text never shows "
+        "get only the softmax's push-down, which AdamW turns into full-size steps until their "
+        "gradient falls under eps; a larger eps (1e-6) stops them sooner, so text holding such "
+        "tokens scores better.",
+    )
     grad_clip: float = _f(1.0, "Clip the global gradient norm to this (0 disables).")
     eval_interval: int = _f(100, "Validate every this many steps (and at the end).")
     eval_batches: int = _f(20, "Validation batches per evaluation.")
@@ -363,6 +371,7 @@ class TrainingConfig:
         _require(self.weight_decay >= 0, f"{section}.weight_decay", "must be >= 0")
         _require(0 <= self.beta1 < 1, f"{section}.beta1", "must be in [0, 1)")
         _require(0 <= self.beta2 < 1, f"{section}.beta2", "must be in [0, 1)")
+        _require(0 < self.eps < 1, f"{section}.eps", f"must be in (0, 1), not {self.eps}")
         _require(self.grad_clip >= 0, f"{section}.grad_clip", "must be >= 0")
         _require(self.threads >= 0, f"{section}.threads", "must be >= 0")
         _require(self.checkpoint_interval >= 0, f"{section}.checkpoint_interval", "must be >= 0")

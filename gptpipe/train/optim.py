@@ -41,5 +41,6 @@ def make_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.AdamW:
         param_groups(model, cfg.weight_decay),
         lr=lr_at(0, cfg),
         betas=(cfg.beta1, cfg.beta2),
+        eps=cfg.eps,
         fused=True,
     )

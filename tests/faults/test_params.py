@@ -27,6 +27,7 @@ PARAMS_FILES = [
     ("huge-int-float", "pretrain", f"pretrain:\n  min_lr: {10**400}\n", ["pretrain.min_lr"]),
     ("negative", "pretrain", "pretrain:\n  warmup_steps: -1\n", ["pretrain.warmup_steps", ">= 0"]),
     ("zero-heads", "pretrain", "model:\n  n_head: 0\n", ["model.n_head", ">= 1"]),
+    ("eps-zero", "pretrain", "pretrain:\n  eps: 0\n", ["pretrain.eps", "(0, 1)"]),
     ("zero-steps", "pretrain", "pretrain:\n  max_steps: 0\n", ["pretrain.max_steps"]),
     ("dropout-one", "pretrain", "model:\n  dropout: 1.0\n", ["model.dropout"]),
     ("val-fraction-zero", "shard", "shard:\n  val_fraction: 0\n", ["shard.val_fraction"]),

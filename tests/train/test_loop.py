@@ -46,6 +46,30 @@ def test_weight_decay_applies_to_matrices_only_and_counts_the_tied_weight_once()
     assert opt.defaults["betas"] == (0.9, 0.95) and opt.defaults["fused"] is True
 
 
+def test_eps_damps_the_rows_of_tokens_never_seen_more_than_the_rest():
+    """The rows of tokens absent from the training batches get only the softmax's small,
+    steady push-down, which AdamW normalises into full-size steps; `eps` is the floor below
+    which a gradient stops moving a weight at the full rate, so raising it slows those rows
+    far more than the rows of tokens seen (why seed001 raises it)."""
+    assert make_optimizer(tiny(), cfg(eps=1e-6)).defaults["eps"] == 1e-6
+    unseen_over_seen = {}
+    for eps in (1e-8, 3e-2):
+        model = tiny()
+        start = model.wte.weight.detach().clone()
+        opt = make_optimizer(model, cfg(eps=eps, weight_decay=0.0))
+        for step in range(20):
+            seeded = torch.Generator().manual_seed(step)
+            x = torch.randint(0, VOCAB // 4, (8, BLOCK + 1), generator=seeded)
+            loss = lm_loss(model, (x[:, :-1], x[:, 1:]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        moved = (model.wte.weight.detach() - start).norm(dim=1)  # (VOCAB,)
+        unseen_over_seen[eps] = float(moved[VOCAB // 4 :].mean() / moved[: VOCAB // 4].mean())
+    assert unseen_over_seen[1e-8] > 1.0  # with the default, unseen rows move the most
+    assert unseen_over_seen[3e-2] < 0.6 * unseen_over_seen[1e-8]
+
+
 def test_loss_falls_and_curves_are_written(tmp_path):
     model = tiny()
     result = run(model, cfg(max_steps=60), plot_dir=tmp_path)
