@@ -17,8 +17,9 @@ produce the same tokens (checked). Also measured, in the same run:
   in the plain layout, alternating with the other two sides;
 - whether the CPU computes bf16 natively (`gptpipe.runtime.native_bf16`): decoding uses
   bf16 weights only there, so on a CPU without AVX-512 BF16 / AMX the run is float32; and
-  the dtype of the key/value cache (`cache_dtype`: bf16 only where the CPU's bf16 attention
-  times faster than its float32 one, which differs between CPUs).
+  the key/value cache it decodes on (`cache_plan`: its dtype, and whether one new query
+  reads it through gptpipe's C++ kernel or torch's attention, whichever times faster here),
+  with the times of every plan's attention over the far end of the context (all layers).
 
     .venv/bin/python benchmarks/bench_generate.py            # configs a and b, 3 repeats
     .venv/bin/python benchmarks/bench_generate.py --quick    # a smoke run (tiny config)
@@ -188,13 +189,21 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     hf_tps = n / statistics.median(hf_times)
     plain_tps = n / statistics.median(plain_times)
     mean_position = PROMPT_LEN + n / 2
-    from gptpipe.generate.decode import cache_dtype
+    from gptpipe.generate.decode import cache_plan, plan_seconds
 
-    cached = cache_dtype(ours)
-    moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position, cached.itemsize)
+    plan, cfg = cache_plan(ours), ours.config
+    shape = (cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
+    timed = plan_seconds(*shape, ours.wte.weight.dtype)
+    moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position, plan.dtype.itemsize)
     return {
         "arch": arch,
-        "cache_dtype": str(cached).removeprefix("torch."),
+        "cache_dtype": str(plan.dtype).removeprefix("torch."),
+        "cache_reader": "kernel" if plan.kernel else "torch",
+        # one query per layer over the far end of the context, each plan (decode.plan_seconds)
+        "far_attention_s": {
+            f"{str(p.dtype).removeprefix('torch.')} {'kernel' if p.kernel else 'torch'}": t
+            for p, t in timed.items()
+        },
         "new_tokens": n,
         "same_tokens": same,
         "packed_same_as_plain": same_layouts,
@@ -224,8 +233,7 @@ def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
     with dynamic shapes (the cache grows by one position per token) on the plain layout
     (oneDNN's packed tensors are opaque to the compiler, which packs weights its own way):
     first-call seconds and tokens/s after it."""
-    from gptpipe.generate.decode import cache_dtype
-    from gptpipe.model.gpt import KVCache
+    from gptpipe.generate.decode import CachePlan, cache_plan
 
     _, packed = build(arch)
     _, plain = build(arch, plain=True)
@@ -242,7 +250,8 @@ def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
 
     @torch.inference_mode()
     def decode(fn: Any) -> tuple[float, float]:
-        cache = KVCache(packed.config, 1, PROMPT_LEN + n, dtype=cache_dtype(packed))
+        # torch's attention on both sides: the compiler cannot trace into the C++ kernel
+        cache = CachePlan(cache_plan(packed).dtype).new_cache(packed, 1, PROMPT_LEN + n)
         ids = fn(cache, prompt).argmax(-1, keepdim=True)
         stamps = [time.perf_counter()]
         for _ in range(n - 1):
@@ -264,6 +273,7 @@ def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
+    from gptpipe.generate.cache_kernel import loaded
     from gptpipe.runtime import native_bf16
 
     model_name = platform.processor()
@@ -281,6 +291,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "native_bf16": native,
         "decode_dtype": "bfloat16" if native else "float32",
+        "cache_kernel": "built" if loaded()[0] is not None else loaded()[1],
     }
 
 

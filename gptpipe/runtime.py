@@ -1,5 +1,5 @@
 """Process-level settings: device choice, threads, seeding, the allocator, distributed ranks,
-and timing a call (for choices measured on the machine they run on)."""
+timing a call (for choices measured on the machine they run on), and the per-user cache."""
 
 from __future__ import annotations
 
@@ -42,6 +42,16 @@ def resolve_device(name: str = "auto") -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise BadInput(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
     return device
+
+
+def user_cache_dir() -> Path:
+    """The per-user cache (downloaded weights, built kernels): $GPTPIPE_CACHE, else
+    $XDG_CACHE_HOME/gptpipe, else ~/.cache/gptpipe."""
+    root = os.environ.get("GPTPIPE_CACHE")
+    if root:
+        return Path(root)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "gptpipe"
 
 
 def seed_everything(seed: int) -> None:

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from gptpipe.generate.decode import Decoding, cache_dtype, slide_size
+from gptpipe.generate.decode import Decoding, cache_plan, slide_size
 from gptpipe.generate.sampling import repetition_penalty, seen_tokens
-from gptpipe.model.gpt import GPT, KVCache
+from gptpipe.model.gpt import GPT
 
 NEG = -1.0e9  # transformers' "impossible" score
 
@@ -95,7 +95,7 @@ def _search(
     model: GPT, prompt: list[int], d: Decoding, stop_id: int | None, ended: Ended | None
 ) -> Iterator[int]:
     k, n_new, alpha = d.num_beams, d.max_new_tokens, d.length_penalty
-    device, dtype = next(model.parameters()).device, cache_dtype(model)
+    device, plan = next(model.parameters()).device, cache_plan(model)
     block, vocab = model.config.block_size, model.config.vocab_size
     keep = 2 * k  # transformers: max(2, 1 + number of stop ids) * k
     top_k_mask = torch.arange(keep, device=device) < k
@@ -114,7 +114,7 @@ def _search(
     drop = slide_size(model, d.slide)
     window = prompt_ids[:, -block:].expand(k, -1)  # (k, W)
     # room for the prompt and the tokens fed back; the whole context if the window slides
-    cache = KVCache(model.config, k, min(block, window.size(1) + n_new - 1), device, dtype)
+    cache = plan.new_cache(model, k, min(block, window.size(1) + n_new - 1))
 
     def prefill(ids: torch.Tensor) -> torch.Tensor:
         cache.reset()

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from gptpipe.errors import BadInput
+from gptpipe.generate import cache_kernel
 from gptpipe.generate.packing import pack_linears
 from gptpipe.generate.sampling import choose, seen_tokens
 from gptpipe.model.gpt import GPT, KVCache
@@ -80,7 +81,7 @@ def for_decoding(
     Batch-1 decoding reads every weight once per token, so it is bound by memory traffic:
     bf16 halves the bytes per token. Its logits stay within a few hundredths of float32's
     and greedy tokens agree where the top two are not within that (tests/generate). The
-    cache's dtype is `cache_dtype`'s; sampling rules work on float32 logits. Where bf16 is
+    cache is `cache_plan`'s; sampling rules work on float32 logits. Where bf16 is
     not native it is emulated and slower, so `auto` keeps float32 there.
     """
     if dtype not in DTYPES:
@@ -92,34 +93,90 @@ def for_decoding(
     return pack_linears(model) if pack else model
 
 
-def cache_dtype(model: GPT) -> torch.dtype:
-    """The dtype of the key/value cache: the weights', except for bf16 weights on the CPU,
-    whose cache is bf16 only where `bf16_attention_pays` at the model's shape. The CPU's bf16
-    attention kernel differs most between machines: measured over a 1,024-key cache at GPT-2
-    124M's shape, it is ~6x slower than the float32 one on an AVX-512 BF16 CPU, whose float32
-    cache then costs less despite its doubled bytes, and ~1.8x faster on an AMX CPU (one
-    thread, 1,000 keys)."""
+@dataclass(frozen=True)
+class CachePlan:
+    """How a decoding model's key/value cache is kept and read: its dtype, and whether one
+    new query reads it through `cache_kernel.one_query_attention` (else torch's attention)."""
+
+    dtype: torch.dtype
+    kernel: bool = False
+
+    def new_cache(
+        self,
+        model: GPT,
+        batch_size: int,
+        max_len: int,
+        pad: torch.Tensor | None = None,
+    ) -> KVCache:
+        """An empty cache for `model` on its device, kept and read this way."""
+        device = next(model.parameters()).device
+        attend = cache_kernel.one_query_attention if self.kernel else None
+        return KVCache(model.config, batch_size, max_len, device, self.dtype, pad, attend)
+
+
+def cache_plan(model: GPT) -> CachePlan:
+    """The cache a model decodes on: in the weights' dtype and read by torch's attention off
+    the CPU; on the CPU, `fastest_cache` at the model's shape. What is fastest differs most
+    between CPUs: at GPT-2 124M's shape over 1,000 keys, torch's bf16 attention is ~6x slower
+    than its float32 one on an AVX-512 BF16 CPU and ~1.8x faster on an AMX one (one thread),
+    and the kernel over a bf16 cache beats both on the first (`cache_kernel`)."""
     param = next(model.parameters())
-    if param.device.type == "cpu" and param.dtype == torch.bfloat16:
-        cfg = model.config
-        pays = bf16_attention_pays(cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
-        return torch.bfloat16 if pays else torch.float32
-    return param.dtype
+    if param.device.type != "cpu" or param.dtype not in (torch.float32, torch.bfloat16):
+        return CachePlan(param.dtype)
+    cfg = model.config
+    return fastest_cache(
+        cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size, param.dtype
+    )
+
+
+# the cache memory `fastest_cache` reads per timed call, at most
+TIMED_CACHE_BYTES = 64 << 20
 
 
 @functools.lru_cache(maxsize=16)
-def bf16_attention_pays(n_head: int, head_dim: int, block_size: int) -> bool:
-    """Whether one query attends faster over a bf16 cache than over a float32 one, here and
-    now: `scaled_dot_product_attention` over the far end of the context (block_size keys, at
-    most 2,048, to bound the timing's cost), `median_seconds` of each. The values do not
-    matter to the speed, so they are ones."""
+def fastest_cache(
+    n_layer: int, n_head: int, head_dim: int, block_size: int, weights: torch.dtype
+) -> CachePlan:
+    """The fastest of `plan_seconds`' plans, here and now (measured once per process and
+    shape). On a tie the first plan listed wins: float32, torch's attention."""
+    seconds = plan_seconds(n_layer, n_head, head_dim, block_size, weights)
+    return min(seconds, key=seconds.__getitem__)
+
+
+def plan_seconds(
+    n_layer: int, n_head: int, head_dim: int, block_size: int, weights: torch.dtype
+) -> dict[CachePlan, float]:
+    """Seconds of a decoding step's attention far into the context, for each plan a CPU
+    model with `weights` may decode on: a float32 cache, a bf16 one too for bf16 weights,
+    each read by `scaled_dot_product_attention` or by the kernel where it is built.
+
+    Timed as a decoding step reads the cache: one query per layer over block_size keys (at
+    most 2,048), every layer's own keys and values in turn, so that a cache larger than the
+    CPU's caches comes from memory as it does when decoding (at most `TIMED_CACHE_BYTES` of
+    it, to bound the timing's cost); `median_seconds` of each. The values do not matter to
+    the speed, so they are ones."""
     keys = min(block_size, 2048)
-    q32, k32 = torch.ones(1, n_head, 1, head_dim), torch.ones(1, n_head, keys, head_dim)
-    q16, k16 = q32.bfloat16(), k32.bfloat16()
+    per_layer = 2 * n_head * keys * head_dim * 4  # keys and values, float32
+    layers = max(1, min(n_layer, TIMED_CACHE_BYTES // per_layer))
+    dtypes = [torch.float32] + ([torch.bfloat16] if weights == torch.bfloat16 else [])
+    readers = (False, True) if cache_kernel.kernel() is not None else (False,)
+    plans = [CachePlan(dtype, kernel) for dtype in dtypes for kernel in readers]
+    return {plan: _read_seconds(plan, layers, n_head, keys, head_dim) for plan in plans}
+
+
+def _read_seconds(plan: CachePlan, layers: int, n_head: int, keys: int, head_dim: int) -> float:
+    """`median_seconds` of one query per layer over `keys` keys, each layer's cache in turn."""
+    k = torch.ones(layers, 1, n_head, keys, head_dim, dtype=plan.dtype)
+    v = torch.ones_like(k)
+    q = torch.ones(1, n_head, 1, head_dim, dtype=plan.dtype)
+    attend = cache_kernel.one_query_attention if plan.kernel else F.scaled_dot_product_attention
+
+    def step() -> None:
+        for layer in range(layers):
+            attend(q, k[layer], v[layer])
+
     with torch.inference_mode():
-        bf16 = median_seconds(lambda: F.scaled_dot_product_attention(q16, k16, k16))
-        fp32 = median_seconds(lambda: F.scaled_dot_product_attention(q32, k32, k32))
-    return bf16 < fp32
+        return median_seconds(step)
 
 
 def slide_size(model: GPT, slide: int) -> int:
@@ -173,7 +230,7 @@ def _steps(
     generator: torch.Generator | None,
     use_cache: bool,
 ) -> Iterator[torch.Tensor]:
-    device, dtype = next(model.parameters()).device, cache_dtype(model)
+    device, plan = next(model.parameters()).device, cache_plan(model)
     block, vocab = model.config.block_size, model.config.vocab_size
     prompt, pad = left_pad(prompts, block)
     B, width = prompt.shape
@@ -191,7 +248,7 @@ def _steps(
     # The cache holds what the window can reach: the prompt and the tokens fed back (the
     # last one yielded is not), the whole context only if the window will slide.
     reach = min(block, width + d.max_new_tokens - 1)
-    cache = KVCache(model.config, B, reach, device, dtype, pad) if use_cache else None
+    cache = plan.new_cache(model, B, reach, pad) if use_cache else None
     drop = slide_size(model, d.slide)
 
     def logits_of(ids: torch.Tensor) -> torch.Tensor:
@@ -200,7 +257,7 @@ def _steps(
             window = buffer[:, :width]
             if not bool(pad.any()):
                 return model.lm_head(model.hidden_states(window)[:, -1])
-            scratch = KVCache(model.config, B, width, device, dtype, pad)
+            scratch = plan.new_cache(model, B, width, pad)
             return model.lm_head(model.hidden_states(window, scratch)[:, -1])
         return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
 

@@ -20,7 +20,6 @@ machine), so the sha256 of every file used is recorded in the base model's prove
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, read_json, write_json
 from gptpipe.interop.gpt2_layouts import HF_CONFIG, HF_WEIGHTS, TF_DATA, TF_HPARAMS, TF_INDEX
 from gptpipe.interop.gpt2_vocab import GPT2_VOCAB
+from gptpipe.runtime import user_cache_dir
 from gptpipe.sources.fetch import FetchOptions, download, sha256_and_size
 
 OPENAI_FILES = (TF_HPARAMS, TF_INDEX, TF_DATA)
@@ -115,12 +115,8 @@ assert NAMES == GPT2_NAMES, (NAMES, GPT2_NAMES)
 
 
 def cache_root() -> Path:
-    """Where downloaded weights are kept: $GPTPIPE_CACHE/weights, else ~/.cache/gptpipe/weights."""
-    root = os.environ.get("GPTPIPE_CACHE")
-    if root:
-        return Path(root) / "weights"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "gptpipe" / "weights"
+    """Where downloaded weights are kept: the `weights` folder of the per-user cache."""
+    return user_cache_dir() / "weights"
 
 
 def _layout_of(folder: Path) -> str | None:

@@ -12,6 +12,7 @@ D head width (C // H), V vocabulary size.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,6 +56,11 @@ class KVCache:
     row. `pad` (B,) is each row's left padding (prompts of different lengths in one batch):
     row b's tokens start at position pad[b], count their positions from there, and no query
     attends to its padding. A cache belongs to one sequence batch: `reset()` reuses it.
+
+    `attend`, if given, is how one new query per row reads the cache when nothing is masked
+    (q (B, H, 1, D), k and v (B, H, pos + 1, D) -> (B, H, 1, D), as
+    `scaled_dot_product_attention`): a decoder may bring a kernel faster at that than
+    torch's. Otherwise, and for every other step, attention is torch's.
     """
 
     def __init__(
@@ -65,6 +71,7 @@ class KVCache:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         pad: torch.Tensor | None = None,
+        attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         self.max_len = max_len or config.block_size
         if self.max_len > config.block_size:
@@ -78,6 +85,7 @@ class KVCache:
         self.v = torch.empty(shape, device=device, dtype=dtype)
         self.pos = 0
         self.pad = pad.to(self.k.device) if pad is not None and bool(pad.any()) else None
+        self.attend = attend
 
     @property
     def batch_size(self) -> int:
@@ -165,6 +173,8 @@ class CausalSelfAttention(nn.Module):
         if attention is not None:
             y, weights = attention_reference(q, k, v, dropout=dropout, mask=mask, causal=causal)
             attention.append(weights)  # (B, H, T, Tk)
+        elif cache is not None and cache.attend and T == 1 and mask is None and not dropout:
+            y = cache.attend(q, k, v)  # one new query per row, read the cache's own way
         elif causal and q.requires_grad and q.is_cpu and q.dtype == torch.bfloat16:
             # Training in bf16 on the CPU: the CPU flash kernel's bf16 backward is ~3x slower
             # than its float32 one (torch 2.13), so attention itself runs in float32

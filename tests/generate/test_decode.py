@@ -5,15 +5,17 @@ import torch
 from helpers.gpt2 import converted, hf_model
 
 from gptpipe.errors import BadInput
+from gptpipe.generate import cache_kernel
 from gptpipe.generate.decode import (
+    CachePlan,
     Decoding,
-    bf16_attention_pays,
-    cache_dtype,
+    cache_plan,
+    fastest_cache,
     for_decoding,
     generate_ids,
     generate_many,
 )
-from gptpipe.model.gpt import GPT, GPTConfig, KVCache
+from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.runtime import native_bf16
 
 
@@ -162,12 +164,13 @@ def test_bfloat16_decoding_stays_within_the_stated_tolerance_of_float32():
     d = Decoding(max_new_tokens=40)
     prompt = [5, 17, 300, 2, 44]
     assert generate_ids(bf16, [prompt], d) == generate_ids(fp32, [prompt], d)
-    # bf16 weights decode on a bf16 cache where the CPU's bf16 attention is the faster
+    # each decodes on the cache plan measured fastest at its shape
     cfg = bf16.config
-    faster = bf16_attention_pays(cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
-    assert cache_dtype(bf16) == (torch.bfloat16 if faster else torch.float32)
-    assert cache_dtype(fp32) == torch.float32
-    cache = KVCache(bf16.config, 1, 16, dtype=cache_dtype(bf16))
+    shape = (cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
+    assert cache_plan(bf16) == fastest_cache(*shape, torch.bfloat16)
+    assert cache_plan(fp32) == fastest_cache(*shape, torch.float32)
+    assert cache_plan(fp32).dtype == torch.float32  # a float32 model never gets a bf16 cache
+    cache = cache_plan(bf16).new_cache(bf16, 1, 16)
     with torch.inference_mode():
         states = bf16.hidden_states(torch.tensor([prompt]), cache)
         uncached = bf16.hidden_states(torch.tensor([prompt]))
@@ -177,19 +180,30 @@ def test_bfloat16_decoding_stays_within_the_stated_tolerance_of_float32():
         for_decoding(fp32, "float16")
 
 
-@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="no native bf16 on this CPU")
-def test_a_bf16_cache_and_a_float32_one_decode_the_same_tokens(monkeypatch):
-    """Whichever cache `bf16_attention_pays` picks on this machine, the other gives the same
-    greedy tokens (a model whose top tokens are apart), and `cache_dtype` follows the
-    measurement."""
+def every_plan(weights: torch.dtype) -> list[CachePlan]:
+    """Each cache plan a CPU model in `weights` may decode on here."""
+    dtypes = [torch.float32] + ([torch.bfloat16] if weights == torch.bfloat16 else [])
+    readers = [False] + ([True] if cache_kernel.kernel() is not None else [])
+    return [CachePlan(dtype, kernel) for dtype in dtypes for kernel in readers]
+
+
+@pytest.mark.parametrize("weights", [torch.float32, torch.bfloat16])
+def test_every_cache_plan_decodes_the_same_tokens(monkeypatch, weights):
+    """Whichever plan `fastest_cache` picks on this machine, every other one gives the same
+    greedy tokens (a model whose top tokens are apart), prompts of different lengths in one
+    batch included; the plans timed are exactly these, and the pick is one of them."""
     from gptpipe.generate import decode
 
-    bf16 = for_decoding(converted(peaked(0)), "bfloat16")
-    d, prompt, tokens, dtypes = Decoding(max_new_tokens=40), [5, 17, 300, 2, 44], [], []
-    for pays in (True, False):
-        monkeypatch.setattr(decode, "bf16_attention_pays", lambda *shape, pays=pays: pays)
-        dtypes.append(cache_dtype(bf16))
-        tokens.append(generate_ids(bf16, [prompt], d))
-    assert dtypes == [torch.bfloat16, torch.float32]
-    assert tokens[0] == tokens[1]
-    assert isinstance(bf16_attention_pays(4, 16, 64), bool)
+    if weights == torch.bfloat16 and not native_bf16(torch.device("cpu")):
+        pytest.skip("no native bf16 on this CPU")
+    model = for_decoding(converted(peaked(0)), str(weights).removeprefix("torch."))
+    d, prompts, tokens = Decoding(max_new_tokens=40), [[5, 17, 300, 2, 44], [9, 8]], []
+    plans = every_plan(weights)
+    for plan in plans:
+        monkeypatch.setattr(decode, "cache_plan", lambda model, plan=plan: plan)
+        tokens.append((generate_ids(model, prompts[:1], d), generate_ids(model, prompts, d)))
+    assert all(t == tokens[0] for t in tokens[1:])
+    cfg = model.config
+    shape = (cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
+    assert set(decode.plan_seconds(*shape, weights)) == set(plans)
+    assert fastest_cache(*shape, weights) in plans

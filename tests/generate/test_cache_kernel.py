@@ -1,0 +1,102 @@
+"""The C++ one-query attention kernel: built where a compiler is, equal to torch's attention,
+and a build that cannot happen says why instead of failing decoding."""
+
+import shutil
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptpipe.generate import cache_kernel
+from gptpipe.generate.cache_kernel import build, one_query_attention
+from gptpipe.model.gpt import GPT, GPTConfig, KVCache
+
+needs_kernel = pytest.mark.skipif(
+    cache_kernel.kernel() is None, reason=f"no kernel here: {cache_kernel.loaded()[1]}"
+)
+
+
+def test_the_kernel_is_built_wherever_a_compiler_is():
+    """torch.compile needs the same compiler, so a machine that trains compiled builds this."""
+    if shutil.which("c++") is None:
+        pytest.skip("no C++ compiler here")
+    function, why = cache_kernel.loaded()
+    assert function is not None, why
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(
+    "B, H, L, D",
+    [(1, 12, 1000, 64), (3, 2, 7, 8), (2, 3, 33, 80), (1, 1, 1, 16), (4, 4, 17, 40)],
+)
+def test_the_kernel_is_softmax_attention_over_cache_slices(dtype, B, H, L, D):
+    """Over slices of a longer cache (strided as the model's are), head widths that are and
+    are not a multiple of the vector width, one key or a thousand: what float64 attention of
+    the same stored values gives, to float32 accuracy, in float32."""
+    torch.manual_seed(L)
+    k = torch.randn(B, H, L + 9, D).to(dtype)[:, :, :L]
+    v = torch.randn(B, H, L + 9, D).to(dtype)[:, :, :L]
+    q = torch.randn(B, H, 1, D) * 3  # sharper than unit scores: softmax's max matters
+    expected = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    got = one_query_attention(q, k, v)
+    assert got.dtype == torch.float32 and got.shape == (B, H, 1, D)
+    torch.testing.assert_close(got.double(), expected, atol=2e-6, rtol=1e-5)
+
+
+@needs_kernel
+def test_the_kernel_refuses_what_it_cannot_read():
+    k = torch.randn(1, 2, 5, 8)
+    with pytest.raises(ValueError, match="float16"):
+        one_query_attention(torch.randn(1, 2, 1, 8), k.half(), k.half())
+    with pytest.raises(ValueError, match="one_query_attention"):
+        one_query_attention(torch.randn(1, 2, 2, 8), k, k)  # two queries
+    with pytest.raises(ValueError, match="one_query_attention"):
+        one_query_attention(torch.randn(1, 2, 1, 5), k[..., :5].transpose(2, 3), k[..., :5])
+
+
+@needs_kernel
+def test_a_model_decodes_through_the_kernel_as_through_torch():
+    """One token at a time on a cache read by the kernel: the same hidden states as the
+    uncached forward pass, and the kernel is what read it (once per layer and step)."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=40, block_size=24, n_layer=2, n_head=2, n_embd=32)).eval()
+    calls = []
+
+    def counted(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        calls.append(k.size(2))
+        return one_query_attention(q, k, v)
+
+    ids = torch.randint(0, 40, (1, 12))
+    cache = KVCache(model.config, 1, 12, attend=counted)
+    with torch.inference_mode():
+        full = model.hidden_states(ids)
+        model.hidden_states(ids[:, :4], cache)  # a prefill: T > 1, torch's attention
+        steps = [model.hidden_states(ids[:, t : t + 1], cache) for t in range(4, 12)]
+    torch.testing.assert_close(torch.cat(steps, 1), full[:, 4:], atol=1e-5, rtol=1e-5)
+    assert calls == [n for n in range(5, 13) for _ in range(2)]
+
+
+def test_a_build_that_cannot_happen_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPTPIPE_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-compiler-anywhere")
+    assert build() == (None, "no C++ compiler (no-such-compiler-anywhere not found)")
+    monkeypatch.setenv("CXX", shutil.which("false") or "/bin/false")
+    path, why = build()
+    assert path is None and why.startswith("the build failed")
+    assert list(tmp_path.rglob("*.so")) == [] and list(tmp_path.rglob("*.tmp")) == []
+
+
+@needs_kernel
+def test_a_build_is_kept_and_reused(tmp_path, monkeypatch):
+    """Built once into the per-user cache; the next build() finds it and compiles nothing."""
+    monkeypatch.setenv("GPTPIPE_CACHE", str(tmp_path))
+    path, why = build()
+    assert path is not None, why
+    assert path.parent == tmp_path / "kernels"
+    stamp = path.stat().st_mtime_ns
+    started = time.perf_counter()
+    assert build() == (path, "")
+    assert time.perf_counter() - started < 0.5 and path.stat().st_mtime_ns == stamp
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # nothing left aside
