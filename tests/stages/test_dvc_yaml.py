@@ -77,11 +77,19 @@ def stage_module(cmd: str) -> Path:
     return REPO / "stages" / f"{name}.py"
 
 
+def files_read_beside(path: Path) -> set[Path]:
+    """Source files a module reads from its own folder (`Path(__file__).with_name("x.cpp")`,
+    as the cache kernel's C++ source): code the stage runs too, though never imported."""
+    found = re.findall(r"""Path\(__file__\)\.with_name\(\s*["']([^"']+)["']""", path.read_text())
+    return {path.with_name(name) for name in found}
+
+
 @pytest.mark.parametrize("name", list(STAGES))
 def test_stage_deps_include_all_library_code_it_runs(name):
     stage = STAGES[name]
     deps = {REPO / d for d in stage["deps"] if not d.startswith("${")}
-    needed = closure(stage_module(stage["cmd"]))
+    modules = closure(stage_module(stage["cmd"]))
+    needed = modules | {f for module in modules for f in files_read_beside(module)}
     missing = sorted(str(p.relative_to(REPO)) for p in needed - deps)
     assert not missing, f"stage {name} runs code not in its deps: {missing}"
     extra = sorted(str(p.relative_to(REPO)) for p in deps - needed if p.suffix == ".py")
