@@ -12,9 +12,10 @@ produce the same tokens (checked). Also measured, in the same run:
 - memory-bandwidth utilisation: bytes read per token (every weight once, the head tied to
   the embeddings counted once, plus the keys and values cached so far) x tokens/s, against
   the machine's bandwidth measured here by a large tensor copy (read + write bytes / s);
-- what the decode-time weight layout is worth: our decoder with its Linears packed for
-  oneDNN (`gptpipe.generate.packing`, what `gptpipe generate` runs) against the same model
-  in the plain layout, alternating with the other two sides;
+- what the decode-time weight layouts are worth: our decoder with each Linear in the layout
+  timed fastest here for its shape (`gptpipe.generate.layouts`: plain, oneDNN-packed or read
+  by gptpipe's C++ kernel; what `gptpipe generate` runs, and which one each shape got)
+  against the same model in the plain layout, alternating with the other two sides;
 - whether the CPU computes bf16 natively (`gptpipe.runtime.native_bf16`): decoding uses
   bf16 weights only there, so on a CPU without AVX-512 BF16 / AMX the run is float32; and
   the key/value cache it decodes on (`cache_plan`: its dtype, and whether one new query
@@ -52,9 +53,9 @@ NEW_TOKENS = 256
 FIRST_TOKEN_SAMPLES = 5  # time-to-first-token runs per side and repeat, alternating
 
 
-def build(arch: dict[str, int], seed: int = 0, plain: bool = False) -> tuple[Any, Any]:
-    """A random transformers GPT-2 and the same weights as our model (`plain`: its Linears
-    in the plain layout, not packed)."""
+def build(arch: dict[str, int], seed: int = 0, layout: str = "fastest") -> tuple[Any, Any]:
+    """A random transformers GPT-2 and the same weights as our model, its Linears in
+    `layout` (`gptpipe.generate.layouts`: the fastest here per shape, or one for all)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from gptpipe.generate.decode import for_decoding
@@ -77,8 +78,8 @@ def build(arch: dict[str, int], seed: int = 0, plain: bool = False) -> tuple[Any
     ours_config = config_from_shapes(shapes, n_head=arch["n_head"], where=Path("hf"))
     lazy = {k: LazyTensor(tuple(v.shape), lambda v=v: v.clone()) for k, v in state.items()}  # type: ignore[misc]
     # as `gptpipe generate` decodes: bfloat16 where the CPU computes it natively, and
-    # the Linears packed (the plain layout too, to show what packing is worth)
-    ours = for_decoding(model_from_tensors(ours_config, lazy).eval(), pack=not plain)
+    # each Linear in its fastest layout (the plain one too, to show what layouts are worth)
+    ours = for_decoding(model_from_tensors(ours_config, lazy).eval(), layout=layout)
     return hf, ours
 
 
@@ -145,7 +146,7 @@ def bandwidth_gbs(mib: int = 256, repeats: int = 5) -> float:
 
 def bytes_per_token(hf: Any, element_size: int, position: float, cache_size: int) -> float:
     """Weights read once per token (position embeddings: one row) + the cache read, counted
-    on the transformers model (the same weights; ours packed are no parameters any more);
+    on the transformers model (the same weights; ours laid out are no parameters any more);
     `element_size` and `cache_size` are the bytes of one weight and of one cached value."""
     cfg = hf.config
     weights = sum(p.numel() for p in hf.parameters()) - cfg.n_positions * cfg.n_embd
@@ -156,7 +157,7 @@ def bytes_per_token(hf: Any, element_size: int, position: float, cache_size: int
 
 def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> dict[str, Any]:
     hf, ours = build(arch)
-    _, plain = build(arch, plain=True)
+    _, plain = build(arch, layout="plain")
     prompt = [(31 * i + 11) % arch["vocab_size"] for i in range(PROMPT_LEN)]
     n = 32 if quick else NEW_TOKENS
     for model in (ours, plain):  # warm up every side (thread pools, allocator, first calls)
@@ -190,10 +191,14 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     plain_tps = n / statistics.median(plain_times)
     mean_position = PROMPT_LEN + n / 2
     from gptpipe.generate.decode import cache_plan, plan_seconds
+    from gptpipe.generate.layouts import layout_seconds
 
     plan, cfg = cache_plan(ours), ours.config
     shape = (cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
     timed = plan_seconds(*shape, ours.wte.weight.dtype)
+    dtype = ours.wte.weight.dtype
+    linears = {f"{m.in_features}x{m.out_features}" for m in ours.modules() if _is_linear(m)}
+    shapes = sorted(linears, key=lambda s: [int(n) for n in s.split("x")])
     moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position, plan.dtype.itemsize)
     return {
         "arch": arch,
@@ -206,12 +211,23 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
         },
         "new_tokens": n,
         "same_tokens": same,
-        "packed_same_as_plain": same_layouts,
+        "layout_same_as_plain": same_layouts,
+        # per Linear shape (in x out): each layout's seconds for one row (layouts.py), and the
+        # layout it got
+        "layout_seconds": {
+            s: layout_seconds(*(int(n) for n in s.split("x")), dtype) for s in shapes
+        },
+        "layouts": {
+            s: type(m).__name__
+            for m in ours.modules()
+            if _is_linear(m)
+            for s in [f"{m.in_features}x{m.out_features}"]
+        },
         "ours_tokens_per_s": ours_tps,
         "hf_tokens_per_s": hf_tps,
         "ratio": ours_tps / hf_tps,
         "ours_plain_layout_tokens_per_s": plain_tps,
-        "packed_over_plain": ours_tps / plain_tps,
+        "layout_over_plain": ours_tps / plain_tps,
         "ours_first_token_s": statistics.median(ours_first),
         "hf_first_token_s": statistics.median(hf_first),
         "ours_step_s": {
@@ -227,16 +243,21 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     }
 
 
+def _is_linear(module: Any) -> bool:
+    """A Linear of our decoding model, in whichever layout (they all have in_features)."""
+    return hasattr(module, "in_features") and hasattr(module, "out_features")
+
+
 def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
     """Does `torch.compile` of the one-token decode step pay? Greedy on our model and cache:
-    the step as `gptpipe generate` runs it (eager, Linears packed) against the step compiled
-    with dynamic shapes (the cache grows by one position per token) on the plain layout
-    (oneDNN's packed tensors are opaque to the compiler, which packs weights its own way):
-    first-call seconds and tokens/s after it."""
+    the step as `gptpipe generate` runs it (eager, each Linear in its fastest layout) against
+    the step compiled with dynamic shapes (the cache grows by one position per token) on the
+    plain layout (oneDNN's packed tensors and the C++ kernel are opaque to the compiler, which
+    lays weights out its own way): first-call seconds and tokens/s after it."""
     from gptpipe.generate.decode import CachePlan, cache_plan
 
-    _, packed = build(arch)
-    _, plain = build(arch, plain=True)
+    _, laid = build(arch)
+    _, plain = build(arch, layout="plain")
     prompt = torch.tensor([[(31 * i + 11) % arch["vocab_size"] for i in range(PROMPT_LEN)]])
 
     def stepper(model: Any) -> Any:
@@ -245,13 +266,13 @@ def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
 
         return step
 
-    eager_step = stepper(packed)
+    eager_step = stepper(laid)
     compiled = torch.compile(stepper(plain), dynamic=True)
 
     @torch.inference_mode()
     def decode(fn: Any) -> tuple[float, float]:
         # torch's attention on both sides: the compiler cannot trace into the C++ kernel
-        cache = CachePlan(cache_plan(packed).dtype).new_cache(packed, 1, PROMPT_LEN + n)
+        cache = CachePlan(cache_plan(laid).dtype).new_cache(laid, 1, PROMPT_LEN + n)
         ids = fn(cache, prompt).argmax(-1, keepdim=True)
         stamps = [time.perf_counter()]
         for _ in range(n - 1):
@@ -273,7 +294,7 @@ def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    from gptpipe.generate.cache_kernel import loaded
+    from gptpipe.generate.kernels import loaded
     from gptpipe.runtime import native_bf16
 
     model_name = platform.processor()
@@ -291,7 +312,7 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "native_bf16": native,
         "decode_dtype": "bfloat16" if native else "float32",
-        "cache_kernel": "built" if loaded()[0] is not None else loaded()[1],
+        "kernels": "built" if loaded()[0] is not None else loaded()[1],
     }
 
 
@@ -339,7 +360,7 @@ def report(results: dict[str, Any]) -> str:
         f"{m['native_bf16']} -> decoding in {m['decode_dtype']}; copy bandwidth "
         f"{m['bandwidth_gb_per_s']:.1f} GB/s",
         "config  tok/s ours  tok/s hf  ratio  first token ours/hf (ms)  step far/near ours  hf"
-        "   GB/s ours (util)  packed/plain  same",
+        "   GB/s ours (util)  layout/plain  same",
     ]
     for name, r in results["configs"].items():
         lines.append(
@@ -347,7 +368,7 @@ def report(results: dict[str, Any]) -> str:
             f"{r['ratio']:>6.2f}  {1e3 * r['ours_first_token_s']:>8.1f} / "
             f"{1e3 * r['hf_first_token_s']:<8.1f}       {r['ours_far_over_near']:>5.2f}  "
             f"{r['hf_far_over_near']:>5.2f}   {r['ours_gb_per_s']:>5.2f} "
-            f"({100 * r['ours_bandwidth_utilisation']:.0f}%)  {r['packed_over_plain']:>6.2f}"
+            f"({100 * r['ours_bandwidth_utilisation']:.0f}%)  {r['layout_over_plain']:>6.2f}"
             f"  {r['same_tokens']}"
         )
     return "\n".join(lines)

@@ -116,7 +116,7 @@ def resolve_dtype(name: str, device: torch.device) -> str:
 
 def median_seconds(call: Callable[[], object], warmups: int = 2, calls: int = 7) -> float:
     """The median wall time of `calls` calls of `call`, after `warmups` untimed ones: how the
-    decode-time choices (`packing_pays`, `bf16_attention_pays`) time the alternatives."""
+    decode-time choices (`layout_seconds`, `plan_seconds`) time the alternatives."""
     for _ in range(warmups):
         call()
     times = []

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from gptpipe.errors import BadInput
-from gptpipe.generate import cache_kernel
-from gptpipe.generate.packing import pack_linears
+from gptpipe.generate import kernels
+from gptpipe.generate.layouts import lay_out_linears
 from gptpipe.generate.sampling import choose, seen_tokens
 from gptpipe.model.gpt import GPT, KVCache
 from gptpipe.runtime import median_seconds, native_bf16
@@ -71,12 +71,13 @@ def problems(d: Decoding) -> list[tuple[str, str]]:
 
 
 def for_decoding(
-    model: GPT, dtype: str = "auto", option: str = "--dtype", pack: bool = True
+    model: GPT, dtype: str = "auto", option: str = "--dtype", layout: str = "fastest"
 ) -> GPT:
     """The model in the dtype and weight layout it decodes in, changed in place: `auto` is
     bfloat16 where its device computes bf16 natively (CUDA from Ampere on, AVX-512 BF16 /
-    AMX CPUs), else float32; on the CPU its Linears are then packed (`pack_linears`, unless
-    `pack` is false), after which the model only decodes.
+    AMX CPUs), else float32; on the CPU its Linears then take their decode-time layout
+    (`lay_out_linears`: the fastest here, or `layout`; "plain" keeps them as they are), after
+    which the model only decodes.
 
     Batch-1 decoding reads every weight once per token, so it is bound by memory traffic:
     bf16 halves the bytes per token. Its logits stay within a few hundredths of float32's
@@ -90,13 +91,13 @@ def for_decoding(
     if dtype == "auto":
         dtype = "bfloat16" if native_bf16(device) else "float32"
     model = model.to(getattr(torch, dtype))
-    return pack_linears(model) if pack else model
+    return lay_out_linears(model, layout)
 
 
 @dataclass(frozen=True)
 class CachePlan:
     """How a decoding model's key/value cache is kept and read: its dtype, and whether one
-    new query reads it through `cache_kernel.one_query_attention` (else torch's attention)."""
+    new query reads it through `kernels.one_query_attention` (else torch's attention)."""
 
     dtype: torch.dtype
     kernel: bool = False
@@ -110,7 +111,7 @@ class CachePlan:
     ) -> KVCache:
         """An empty cache for `model` on its device, kept and read this way."""
         device = next(model.parameters()).device
-        attend = cache_kernel.one_query_attention if self.kernel else None
+        attend = kernels.one_query_attention if self.kernel else None
         return KVCache(model.config, batch_size, max_len, device, self.dtype, pad, attend)
 
 
@@ -119,7 +120,7 @@ def cache_plan(model: GPT) -> CachePlan:
     the CPU; on the CPU, `fastest_cache` at the model's shape. What is fastest differs most
     between CPUs: at GPT-2 124M's shape over 1,000 keys, torch's bf16 attention is ~6x slower
     than its float32 one on an AVX-512 BF16 CPU and ~1.8x faster on an AMX one (one thread),
-    and the kernel over a bf16 cache beats both on the first (`cache_kernel`)."""
+    and the kernel over a bf16 cache beats both on the first (`kernels.one_query_attention`)."""
     param = next(model.parameters())
     if param.device.type != "cpu" or param.dtype not in (torch.float32, torch.bfloat16):
         return CachePlan(param.dtype)
@@ -159,7 +160,7 @@ def plan_seconds(
     per_layer = 2 * n_head * keys * head_dim * 4  # keys and values, float32
     layers = max(1, min(n_layer, TIMED_CACHE_BYTES // per_layer))
     dtypes = [torch.float32] + ([torch.bfloat16] if weights == torch.bfloat16 else [])
-    readers = (False, True) if cache_kernel.kernel() is not None else (False,)
+    readers = (False, True) if kernels.library() is not None else (False,)
     plans = [CachePlan(dtype, kernel) for dtype in dtypes for kernel in readers]
     return {plan: _read_seconds(plan, layers, n_head, keys, head_dim) for plan in plans}
 
@@ -169,7 +170,7 @@ def _read_seconds(plan: CachePlan, layers: int, n_head: int, keys: int, head_dim
     k = torch.ones(layers, 1, n_head, keys, head_dim, dtype=plan.dtype)
     v = torch.ones_like(k)
     q = torch.ones(1, n_head, 1, head_dim, dtype=plan.dtype)
-    attend = cache_kernel.one_query_attention if plan.kernel else F.scaled_dot_product_attention
+    attend = kernels.one_query_attention if plan.kernel else F.scaled_dot_product_attention
 
     def step() -> None:
         for layer in range(layers):

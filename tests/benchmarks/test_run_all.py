@@ -50,7 +50,7 @@ def test_the_references_agree_with_ours_where_they_must(quick):
     assert bpe["compression_ratio"] > 0.9
     for config in records["generate"]["results"]["configs"].values():
         assert config["same_tokens"] is True
-        assert config["packed_same_as_plain"] is True
+        assert config["layout_same_as_plain"] is True
     for config in records["evaluate"]["results"]["configs"].values():
         assert config["perplexity_ours"] == pytest.approx(config["perplexity_plain"], rel=1e-4)
     train = records["train"]["results"]

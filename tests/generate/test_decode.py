@@ -5,7 +5,7 @@ import torch
 from helpers.gpt2 import converted, hf_model
 
 from gptpipe.errors import BadInput
-from gptpipe.generate import cache_kernel
+from gptpipe.generate import kernels
 from gptpipe.generate.decode import (
     CachePlan,
     Decoding,
@@ -183,7 +183,7 @@ def test_bfloat16_decoding_stays_within_the_stated_tolerance_of_float32():
 def every_plan(weights: torch.dtype) -> list[CachePlan]:
     """Each cache plan a CPU model in `weights` may decode on here."""
     dtypes = [torch.float32] + ([torch.bfloat16] if weights == torch.bfloat16 else [])
-    readers = [False] + ([True] if cache_kernel.kernel() is not None else [])
+    readers = [False] + ([True] if kernels.library() is not None else [])
     return [CachePlan(dtype, kernel) for dtype in dtypes for kernel in readers]
 
 

@@ -1,5 +1,6 @@
-"""The C++ one-query attention kernel: built where a compiler is, equal to torch's attention,
-and a build that cannot happen says why instead of failing decoding."""
+"""The C++ decode kernels: built where a compiler is, one-query attention equal to torch's
+attention and the few-rows Linear to `F.linear`, and a build that cannot happen says why
+instead of failing decoding."""
 
 import shutil
 import time
@@ -8,12 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gptpipe.generate import cache_kernel
-from gptpipe.generate.cache_kernel import build, one_query_attention
+from gptpipe.generate import kernels
+from gptpipe.generate.kernels import build, few_rows_linear, one_query_attention
 from gptpipe.model.gpt import GPT, GPTConfig, KVCache
 
 needs_kernel = pytest.mark.skipif(
-    cache_kernel.kernel() is None, reason=f"no kernel here: {cache_kernel.loaded()[1]}"
+    kernels.library() is None, reason=f"no kernels here: {kernels.loaded()[1]}"
 )
 
 
@@ -21,8 +22,8 @@ def test_the_kernel_is_built_wherever_a_compiler_is():
     """torch.compile needs the same compiler, so a machine that trains compiled builds this."""
     if shutil.which("c++") is None:
         pytest.skip("no C++ compiler here")
-    function, why = cache_kernel.loaded()
-    assert function is not None, why
+    library, why = kernels.loaded()
+    assert library is not None, why
 
 
 @needs_kernel
@@ -76,6 +77,54 @@ def test_a_model_decodes_through_the_kernel_as_through_torch():
         steps = [model.hidden_states(ids[:, t : t + 1], cache) for t in range(4, 12)]
     torch.testing.assert_close(torch.cat(steps, 1), full[:, 4:], atol=1e-5, rtol=1e-5)
     assert calls == [n for n in range(5, 13) for _ in range(2)]
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize(
+    "in_features, out_features", [(768, 2304), (64, 7), (33, 130), (3072, 5), (16, 1)]
+)
+def test_the_linear_kernel_is_f_linear(dtype, rows, in_features, out_features):
+    """Every row count it takes, widths that are and are not a multiple of the vector width,
+    output counts that are and are not a multiple of the rows computed together, with and
+    without a bias: float64's product of the same stored values, to the output dtype's
+    rounding (the sums are float32)."""
+    torch.manual_seed(rows * in_features + out_features)
+    weight = torch.randn(out_features, in_features).to(dtype)
+    x = torch.randn(rows, in_features).to(dtype)
+    for bias in (torch.randn(out_features).to(dtype), None):
+        expected = F.linear(x.double(), weight.double(), None if bias is None else bias.double())
+        got = few_rows_linear(x, weight, bias)
+        assert got.dtype == dtype and got.shape == (rows, out_features)
+        tol = 2e-5 if dtype == torch.float32 else 8e-3  # bf16 keeps 8 bits of mantissa
+        scale = expected.abs().max()
+        torch.testing.assert_close(got.double() / scale, expected / scale, atol=tol, rtol=0)
+
+
+@needs_kernel
+def test_the_linear_kernel_keeps_leading_dimensions_and_reads_row_strides():
+    """(B, T, in) with B * T <= 4 rows, and a weight that is a slice of a wider matrix."""
+    torch.manual_seed(3)
+    wide = torch.randn(40, 100)
+    weight = wide[:, :64]  # rows 100 apart
+    x = torch.randn(2, 2, 64)
+    got = few_rows_linear(x, weight)
+    assert got.shape == (2, 2, 40)
+    torch.testing.assert_close(got, F.linear(x, weight), atol=1e-5, rtol=1e-5)
+
+
+@needs_kernel
+def test_the_linear_kernel_refuses_what_it_cannot_compute():
+    weight = torch.randn(8, 16)
+    with pytest.raises(ValueError, match="float16"):
+        few_rows_linear(torch.randn(1, 16).half(), weight.half())
+    with pytest.raises(ValueError, match="few_rows_linear"):
+        few_rows_linear(torch.randn(5, 16), weight)  # more rows than it takes
+    with pytest.raises(ValueError, match="few_rows_linear"):
+        few_rows_linear(torch.randn(1, 16), weight.t().contiguous().t())  # columns contiguous
+    with pytest.raises(ValueError, match="bias"):
+        few_rows_linear(torch.randn(1, 16), weight, torch.randn(7))
 
 
 def test_a_build_that_cannot_happen_says_why(tmp_path, monkeypatch):

@@ -1,0 +1,278 @@
+// The two products of a decoding step that torch's CPU kernels run below the memory's speed,
+// written out: (1) one new query per (row, head) attending over a key/value cache,
+// softmax(q k^T * scale) v, reading every cached key and value once; (2) a Linear applied to
+// a few rows (one per sequence of the batch), reading every weight once.
+//
+// Built on first use by gptpipe/generate/kernels.py (which says why they exist) for the
+// machine it runs on, and called through ctypes: plain C entry points on raw pointers, so
+// the build needs ATen's vector and parallel headers only (seconds, not a torch extension's
+// minute). Threads come from torch's own OpenMP pool (at::parallel_for, built with -fopenmp
+// against the libgomp torch ships), as its kernels' do.
+
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+#include <c10/util/BFloat16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+using at::vec::Vectorized;
+using FloatVec = Vectorized<float>;
+constexpr int64_t kWidth = FloatVec::size();  // floats per vector register
+constexpr int64_t kChunk = 2 * kWidth;        // a bf16 vector holds two float vectors' worth
+
+// kChunk consecutive cache values as two float vectors.
+inline void load_chunk(const float* p, FloatVec& lo, FloatVec& hi) {
+  lo = FloatVec::loadu(p);
+  hi = FloatVec::loadu(p + kWidth);
+}
+
+inline void load_chunk(const c10::BFloat16* p, FloatVec& lo, FloatVec& hi) {
+  auto halves = at::vec::convert_to_float<c10::BFloat16>(Vectorized<c10::BFloat16>::loadu(p));
+  lo = std::get<0>(halves);
+  hi = std::get<1>(halves);
+}
+
+inline float sum_lanes(const FloatVec& x) {
+  return at::vec::vec_reduce_all<float>([](FloatVec& a, FloatVec& b) { return a + b; }, x);
+}
+
+// q (B*H, D) float32, contiguous. k, v: element (b, h, l, d) at b*s[0] + h*s[1] + l*s[2] + d.
+// out (B*H, D) float32, contiguous.
+template <typename T>
+void attend(const float* q, const T* k, const T* v, int64_t B, int64_t H, int64_t L, int64_t D,
+            const int64_t* ks, const int64_t* vs, float scale, float* out) {
+  const int64_t vectorised = D - D % kChunk;  // the rest of a row is done one value at a time
+  at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> weight(L), acc(D);
+    for (int64_t bh = begin; bh < end; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float* query = q + bh * D;
+      const T* keys = k + b * ks[0] + h * ks[1];
+      const T* values = v + b * vs[0] + h * vs[1];
+
+      // scores: one dot product per cached key
+      float top = -std::numeric_limits<float>::infinity();
+      for (int64_t l = 0; l < L; ++l) {
+        const T* key = keys + l * ks[2];
+        FloatVec sum_lo(0.f), sum_hi(0.f), lo, hi;
+        for (int64_t d = 0; d < vectorised; d += kChunk) {
+          load_chunk(key + d, lo, hi);
+          sum_lo = at::vec::fmadd(lo, FloatVec::loadu(query + d), sum_lo);
+          sum_hi = at::vec::fmadd(hi, FloatVec::loadu(query + d + kWidth), sum_hi);
+        }
+        float dot = sum_lanes(sum_lo + sum_hi);
+        for (int64_t d = vectorised; d < D; ++d) dot += static_cast<float>(key[d]) * query[d];
+        weight[l] = dot * scale;
+        top = std::max(top, weight[l]);
+      }
+
+      // softmax numerators, the largest score subtracted first
+      const FloatVec top_vec(top);
+      FloatVec total_vec(0.f);
+      int64_t l = 0;
+      for (; l + kWidth <= L; l += kWidth) {
+        FloatVec e = (FloatVec::loadu(weight.data() + l) - top_vec).exp_u20();
+        e.store(weight.data() + l);
+        total_vec = total_vec + e;
+      }
+      float total = sum_lanes(total_vec);
+      for (; l < L; ++l) {
+        weight[l] = std::exp(weight[l] - top);
+        total += weight[l];
+      }
+
+      // the weighted sum of the values, normalised once at the end
+      std::fill(acc.begin(), acc.end(), 0.f);
+      for (int64_t j = 0; j < L; ++j) {
+        const T* value = values + j * vs[2];
+        const FloatVec w(weight[j]);
+        FloatVec lo, hi;
+        for (int64_t d = 0; d < vectorised; d += kChunk) {
+          load_chunk(value + d, lo, hi);
+          at::vec::fmadd(lo, w, FloatVec::loadu(acc.data() + d)).store(acc.data() + d);
+          at::vec::fmadd(hi, w, FloatVec::loadu(acc.data() + d + kWidth))
+              .store(acc.data() + d + kWidth);
+        }
+        for (int64_t d = vectorised; d < D; ++d) acc[d] += weight[j] * static_cast<float>(value[d]);
+      }
+      const float inverse = 1.f / total;
+      for (int64_t d = 0; d < D; ++d) out[bh * D + d] = acc[d] * inverse;
+    }
+  });
+}
+
+// ---------------------------------------------------------------- a Linear on a few rows
+
+// Output rows computed together: each weight chunk loaded is used for R rows' dot products
+// against all M inputs, so R * M accumulators are live (at most 16 for M <= 4).
+constexpr int64_t kRows = 4;
+
+// R dot products of weight rows w[0..R) (row stride ldw) with each of the M inputs x[m]
+// (row stride I), accumulated in float32: out[m][r].
+template <int M, int R>
+inline void dot_rows(const float* x, int64_t I, const float* w, int64_t ldw, float (&out)[M][R]) {
+  FloatVec acc[M][R];
+  for (int m = 0; m < M; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = FloatVec(0.f);
+  const int64_t vectorised = I - I % kWidth;
+  for (int64_t d = 0; d < vectorised; d += kWidth) {
+    FloatVec xs[M];
+    for (int m = 0; m < M; ++m) xs[m] = FloatVec::loadu(x + m * I + d);
+    for (int r = 0; r < R; ++r) {
+      const FloatVec weight = FloatVec::loadu(w + r * ldw + d);
+      for (int m = 0; m < M; ++m) acc[m][r] = at::vec::fmadd(weight, xs[m], acc[m][r]);
+    }
+  }
+  for (int m = 0; m < M; ++m)
+    for (int r = 0; r < R; ++r) {
+      float sum = sum_lanes(acc[m][r]);
+      for (int64_t d = vectorised; d < I; ++d) sum += w[r * ldw + d] * x[m * I + d];
+      out[m][r] = sum;
+    }
+}
+
+#if defined(__AVX512BF16__)
+// bf16 weights and inputs: the CPU's bf16 dot-product instruction (pairs of products summed
+// into float32 lanes), 32 weights per instruction, no conversion.
+template <int M, int R>
+inline void dot_rows(const c10::BFloat16* x, int64_t I, const c10::BFloat16* w, int64_t ldw,
+                     float (&out)[M][R]) {
+  __m512 acc[M][R];
+  for (int m = 0; m < M; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = _mm512_setzero_ps();
+  const int64_t vectorised = I - I % 32;
+  for (int64_t d = 0; d < vectorised; d += 32) {
+    __m512bh xs[M];
+    for (int m = 0; m < M; ++m) xs[m] = (__m512bh)_mm512_loadu_si512(x + m * I + d);
+    for (int r = 0; r < R; ++r) {
+      const __m512bh weight = (__m512bh)_mm512_loadu_si512(w + r * ldw + d);
+      for (int m = 0; m < M; ++m) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], weight, xs[m]);
+    }
+  }
+  for (int m = 0; m < M; ++m)
+    for (int r = 0; r < R; ++r) {
+      float sum = _mm512_reduce_add_ps(acc[m][r]);
+      for (int64_t d = vectorised; d < I; ++d)
+        sum += static_cast<float>(w[r * ldw + d]) * static_cast<float>(x[m * I + d]);
+      out[m][r] = sum;
+    }
+}
+#else
+// bf16 without the dot-product instruction: each chunk widened to float32 first.
+template <int M, int R>
+inline void dot_rows(const c10::BFloat16* x, int64_t I, const c10::BFloat16* w, int64_t ldw,
+                     float (&out)[M][R]) {
+  FloatVec acc[M][R];
+  for (int m = 0; m < M; ++m)
+    for (int r = 0; r < R; ++r) acc[m][r] = FloatVec(0.f);
+  const int64_t vectorised = I - I % kChunk;
+  for (int64_t d = 0; d < vectorised; d += kChunk) {
+    FloatVec x_lo[M], x_hi[M];
+    for (int m = 0; m < M; ++m) load_chunk(x + m * I + d, x_lo[m], x_hi[m]);
+    for (int r = 0; r < R; ++r) {
+      FloatVec lo, hi;
+      load_chunk(w + r * ldw + d, lo, hi);
+      for (int m = 0; m < M; ++m) {
+        acc[m][r] = at::vec::fmadd(lo, x_lo[m], acc[m][r]);
+        acc[m][r] = at::vec::fmadd(hi, x_hi[m], acc[m][r]);
+      }
+    }
+  }
+  for (int m = 0; m < M; ++m)
+    for (int r = 0; r < R; ++r) {
+      float sum = sum_lanes(acc[m][r]);
+      for (int64_t d = vectorised; d < I; ++d)
+        sum += static_cast<float>(w[r * ldw + d]) * static_cast<float>(x[m * I + d]);
+      out[m][r] = sum;
+    }
+}
+#endif
+
+// y (M, O) = x (M, I) w^T + bias: w (O, I) with row stride ldw, x and y contiguous, bias (O,)
+// or null; every array of the one dtype T. Output rows are split between the threads.
+template <typename T, int M>
+void linear(const T* x, const T* w, const T* bias, T* y, int64_t I, int64_t O, int64_t ldw) {
+  auto rows = [&](int64_t o, auto r_tag) {
+    constexpr int R = decltype(r_tag)::value;
+    float out[M][R];
+    dot_rows<M, R>(x, I, w + o * ldw, ldw, out);
+    for (int m = 0; m < M; ++m)
+      for (int r = 0; r < R; ++r) {
+        const float b = bias ? static_cast<float>(bias[o + r]) : 0.f;
+        y[m * O + o + r] = static_cast<T>(out[m][r] + b);
+      }
+  };
+  const int64_t groups = O / kRows;
+  // a thread takes at least 16 groups (64 rows): fewer are not worth a thread's start
+  at::parallel_for(0, groups, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t g = begin; g < end; ++g) rows(g * kRows, std::integral_constant<int, kRows>{});
+  });
+  for (int64_t o = groups * kRows; o < O; ++o) rows(o, std::integral_constant<int, 1>{});
+}
+
+template <typename T>
+void linear_rows(const T* x, const T* w, const T* bias, T* y, int64_t M, int64_t I, int64_t O,
+                 int64_t ldw) {
+  switch (M) {
+    case 1: return linear<T, 1>(x, w, bias, y, I, O, ldw);
+    case 2: return linear<T, 2>(x, w, bias, y, I, O, ldw);
+    case 3: return linear<T, 3>(x, w, bias, y, I, O, ldw);
+    default: return linear<T, 4>(x, w, bias, y, I, O, ldw);
+  }
+}
+
+}  // namespace
+
+// Each entry point returns 0, or 1 if anything threw (the caller then uses torch instead).
+
+extern "C" __attribute__((visibility("default"))) int gptpipe_one_query_attention(
+    const float* q, const void* k, const void* v, int bf16, int64_t B, int64_t H, int64_t L,
+    int64_t D, int64_t ks0, int64_t ks1, int64_t ks2, int64_t vs0, int64_t vs1, int64_t vs2,
+    float scale, float* out) {
+  const int64_t ks[3] = {ks0, ks1, ks2}, vs[3] = {vs0, vs1, vs2};
+  try {
+    if (bf16) {
+      attend(q, static_cast<const c10::BFloat16*>(k), static_cast<const c10::BFloat16*>(v), B, H,
+             L, D, ks, vs, scale, out);
+    } else {
+      attend(q, static_cast<const float*>(k), static_cast<const float*>(v), B, H, L, D, ks, vs,
+             scale, out);
+    }
+  } catch (...) {
+    return 1;
+  }
+  return 0;
+}
+
+// y (M, O) = x (M, I) w^T + bias, M from 1 to 4; bf16: every array is bfloat16, else
+// float32; bias may be null.
+extern "C" __attribute__((visibility("default"))) int gptpipe_few_rows_linear(
+    const void* x, const void* w, const void* bias, void* y, int bf16, int64_t M, int64_t I,
+    int64_t O, int64_t ldw) {
+  if (M < 1 || M > 4) return 1;
+  try {
+    if (bf16) {
+      using B = c10::BFloat16;
+      linear_rows(static_cast<const B*>(x), static_cast<const B*>(w), static_cast<const B*>(bias),
+                  static_cast<B*>(y), M, I, O, ldw);
+    } else {
+      linear_rows(static_cast<const float*>(x), static_cast<const float*>(w),
+                  static_cast<const float*>(bias), static_cast<float*>(y), M, I, O, ldw);
+    }
+  } catch (...) {
+    return 1;
+  }
+  return 0;
+}
