@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from gptpipe.generate.decode import Decoding, cache_plan, slide_size
+from gptpipe.generate.decode import Decoding, cache_plan, next_logits, slide_size
+from gptpipe.generate.fused_step import FusedStep
 from gptpipe.generate.sampling import repetition_penalty, seen_tokens
 from gptpipe.model.gpt import GPT
 
@@ -115,10 +116,11 @@ def _search(
     window = prompt_ids[:, -block:].expand(k, -1)  # (k, W)
     # room for the prompt and the tokens fed back; the whole context if the window slides
     cache = plan.new_cache(model, k, min(block, window.size(1) + n_new - 1))
+    fused = FusedStep.of(model)
 
     def prefill(ids: torch.Tensor) -> torch.Tensor:
         cache.reset()
-        return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])  # (k, V)
+        return next_logits(model, ids, cache)  # (k, V)
 
     logits = prefill(window)
     for cur in range(n_new):
@@ -176,6 +178,6 @@ def _search(
             logits = prefill(window)
         else:
             cache.reorder(parents)
-            logits = model.lm_head(model.hidden_states(running[:, cur : cur + 1], cache)[:, -1])
+            logits = next_logits(model, running[:, cur : cur + 1], cache, fused)
 
     yield from finished[0, emitted : int(finished_len[0])].tolist()

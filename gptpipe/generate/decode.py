@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from gptpipe.errors import BadInput
 from gptpipe.generate import kernels
+from gptpipe.generate.fused_step import FusedStep
 from gptpipe.generate.layouts import lay_out_linears
 from gptpipe.generate.sampling import choose, seen_tokens
 from gptpipe.model.gpt import GPT, KVCache
@@ -180,6 +181,17 @@ def _read_seconds(plan: CachePlan, layers: int, n_head: int, keys: int, head_dim
         return median_seconds(step)
 
 
+def next_logits(
+    model: GPT, ids: torch.Tensor, cache: KVCache, fused: FusedStep | None = None
+) -> torch.Tensor:
+    """Logits (B, V) of the token after `ids` (B, T), the cache holding what came before
+    (its positions advance by T): a prompt's prefill, or one new token per row, through
+    `fused` (`FusedStep.of(model)`) where it applies."""
+    if fused is not None and fused.applies(ids, cache):
+        return model.lm_head(fused(ids, cache))
+    return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
+
+
 def slide_size(model: GPT, slide: int) -> int:
     """Tokens dropped from the window when the context fills (0: a quarter of it)."""
     block = model.config.block_size
@@ -250,6 +262,7 @@ def _steps(
     # last one yielded is not), the whole context only if the window will slide.
     reach = min(block, width + d.max_new_tokens - 1)
     cache = plan.new_cache(model, B, reach, pad) if use_cache else None
+    fused = FusedStep.of(model)
     drop = slide_size(model, d.slide)
 
     def logits_of(ids: torch.Tensor) -> torch.Tensor:
@@ -260,7 +273,7 @@ def _steps(
                 return model.lm_head(model.hidden_states(window)[:, -1])
             scratch = plan.new_cache(model, B, width, pad)
             return model.lm_head(model.hidden_states(window, scratch)[:, -1])
-        return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
+        return next_logits(model, ids, cache, fused)
 
     logits = logits_of(buffer[:, :width])
     for step in range(d.max_new_tokens):

@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <type_traits>
@@ -233,6 +234,110 @@ void linear_rows(const T* x, const T* w, const T* bias, T* y, int64_t M, int64_t
   }
 }
 
+// ---------------------------------------------------------------- a whole decoding step
+
+// The parameters of one block, in the order of the pointer table the step is given.
+enum Param { kLn1W, kLn1B, kAttnW, kAttnB, kAttnProjW, kAttnProjB,
+             kLn2W, kLn2B, kFcW, kFcB, kFcProjW, kFcProjB, kPerLayer };
+
+// LayerNorm of each of the M rows of x (M, C) -> out (M, C), float32; w, b of the weights'
+// dtype (b may be null: GPT configs without biases).
+template <typename T>
+void layer_norm(const float* x, const T* w, const T* b, int64_t M, int64_t C, float eps,
+                float* out) {
+  for (int64_t m = 0; m < M; ++m) {
+    const float* row = x + m * C;
+    double mean = 0, var = 0;
+    for (int64_t c = 0; c < C; ++c) mean += row[c];
+    mean /= C;
+    for (int64_t c = 0; c < C; ++c) var += (row[c] - mean) * (row[c] - mean);
+    const float rstd = 1.f / std::sqrt(static_cast<float>(var / C) + eps);
+    for (int64_t c = 0; c < C; ++c) {
+      const float shift = b ? static_cast<float>(b[c]) : 0.f;
+      out[m * C + c] = (row[c] - static_cast<float>(mean)) * rstd * static_cast<float>(w[c]) + shift;
+    }
+  }
+}
+
+template <typename To, typename From>
+void convert(const From* in, To* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = static_cast<To>(in[i]);
+}
+
+// GELU in place: exact (erf) or GPT-2's tanh approximation.
+void gelu(float* x, int64_t n, bool exact) {
+  const FloatVec half(0.5f), one(1.f), inv_sqrt2(static_cast<float>(M_SQRT1_2));
+  const FloatVec k0(0.7978845608028654f), k1(0.044715f);  // sqrt(2 / pi)
+  int64_t i = 0;
+  for (; i + kWidth <= n; i += kWidth) {
+    const FloatVec v = FloatVec::loadu(x + i);
+    const FloatVec inner = exact ? (v * inv_sqrt2).erf() : (k0 * (v + k1 * v * v * v)).tanh();
+    (half * v * (one + inner)).store(x + i);
+  }
+  for (; i < n; ++i) {
+    const float v = x[i];
+    const float inner = exact ? std::erf(v * static_cast<float>(M_SQRT1_2))
+                              : std::tanh(0.7978845608028654f * (v + 0.044715f * v * v * v));
+    x[i] = 0.5f * v * (1.f + inner);
+  }
+}
+
+// One token per row through every block, as GPT.hidden_states(ids, cache, last=1) with no
+// padding: x (M, C) holds the embeddings in and the final LayerNorm's output out. T: the
+// weights' dtype, K: the cache's. The new keys and values go to position pos of the cache
+// (n_layer, M, H, max_len, D); each query attends to positions 0..pos.
+template <typename T, typename K>
+void decode_step(const int64_t* table, K* cache_k, K* cache_v, int64_t max_len, int64_t pos,
+                 int64_t n_layer, int64_t H, int64_t C, int64_t M, float eps, bool exact,
+                 float* x) {
+  const int64_t D = C / H, L = pos + 1;
+  const int64_t head_stride = max_len * D, row_stride = H * head_stride;
+  const int64_t layer_stride = M * row_stride;
+  const int64_t strides[3] = {row_stride, head_stride, D};
+  std::vector<float> h(M * 4 * C), q(M * C), y(M * C);
+  std::vector<T> in(M * 4 * C), out(M * 4 * C);
+  auto param = [&](int64_t layer, Param p) {
+    return reinterpret_cast<const T*>(table[layer * kPerLayer + p]);
+  };
+  // out (M, O) = h (M, I) W^T + b, through the weights' dtype as the model's Linears are
+  auto project = [&](int64_t layer, Param w, Param b, int64_t I, int64_t O) {
+    convert(h.data(), in.data(), M * I);
+    linear_rows(in.data(), param(layer, w), param(layer, b), out.data(), M, I, O, I);
+    convert(out.data(), h.data(), M * O);
+  };
+  for (int64_t layer = 0; layer < n_layer; ++layer) {
+    // attention: LayerNorm, the fused query/key/value projection, the cache, one query each
+    layer_norm(x, param(layer, kLn1W), param(layer, kLn1B), M, C, eps, h.data());
+    project(layer, kAttnW, kAttnB, C, 3 * C);
+    K* keys = cache_k + layer * layer_stride;
+    K* values = cache_v + layer * layer_stride;
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t head = 0; head < H; ++head) {
+        const float* row = h.data() + m * 3 * C + head * D;
+        const int64_t at = m * row_stride + head * head_stride + pos * D;
+        convert(row, q.data() + (m * H + head) * D, D);
+        convert(row + C, keys + at, D);
+        convert(row + 2 * C, values + at, D);
+      }
+    attend(q.data(), keys, values, M, H, L, D, strides, strides, 1.f / std::sqrt(float(D)),
+           y.data());
+    // y is (M, H, D) = (M, C): the heads side by side, as the model's transpose makes them
+    std::copy(y.begin(), y.end(), h.begin());
+    project(layer, kAttnProjW, kAttnProjB, C, C);
+    for (int64_t i = 0; i < M * C; ++i) x[i] += h[i];
+    // the MLP
+    layer_norm(x, param(layer, kLn2W), param(layer, kLn2B), M, C, eps, h.data());
+    project(layer, kFcW, kFcB, C, 4 * C);
+    gelu(h.data(), M * 4 * C, exact);
+    project(layer, kFcProjW, kFcProjB, 4 * C, C);
+    for (int64_t i = 0; i < M * C; ++i) x[i] += h[i];
+  }
+  const T* ln_f = reinterpret_cast<const T*>(table[n_layer * kPerLayer]);
+  const T* ln_f_bias = reinterpret_cast<const T*>(table[n_layer * kPerLayer + 1]);
+  layer_norm(x, ln_f, ln_f_bias, M, C, eps, h.data());
+  std::copy(h.begin(), h.begin() + M * C, x);
+}
+
 }  // namespace
 
 // Each entry point returns 0, or 1 if anything threw (the caller then uses torch instead).
@@ -270,6 +375,35 @@ extern "C" __attribute__((visibility("default"))) int gptpipe_few_rows_linear(
     } else {
       linear_rows(static_cast<const float*>(x), static_cast<const float*>(w),
                   static_cast<const float*>(bias), static_cast<float*>(y), M, I, O, ldw);
+    }
+  } catch (...) {
+    return 1;
+  }
+  return 0;
+}
+
+// One decoding step (decode_step above): table holds n_layer * 12 parameter pointers (the
+// order of Param; a missing bias is null) then ln_f's weight and bias; weights_bf16 and
+// cache_bf16 say which arrays are bfloat16 (else float32); gelu_exact picks the GELU.
+extern "C" __attribute__((visibility("default"))) int gptpipe_decode_step(
+    const int64_t* table, int weights_bf16, void* cache_k, void* cache_v, int cache_bf16,
+    int64_t max_len, int64_t pos, int64_t n_layer, int64_t n_head, int64_t C, int64_t M,
+    float eps, int gelu_exact, float* x) {
+  if (M < 1 || M > 4 || C % n_head != 0 || pos < 0 || pos >= max_len) return 1;
+  using B = c10::BFloat16;
+  try {
+    auto run = [&](auto weights_tag, auto* k, auto* v) {
+      using T = decltype(weights_tag);
+      decode_step<T>(table, k, v, max_len, pos, n_layer, n_head, C, M, eps, gelu_exact != 0, x);
+    };
+    if (cache_bf16) {
+      auto* k = static_cast<B*>(cache_k);
+      auto* v = static_cast<B*>(cache_v);
+      weights_bf16 ? run(B{}, k, v) : run(float{}, k, v);
+    } else {
+      auto* k = static_cast<float*>(cache_k);
+      auto* v = static_cast<float*>(cache_v);
+      weights_bf16 ? run(B{}, k, v) : run(float{}, k, v);
     }
   } catch (...) {
     return 1;

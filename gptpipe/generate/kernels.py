@@ -1,5 +1,6 @@
 """Two products of a decoding step in a small C++ library built on first use: one new query
-attending over a key/value cache, and a Linear applied to a few rows.
+attending over a key/value cache, and a Linear applied to a few rows; and a whole one-token
+step made of them (`gptpipe.generate.fused_step`).
 
 Batch-1 decoding is bound by memory traffic: each token reads every weight once, and far
 into a long continuation the whole cache too. torch's CPU kernels read both well below the
@@ -59,6 +60,9 @@ ENTRIES = {
     + [_INT64] * 10
     + [ctypes.c_float, _POINTER],
     "gptpipe_few_rows_linear": [_POINTER] * 4 + [_INT] + [_INT64] * 4,
+    "gptpipe_decode_step": [_POINTER, _INT, _POINTER, _POINTER, _INT]
+    + [_INT64] * 6
+    + [ctypes.c_float, _INT, _POINTER],
 }
 
 
@@ -68,6 +72,7 @@ class Library:
     def __init__(self, dll: ctypes.CDLL) -> None:
         self.one_query_attention = self._entry(dll, "gptpipe_one_query_attention")
         self.few_rows_linear = self._entry(dll, "gptpipe_few_rows_linear")
+        self.decode_step = self._entry(dll, "gptpipe_decode_step")
 
     @staticmethod
     def _entry(dll: ctypes.CDLL, name: str) -> Callable[..., int]:
