@@ -8,7 +8,9 @@ produce the same tokens (checked). Also measured, in the same run:
 - time to first token (prompt prefill + one token), the median of short runs that
   alternate the sides (5 per repeat);
 - time per token at position ~64 and at position ~1000 (a prompt of that length, then the
-  median of single-token steps), whose ratio shows how the cost grows with the context;
+  median of single-token steps), whose ratio shows how the cost grows with the context; our
+  two positions are timed step by step in alternation (two caches, one step each in turn),
+  so that a machine whose speed drifts over seconds slows both alike;
 - memory-bandwidth utilisation: bytes read per token (every weight once, the head tied to
   the embeddings counted once, plus the keys and values cached so far) x tokens/s, against
   the machine's bandwidth measured here by a large tensor copy (read + write bytes / s);
@@ -32,7 +34,6 @@ produce the same tokens (checked). Also measured, in the same run:
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import platform
 import statistics
@@ -112,15 +113,28 @@ def hf_run(hf: Any, prompt: list[int], n: int) -> tuple[float, list[int]]:
     return time.perf_counter() - start, out[0, len(prompt) :].tolist()
 
 
-def ours_step_time(model: Any, position: int, steps: int) -> float:
-    """Median seconds of one decoding step once `position` tokens are in the cache."""
-    from gptpipe.generate.decode import Decoding, decode_steps
+def ours_step_times(model: Any, positions: tuple[int, ...], steps: int) -> list[float]:
+    """Median seconds of one greedy decoding step once each of `positions` tokens are in the
+    cache: a cache per position, prefilled, then one step on each in turn, `steps` rounds
+    (each step as the decoding loop takes it: `next_logits`, then the greedy choice)."""
+    from gptpipe.generate.decode import cache_plan, next_logits
+    from gptpipe.generate.fused_step import FusedStep
 
-    prompt = [(7 * i) % model.config.vocab_size for i in range(position)]
-    stamps = [time.perf_counter()]
-    for _ in decode_steps(model, [prompt], Decoding(max_new_tokens=steps + 1)):
-        stamps.append(time.perf_counter())
-    return statistics.median(b - a for a, b in itertools.pairwise(stamps[1:]))  # after prefill
+    plan, fused, vocab = cache_plan(model), FusedStep.of(model), model.config.vocab_size
+    caches, tokens = [], []
+    with torch.inference_mode():
+        for position in positions:
+            cache = plan.new_cache(model, 1, position + steps)
+            prompt = torch.tensor([[(7 * i) % vocab for i in range(position)]])
+            tokens.append(next_logits(model, prompt, cache).argmax(-1, keepdim=True))
+            caches.append(cache)
+        times: list[list[float]] = [[] for _ in positions]
+        for _ in range(steps):
+            for i, cache in enumerate(caches):
+                start = time.perf_counter()
+                tokens[i] = next_logits(model, tokens[i], cache, fused).argmax(-1, keepdim=True)
+                times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def hf_step_time(hf: Any, position: int, steps: int) -> float:
@@ -181,9 +195,10 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     steps = 8 if quick else 16
     ours_near, hf_near, ours_far, hf_far = [], [], [], []
     for _ in range(max(1, repeats - 1) if not quick else 1):
-        ours_near.append(ours_step_time(ours, near, steps))
+        near_s, far_s = ours_step_times(ours, (near, far), steps)
+        ours_near.append(near_s)
+        ours_far.append(far_s)
         hf_near.append(hf_step_time(hf, near, steps))
-        ours_far.append(ours_step_time(ours, far, steps))
         hf_far.append(hf_step_time(hf, far, steps))
     del plain  # its weights: not to be held through the rest
     ours_tps = n / statistics.median(ours_times)
@@ -191,6 +206,7 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     plain_tps = n / statistics.median(plain_times)
     mean_position = PROMPT_LEN + n / 2
     from gptpipe.generate.decode import cache_plan, plan_seconds
+    from gptpipe.generate.fused_step import FusedStep
     from gptpipe.generate.layouts import layout_seconds
 
     plan, cfg = cache_plan(ours), ours.config
@@ -204,6 +220,8 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
         "arch": arch,
         "cache_dtype": str(plan.dtype).removeprefix("torch."),
         "cache_reader": "kernel" if plan.kernel else "torch",
+        # one new token per row through gptpipe.generate.fused_step (else the modules)
+        "fused_step": FusedStep.of(ours) is not None,
         # one query per layer over the far end of the context, each plan (decode.plan_seconds)
         "far_attention_s": {
             f"{str(p.dtype).removeprefix('torch.')} {'kernel' if p.kernel else 'torch'}": t

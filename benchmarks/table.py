@@ -109,7 +109,8 @@ def generate_rows(results: dict[str, Any]) -> list[Row]:
             Row(
                 f"time per token at the far / near position, {shape}"
                 + (f", {config['cache_dtype']} cache" if "cache_dtype" in config else "")
-                + (f" read by {config['cache_reader']}" if "cache_reader" in config else ""),
+                + (f" read by {config['cache_reader']}" if "cache_reader" in config else "")
+                + (", fused step" if config.get("fused_step") else ""),
                 f"{config['ours_far_over_near']:.2f}",
                 f"{config['hf_far_over_near']:.2f}",
                 None,
