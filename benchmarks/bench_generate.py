@@ -13,7 +13,9 @@ produce the same tokens (checked). Also measured, in the same run:
   so that a machine whose speed drifts over seconds slows both alike;
 - memory-bandwidth utilisation: bytes read per token (every weight once, the head tied to
   the embeddings counted once, plus the keys and values cached so far) x tokens/s, against
-  the machine's bandwidth measured here by a large tensor copy (read + write bytes / s);
+  the machine's bandwidth measured here by a large tensor copy (read + write bytes / s).
+  Where the weights fit in the CPU's last-level cache (its size is recorded) they stop
+  coming from memory after the first token, and the figure can pass 100%;
 - what the decode-time weight layouts are worth: our decoder with each Linear in the layout
   timed fastest here for its shape (`gptpipe.generate.layouts`: plain, oneDNN-packed or read
   by gptpipe's C++ kernel; what `gptpipe generate` runs, and which one each shape got)
@@ -268,29 +270,31 @@ def _is_linear(module: Any) -> bool:
 
 def compiled_step(arch: dict[str, int], n: int) -> dict[str, float]:
     """Does `torch.compile` of the one-token decode step pay? Greedy on our model and cache:
-    the step as `gptpipe generate` runs it (eager, each Linear in its fastest layout) against
-    the step compiled with dynamic shapes (the cache grows by one position per token) on the
-    plain layout (oneDNN's packed tensors and the C++ kernel are opaque to the compiler, which
+    the step as `gptpipe generate` runs it (eager, each Linear in its fastest layout, the
+    fused step where it applies, its own cache plan) against the model's step compiled with
+    dynamic shapes (the cache grows by one position per token) on the plain layout and torch's
+    attention (oneDNN's packed tensors and the C++ kernels are opaque to the compiler, which
     lays weights out its own way): first-call seconds and tokens/s after it."""
-    from gptpipe.generate.decode import CachePlan, cache_plan
+    from gptpipe.generate.decode import CachePlan, cache_plan, next_logits
+    from gptpipe.generate.fused_step import FusedStep
 
     _, laid = build(arch)
     _, plain = build(arch, layout="plain")
     prompt = torch.tensor([[(31 * i + 11) % arch["vocab_size"] for i in range(PROMPT_LEN)]])
+    fused = FusedStep.of(laid)
 
-    def stepper(model: Any) -> Any:
-        def step(cache: Any, ids: torch.Tensor) -> torch.Tensor:
-            return model.lm_head(model.hidden_states(ids, cache, last=1)[:, -1])
+    def eager_step(cache: Any, ids: torch.Tensor) -> torch.Tensor:
+        return next_logits(laid, ids, cache, fused)
 
-        return step
+    def plain_step(cache: Any, ids: torch.Tensor) -> torch.Tensor:
+        return plain.lm_head(plain.hidden_states(ids, cache, last=1)[:, -1])
 
-    eager_step = stepper(laid)
-    compiled = torch.compile(stepper(plain), dynamic=True)
+    compiled = torch.compile(plain_step, dynamic=True)
+    plans = {id(eager_step): cache_plan(laid), id(compiled): CachePlan(cache_plan(laid).dtype)}
 
     @torch.inference_mode()
     def decode(fn: Any) -> tuple[float, float]:
-        # torch's attention on both sides: the compiler cannot trace into the C++ kernel
-        cache = CachePlan(cache_plan(laid).dtype).new_cache(laid, 1, PROMPT_LEN + n)
+        cache = plans[id(fn)].new_cache(laid, 1, PROMPT_LEN + n)
         ids = fn(cache, prompt).argmax(-1, keepdim=True)
         stamps = [time.perf_counter()]
         for _ in range(n - 1):
@@ -331,7 +335,19 @@ def machine() -> dict[str, Any]:
         "native_bf16": native,
         "decode_dtype": "bfloat16" if native else "float32",
         "kernels": "built" if loaded()[0] is not None else loaded()[1],
+        "last_level_cache_mb": last_level_cache_mb(),
     }
+
+
+def last_level_cache_mb() -> float | None:
+    """The size of the CPU's largest cache (sysfs), in MB; None where sysfs does not say."""
+    sizes = []
+    for entry in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = entry.read_text().strip()
+        units = {"K": 1e-3, "M": 1.0, "G": 1e3}
+        if text[:-1].isdigit() and text[-1] in units:
+            sizes.append(int(text[:-1]) * units[text[-1]])
+    return max(sizes, default=None)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -84,6 +84,7 @@ def train_rows(results: dict[str, Any]) -> list[Row]:
 
 def generate_rows(results: dict[str, Any]) -> list[Row]:
     rows = []
+    llc = results.get("machine", {}).get("last_level_cache_mb")
     for config in results["configs"].values():
         shape = _shape(config["arch"])
         tps = _ratio(config["ours_tokens_per_s"], config["hf_tokens_per_s"])
@@ -118,7 +119,12 @@ def generate_rows(results: dict[str, Any]) -> list[Row]:
                 _at_most(config["ours_far_over_near"], 1.25),
             ),
             Row(
-                f"memory-bandwidth utilisation, {shape}",
+                f"memory-bandwidth utilisation, {shape}"
+                + (
+                    f" (against DRAM; the {llc:.0f} MB last-level cache can hold the weights)"
+                    if llc
+                    else ""
+                ),
                 f"{bw[0]:.1%}",
                 f"{bw[1]:.1%}",
                 _ratio(*bw),
