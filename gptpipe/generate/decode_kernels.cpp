@@ -49,35 +49,136 @@ inline float sum_lanes(const FloatVec& x) {
   return at::vec::vec_reduce_all<float>([](FloatVec& a, FloatVec& b) { return a + b; }, x);
 }
 
+// Scores of one query against L cached keys (row stride `stride`), scaled, into weight[0..L);
+// returns the largest.
+template <typename T>
+float scores(const float* query, const T* keys, int64_t stride, int64_t L, int64_t D,
+             float scale, float* weight) {
+  const int64_t vectorised = D - D % kChunk;  // the rest of a row is done one value at a time
+  float top = -std::numeric_limits<float>::infinity();
+  for (int64_t l = 0; l < L; ++l) {
+    const T* key = keys + l * stride;
+    FloatVec sum_lo(0.f), sum_hi(0.f), lo, hi;
+    for (int64_t d = 0; d < vectorised; d += kChunk) {
+      load_chunk(key + d, lo, hi);
+      sum_lo = at::vec::fmadd(lo, FloatVec::loadu(query + d), sum_lo);
+      sum_hi = at::vec::fmadd(hi, FloatVec::loadu(query + d + kWidth), sum_hi);
+    }
+    float dot = sum_lanes(sum_lo + sum_hi);
+    for (int64_t d = vectorised; d < D; ++d) dot += static_cast<float>(key[d]) * query[d];
+    weight[l] = dot * scale;
+    top = std::max(top, weight[l]);
+  }
+  return top;
+}
+
+#if defined(__AVX512BF16__)
+// The same for a bf16 cache and a query rounded to bf16, D a multiple of 32 (at most 256):
+// the CPU's bf16 dot-product instruction, four keys at a time (four independent sums).
+float scores_bf16(const c10::BFloat16* query, const c10::BFloat16* keys, int64_t stride,
+                  int64_t L, int64_t D, float scale, float* weight) {
+  const int64_t chunks = D / 32;
+  __m512bh q[8];
+  for (int64_t c = 0; c < chunks; ++c) q[c] = (__m512bh)_mm512_loadu_si512(query + c * 32);
+  auto dot = [&](int64_t l, int64_t c) {
+    return (__m512bh)_mm512_loadu_si512(keys + l * stride + c * 32);
+  };
+  float top = -std::numeric_limits<float>::infinity();
+  int64_t l = 0;
+  for (; l + 4 <= L; l += 4) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int64_t c = 0; c < chunks; ++c) {
+      a0 = _mm512_dpbf16_ps(a0, dot(l, c), q[c]);
+      a1 = _mm512_dpbf16_ps(a1, dot(l + 1, c), q[c]);
+      a2 = _mm512_dpbf16_ps(a2, dot(l + 2, c), q[c]);
+      a3 = _mm512_dpbf16_ps(a3, dot(l + 3, c), q[c]);
+    }
+    weight[l] = _mm512_reduce_add_ps(a0) * scale;
+    weight[l + 1] = _mm512_reduce_add_ps(a1) * scale;
+    weight[l + 2] = _mm512_reduce_add_ps(a2) * scale;
+    weight[l + 3] = _mm512_reduce_add_ps(a3) * scale;
+    top = std::max({top, weight[l], weight[l + 1], weight[l + 2], weight[l + 3]});
+  }
+  for (; l < L; ++l) {
+    __m512 a0 = _mm512_setzero_ps();
+    for (int64_t c = 0; c < chunks; ++c) a0 = _mm512_dpbf16_ps(a0, dot(l, c), q[c]);
+    weight[l] = _mm512_reduce_add_ps(a0) * scale;
+    top = std::max(top, weight[l]);
+  }
+  return top;
+}
+#endif
+
+// out[0..D) = sum over l of weight[l] * values[l] (row stride `stride`).
+template <typename T>
+void weighted_sum(const float* weight, const T* values, int64_t stride, int64_t L, int64_t D,
+                  float* out) {
+  const int64_t vectorised = D - D % kChunk;
+  std::fill(out, out + D, 0.f);
+  for (int64_t j = 0; j < L; ++j) {
+    const T* value = values + j * stride;
+    const FloatVec w(weight[j]);
+    FloatVec lo, hi;
+    for (int64_t d = 0; d < vectorised; d += kChunk) {
+      load_chunk(value + d, lo, hi);
+      at::vec::fmadd(lo, w, FloatVec::loadu(out + d)).store(out + d);
+      at::vec::fmadd(hi, w, FloatVec::loadu(out + d + kWidth)).store(out + d + kWidth);
+    }
+    for (int64_t d = vectorised; d < D; ++d) out[d] += weight[j] * static_cast<float>(value[d]);
+  }
+}
+
+// The same for D = CHUNKS * kChunk: the sums stay in registers for the whole pass.
+template <int CHUNKS, typename T>
+void weighted_sum_in_registers(const float* weight, const T* values, int64_t stride, int64_t L,
+                               float* out) {
+  FloatVec acc[2 * CHUNKS];
+  for (int c = 0; c < 2 * CHUNKS; ++c) acc[c] = FloatVec(0.f);
+  for (int64_t j = 0; j < L; ++j) {
+    const T* value = values + j * stride;
+    const FloatVec w(weight[j]);
+    for (int c = 0; c < CHUNKS; ++c) {
+      FloatVec lo, hi;
+      load_chunk(value + c * kChunk, lo, hi);
+      acc[2 * c] = at::vec::fmadd(lo, w, acc[2 * c]);
+      acc[2 * c + 1] = at::vec::fmadd(hi, w, acc[2 * c + 1]);
+    }
+  }
+  for (int c = 0; c < 2 * CHUNKS; ++c) acc[c].store(out + c * kWidth);
+}
+
 // q (B*H, D) float32, contiguous. k, v: element (b, h, l, d) at b*s[0] + h*s[1] + l*s[2] + d.
-// out (B*H, D) float32, contiguous.
+// out (B*H, D) float32, contiguous. A bf16 cache is read with the query rounded to bf16, as
+// the model's attention does (it casts the query to the cache's dtype).
 template <typename T>
 void attend(const float* q, const T* k, const T* v, int64_t B, int64_t H, int64_t L, int64_t D,
             const int64_t* ks, const int64_t* vs, float scale, float* out) {
-  const int64_t vectorised = D - D % kChunk;  // the rest of a row is done one value at a time
+  constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> weight(L), acc(D);
+    std::vector<float> weight(L), acc(D), query(D);
+    std::vector<T> query_t(D);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      const float* query = q + bh * D;
       const T* keys = k + b * ks[0] + h * ks[1];
       const T* values = v + b * vs[0] + h * vs[1];
+      for (int64_t d = 0; d < D; ++d) {
+        query_t[d] = static_cast<T>(q[bh * D + d]);
+        query[d] = bf16 ? static_cast<float>(query_t[d]) : q[bh * D + d];
+      }
 
       // scores: one dot product per cached key
-      float top = -std::numeric_limits<float>::infinity();
-      for (int64_t l = 0; l < L; ++l) {
-        const T* key = keys + l * ks[2];
-        FloatVec sum_lo(0.f), sum_hi(0.f), lo, hi;
-        for (int64_t d = 0; d < vectorised; d += kChunk) {
-          load_chunk(key + d, lo, hi);
-          sum_lo = at::vec::fmadd(lo, FloatVec::loadu(query + d), sum_lo);
-          sum_hi = at::vec::fmadd(hi, FloatVec::loadu(query + d + kWidth), sum_hi);
-        }
-        float dot = sum_lanes(sum_lo + sum_hi);
-        for (int64_t d = vectorised; d < D; ++d) dot += static_cast<float>(key[d]) * query[d];
-        weight[l] = dot * scale;
-        top = std::max(top, weight[l]);
+      float top;
+#if defined(__AVX512BF16__)
+      if constexpr (bf16) {
+        top = D % 32 == 0 && D <= 256
+                  ? scores_bf16(query_t.data(), keys, ks[2], L, D, scale, weight.data())
+                  : scores(query.data(), keys, ks[2], L, D, scale, weight.data());
+      } else {
+        top = scores(query.data(), keys, ks[2], L, D, scale, weight.data());
       }
+#else
+      top = scores(query.data(), keys, ks[2], L, D, scale, weight.data());
+#endif
 
       // softmax numerators, the largest score subtracted first
       const FloatVec top_vec(top);
@@ -95,18 +196,12 @@ void attend(const float* q, const T* k, const T* v, int64_t B, int64_t H, int64_
       }
 
       // the weighted sum of the values, normalised once at the end
-      std::fill(acc.begin(), acc.end(), 0.f);
-      for (int64_t j = 0; j < L; ++j) {
-        const T* value = values + j * vs[2];
-        const FloatVec w(weight[j]);
-        FloatVec lo, hi;
-        for (int64_t d = 0; d < vectorised; d += kChunk) {
-          load_chunk(value + d, lo, hi);
-          at::vec::fmadd(lo, w, FloatVec::loadu(acc.data() + d)).store(acc.data() + d);
-          at::vec::fmadd(hi, w, FloatVec::loadu(acc.data() + d + kWidth))
-              .store(acc.data() + d + kWidth);
-        }
-        for (int64_t d = vectorised; d < D; ++d) acc[d] += weight[j] * static_cast<float>(value[d]);
+      switch (D % kChunk == 0 ? D / kChunk : 0) {
+        case 1: weighted_sum_in_registers<1>(weight.data(), values, vs[2], L, acc.data()); break;
+        case 2: weighted_sum_in_registers<2>(weight.data(), values, vs[2], L, acc.data()); break;
+        case 3: weighted_sum_in_registers<3>(weight.data(), values, vs[2], L, acc.data()); break;
+        case 4: weighted_sum_in_registers<4>(weight.data(), values, vs[2], L, acc.data()); break;
+        default: weighted_sum(weight.data(), values, vs[2], L, D, acc.data());
       }
       const float inverse = 1.f / total;
       for (int64_t d = 0; d < D; ++d) out[bh * D + d] = acc[d] * inverse;

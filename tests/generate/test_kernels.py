@@ -30,17 +30,30 @@ def test_the_kernel_is_built_wherever_a_compiler_is():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize(
     "B, H, L, D",
-    [(1, 12, 1000, 64), (3, 2, 7, 8), (2, 3, 33, 80), (1, 1, 1, 16), (4, 4, 17, 40)],
+    [
+        (1, 12, 1000, 64),
+        (3, 2, 7, 8),
+        (2, 3, 33, 80),
+        (1, 1, 1, 16),
+        (4, 4, 17, 40),
+        (2, 2, 37, 32),
+        (1, 2, 19, 96),
+        (1, 2, 21, 128),
+        (1, 1, 9, 256),
+    ],
 )
 def test_the_kernel_is_softmax_attention_over_cache_slices(dtype, B, H, L, D):
     """Over slices of a longer cache (strided as the model's are), head widths that are and
-    are not a multiple of the vector width, one key or a thousand: what float64 attention of
-    the same stored values gives, to float32 accuracy, in float32."""
+    are not a multiple of the vector width (each width the kernel has a path for), one key
+    or a thousand: what float64 attention of the same stored values gives, to float32
+    accuracy, in float32. A bf16 cache is read with the query in bf16, as the model casts
+    it to the cache's dtype."""
     torch.manual_seed(L)
     k = torch.randn(B, H, L + 9, D).to(dtype)[:, :, :L]
     v = torch.randn(B, H, L + 9, D).to(dtype)[:, :, :L]
     q = torch.randn(B, H, 1, D) * 3  # sharper than unit scores: softmax's max matters
-    expected = F.scaled_dot_product_attention(q.double(), k.double(), v.double())
+    stored_q = q.to(dtype).double()
+    expected = F.scaled_dot_product_attention(stored_q, k.double(), v.double())
     got = one_query_attention(q, k, v)
     assert got.dtype == torch.float32 and got.shape == (B, H, 1, D)
     torch.testing.assert_close(got.double(), expected, atol=2e-6, rtol=1e-5)
