@@ -23,8 +23,15 @@ def linear_cross_entropy(
     at a time: with GPT-2's vocabulary the (N, V) logits are the largest tensors of a step by
     far, and making them, softmax-ing them and back-propagating through them at full size costs
     more memory traffic (and page faults) than the matmuls. Under autocast the two matmuls run
-    in the autocast dtype and the softmax in float32, as the unfused head does. 512 rows of
-    GPT-2's vocabulary (100 MB of float32 probabilities) measured best on a 2-core AVX-512 CPU.
+    in the autocast dtype and the softmax computes in float32, as the unfused head does. 512
+    rows of GPT-2's vocabulary (100 MB of float32 probabilities) measured best on a 2-core
+    AVX-512 CPU.
+
+    Under bf16 the probabilities are stored in bf16, the dtype the gradient's matmuls take
+    them in anyway: a float32 copy written, read and cast per chunk was a sixth of a seed001
+    step on a 2-core AMX Xeon. The loss then comes from a bf16 probability, within 0.4% of
+    it (a few thousandths of a nat per token, either way). float16's range would round small
+    probabilities to zero, so it keeps them in float32.
     """
     device_type = x.device.type
     dtype = (
@@ -55,17 +62,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
             )
             total = torch.zeros((), dtype=torch.float32, device=x.device)
             all_valid = bool(valid.all())
+            stored = torch.bfloat16 if compute == torch.bfloat16 else torch.float32
             for s in range(0, x.size(0), chunk_rows):
                 xs, ts = xc[s : s + chunk_rows], safe[s : s + chunk_rows, None]
-                # one fused pass: (n, V) logits in `compute` -> float32 probabilities
-                probs = torch.softmax(xs @ wc.t(), dim=-1, dtype=torch.float32)
-                losses = -probs.gather(1, ts).squeeze(1).log()  # (n,)
+                # one fused pass: (n, V) logits in `compute` -> probabilities in `stored`
+                probs = torch.softmax(xs @ wc.t(), dim=-1, dtype=stored)
+                losses = -probs.gather(1, ts).squeeze(1).float().log()  # (n,)
                 vs = None if all_valid else valid[s : s + chunk_rows]
                 total += losses.sum() if vs is None else (losses * vs).sum()
                 if grad_x is None and grad_w is None:
                     continue
                 # d(sum of losses)/d(logits) = softmax - one_hot, zero on ignored rows
-                probs.scatter_add_(1, ts, torch.full(ts.shape, -1.0, device=x.device))
+                minus_one = torch.full(ts.shape, -1.0, dtype=stored, device=x.device)
+                probs.scatter_add_(1, ts, minus_one)
                 if vs is not None:
                     probs.mul_(vs[:, None])
                 g = probs.to(compute)

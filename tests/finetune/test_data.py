@@ -114,9 +114,12 @@ def test_masked_lm_loss_weights_tokens_not_batches():
     with torch.no_grad():
         together = masked_lm_loss(model, [(x, y)])
         split = masked_lm_loss(model, [(x[:1], y[:1]), (x[1:], y[1:])])
-        _, reference = model(x, y)
+        nothing_scored = (x[:1], torch.full_like(y[:1], IGNORE))  # a batch of prompts only
+        with_empty = masked_lm_loss(model, [(x, y), nothing_scored])
+        _, reference = model(x, y)  # the unfused head: full logits, then cross-entropy
     assert together == pytest.approx(float(reference), rel=1e-5)
     assert split == pytest.approx(together, rel=1e-5)
+    assert with_empty == pytest.approx(together, rel=1e-5)
 
 
 def test_read_instructions_is_the_download_stages_reader_plus_two_records(tmp_path):
