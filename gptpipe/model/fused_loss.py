@@ -72,9 +72,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 total += losses.sum() if vs is None else (losses * vs).sum()
                 if grad_x is None and grad_w is None:
                     continue
-                # d(sum of losses)/d(logits) = softmax - one_hot, zero on ignored rows
-                minus_one = torch.full(ts.shape, -1.0, dtype=stored, device=x.device)
-                probs.scatter_add_(1, ts, minus_one)
+                # d(sum of losses)/d(logits) = softmax - one_hot, zero on ignored rows; one
+                # element per row changes (scatter_add_ on bf16 would copy the whole chunk to
+                # float32 and back)
+                rows = torch.arange(ts.size(0), device=x.device)
+                probs[rows, ts[:, 0]] -= 1.0
                 if vs is not None:
                     probs.mul_(vs[:, None])
                 g = probs.to(compute)
