@@ -21,7 +21,10 @@ produce the same tokens (checked). Also measured, in the same run:
   by gptpipe's C++ kernel; what `gptpipe generate` runs, and which one each shape got)
   against the same model in the plain layout, alternating with the other two sides;
 - whether the CPU computes bf16 natively (`gptpipe.runtime.native_bf16`): decoding uses
-  bf16 weights only there, so on a CPU without AVX-512 BF16 / AMX the run is float32; and
+  bf16 weights only there (recorded per config), so on a CPU without AVX-512 BF16 / AMX the
+  run is float32 (gptpipe's kernel widening bf16 weights as it loads them read GPT-2 124M's
+  MLP matrices only ~10% faster than float32 on a 2-core AVX2 EPYC: bound by the widening,
+  not the memory); and
   the key/value cache it decodes on (`cache_plan`: its dtype, and whether one new query
   reads it through gptpipe's C++ kernel or torch's attention, whichever times faster here),
   with the times of every plan's attention over the far end of the context (all layers).
@@ -220,6 +223,7 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position, plan.dtype.itemsize)
     return {
         "arch": arch,
+        "weights_dtype": str(dtype).removeprefix("torch."),
         "cache_dtype": str(plan.dtype).removeprefix("torch."),
         "cache_reader": "kernel" if plan.kernel else "torch",
         # one new token per row through gptpipe.generate.fused_step (else the modules)
@@ -333,7 +337,6 @@ def machine() -> dict[str, Any]:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "native_bf16": native,
-        "decode_dtype": "bfloat16" if native else "float32",
         "kernels": "built" if loaded()[0] is not None else loaded()[1],
         "last_level_cache_mb": last_level_cache_mb(),
     }
@@ -391,10 +394,10 @@ def report(results: dict[str, Any]) -> str:
     m = results["machine"]
     lines = [
         f"machine: {m['cpu']}, {m['threads']} threads, torch {m['torch']}; native bf16: "
-        f"{m['native_bf16']} -> decoding in {m['decode_dtype']}; copy bandwidth "
+        f"{m['native_bf16']}; copy bandwidth "
         f"{m['bandwidth_gb_per_s']:.1f} GB/s",
         "config  tok/s ours  tok/s hf  ratio  first token ours/hf (ms)  step far/near ours  hf"
-        "   GB/s ours (util)  layout/plain  same",
+        "   GB/s ours (util)  layout/plain  same  weights",
     ]
     for name, r in results["configs"].items():
         lines.append(
@@ -403,7 +406,7 @@ def report(results: dict[str, Any]) -> str:
             f"{1e3 * r['hf_first_token_s']:<8.1f}       {r['ours_far_over_near']:>5.2f}  "
             f"{r['hf_far_over_near']:>5.2f}   {r['ours_gb_per_s']:>5.2f} "
             f"({100 * r['ours_bandwidth_utilisation']:.0f}%)  {r['layout_over_plain']:>6.2f}"
-            f"  {r['same_tokens']}"
+            f"  {r['same_tokens']}  {r['weights_dtype']}"
         )
     return "\n".join(lines)
 

@@ -92,7 +92,9 @@ def generate_rows(results: dict[str, Any]) -> list[Row]:
         bw = config["ours_bandwidth_utilisation"], config["hf_bandwidth_utilisation"]
         rows += [
             Row(
-                f"greedy decoding tokens/s, batch 1, {shape} (vs transformers.generate)",
+                f"greedy decoding tokens/s, batch 1, {shape}"
+                + (f", {config['weights_dtype']} weights" if "weights_dtype" in config else "")
+                + " (vs transformers.generate, float32)",
                 f"{config['ours_tokens_per_s']:.1f}",
                 f"{config['hf_tokens_per_s']:.1f}",
                 tps,

@@ -9,9 +9,9 @@ torch, then every block and the final LayerNorm in `decode_kernels.cpp`) on the 
 weights, cache and position bookkeeping: the same states to float rounding (activations are
 float32 inside, rounded to the weights' dtype at each Linear, as the model's are; tested).
 
-It applies where the layout chooser gave every block Linear the kernel layout (the kernel
-is then the fastest product here for every shape, so reading the weights through it costs
-nothing over the module path), to a cache without left padding, of 1 to 4 rows, in eval
+It applies where the layout chooser gave every block Linear the kernel layout (it does
+where the kernel reads a block's weights about as fast as the fastest layouts:
+`layouts.kernel_for_blocks`), to a cache without left padding, of 1 to 4 rows, in eval
 mode. Elsewhere `FusedStep.of` is None and the model's own forward runs.
 """
 

@@ -16,7 +16,10 @@ below that. Three layouts compute the same product:
 
 Which is fastest differs between CPUs, dtypes and shapes, so `fastest_layout` times each one
 once per process and weight shape, as decoding reads weights (distinct copies, more than the
-CPU's caches hold), and `lay_out_linears` gives every Linear the winner. The results are
+CPU's caches hold), and `lay_out_linears` gives every Linear the winner, with one exception:
+a block's Linears all take the kernel layout where it reads them nearly as fast as the
+per-shape winners together (`kernel_for_blocks`), since that lets the whole step run as one
+call (`gptpipe.generate.fused_step`), which saves more than the difference. The results are
 those of `F.linear` on the same weights (tested), so greedy tokens do not change beyond the
 float rounding of a different summation order. A prompt's prefill (many rows) goes through
 the same modules: a packed Linear is not slower at large batches (a 1,024-token prefill:
@@ -45,6 +48,14 @@ from gptpipe.runtime import median_seconds, native_bf16
 BLOCK_LINEARS = (("attn", "c_attn"), ("attn", "c_proj"), ("mlp", "c_fc"), ("mlp", "c_proj"))
 # in the order a tie is settled: the first listed wins
 LAYOUTS = ("plain", "packed", "kernel")
+# A block's Linears all take the kernel layout when it reads them in at most this factor of
+# the per-shape fastest layouts' time. The fused step that this allows saves the module
+# path's per-operation overhead, ~3.5 ms of a 17 ms GPT-2 124M token on a 2-core AMX Xeon (a
+# quarter of the block Linears' time); and per-shape timings on a busy 2-core machine differ
+# between runs by 10-20% (GPT-2 124M's 768x3072 on a 2-core AVX2 EPYC: the kernel timed 2.2
+# ms against packed 2.8 ms in one process, 3.9 against 3.3 in the next, whose one packed
+# shape left the fused step out and the token rate fell from 33 to 18 tokens/s).
+FUSED_STEP_ALLOWANCE = 1.15
 # the weight memory `layout_seconds` reads per timed call, at least (beyond the CPU's caches)
 TIMED_WEIGHT_BYTES = 32 << 20
 # and through at most this many copies (tiny weights: a model of them stays in the caches)
@@ -174,29 +185,44 @@ def fastest_layout(in_features: int, out_features: int, dtype: torch.dtype) -> s
     return min(seconds, key=lambda layout: (seconds[layout], LAYOUTS.index(layout)))
 
 
+def kernel_for_blocks(shapes: list[tuple[int, int]], dtype: torch.dtype) -> bool:
+    """Whether a block whose Linears have these (in, out) shapes takes the kernel layout for
+    all of them: the kernel is available and its `layout_seconds`, summed over the shapes, are
+    at most `FUSED_STEP_ALLOWANCE` times the sum of each shape's fastest."""
+    if not shapes or "kernel" not in available_layouts(dtype):
+        return False
+    timed = [layout_seconds(i, o, dtype) for i, o in shapes]
+    kernel = sum(t["kernel"] for t in timed)
+    return kernel <= FUSED_STEP_ALLOWANCE * sum(min(t.values()) for t in timed)
+
+
 def lay_out_linears(model: GPT, layout: str = "fastest") -> GPT:
     """Give each block's Linears and the language-model head their decode-time layout, in
     place: per shape the `fastest_layout`, or `layout` (one of `LAYOUTS`) for every one where
     it is available. A Linear already laid out, or wrapped (by LoRA, say), is left alone.
     Returns the model, which from now on only decodes; where `layable` is false, it is
-    unchanged."""
+    unchanged. Under "fastest", a block's Linears all take the kernel layout where
+    `kernel_for_blocks` says so (the head keeps its own fastest)."""
     if not layable(model):
         return model
     dtype = next(model.parameters()).dtype
     if layout != "fastest" and layout not in LAYOUTS:
         raise ValueError(f"layout must be fastest or one of {', '.join(LAYOUTS)}, not {layout!r}")
 
-    def chosen(linear: nn.Module) -> nn.Module:
+    def chosen(linear: nn.Module, how: str) -> nn.Module:
         if type(linear) is not nn.Linear:
             return linear
-        if layout == "fastest":
+        if how == "fastest":
             return laid_out(linear, fastest_layout(linear.in_features, linear.out_features, dtype))
-        return laid_out(linear, layout if layout in available_layouts(dtype) else "plain")
+        return laid_out(linear, how if how in available_layouts(dtype) else "plain")
 
     for block in model.h:
+        linears = [getattr(getattr(block, part), name) for part, name in BLOCK_LINEARS]
+        shapes = [(m.in_features, m.out_features) for m in linears if type(m) is nn.Linear]
+        how = "kernel" if layout == "fastest" and kernel_for_blocks(shapes, dtype) else layout
         for part, name in BLOCK_LINEARS:
             owner = getattr(block, part)
-            setattr(owner, name, chosen(getattr(owner, name)))
+            setattr(owner, name, chosen(getattr(owner, name), how))
     if hasattr(model, "lm_head"):  # a classifier has none
-        model.register_module("lm_head", chosen(model.lm_head))
+        model.register_module("lm_head", chosen(model.lm_head, layout))
     return model

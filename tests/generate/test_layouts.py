@@ -16,6 +16,7 @@ from gptpipe.generate.layouts import (
     PackedLinear,
     available_layouts,
     fastest_layout,
+    kernel_for_blocks,
     lay_out_linears,
     layable,
     layout_seconds,
@@ -96,25 +97,61 @@ def test_a_kernel_head_shares_the_embedding():
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_for_decoding_takes_the_fastest_layout_unless_told(dtype):
-    """Which layout is fastest is timed on this machine, once per process and shape; every
-    Linear follows that decision, and a layout asked for is taken everywhere."""
+    """Which layout is fastest is timed on this machine, once per process and shape; the head
+    follows that decision, a block's Linears too unless the kernel reads the block nearly as
+    fast (then all of them take it, for the fused step); a layout asked for is taken
+    everywhere."""
     plain = small()
     model = for_decoding(copy.deepcopy(plain), dtype)
     if not layable(model):
         pytest.skip("bfloat16 is not native on this CPU")
     torch_dtype = getattr(torch, dtype)
-    pairs = [(model.lm_head, plain.lm_head)]
-    for got, was in zip(model.h, plain.h, strict=True):
-        pairs += [(got.attn.c_attn, was.attn.c_attn), (got.mlp.c_proj, was.mlp.c_proj)]
-    for got, was in pairs:
+
+    def expected(was: nn.Linear) -> type[nn.Module]:
         seconds = layout_seconds(was.in_features, was.out_features, torch_dtype)
         assert set(seconds) == set(available_layouts(torch_dtype)) and "plain" in seconds
         fastest = fastest_layout(was.in_features, was.out_features, torch_dtype)
         assert seconds[fastest] == min(seconds.values())
-        assert type(got) is MODULES.get(fastest, nn.Linear)
+        return MODULES.get(fastest, nn.Linear)
+
+    assert type(model.lm_head) is expected(plain.lm_head)
+    for got, was in zip(model.h, plain.h, strict=True):
+        pairs = [(got.attn.c_attn, was.attn.c_attn), (got.attn.c_proj, was.attn.c_proj)]
+        pairs += [(got.mlp.c_fc, was.mlp.c_fc), (got.mlp.c_proj, was.mlp.c_proj)]
+        shapes = [(w.in_features, w.out_features) for _, w in pairs]
+        if kernel_for_blocks(shapes, torch_dtype):
+            assert all(type(g) is KernelLinear for g, _ in pairs)
+        else:
+            assert all(type(g) is expected(w) for g, w in pairs)
     assert type(for_decoding(small(), dtype, layout="plain").lm_head) is nn.Linear
     for layout in laid_out_layouts(torch_dtype):
         assert type(for_decoding(small(), dtype, layout=layout).lm_head) is MODULES[layout]
+
+
+def test_blocks_take_the_kernel_within_the_allowance(monkeypatch):
+    """All of a block's Linears take the kernel where it reads them within
+    FUSED_STEP_ALLOWANCE of the per-shape fastest layouts together, and not beyond it."""
+    if "kernel" not in available_layouts(torch.float32):
+        pytest.skip("no kernels here")
+    # the kernel 10% slower on the largest shape (5% over the block: inside the allowance),
+    # then 40% (20%: outside it)
+    for slower, takes_kernel in ((1.1, True), (1.4, False)):
+        times = {
+            (32, 96): {"plain": 2.0, "packed": 1.0, "kernel": 1.0},
+            (32, 32): {"plain": 2.0, "packed": 1.0, "kernel": 1.0},
+            (32, 128): {"plain": 4.0, "packed": 3.0, "kernel": slower * 3},
+            (128, 32): {"plain": 2.0, "packed": 1.0, "kernel": 1.0},
+            (32, 300): {"plain": 2.0, "packed": 1.0, "kernel": 1.5},
+        }
+        monkeypatch.setattr(layouts, "layout_seconds", lambda i, o, dtype, t=times: t[(i, o)])
+        monkeypatch.setattr(layouts, "available_layouts", lambda dtype: LAYOUTS)
+        assert kernel_for_blocks(list(times)[:4], torch.float32) is takes_kernel
+        model = lay_out_linears(small(), "fastest")
+        block = model.h[0]
+        kinds = {type(m) for m in (block.attn.c_attn, block.mlp.c_fc, block.mlp.c_proj)}
+        assert kinds == ({KernelLinear} if takes_kernel else {PackedLinear})
+        assert type(model.lm_head) is PackedLinear  # the head keeps its own fastest
+    assert not kernel_for_blocks([], torch.float32)
 
 
 def test_a_tie_goes_to_the_first_layout(monkeypatch):
