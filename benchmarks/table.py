@@ -124,6 +124,8 @@ def generate_rows(results: dict[str, Any]) -> list[Row]:
                 f"memory-bandwidth utilisation, {shape}"
                 + (
                     f" (against DRAM; the {llc:.0f} MB last-level cache can hold the weights)"
+                    if llc and llc * 1e6 >= config["bytes_per_token"]
+                    else f" (last-level cache: {llc:.0f} MB)"
                     if llc
                     else ""
                 ),
