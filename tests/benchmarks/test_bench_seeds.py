@@ -59,7 +59,17 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
     pytest.importorskip("transformers")
     if bench.NANOGPT_MIRROR.is_dir() is False:
         pytest.skip("no nanoGPT mirror")
-    results = bench.main(["--quick", "--work", str(tmp_path), "--json", str(tmp_path / "r.json")])
+    # parts a and b: the ones with a reference beside them (c, seed000, runs as its preset test)
+    argv = [
+        "--quick",
+        "--parts",
+        "a,b",
+        "--work",
+        str(tmp_path),
+        "--json",
+        str(tmp_path / "r.json"),
+    ]
+    results = bench.main(argv)
     a, b = results["seed003"], results["seed001"]
     assert a["nanogpt"]["seconds"] > 0 and a["ours"]["seconds"] > 0
     assert 0 < a["nanogpt"]["heldout_loss"] < 10 and 0 < a["ours"]["heldout_loss"] < 10
