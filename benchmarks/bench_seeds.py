@@ -19,9 +19,14 @@
 
 Both sides train on the first 90% of Tiny Shakespeare and are scored on the last 10%, every
 held-out token once (consecutive windows of the context length, each token predicted from the
-window's earlier tokens), by the same function. Times are wall times of each side's training
-process (start-up, validation and saving included). Each side runs in its own subprocess;
-with --repeats N the sides alternate order and the figures are medians.
+window's earlier tokens), by the same function. Part b's losses are nats per GPT-2 token
+of the held-out text: ours is the total NLL of our tokenizer's encoding of that text divided
+by the reference's token count, so a preset that cuts GPT-2's vocabulary down
+(tokenizer.min_count, the dropped tokens spelled with the kept ones) is scored on the same
+text by the same measure (its tokenizer is trained on the training text only). Times are wall
+times of each side's training process (start-up, validation and saving included). Each side
+runs in its own subprocess; with --repeats N the sides alternate order and the figures are
+medians.
 
     flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_seeds.py
     .venv/bin/python benchmarks/bench_seeds.py --quick           # smoke run (seconds)
@@ -191,12 +196,21 @@ print(json.dumps({"loss": nll / n, "tokens": n}))
 
 def score(kind: str, model: Path, tokens: Any, work: Path, path: Path | None = None) -> float:
     """Held-out loss (nats per token) of a model on `tokens`, in a fresh interpreter."""
+    nats, scored = score_total(kind, model, tokens, work, path)
+    return nats / scored
+
+
+def score_total(
+    kind: str, model: Path, tokens: Any, work: Path, path: Path | None = None
+) -> tuple[float, int]:
+    """(Total NLL in nats, tokens scored) of a model on `tokens`, in a fresh interpreter."""
     import numpy as np
 
     file = work / f"heldout-{kind}.npy"
     np.save(file, np.asarray(tokens, dtype=np.int64))
     out = run([PYTHON, "-c", SCORE, kind, str(model), str(file), *([str(path)] if path else [])])
-    return float(json.loads(out.strip().splitlines()[-1])["loss"])
+    result = json.loads(out.strip().splitlines()[-1])
+    return float(result["loss"]) * int(result["tokens"]), int(result["tokens"])
 
 
 # --------------------------------------------------------------------------- ours
@@ -240,15 +254,20 @@ def ours(name: str, train: Path, work: Path, overrides: dict[str, dict[str, Any]
     return {"seconds": seconds, "model": root / "model", "metrics": metrics, "root": root}
 
 
-def encode_heldout(model: Path, held: Path) -> list[int]:
+def encode_with_model(model: Path, text: Path) -> list[int]:
+    """A text file's ids under a model folder's tokenizer."""
     from gptpipe.tokenizer.folder import load_tokenizer
 
-    return load_tokenizer(model).encode_ordinary(held.read_text(encoding="utf-8"))
+    return load_tokenizer(model).encode_ordinary(text.read_text(encoding="utf-8"))
 
 
-def train_curve(root: Path) -> dict[str, Any]:
+def train_curve(root: Path, per_gpt2_token: float = 1.0) -> dict[str, Any]:
     """Final training loss, and training seconds until the first logged loss <= 3.5 (from
-    the curve's throughput: each row covers log_interval steps of batch x context tokens)."""
+    the curve's throughput: each row covers log_interval steps of batch x context tokens).
+
+    `per_gpt2_token`: our tokens per GPT-2 token of the training text, which turns a loss per
+    our token into one per GPT-2 token (seed 001's figure is per GPT-2 token; a preset that
+    cuts GPT-2's vocabulary down spells the dropped tokens with several of ours)."""
     import csv
 
     rows = list(csv.DictReader((root / "plots" / "train.csv").open()))
@@ -261,9 +280,10 @@ def train_curve(root: Path) -> dict[str, Any]:
         if tps > 0:
             elapsed += (step - previous) * step_tokens / tps
         previous = step
-        if reached is None and float(row["train_loss"]) <= 3.5:
+        if reached is None and float(row["train_loss"]) * per_gpt2_token <= 3.5:
             reached = {"step": step, "train_seconds": round(elapsed, 1)}
-    return {"final_train_loss": float(rows[-1]["train_loss"]), "reached_3_5": reached}
+    final = float(rows[-1]["train_loss"]) * per_gpt2_token
+    return {"final_train_loss": final, "reached_3_5": reached, "per_gpt2_token": per_gpt2_token}
 
 
 # --------------------------------------------------------------------------- references
@@ -384,7 +404,7 @@ def part_a(text: Path, train: Path, held: Path, work: Path, args: argparse.Names
             else:
                 got = ours("seed003", train, work, over)
                 got["heldout_loss"] = score(
-                    "ours", got["model"], encode_heldout(got["model"], held), work
+                    "ours", got["model"], encode_with_model(got["model"], held), work
                 )
                 mine.append(got)
     ref_s = statistics.median(r["seconds"] for r in refs)
@@ -437,8 +457,17 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
                 refs.append(got)
             else:
                 got = ours("seed001", train, work, over)
-                got["heldout_loss"] = score("ours", got["model"], held_ids, work)
-                got["curve"] = train_curve(got["root"])
+                # Scored on our tokenizer's encoding of the held-out text, per GPT-2 token of
+                # it: the same text's total NLL over the same count as the reference's, also
+                # where the preset cuts GPT-2's vocabulary down (tokenizer.min_count) and
+                # spells the tokens it dropped with the others.
+                nats, scored = score_total(
+                    "ours", got["model"], encode_with_model(got["model"], held), work
+                )
+                got["heldout_loss"] = nats / (len(held_ids) - 1)
+                got["scored_tokens"] = scored
+                ratio = len(encode_with_model(got["model"], train)) / len(train_ids)
+                got["curve"] = train_curve(got["root"], ratio)
                 mine.append(got)
     ref_s = statistics.median(r["seconds"] for r in refs)
     our_s = statistics.median(r["seconds"] for r in mine)
@@ -457,6 +486,8 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
             "best_step": last["metrics"]["best_step"],
             "stopped_early": last["metrics"].get("stopped_early"),
             "tokens_per_s": last["metrics"]["tokens_per_s"],
+            "n_vocab": load_tokenizer(last["model"]).n_vocab,
+            "scored_tokens": last["scored_tokens"],
             "overrides": over,
         },
         "time_ratio": our_s / ref_s,

@@ -364,8 +364,8 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
         ours, ref = b["ours"], b["reference"]
         rows.append(
             Row(
-                "seed001 (GPT-2 BPE Shakespeare, 4/4/128): held-out loss, time (vs transformers "
-                "GPT2LMHeadModel, nanoGPT's loop)",
+                "seed001 (GPT-2 BPE Shakespeare, 4/4/128): held-out loss per GPT-2 token, time "
+                "(vs transformers GPT2LMHeadModel, nanoGPT's loop)",
                 f"{ours['heldout_loss']:.4f} in {ours['seconds']:.0f} s",
                 f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
                 b["time_ratio"],
@@ -551,7 +551,8 @@ def seeds_table(records: dict[str, dict[str, Any]]) -> str:
         )
         lines.append(
             "| 001 GPT-2 BPE Shakespeare | training loss 3.5 after 2-3 h of CPU | "
-            f"held-out loss {ours['heldout_loss']:.3f} in {ours['seconds']:.0f} s; {when} | "
+            f"held-out loss {ours['heldout_loss']:.3f} per GPT-2 token in {ours['seconds']:.0f} s; "
+            f"{when} | "
             f"`transformers` GPT-2 under nanoGPT's loop: {ref['heldout_loss']:.3f} in "
             f"{ref['seconds']:.0f} s | {SEEDS_COMMAND} |"
         )

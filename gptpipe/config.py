@@ -189,6 +189,12 @@ class TokenizerConfig:
         "and kind=word (at most this many ids, <|endoftext|> and <|unk|> included); the other "
         "kinds' size follows from the kind.",
     )
+    min_count: int = _f(
+        0,
+        "kind=gpt2 only. 0: GPT-2's 50257 ids. n >= 1: keep the 256 bytes and the GPT-2 tokens "
+        "the corpus has at least n times, and spell every other token with those (lossless; the "
+        "model's head shrinks to the corpus's tokens, and GPT-2's weights no longer fit).",
+    )
     pattern: Literal["gpt2", "gpt4"] = _f("gpt2", "Pre-tokenisation split pattern for kind=bpe.")
     workers: int = _f(
         0, "Processes counting pre-tokens for kind=bpe (0: one per CPU core); same result."
@@ -219,6 +225,12 @@ class TokenizerConfig:
                 ),
             )
         _require(self.workers >= 0, "tokenizer.workers", "must be >= 0 (0: one per CPU core)")
+        _require(self.min_count >= 0, "tokenizer.min_count", "must be >= 0 (0: all of GPT-2's ids)")
+        _require(
+            self.kind == "gpt2" or self.min_count == 0,
+            "tokenizer.min_count",
+            f"must be 0 for tokenizer.kind: {self.kind} (it cuts GPT-2's vocabulary: kind gpt2)",
+        )
         # GPT-2's weights read exactly its 50257 ids (stages/weights.py checks the tokenizer
         # against GPT-2's byte for byte), so GPT-2's tokenizer gets no extra ids; the fixed
         # vocabularies have <|endoftext|> (and <|unk|>) only.

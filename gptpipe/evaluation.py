@@ -34,7 +34,7 @@ from gptpipe.runtime import resolve_device
 from gptpipe.sources.datasets import FetchOptions, load_source
 from gptpipe.tokenizer.folder import load_tokenizer
 from gptpipe.tokenizer.special import EOT
-from gptpipe.tokenizer.vocab import VocabEncoding, WordEncoding
+from gptpipe.tokenizer.vocab import WholeTokenEncoding, WordEncoding
 from gptpipe.tokens.corpus import iter_documents
 
 
@@ -196,7 +196,7 @@ def scored_bytes(encoding: tiktoken.Encoding, tokens: np.ndarray | Sequence[int]
         sorted(encoding.encode_single_token(s) for s in encoding.special_tokens_set), dtype=np.int64
     )
     ids = ids[~np.isin(ids, special)]
-    if isinstance(encoding, VocabEncoding):
+    if isinstance(encoding, WholeTokenEncoding):
         return encoding.text_bytes(ids.tolist())
     return len(encoding.decode_bytes(ids.tolist()))
 

@@ -21,14 +21,17 @@ from gptpipe.progress import console
 from gptpipe.tokenizer.bpe import train_bpe
 from gptpipe.tokenizer.folder import (
     PATTERNS,
+    gpt2_encoding,
     load_tokenizer,
     save_bytes,
     save_gpt2,
+    save_subset,
     save_tokenizer,
     save_vocab,
     special_token_ids,
     vocabulary_clash,
 )
+from gptpipe.tokenizer.subset import GPT2SubsetEncoding, count_gpt2_tokens, kept_tokens
 from gptpipe.tokenizer.vocab import CharEncoding, WordEncoding, train_char, train_word
 from gptpipe.tokens.corpus import iter_texts
 
@@ -43,19 +46,20 @@ def run(
     """Write the tokenizer folder `out` (and beside it the run details `details`, together);
     return a summary (kind, n_vocab, merges, special tokens, seconds).
 
-    kind=gpt2 and kind=byte need no corpus. kind=bpe trains `vocab_size - 257 -
-    len(special_tokens)` merges on the corpus's documents (split on the `<|endoftext|>` lines,
-    which are never part of a merge); `<|endoftext|>` and then `cfg.special_tokens` get the
-    ids after them. kind=char collects the corpus's characters, kind=word counts its
-    lower-cased words and punctuation and keeps the `vocab_size - 2` most frequent; both
-    add `<|endoftext|>` and `<|unk|>` after them.
+    kind=gpt2 (min_count 0) and kind=byte need no corpus; kind=gpt2 with min_count n >= 1
+    keeps the GPT-2 tokens the corpus has at least n times (the rest spelled with those).
+    kind=bpe trains `vocab_size - 257 - len(special_tokens)` merges on the corpus's
+    documents (split on the `<|endoftext|>` lines, which are never part of a merge);
+    `<|endoftext|>` and then `cfg.special_tokens` get the ids after them. kind=char collects
+    the corpus's characters, kind=word counts its lower-cased words and punctuation and keeps
+    the `vocab_size - 2` most frequent; both add `<|endoftext|>` and `<|unk|>` after them.
     """
     started = time.perf_counter()
     with staged_with_details(out, details) as (new_out, new_details):
         merges = _write(cfg, corpus, new_out, show_progress)
         encoding = load_tokenizer(new_out)
         summary = {
-            "kind": cfg.kind,
+            "kind": "gpt2-subset" if isinstance(encoding, GPT2SubsetEncoding) else cfg.kind,
             "pattern": {"bpe": cfg.pattern, "char": "char", "word": "word"}.get(cfg.kind, "gpt2"),
             "n_vocab": encoding.n_vocab,
             "merges": merges,
@@ -77,7 +81,7 @@ def run(
 
 def _write(cfg: TokenizerConfig, corpus: Path, out: Path, show_progress: bool) -> int | None:
     """Write the tokenizer folder `out`; return the number of BPE merges (None if no BPE)."""
-    if cfg.kind == "gpt2":
+    if cfg.kind == "gpt2" and cfg.min_count == 0:
         save_gpt2(out)
         return None
     if cfg.kind == "byte":
@@ -88,7 +92,11 @@ def _write(cfg: TokenizerConfig, corpus: Path, out: Path, show_progress: bool) -
     if first is None:
         raise BadInput(f"{corpus}: corpus is empty (no text to train the tokenizer on)")
     everything = itertools.chain([first], documents)
-    if cfg.kind == "char":
+    if cfg.kind == "gpt2":
+        gpt2 = gpt2_encoding()
+        kept = kept_tokens(count_gpt2_tokens(gpt2, everything), cfg.min_count)
+        save_subset(out, GPT2SubsetEncoding(gpt2, kept, cfg.min_count))
+    elif cfg.kind == "char":
         save_vocab(out, CharEncoding(train_char(everything)))
     elif cfg.kind == "word":
         save_vocab(out, WordEncoding(*train_word(everything, cfg.vocab_size)))
@@ -124,7 +132,9 @@ def command(
     out: Annotated[Path, typer.Option(help="Tokenizer folder to write.")] = layout.TOKENIZER,
     details: StageDetailsOption = None,
 ) -> None:
-    """Write the tokenizer: a BPE trained on the corpus (tokenizer.kind=bpe), GPT-2's (gpt2),
+    """Write the tokenizer: a BPE trained on the corpus (tokenizer.kind=bpe), GPT-2's (gpt2;
+    with tokenizer.min_count n >= 1, only the tokens the corpus has n times, which spell the
+    rest),
     the 256 bytes (byte), the corpus's characters (char) or its most frequent words (word).
 
     The folder holds tokenizer.tiktoken (tokens and ids) and tokenizer.json (kind, pattern,

@@ -88,16 +88,24 @@ BYTE_VOCAB = 257  # the 256 byte values and <|endoftext|>
 TOKENIZER_FOLDER = Path("models") / "tokenizer"  # dvc.yaml's paths.tokenizer, beside params.yaml
 
 
-def _vocabulary(kind: str, vocab_size: int, params: Path) -> tuple[int, str]:
+def _vocabulary(tok_cfg: TokenizerConfig, params: Path) -> tuple[int, str]:
     """(vocabulary, where it comes from) of the model a params file would build.
 
     gpt2 and byte are fixed; bpe and word are capped by tokenizer.vocab_size (a corpus too
     small for that many gives fewer); char is the corpus's own characters. Where the tokenizer
     stage has already run beside the params file, its folder says exactly.
     """
+    kind, vocab_size = tok_cfg.kind, tok_cfg.vocab_size
+    subset = kind == "gpt2" and tok_cfg.min_count > 0
     trained = _tokenizer(params.resolve().parent / TOKENIZER_FOLDER)
-    if trained is not None and trained.get("kind") == kind and trained.get("n_vocab"):
+    folder_kind = "gpt2-subset" if subset else kind
+    if trained is not None and trained.get("kind") == folder_kind and trained.get("n_vocab"):
         return int(trained["n_vocab"]), f"from {TOKENIZER_FOLDER}"
+    if subset:
+        return GPT2_VOCAB, (
+            f"GPT-2's tokens the corpus has at least {tok_cfg.min_count} times, not known "
+            f"before the tokenizer stage; counted as {GPT2_VOCAB}, an upper bound"
+        )
     if kind == "gpt2":
         return GPT2_VOCAB, "GPT-2's"
     if kind == "byte":
@@ -115,7 +123,7 @@ def describe_params(params: Path, overrides: list[str]) -> dict[str, Any]:
     raw = read_params(params, overrides)
     model_cfg: ModelConfig = build_section(raw, "model")
     tok_cfg: TokenizerConfig = build_section(raw, "tokenizer")
-    vocab, vocab_source = _vocabulary(tok_cfg.kind, tok_cfg.vocab_size, params)
+    vocab, vocab_source = _vocabulary(tok_cfg, params)
     config = GPTConfig(vocab_size=vocab, **to_dict(model_cfg))
     return {
         "params": str(params),

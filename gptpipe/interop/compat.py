@@ -81,7 +81,8 @@ def matching_tokenizer(
             raise BadInput(
                 f"params key 'base.source': {source} has GPT-2's vocabulary ({GPT2_VOCAB} ids) "
                 f"but the pipeline's tokenizer {tokenizer} is not GPT-2's (kind {kind}, "
-                f"{n_vocab} ids): the ids would not match; set tokenizer.kind: gpt2"
+                f"{n_vocab} ids): the ids would not match; set tokenizer.kind: gpt2 and "
+                "tokenizer.min_count: 0"
             )
         return tmp / "gpt2"
     if tokenizer is None:

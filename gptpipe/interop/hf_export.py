@@ -206,10 +206,16 @@ def export_hf(model_dir: Path, out_dir: Path) -> dict[str, Any]:
         "has no head bias and finds the last token by a padding id: not the same function)",
     )
     kind = tokenizer_kind_of(model_dir)
-    if kind in ("char", "word"):
+    if kind in ("char", "word", "gpt2-subset"):
+        what, why = f"tokenizer.kind {kind}", "not a byte-level BPE"
+        if kind == "gpt2-subset":
+            what, why = (
+                "tokenizer.kind gpt2 with min_count >= 1",
+                "it spells the tokens it dropped with the others",
+            )
         raise BadInput(
-            f"{model_dir}: tokenizer.kind {kind} has no Hugging Face GPT-2 tokenizer equivalent "
-            "(not a byte-level BPE); export works for kinds bpe, gpt2 and byte"
+            f"{model_dir}: {what} has no Hugging Face GPT-2 tokenizer equivalent ({why}); "
+            "export works for kinds bpe, gpt2 (min_count 0) and byte"
         )
     ours = lazy_tensors(model_dir / WEIGHTS)
     tensors = hf_export_tensors(ours, config)

@@ -5,7 +5,8 @@
 
 A trained byte-level BPE, GPT-2's own ranks (shipped in the package, so they work offline)
 and the plain byte vocabulary (`byte`: the 256 byte values, no merges) are encoded by
-`tiktoken`; the `char` and `word` vocabularies (`gptpipe.tokenizer.vocab`) by tiktoken
+`tiktoken`; the `char` and `word` vocabularies (`gptpipe.tokenizer.vocab`) and GPT-2's cut
+down to a corpus's tokens (`gpt2-subset`, `gptpipe.tokenizer.subset`) by tiktoken
 subclasses, stored the same way (each token's bytes and id in the ranks file).
 BPE ids: the ranks (256 bytes, then merges), `<|endoftext|>` (which separates documents),
 then a trained BPE's extra special tokens (the params key `tokenizer.special_tokens`) in
@@ -16,6 +17,7 @@ always the last id.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ import tiktoken
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
 from gptpipe.tokenizer.special import EOT, special_token_problem
+from gptpipe.tokenizer.subset import GPT2SubsetEncoding
 from gptpipe.tokenizer.vocab import (
     UNK,
     WORD_PATTERN,
@@ -126,12 +129,30 @@ def vocabulary_clash(token: str, rank: int) -> str:
     )
 
 
-def save_gpt2(out_dir: Path | str) -> None:
-    """Write GPT-2's tokenizer (the packaged ranks, checked against their sha256)."""
+def gpt2_ranks() -> dict[bytes, int]:
+    """GPT-2's ranks as packaged, checked against their sha256."""
     data = gpt2_ranks_path().read_bytes()
     if hashlib.sha256(data).hexdigest() != GPT2_RANKS_SHA256:
         raise BadInput(f"{gpt2_ranks_path()}: packaged GPT-2 ranks fail their sha256 check")
-    save_tokenizer(out_dir, read_ranks(gpt2_ranks_path()), kind="gpt2", pattern="gpt2")
+    return read_ranks(gpt2_ranks_path())
+
+
+def save_gpt2(out_dir: Path | str) -> None:
+    """Write GPT-2's tokenizer (the packaged ranks, checked against their sha256)."""
+    save_tokenizer(out_dir, gpt2_ranks(), kind="gpt2", pattern="gpt2")
+
+
+@functools.cache
+def gpt2_encoding() -> tiktoken.Encoding:
+    """GPT-2's encoding from the packaged ranks (built once per process)."""
+    ranks = gpt2_ranks()
+    return tiktoken.Encoding(
+        name="gptpipe-gpt2",
+        pat_str=PATTERNS["gpt2"],
+        mergeable_ranks=ranks,
+        special_tokens={EOT: len(ranks)},
+        explicit_n_vocab=len(ranks) + 1,
+    )
 
 
 def save_bytes(out_dir: Path | str) -> None:
@@ -162,6 +183,51 @@ def save_vocab(out_dir: Path | str, encoding: VocabEncoding) -> None:
     with atomic_dir(out_dir) as tmp:
         (tmp / RANKS_FILE).write_text(text, encoding="ascii")
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def save_subset(out_dir: Path | str, encoding: GPT2SubsetEncoding) -> None:
+    """Write GPT-2's tokenizer cut down to a corpus's tokens: the 256 bytes and the kept
+    tokens as the ranks (ids 0..n-1), `<|endoftext|>` after them."""
+    ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.eot_id)}
+    text = ranks_to_text(ranks)
+    meta = {
+        "kind": encoding.kind,
+        "pattern": "gpt2",
+        "pat_str": PATTERNS["gpt2"],
+        "special_tokens": {EOT: encoding.eot_id},
+        "n_vocab": encoding.n_vocab,
+        "ranks_sha256": hashlib.sha256(text.encode("ascii")).hexdigest(),
+        **encoding.describe(),
+    }
+    with atomic_dir(out_dir) as tmp:
+        (tmp / RANKS_FILE).write_text(text, encoding="ascii")
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def _load_subset(directory: Path, meta: dict, special: dict[str, int]) -> GPT2SubsetEncoding:
+    """A gpt2-subset tokenizer from its folder; tokens that are not GPT-2's are bad input."""
+    ranks = read_ranks(directory / RANKS_FILE)
+    gpt2 = gpt2_encoding()
+    by_id = sorted(ranks.items(), key=lambda item: item[1])
+    n = len(by_id)
+    gpt2_ids = gpt2_ranks()
+    try:
+        if [i for _, i in by_id] != list(range(n)) or special != {EOT: n}:
+            raise ValueError(f"token ids must be 0..{n - 1}, then {EOT}")
+        if [token for token, _ in by_id[:256]] != [bytes([b]) for b in range(256)]:
+            raise ValueError("ids 0..255 must be the 256 byte values")
+        kept = [gpt2_ids[token] for token, _ in by_id[256:]]
+        encoding = GPT2SubsetEncoding(gpt2, kept, int(meta["min_count"]))
+    except KeyError as exc:
+        raise BadInput(
+            f"{directory}: inconsistent gpt2-subset tokenizer ({exc} is not a GPT-2 token or "
+            "a tokenizer.json key)"
+        ) from None
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"{directory}: inconsistent gpt2-subset tokenizer ({exc})") from None
+    if encoding.n_vocab != n + 1:
+        raise BadInput(f"{directory}: inconsistent gpt2-subset tokenizer (kept tokens repeat)")
+    return encoding
 
 
 def _load_vocab(directory: Path, meta: dict, special: dict[str, int]) -> VocabEncoding:
@@ -205,6 +271,8 @@ def load_tokenizer(directory: Path | str) -> tiktoken.Encoding:
         raise BadInput(f"{meta_path}: no {EOT} special token")
     if meta.get("kind") in ("char", "word"):
         return _load_vocab(directory, meta, special)
+    if meta.get("kind") == GPT2SubsetEncoding.kind:
+        return _load_subset(directory, meta, special)
     ranks = read_ranks(directory / RANKS_FILE)
     try:
         return tiktoken.Encoding(

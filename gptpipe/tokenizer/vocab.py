@@ -43,7 +43,7 @@ CHAR_UNK_TEXT = "\ufffd"
 WORD_PATTERN = r"\w+|[^\w\s]"
 _WORD_RE = re.compile(WORD_PATTERN)
 # tiktoken's base class compiles a pattern of its own; ours never reaches it.
-_BASE_PATTERN = r"[\s\S]"
+WHOLE_TOKEN_PATTERN = r"[\s\S]"
 
 
 def word_pieces(text: str) -> list[str]:
@@ -51,29 +51,13 @@ def word_pieces(text: str) -> list[str]:
     return [piece.lower() for piece in _WORD_RE.findall(text)]
 
 
-class VocabEncoding(tiktoken.Encoding):
-    """A fixed vocabulary of whole tokens (no merges) behind tiktoken's interface."""
+class WholeTokenEncoding(tiktoken.Encoding):
+    """A fixed list of whole tokens behind tiktoken's interface: the base class holds each
+    token's bytes (as a "rank", no merges) for decoding, and `_encode` (text without special
+    tokens -> ids) replaces tiktoken's byte-pair encoding; `<|endoftext|>` is `eot_id`."""
 
     kind: str
-
-    def __init__(self, name: str, tokens: Sequence[str], unknown: str) -> None:
-        # ids: tokens in order, then <|endoftext|>, then <|unk|> (whose text is `unknown`).
-        ranks = {token.encode("utf-8"): i for i, token in enumerate(tokens)}
-        if len(ranks) != len(tokens):
-            raise ValueError("vocabulary lists a token twice")
-        self.eot_id = len(tokens)
-        self.unk_id = len(tokens) + 1
-        ranks[unknown.encode("utf-8")] = self.unk_id
-        super().__init__(
-            name,
-            pat_str=_BASE_PATTERN,
-            mergeable_ranks=ranks,
-            special_tokens={EOT: self.eot_id},
-            explicit_n_vocab=len(tokens) + 2,
-        )
-        self.tokens = list(tokens)
-        self.unknown = unknown
-        self._lookup = {token: i for i, token in enumerate(tokens)}
+    eot_id: int
 
     # ------------------------------------------------------------------ encoding
 
@@ -156,6 +140,30 @@ class VocabEncoding(tiktoken.Encoding):
     def describe(self) -> dict[str, Any]:
         """What tokenizer.json records beyond the token list (kind-specific)."""
         return {}
+
+
+class VocabEncoding(WholeTokenEncoding):
+    """A fixed vocabulary of whole text tokens, then `<|endoftext|>`, then `<|unk|>` for
+    text the vocabulary does not have."""
+
+    def __init__(self, name: str, tokens: Sequence[str], unknown: str) -> None:
+        # ids: tokens in order, then <|endoftext|>, then <|unk|> (whose text is `unknown`).
+        ranks = {token.encode("utf-8"): i for i, token in enumerate(tokens)}
+        if len(ranks) != len(tokens):
+            raise ValueError("vocabulary lists a token twice")
+        self.eot_id = len(tokens)
+        self.unk_id = len(tokens) + 1
+        ranks[unknown.encode("utf-8")] = self.unk_id
+        super().__init__(
+            name,
+            pat_str=WHOLE_TOKEN_PATTERN,
+            mergeable_ranks=ranks,
+            special_tokens={EOT: self.eot_id},
+            explicit_n_vocab=len(tokens) + 2,
+        )
+        self.tokens = list(tokens)
+        self.unknown = unknown
+        self._lookup = {token: i for i, token in enumerate(tokens)}
 
 
 class CharEncoding(VocabEncoding):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,13 @@ import torch
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
+from gptpipe.config import TokenizerConfig
 from gptpipe.generate.decode import Decoding, generate_ids
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.heads import with_classifier
 from gptpipe.prompts import format_prompt
+from gptpipe.stages import tokenizer as tokenizer_stage
 from gptpipe.tokenizer.folder import eot_id, load_tokenizer, save_gpt2
 
 runner = CliRunner()
@@ -271,3 +274,16 @@ def test_params_mode_counts_the_vocabulary_each_tokenizer_kind_gives(tmp_path: P
     assert describe_params(params, [])["vocabulary"] == "from models/tokenizer"
     result = runner.invoke(app, ["info", "--params", str(params)])
     assert result.exit_code == 0 and "vocabulary from models/tokenizer" in result.stdout
+    # GPT-2's tokens a corpus uses: at most GPT-2's count until the tokenizer stage has run
+    params.write_text("tokenizer:\n  kind: gpt2\n  min_count: 2\n")
+    described = describe_params(params, [])
+    assert described["config"]["vocab_size"] == 50257 and "upper bound" in described["vocabulary"]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("to be or not to be, that is the question: to be", encoding="utf-8")
+    shutil.rmtree(tmp_path / "models" / "tokenizer")
+    tokenizer_stage.run(
+        TokenizerConfig(kind="gpt2", min_count=2), corpus, tmp_path / "models" / "tokenizer", False
+    )
+    described = describe_params(params, [])
+    assert described["vocabulary"] == "from models/tokenizer"
+    assert 257 < described["config"]["vocab_size"] < 270
