@@ -51,7 +51,14 @@ def test_train_curve_gives_final_loss_and_time_to_3_5(tmp_path):
     (tmp_path / "plots" / "train.csv").write_text(rows)
     curve = bench.train_curve(tmp_path)
     # 10 steps x 20 tokens at 100 tok/s, then 10 x 20 at 200 tok/s
-    assert curve == {"final_train_loss": 3.2, "reached_3_5": {"step": 20, "train_seconds": 3.0}}
+    assert curve == {
+        "final_train_loss": 3.2,
+        "reached_3_5": {"step": 20, "train_seconds": 3.0},
+        "per_gpt2_token": 1.0,
+    }
+    # losses per our token, 1.1 of ours per GPT-2 token: 3.52 and 3.74 per GPT-2 token
+    curve = bench.train_curve(tmp_path, per_gpt2_token=1.1)
+    assert curve["final_train_loss"] == pytest.approx(3.52) and curve["reached_3_5"] is None
 
 
 @pytest.mark.slow
