@@ -169,7 +169,6 @@ def save_vocab(out_dir: Path | str, encoding: VocabEncoding) -> None:
     ranks; `<|endoftext|>` and `<|unk|>` after the tokens)."""
     ranks = {token.encode("utf-8"): i for i, token in enumerate(encoding.tokens)}
     ranks[encoding.unknown.encode("utf-8")] = encoding.unk_id
-    text = ranks_to_text(ranks)
     meta = {
         "kind": encoding.kind,
         "pattern": encoding.kind,
@@ -177,28 +176,31 @@ def save_vocab(out_dir: Path | str, encoding: VocabEncoding) -> None:
         "special_tokens": {EOT: encoding.eot_id},
         "unknown_token": {UNK: encoding.unk_id},
         "n_vocab": encoding.n_vocab,
-        "ranks_sha256": hashlib.sha256(text.encode("ascii")).hexdigest(),
         **encoding.describe(),
     }
-    with atomic_dir(out_dir) as tmp:
-        (tmp / RANKS_FILE).write_text(text, encoding="ascii")
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_folder(out_dir, ranks, meta)
 
 
 def save_subset(out_dir: Path | str, encoding: GPT2SubsetEncoding) -> None:
     """Write GPT-2's tokenizer cut down to a corpus's tokens: the 256 bytes and the kept
     tokens as the ranks (ids 0..n-1), `<|endoftext|>` after them."""
     ranks = {encoding.decode_single_token_bytes(i): i for i in range(encoding.eot_id)}
-    text = ranks_to_text(ranks)
     meta = {
         "kind": encoding.kind,
         "pattern": "gpt2",
         "pat_str": PATTERNS["gpt2"],
         "special_tokens": {EOT: encoding.eot_id},
         "n_vocab": encoding.n_vocab,
-        "ranks_sha256": hashlib.sha256(text.encode("ascii")).hexdigest(),
         **encoding.describe(),
     }
+    _write_folder(out_dir, ranks, meta)
+
+
+def _write_folder(out_dir: Path | str, ranks: dict[bytes, int], meta: dict) -> None:
+    """Write a whole-token vocabulary's folder atomically: its ranks, and `meta` plus the
+    ranks' sha256 as the description."""
+    text = ranks_to_text(ranks)
+    meta = meta | {"ranks_sha256": hashlib.sha256(text.encode("ascii")).hexdigest()}
     with atomic_dir(out_dir) as tmp:
         (tmp / RANKS_FILE).write_text(text, encoding="ascii")
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
