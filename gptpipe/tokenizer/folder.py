@@ -212,13 +212,12 @@ def _load_subset(directory: Path, meta: dict, special: dict[str, int]) -> GPT2Su
     gpt2 = gpt2_encoding()
     by_id = sorted(ranks.items(), key=lambda item: item[1])
     n = len(by_id)
-    gpt2_ids = gpt2_ranks()
     try:
         if [i for _, i in by_id] != list(range(n)) or special != {EOT: n}:
             raise ValueError(f"token ids must be 0..{n - 1}, then {EOT}")
         if [token for token, _ in by_id[:256]] != [bytes([b]) for b in range(256)]:
             raise ValueError("ids 0..255 must be the 256 byte values")
-        kept = [gpt2_ids[token] for token, _ in by_id[256:]]
+        kept = [gpt2.encode_single_token(token) for token, _ in by_id[256:]]
         encoding = GPT2SubsetEncoding(gpt2, kept, int(meta["min_count"]))
     except KeyError as exc:
         raise BadInput(
