@@ -359,6 +359,24 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
                 a["meets_target"],
             )
         )
+        variant = a.get("variant")
+        if variant:
+            changed = ", ".join(
+                f"{section}.{key}: {value}"
+                for section, values in variant["overrides"].items()
+                for key, value in values.items()
+                if (section, key) != ("pretrain", "max_steps")
+            )
+            rows.append(
+                Row(
+                    f"seed003 with {changed} (same run)",
+                    f"{variant['heldout_loss']:.4f} in {variant['seconds']:.0f} s",
+                    f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
+                    variant["time_ratio"],
+                    "loss <= 1.886 in <= 0.5x",
+                    variant["meets_target"],
+                )
+            )
     if "seed001" in results:
         b = results["seed001"]
         ours, ref = b["ours"], b["reference"]

@@ -75,11 +75,46 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
         str(tmp_path),
         "--json",
         str(tmp_path / "r.json"),
+        "--a-variant",
+        "pretrain.batch_size=6",
     ]
     results = bench.main(argv)
     a, b = results["seed003"], results["seed001"]
     assert a["nanogpt"]["seconds"] > 0 and a["ours"]["seconds"] > 0
     assert 0 < a["nanogpt"]["heldout_loss"] < 10 and 0 < a["ours"]["heldout_loss"] < 10
+    variant = a["variant"]  # the preset with the override, beside it in the same run
+    expected = {"max_steps": 20, "eval_interval": 20, "batch_size": 6}
+    assert variant["overrides"]["pretrain"] == expected
+    assert variant["seconds"] > 0 and variant["time_ratio"] > 0
     assert b["reference"]["heldout_loss"] > 0 and b["ours"]["heldout_loss"] > 0
     assert "final_train_loss" in b["seed001_own_figure"]
     assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
+
+
+def test_overrides_are_params_values_over_a_copy_of_the_base():
+    base = {"pretrain": {"max_steps": 20}}
+    over = bench._overrides(["pretrain.batch_size=6", "shard.val_fraction=0.02"], base)
+    assert over == {"pretrain": {"max_steps": 20, "batch_size": 6}, "shard": {"val_fraction": 0.02}}
+    assert base == {"pretrain": {"max_steps": 20}}
+
+
+def test_a_variant_gets_its_own_row_naming_what_it_changes():
+    from benchmarks.table import seeds_rows
+
+    side = {"seconds": 100.0, "heldout_loss": 1.9, "val_loss": 1.8}
+    a = {
+        "iterations": 2000,
+        "nanogpt": {"seconds": 200.0, "heldout_loss": 1.89, "val_loss_own_estimate": 1.88},
+        "ours": side,
+        "time_ratio": 0.5,
+        "meets_target": False,
+        "variant": side
+        | {
+            "time_ratio": 0.45,
+            "meets_target": False,
+            "overrides": {"pretrain": {"max_steps": 2000, "batch_size": 6}},
+        },
+    }
+    rows = seeds_rows({"seed003": a})
+    assert [r.figure for r in rows][1] == "seed003 with pretrain.batch_size: 6 (same run)"
+    assert rows[1].ratio == 0.45 and rows[1].met is False
