@@ -397,20 +397,20 @@ def part_a(text: Path, train: Path, held: Path, work: Path, args: argparse.Names
         over["pretrain"] |= {"eval_interval": iters}
     # --a-variant: the preset with these overrides, run beside the preset in every repeat
     variant = _overrides(args.a_variant, over) if args.a_variant else None
-    refs: list[dict[str, Any]] = []
-    mine: list[dict[str, Any]] = []
-    other: list[dict[str, Any]] = []
+    params = {"ours": over} | ({"variant": variant} if variant else {})
+    runs: dict[str, list[dict[str, Any]]] = {"ref": [], "ours": [], "variant": []}
     for repeat in range(args.repeats):
         sides = ["ref", "ours"] if repeat % 2 == 0 else ["ours", "ref"]
         for side in sides + (["variant"] if variant else []):
             if side == "ref":
-                refs.append(nanogpt(nano, text, work, iters))
+                runs["ref"].append(nanogpt(nano, text, work, iters))
                 continue
-            got = ours("seed003", train, work, over if side == "ours" else variant or over)
+            got = ours("seed003", train, work, params[side])
             got["heldout_loss"] = score(
                 "ours", got["model"], encode_with_model(got["model"], held), work
             )
-            (mine if side == "ours" else other).append(got)
+            runs[side].append(got)
+    refs, mine = runs["ref"], runs["ours"]
     ref_s = statistics.median(r["seconds"] for r in refs)
     preset = _seed003_side(mine, ref_s)
     result: dict[str, Any] = {
@@ -425,7 +425,7 @@ def part_a(text: Path, train: Path, held: Path, work: Path, args: argparse.Names
         "meets_target": preset["meets_target"],
     }
     if variant:
-        result["variant"] = _seed003_side(other, ref_s) | {"overrides": variant}
+        result["variant"] = _seed003_side(runs["variant"], ref_s) | {"overrides": variant}
     return result
 
 
