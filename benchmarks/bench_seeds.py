@@ -11,7 +11,10 @@
     seed001 preset (its schedule, dropout and early stopping on a val split of the train
     text). Target: held-out loss <= 4.75 within the reference's wall time.
 (c) seed 001's own figure (training loss 3.5 after 2-3 hours at ~1,000 tokens/s): the training
-    loss the seed001 run reaches and the training time it took to first log a loss <= 3.5.
+    loss the seed001 run of part b reaches (it stops at its best held-out loss, above 3.5),
+    and, in part d, the seed001 preset trained on past that point (early stopping off, its
+    schedule stretched to --figure-steps): the training time it took to first log a loss
+    <= 3.5 per GPT-2 token, and the loss it ends at.
 (d) seed000 (part c): the seed000 preset on the offline document corpus (the seed's support
     tickets are not public); its figure, perplexity 1.21, is on its training set: reported
     beside ours on the training batches (the last logged training loss) and on the held-out
@@ -32,6 +35,7 @@ medians.
     .venv/bin/python benchmarks/bench_seeds.py --quick           # smoke run (seconds)
     .venv/bin/python benchmarks/bench_seeds.py --parts a --repeats 3
     .venv/bin/python benchmarks/bench_seeds.py --parts c --reuse earlier.json   # see --reuse
+    .venv/bin/python benchmarks/bench_seeds.py --parts d --figure-steps 4000  # seed 001's 3.5
 
 Each part is its own side-by-side comparison and records its own date and machine, so parts
 measured in separate runs (part b alone takes about 35 minutes) can be kept together: with
@@ -58,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 NANOGPT_MIRROR = Path("/work/.mirror/karpathy+nanoGPT/repo")
 NANOGPT_COMMIT = "3adf61e1"
 PYTHON = sys.executable
+FIGURE = "seed001_figure"  # part d's record
 GPTPIPE = [PYTHON, "-m", "gptpipe"]
 
 # (a) nanoGPT README's CPU command line, and the iterations of a quick run.
@@ -523,6 +528,29 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
     }
 
 
+def part_d(train: Path, work: Path, args: argparse.Namespace) -> dict:
+    """Seed 001's own figure: the seed001 preset with early stopping off and its schedule
+    stretched to --figure-steps, trained on past its best held-out point until its training
+    loss (per GPT-2 token of the training text) falls to 3.5."""
+    from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2
+
+    save_gpt2(work / "gpt2-tok")
+    gpt2_tokens = len(load_tokenizer(work / "gpt2-tok").encode_ordinary(train.read_text("utf-8")))
+    steps = 10 if args.quick else args.figure_steps
+    pretrain: dict[str, Any] = {"max_steps": steps, "patience": 0}
+    if args.quick:
+        pretrain |= {"eval_interval": 5, "eval_batches": 2}
+    over = {"pretrain": pretrain} | ({"shard": {"val_fraction": 0.2}} if args.quick else {})
+    got = ours("seed001", train, work, over)
+    ratio = len(encode_with_model(got["model"], train)) / gpt2_tokens
+    return train_curve(got["root"], ratio) | {
+        "steps": got["metrics"]["steps"],
+        "seconds": got["seconds"],
+        "tokens_per_s": got["metrics"]["tokens_per_s"],
+        "overrides": over,
+    }
+
+
 def part_c(work: Path, args: argparse.Namespace) -> dict:
     """seed000 on the offline document corpus: train and held-out perplexity."""
     import math
@@ -576,7 +604,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: a few iterations")
     parser.add_argument(
-        "--parts", default="a,b,c", help="a (seed003), b (seed001 and its figure), c (seed000)"
+        "--parts",
+        default="a,b,c,d",
+        help="a (seed003), b (seed001), c (seed000), d (seed 001's training loss 3.5)",
+    )
+    parser.add_argument(
+        "--figure-steps",
+        type=int,
+        default=4000,
+        help="part d: the seed001 preset's schedule stretched to this many steps",
     )
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--nanogpt", type=Path, default=None, help="a nanoGPT checkout")
@@ -623,7 +659,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
     for earlier in args.reuse:
         kept = json.loads(earlier.read_text(encoding="utf-8"))
-        for part, key in (("a", "seed003"), ("b", "seed001"), ("c", "seed000")):
+        for part, key in (("a", "seed003"), ("b", "seed001"), ("c", "seed000"), ("d", FIGURE)):
             if part not in parts and key in kept:
                 entry = kept[key]
                 entry.setdefault("machine", kept.get("machine"))
@@ -665,6 +701,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"seed000: {r['steps']} steps in {r['seconds']:.1f} s; train perplexity "
             f"{r['train_perplexity']:.2f}, held-out perplexity {r['heldout_perplexity']:.2f} "
             f"(the seed: 1.21 on its training set)"
+        )
+    if "d" in parts:
+        results[FIGURE] = part_d(train, work, args) | stamp
+        r = results[FIGURE]
+        print(
+            f"seed 001's figure: {r['steps']} steps in {r['seconds']:.1f} s, final training loss "
+            f"{r['final_train_loss']:.3f} per GPT-2 token; 3.5 reached: {r['reached_3_5']}"
         )
     print(f"machine: {results['machine']}")
     if args.json:

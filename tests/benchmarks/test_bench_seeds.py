@@ -66,11 +66,11 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
     pytest.importorskip("transformers")
     if bench.NANOGPT_MIRROR.is_dir() is False:
         pytest.skip("no nanoGPT mirror")
-    # parts a and b: the ones with a reference beside them (c, seed000, runs as its preset test)
+    # parts a and b, with a reference beside them, and d (c, seed000, runs as its preset test)
     argv = [
         "--quick",
         "--parts",
-        "a,b",
+        "a,b,d",
         "--work",
         str(tmp_path),
         "--json",
@@ -88,6 +88,9 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
     assert variant["seconds"] > 0 and variant["time_ratio"] > 0
     assert b["reference"]["heldout_loss"] > 0 and b["ours"]["heldout_loss"] > 0
     assert "final_train_loss" in b["seed001_own_figure"]
+    figure = results["seed001_figure"]  # the preset trained on, early stopping off
+    assert figure["steps"] == 10 and figure["overrides"]["pretrain"]["patience"] == 0
+    assert figure["final_train_loss"] > 0 and figure["per_gpt2_token"] >= 1
     assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
 
 
@@ -118,3 +121,18 @@ def test_a_variant_gets_its_own_row_naming_what_it_changes():
     rows = seeds_rows({"seed003": a})
     assert [r.figure for r in rows][1] == "seed003 with pretrain.batch_size: 6 (same run)"
     assert rows[1].ratio == 0.45 and rows[1].met is False
+
+
+def test_seed001_figure_row_says_when_3_5_was_reached_and_where_it_ended():
+    from benchmarks.table import seeds_rows
+
+    figure = {
+        "steps": 4000,
+        "final_train_loss": 3.21,
+        "reached_3_5": {"step": 3100, "train_seconds": 1712.4},
+    }
+    (row,) = seeds_rows({"seed001_figure": figure})
+    assert "early stopping off, 4,000 steps" in row.figure
+    assert row.ours == "3.5 after 1712 s of training (step 3,100); 3.21 after 4,000 steps"
+    (row,) = seeds_rows({"seed001_figure": figure | {"reached_3_5": None}})
+    assert row.ours == "3.5 not reached; 3.21 after 4,000 steps"
