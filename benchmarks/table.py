@@ -408,7 +408,7 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
             rows.append(
                 Row(
                     "seed 001's own figure: training loss 3.5 (the seed: after 2-3 h at ~1,000 "
-                    "tokens/s)",
+                    "tokens/s), in the seed001 run above (it stops at its best held-out loss)",
                     f"final train loss {own['final_train_loss']:.3f}; "
                     + (
                         f"3.5 after {reached['train_seconds']:.0f} s of training"
@@ -484,6 +484,19 @@ def versions_line(environment: dict[str, Any]) -> str:
     return f"Python {environment.get('python')}, {listed}"
 
 
+def _reused_line(results: dict[str, Any]) -> list[str]:
+    """The parts a run kept from an earlier one (`--reuse`), each with its own date and
+    machine, so a section measured in several runs says which figure came from which."""
+    kept = [
+        f"{key} on {part.get('date', '?')} ({part.get('machine', '?')})"
+        for key, part in results.items()
+        if isinstance(part, dict) and part.get("reused_from")
+    ]
+    return (
+        ["", "Kept from earlier runs of the same command: " + "; ".join(kept) + "."] if kept else []
+    )
+
+
 def render(records: dict[str, dict[str, Any]], title: str = "Benchmark results") -> str:
     """RESULTS.md from {benchmark name: record}; a record is what `run_all` stores: `date`,
     `command`, `environment`, `results`, `seconds`."""
@@ -502,6 +515,7 @@ def render(records: dict[str, dict[str, Any]], title: str = "Benchmark results")
             "",
             f"Measured {record['date']} by `{record['command']}` ({record['seconds']:.0f} s)"
             + (", on the machine above." if same else f", on {where}."),
+            *_reused_line(record["results"]),
             "",
             "| figure | ours | reference | ratio | target | met |",
             "|---|---|---|---|---|---|",

@@ -136,3 +136,19 @@ def test_seed001_figure_row_says_when_3_5_was_reached_and_where_it_ended():
     assert row.ours == "3.5 after 1712 s of training (step 3,100); 3.21 after 4,000 steps"
     (row,) = seeds_rows({"seed001_figure": figure | {"reached_3_5": None}})
     assert row.ours == "3.5 not reached; 3.21 after 4,000 steps"
+
+
+def test_results_say_which_seed_parts_were_kept_from_earlier_runs():
+    from benchmarks.table import render
+
+    env = json.loads((BENCH.parent / "results" / "seeds.json").read_text())["environment"]
+    kept = {"steps": 10, "final_train_loss": 3.0, "reached_3_5": None}
+    results = {
+        "seed001_figure": kept,
+        "seed000": {"train_perplexity": 2.0, "heldout_perplexity": 3.0}
+        | {"date": "2026-12-02 10:00 UTC", "machine": "EPYC (avx512f)", "reused_from": "a.json"},
+    }
+    record = {"date": "d", "command": "c", "seconds": 1.0, "environment": env}
+    text = render({"seeds": record | {"results": results}})
+    assert "Kept from earlier runs of the same command: seed000 on 2026-12-02 10:00 UTC " in text
+    assert "(EPYC (avx512f))." in text and "seed001_figure on" not in text
