@@ -260,7 +260,7 @@ def ours(name: str, train: Path, work: Path, overrides: dict[str, dict[str, Any]
 
 
 def encode_with_model(model: Path, text: Path) -> list[int]:
-    """A text file's ids under a model folder's tokenizer."""
+    """A text file's ids under a model folder's tokenizer (or a tokenizer folder's own)."""
     from gptpipe.tokenizer.folder import load_tokenizer
 
     return load_tokenizer(model).encode_ordinary(text.read_text(encoding="utf-8"))
@@ -467,9 +467,8 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
     from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2
 
     save_gpt2(work / "gpt2-tok")
-    enc = load_tokenizer(work / "gpt2-tok")
-    train_ids = enc.encode_ordinary(train.read_text(encoding="utf-8"))
-    held_ids = enc.encode_ordinary(held.read_text(encoding="utf-8"))
+    train_ids = encode_with_model(work / "gpt2-tok", train)
+    held_ids = encode_with_model(work / "gpt2-tok", held)
     iters = 10 if args.quick else REF_B["iters"]
     over: dict[str, dict[str, Any]] = {}
     if args.quick:
@@ -532,10 +531,10 @@ def part_d(train: Path, work: Path, args: argparse.Namespace) -> dict:
     """Seed 001's own figure: the seed001 preset with early stopping off and its schedule
     stretched to --figure-steps, trained on past its best held-out point until its training
     loss (per GPT-2 token of the training text) falls to 3.5."""
-    from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2
+    from gptpipe.tokenizer.folder import save_gpt2
 
     save_gpt2(work / "gpt2-tok")
-    gpt2_tokens = len(load_tokenizer(work / "gpt2-tok").encode_ordinary(train.read_text("utf-8")))
+    gpt2_tokens = len(encode_with_model(work / "gpt2-tok", train))
     steps = 10 if args.quick else args.figure_steps
     pretrain: dict[str, Any] = {"max_steps": steps, "patience": 0}
     if args.quick:
