@@ -420,6 +420,7 @@ def part_a(text: Path, train: Path, held: Path, work: Path, args: argparse.Names
     preset = _seed003_side(mine, ref_s)
     result: dict[str, Any] = {
         "iterations": iters,
+        "repeats": args.repeats,
         "nanogpt": {
             "seconds": ref_s,
             "val_loss_own_estimate": statistics.median(r["own_val_loss"] for r in refs),

@@ -354,6 +354,20 @@ def _time_to_3_5(figure: dict[str, Any]) -> str:
     )
 
 
+def _variant_items(variant: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The keys a seed003 variant sets beyond the preset (max_steps is part a's own)."""
+    return [
+        (f"{section}.{key}", value)
+        for section, values in variant["overrides"].items()
+        for key, value in values.items()
+        if (section, key) != ("pretrain", "max_steps")
+    ]
+
+
+def _variant_changes(variant: dict[str, Any]) -> str:
+    return ", ".join(f"{key}: {value}" for key, value in _variant_items(variant))
+
+
 def seeds_rows(results: dict[str, Any]) -> list[Row]:
     rows = []
     if "seed003" in results:
@@ -372,15 +386,9 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
         )
         variant = a.get("variant")
         if variant:
-            changed = ", ".join(
-                f"{section}.{key}: {value}"
-                for section, values in variant["overrides"].items()
-                for key, value in values.items()
-                if (section, key) != ("pretrain", "max_steps")
-            )
             rows.append(
                 Row(
-                    f"seed003 with {changed} (same run)",
+                    f"seed003 with {_variant_changes(variant)} (same run)",
                     f"{variant['heldout_loss']:.4f} in {variant['seconds']:.0f} s",
                     f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
                     variant["time_ratio"],
@@ -624,6 +632,18 @@ def seeds_table(records: dict[str, dict[str, Any]]) -> str:
             f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s (its own estimate "
             f"{ref['val_loss_own_estimate']:.3f}) | {SEEDS_COMMAND} |"
         )
+        variant = a.get("variant")
+        if variant:
+            repeats = a.get("repeats", seeds.get("repeats", 1))
+            flags = (f"--repeats {repeats} " if repeats > 1 else "") + " ".join(
+                f"--a-variant {key}={value}" for key, value in _variant_items(variant)
+            )
+            lines.append(
+                f"| 003, same run | | with {_variant_changes(variant)}: held-out loss "
+                f"{variant['heldout_loss']:.4f} in {variant['seconds']:.0f} s "
+                f"({variant['time_ratio']:.2f}x nanoGPT's time) | the same nanoGPT run | "
+                f'`python -m benchmarks.run_all --only seeds --with "seeds=--parts a {flags}"` |'
+            )
     variants = records.get("classify", {}).get("results", {}).get("variants", {})
     if variants:
         best = max(variants, key=lambda v: variants[v]["test_accuracy"])

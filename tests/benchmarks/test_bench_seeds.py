@@ -123,6 +123,33 @@ def test_a_variant_gets_its_own_row_naming_what_it_changes():
     assert rows[1].ratio == 0.45 and rows[1].met is False
 
 
+def test_the_readme_seed_table_gives_a_variant_its_figures_and_its_command():
+    from benchmarks.table import seeds_table
+
+    side = {"seconds": 100.0, "heldout_loss": 1.9, "val_loss": 1.8}
+    variant = {"seconds": 90.4, "heldout_loss": 1.8812, "time_ratio": 0.452, "meets_target": True}
+    overrides = {"pretrain": {"max_steps": 2000, "batch_size": 6}, "shard": {"val_fraction": 0.02}}
+    a = {
+        "iterations": 2000,
+        "repeats": 3,
+        "nanogpt": {"seconds": 200.0, "heldout_loss": 1.89, "val_loss_own_estimate": 1.88},
+        "ours": side,
+        "time_ratio": 0.5,
+        "meets_target": False,
+        "variant": variant | {"overrides": overrides},
+    }
+    lines = seeds_table({"seeds": {"results": {"seed003": a}}}).splitlines()
+    (row,) = [line for line in lines if line.startswith("| 003, same run |")]
+    assert (
+        "with pretrain.batch_size: 6, shard.val_fraction: 0.02: held-out loss 1.8812 in 90 s" in row
+    )
+    assert "(0.45x nanoGPT's time)" in row
+    flags = "--repeats 3 --a-variant pretrain.batch_size=6 --a-variant shard.val_fraction=0.02"
+    assert f'`python -m benchmarks.run_all --only seeds --with "seeds=--parts a {flags}"`' in row
+    del a["variant"]
+    assert "| 003, same run |" not in seeds_table({"seeds": {"results": {"seed003": a}}})
+
+
 def test_seed001_figure_row_says_when_3_5_was_reached_and_where_it_ended():
     from benchmarks.table import seeds_rows
 
