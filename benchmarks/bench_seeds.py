@@ -20,6 +20,13 @@
     beside ours on the training batches (the last logged training loss) and on the held-out
     documents (the shard stage's validation split, scored with the evaluate stage's method).
 
+(e) seed003's training step alone: one optimizer step of the seed003 preset's model through
+    the pipeline's own step function (`optimizer_step`: its fused AdamW, clipping, the run's
+    autocast) against one of nanoGPT's model.py under nanoGPT's loop (its AdamW groups,
+    clipping), at nanoGPT's batch (12) and at half of it, both in one process on the same
+    batches, in alternating rounds (milliseconds a step, medians). It shows what part a's wall
+    times are made of: the same step on both sides means the same time.
+
 Both sides train on the first 90% of Tiny Shakespeare and are scored on the last 10%, every
 held-out token once (consecutive windows of the context length, each token predicted from the
 window's earlier tokens), by the same function. Part b's losses are nats per GPT-2 token
@@ -36,6 +43,7 @@ medians.
     .venv/bin/python benchmarks/bench_seeds.py --parts a --repeats 3
     .venv/bin/python benchmarks/bench_seeds.py --parts c --reuse earlier.json   # see --reuse
     .venv/bin/python benchmarks/bench_seeds.py --parts d --figure-steps 4000  # seed 001's 3.5
+    .venv/bin/python benchmarks/bench_seeds.py --parts e          # seed003's step alone
 
 Each part is its own side-by-side comparison and records its own date and machine, so parts
 measured in separate runs (part b alone takes about 35 minutes) can be kept together: with
@@ -63,6 +71,8 @@ NANOGPT_MIRROR = Path("/work/.mirror/karpathy+nanoGPT/repo")
 NANOGPT_COMMIT = "3adf61e1"
 PYTHON = sys.executable
 FIGURE = "seed001_figure"  # part d's record
+STEP = "seed003_step"  # part e's record
+PARTS = {"a": "seed003", "b": "seed001", "c": "seed000", "d": FIGURE, "e": STEP}  # part: record
 GPTPIPE = [PYTHON, "-m", "gptpipe"]
 
 # (a) nanoGPT README's CPU command line, and the iterations of a quick run.
@@ -528,6 +538,76 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
     }
 
 
+STEP_AB = r"""
+import json, statistics, sys, time, torch
+cfg = json.loads(sys.argv[1]); sys.path[:0] = [cfg["repo"], cfg["nanogpt"]]
+import model as nano
+from gptpipe.config import build_section, to_dict
+from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.train.loop import optimizer_step
+from gptpipe.train.losses import lm_loss
+params, vocab = cfg["params"], cfg["vocab"]
+train_cfg = build_section(params, "pretrain")
+shape = to_dict(build_section(params, "model"))
+torch.manual_seed(1337)
+ours = GPT(GPTConfig(vocab_size=vocab, **shape))
+from gptpipe.train.optim import make_optimizer
+ours_opt = make_optimizer(ours, train_cfg)
+theirs = nano.GPT(nano.GPTConfig(vocab_size=vocab, bias=False, **{
+    k: shape[k] for k in ("block_size", "n_layer", "n_head", "n_embd", "dropout")}))
+theirs_opt = theirs.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+results = {}
+for batch in cfg["batches"]:
+    x = torch.randint(vocab, (batch, shape["block_size"]))
+    y = torch.randint(vocab, (batch, shape["block_size"]))
+    def step_ours():
+        optimizer_step(ours, ours_opt, train_cfg, 1e-3, 0, lambda i: (x, y), lm_loss)
+    def step_theirs():  # nanoGPT train.py's step on the CPU (its scaler is a no-op in fp32)
+        _, loss = theirs(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
+        theirs_opt.step()
+        theirs_opt.zero_grad(set_to_none=True)
+    sides = {"ours": step_ours, "nanogpt": step_theirs}
+    for fn in sides.values():
+        for _ in range(cfg["warmup"]):
+            fn()
+    times = {name: [] for name in sides}
+    for round_ in range(cfg["rounds"]):
+        order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
+        for name in order:
+            start = time.perf_counter()
+            for _ in range(cfg["steps"]):
+                sides[name]()
+            times[name].append((time.perf_counter() - start) / cfg["steps"] * 1000)
+    results[str(batch)] = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
+print(json.dumps(results))
+"""
+
+
+def part_e(work: Path, args: argparse.Namespace) -> dict:
+    """seed003's training step alone, ours against nanoGPT's, in one process (see STEP_AB)."""
+    from gptpipe.presets import load_preset
+
+    nano = nanogpt_checkout(work, args.nanogpt)
+    params = {k: v for k, v in load_preset("seed003").params.items() if k in ("model", "pretrain")}
+    cfg = {
+        "repo": str(Path(__file__).resolve().parents[1]),
+        "nanogpt": str(nano),
+        "params": params,
+        "vocab": 67,  # Tiny Shakespeare's 65 characters + <|endoftext|> + <|unk|>
+        "batches": [12, 6],
+        "warmup": 2 if args.quick else 10,
+        "rounds": 2 if args.quick else 8,
+        "steps": 2 if args.quick else 25,
+    }
+    out = run([PYTHON, "-c", STEP_AB, json.dumps(cfg)])
+    times = json.loads(out.strip().splitlines()[-1])
+    for row in times.values():
+        row["ratio"] = row["ours_ms"] / row["nanogpt_ms"]
+    return {"batches": times, "rounds": cfg["rounds"], "steps_per_round": cfg["steps"]}
+
+
 def part_d(train: Path, work: Path, args: argparse.Namespace) -> dict:
     """Seed 001's own figure: the seed001 preset with early stopping off and its schedule
     stretched to --figure-steps, trained on past its best held-out point until its training
@@ -605,8 +685,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="smoke run: a few iterations")
     parser.add_argument(
         "--parts",
-        default="a,b,c,d",
-        help="a (seed003), b (seed001), c (seed000), d (seed 001's training loss 3.5)",
+        default="a,b,c,d,e",
+        help="a (seed003), b (seed001), c (seed000), d (seed 001's training loss 3.5), "
+        "e (seed003's step alone)",
     )
     parser.add_argument(
         "--figure-steps",
@@ -659,7 +740,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     stamp = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine()}
     for earlier in args.reuse:
         kept = json.loads(earlier.read_text(encoding="utf-8"))
-        for part, key in (("a", "seed003"), ("b", "seed001"), ("c", "seed000"), ("d", FIGURE)):
+        for part, key in PARTS.items():
             if part not in parts and key in kept:
                 entry = kept[key]
                 entry.setdefault("machine", kept.get("machine"))
@@ -709,6 +790,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"seed 001's figure: {r['steps']} steps in {r['seconds']:.1f} s, final training loss "
             f"{r['final_train_loss']:.3f} per GPT-2 token; 3.5 reached: {r['reached_3_5']}"
         )
+    if "e" in parts:
+        results[STEP] = part_e(work, args) | stamp
+        for batch, row in results[STEP]["batches"].items():
+            print(
+                f"seed003 step, batch {batch}: ours {row['ours_ms']:.1f} ms, nanoGPT "
+                f"{row['nanogpt_ms']:.1f} ms ({row['ratio']:.2f}x)"
+            )
     print(f"machine: {results['machine']}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

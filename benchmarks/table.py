@@ -396,6 +396,18 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
                     variant["meets_target"],
                 )
             )
+    step = results.get("seed003_step")
+    if step:
+        for batch, times in step["batches"].items():
+            rows.append(
+                Row(
+                    f"seed003's training step alone, batch {batch} (ms; vs nanoGPT's model.py "
+                    "and loop, one process, alternating rounds)",
+                    f"{times['ours_ms']:.1f}",
+                    f"{times['nanogpt_ms']:.1f}",
+                    times["ratio"],
+                )
+            )
     if "seed001" in results:
         b = results["seed001"]
         ours, ref = b["ours"], b["reference"]

@@ -66,11 +66,12 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
     pytest.importorskip("transformers")
     if bench.NANOGPT_MIRROR.is_dir() is False:
         pytest.skip("no nanoGPT mirror")
-    # parts a and b, with a reference beside them, and d (c, seed000, runs as its preset test)
+    # parts a, b and e, with a reference beside them, and d (c, seed000, runs as its preset
+    # test)
     argv = [
         "--quick",
         "--parts",
-        "a,b,d",
+        "a,b,d,e",
         "--work",
         str(tmp_path),
         "--json",
@@ -91,6 +92,11 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
     figure = results["seed001_figure"]  # the preset trained on, early stopping off
     assert figure["steps"] == 10 and figure["overrides"]["pretrain"]["patience"] == 0
     assert figure["final_train_loss"] > 0 and figure["per_gpt2_token"] >= 1
+    step = results["seed003_step"]  # the step alone, ours and nanoGPT's in one process
+    assert set(step["batches"]) == {"12", "6"}
+    for times in step["batches"].values():
+        assert times["ours_ms"] > 0 and times["nanogpt_ms"] > 0
+        assert times["ratio"] == pytest.approx(times["ours_ms"] / times["nanogpt_ms"])
     assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
 
 
@@ -148,6 +154,22 @@ def test_the_readme_seed_table_gives_a_variant_its_figures_and_its_command():
     assert f'`python -m benchmarks.run_all --only seeds --with "seeds=--parts a {flags}"`' in row
     del a["variant"]
     assert "| 003, same run |" not in seeds_table({"seeds": {"results": {"seed003": a}}})
+
+
+def test_the_step_alone_gets_a_row_per_batch_with_its_ratio():
+    from benchmarks.table import seeds_rows
+
+    batches = {
+        "12": {"ours_ms": 140.0, "nanogpt_ms": 150.0, "ratio": 140 / 150},
+        "6": {"ours_ms": 80.0, "nanogpt_ms": 90.0, "ratio": 80 / 90},
+    }
+    rows = seeds_rows({"seed003_step": {"batches": batches, "rounds": 8}})
+    assert [r.figure.split(" (")[0] for r in rows] == [
+        "seed003's training step alone, batch 12",
+        "seed003's training step alone, batch 6",
+    ]
+    assert (rows[0].ours, rows[0].reference, rows[0].met) == ("140.0", "150.0", None)
+    assert rows[1].ratio == pytest.approx(0.889, abs=1e-3)
 
 
 def test_seed001_figure_row_says_when_3_5_was_reached_and_where_it_ended():

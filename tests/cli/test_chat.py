@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.signals import default_sigint
 
 from gptpipe.cli.chat import Session, run_session
 from gptpipe.generate import generate_text
@@ -41,6 +42,7 @@ class Terminal:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child
             os.environ["COLUMNS"] = "200"
+            default_sigint()
             os.execv(sys.executable, [sys.executable, "-c", CHILD, *args])
         self.seen = ""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.faults import leftovers, raises_bad_input
+from helpers.signals import default_sigint
 from helpers.tiny import MODEL, TRAIN, write_params
 from safetensors.torch import load_file
 
@@ -32,7 +33,9 @@ STEPS = dict(max_steps=20, checkpoint_interval=4, eval_interval=20, log_interval
 def _start(args: list[str | Path], cwd: Path) -> subprocess.Popen[str]:
     cmd = [sys.executable, "-m", "gptpipe", *map(str, args)]
     env = {**os.environ, "COLUMNS": "120"}
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
 
 
 def _signal_when(proc: subprocess.Popen[str], ready: Callable[[], bool], sig: int) -> str:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.signals import default_sigint
 from helpers.tiny import MODEL, TRAIN, byte_tokenizer, corpus_text, write_params
 from typer.testing import CliRunner
 
@@ -161,9 +162,8 @@ def _interrupt(cmd: list[str], cwd: Path, sig: int, curve: Path) -> tuple[int, s
     """Start the command, wait until training writes its (staged) curve, send `sig`, return
     (rc, stderr)."""
     env = {**os.environ, "COLUMNS": "120"}
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, text=True, preexec_fn=default_sigint, **pipes)
     deadline = time.monotonic() + 60
     while _staged_curve(curve) is None and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
