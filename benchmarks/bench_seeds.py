@@ -546,12 +546,12 @@ from gptpipe.config import build_section, to_dict
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.train.loop import optimizer_step
 from gptpipe.train.losses import lm_loss
+from gptpipe.train.optim import make_optimizer
 params, vocab = cfg["params"], cfg["vocab"]
 train_cfg = build_section(params, "pretrain")
 shape = to_dict(build_section(params, "model"))
 torch.manual_seed(1337)
 ours = GPT(GPTConfig(vocab_size=vocab, **shape))
-from gptpipe.train.optim import make_optimizer
 ours_opt = make_optimizer(ours, train_cfg)
 theirs = nano.GPT(nano.GPTConfig(vocab_size=vocab, bias=False, **{
     k: shape[k] for k in ("block_size", "n_layer", "n_head", "n_embd", "dropout")}))
