@@ -35,8 +35,10 @@ by the reference's token count, so a preset that cuts GPT-2's vocabulary down
 (tokenizer.min_count, the dropped tokens spelled with the kept ones) is scored on the same
 text by the same measure (its tokenizer is trained on the training text only). Times are wall
 times of each side's training process (start-up, validation and saving included). Each side
-runs in its own subprocess; with --repeats N the sides alternate order and the figures are
-medians.
+runs in its own subprocess; with --repeats N the sides take turns at running first (part a's
+variant included) and the figures are medians; in part a our sides train under a new seed in
+each repeat (pretrain.seed + repeat), so their median loss is over N seeds (each one's loss is
+recorded too).
 
     flock /tmp/gptpipe-bench.lock .venv/bin/python benchmarks/bench_seeds.py
     .venv/bin/python benchmarks/bench_seeds.py --quick           # smoke run (seconds)
@@ -414,13 +416,14 @@ def part_a(text: Path, train: Path, held: Path, work: Path, args: argparse.Names
     variant = _overrides(args.a_variant, over) if args.a_variant else None
     params = {"ours": over} | ({"variant": variant} if variant else {})
     runs: dict[str, list[dict[str, Any]]] = {"ref": [], "ours": [], "variant": []}
+    names = ["ref", "ours"] + (["variant"] if variant else [])
     for repeat in range(args.repeats):
-        sides = ["ref", "ours"] if repeat % 2 == 0 else ["ours", "ref"]
-        for side in sides + (["variant"] if variant else []):
+        for side in run_order(names, repeat):
             if side == "ref":
                 runs["ref"].append(nanogpt(nano, text, work, iters))
                 continue
-            got = ours("seed003", train, work, params[side])
+            seeded = reseeded(params[side], repeat)
+            got = ours("seed003", train, work, seeded) | {"seed": seeded["pretrain"]["seed"]}
             got["heldout_loss"] = score(
                 "ours", got["model"], encode_with_model(got["model"], held), work
             )
@@ -445,6 +448,27 @@ def part_a(text: Path, train: Path, held: Path, work: Path, args: argparse.Names
     return result
 
 
+def reseeded(over: dict[str, dict[str, Any]], repeat: int) -> dict[str, dict[str, Any]]:
+    """`over` with seed003's training seed moved on by `repeat`: a run on the CPU repeats its
+    seed's loss exactly, so repeats of one seed measure only the time; over seeds the median
+    loss is the recipe's, not one lucky (or unlucky) initialisation's. nanoGPT's train.py fixes
+    its own seed (1337), so its side repeats its one loss."""
+    from gptpipe.config import build_section
+    from gptpipe.presets import load_preset
+
+    preset_seed = build_section(load_preset("seed003").params, "pretrain").seed
+    base = over.get("pretrain", {}).get("seed", preset_seed)
+    return {**over, "pretrain": {**over.get("pretrain", {}), "seed": base + repeat}}
+
+
+def run_order(names: list[str], repeat: int) -> list[str]:
+    """The sides of one repeat, rotated by the repeat's number: over len(names) repeats each
+    side runs once in every position, so none always runs first or last (this machine's speed
+    drifts over minutes, and a side always run last after the others' load would pay it)."""
+    turn = repeat % len(names)
+    return names[turn:] + names[:turn]
+
+
 def _seed003_side(runs: list[dict[str, Any]], ref_s: float) -> dict[str, Any]:
     """Median seconds and held-out loss of one side of part a, its time ratio to nanoGPT's
     and whether that meets the target."""
@@ -453,6 +477,9 @@ def _seed003_side(runs: list[dict[str, Any]], ref_s: float) -> dict[str, Any]:
     return {
         "seconds": our_s,
         "heldout_loss": our_loss,
+        # one per repeat, each under its own training seed (see reseeded)
+        "heldout_losses": [r["heldout_loss"] for r in runs],
+        "seeds": [r["seed"] for r in runs],
         "val_loss": runs[-1]["metrics"]["val_loss"],
         "time_ratio": our_s / ref_s,
         "meets_target": our_loss <= TARGETS["seed003_val_loss"]
@@ -490,8 +517,7 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
     over = _overrides(args.set or [], over)
     refs, mine = [], []
     for repeat in range(args.repeats):
-        sides = ["ref", "ours"] if repeat % 2 == 0 else ["ours", "ref"]
-        for side in sides:
+        for side in run_order(["ref", "ours"], repeat):
             if side == "ref":
                 got = reference_b(train_ids, work, iters)  # type: ignore[arg-type]
                 got["heldout_loss"] = score("hf", got["model"], held_ids, work)

@@ -354,6 +354,16 @@ def _time_to_3_5(figure: dict[str, Any]) -> str:
     )
 
 
+def _side_loss(side: dict[str, Any]) -> str:
+    """A seed003 side's held-out loss: the median, and its range where repeats trained under
+    several seeds."""
+    losses = side.get("heldout_losses", [])
+    median = f"{side['heldout_loss']:.4f}"
+    if len(set(side.get("seeds", []))) < 2:
+        return median
+    return f"{median} (median of {len(losses)} seeds, {min(losses):.3f}–{max(losses):.3f})"
+
+
 def _variant_items(variant: dict[str, Any]) -> list[tuple[str, Any]]:
     """The keys a seed003 variant sets beyond the preset (max_steps is part a's own)."""
     return [
@@ -377,7 +387,7 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
             Row(
                 f"seed003 (char Shakespeare, {a['iterations']:,} iterations): held-out loss, time "
                 "(vs nanoGPT)",
-                f"{ours['heldout_loss']:.4f} in {ours['seconds']:.0f} s",
+                f"{_side_loss(ours)} in {ours['seconds']:.0f} s",
                 f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
                 a["time_ratio"],
                 "loss <= 1.886 in <= 0.5x",
@@ -389,7 +399,7 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
             rows.append(
                 Row(
                     f"seed003 with {_variant_changes(variant)} (same run)",
-                    f"{variant['heldout_loss']:.4f} in {variant['seconds']:.0f} s",
+                    f"{_side_loss(variant)} in {variant['seconds']:.0f} s",
                     f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
                     variant["time_ratio"],
                     "loss <= 1.886 in <= 0.5x",
@@ -639,7 +649,7 @@ def seeds_table(records: dict[str, dict[str, Any]]) -> str:
         ours, ref = a["ours"], a["nanogpt"]
         lines.append(
             "| 003 char-level GPT | nanoGPT's CPU run: val loss 1.886 in 69 s | "
-            f"held-out loss {ours['heldout_loss']:.4f} in {ours['seconds']:.0f} s "
+            f"held-out loss {_side_loss(ours)} in {ours['seconds']:.0f} s "
             f"({a['time_ratio']:.2f}x nanoGPT's time) | nanoGPT 3adf61e: "
             f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s (its own estimate "
             f"{ref['val_loss_own_estimate']:.3f}) | {SEEDS_COMMAND} |"
@@ -652,7 +662,7 @@ def seeds_table(records: dict[str, dict[str, Any]]) -> str:
             )
             lines.append(
                 f"| 003, same run | | with {_variant_changes(variant)}: held-out loss "
-                f"{variant['heldout_loss']:.4f} in {variant['seconds']:.0f} s "
+                f"{_side_loss(variant)} in {variant['seconds']:.0f} s "
                 f"({variant['time_ratio']:.2f}x nanoGPT's time) | the same nanoGPT run | "
                 f'`python -m benchmarks.run_all --only seeds --with "seeds=--parts a {flags}"` |'
             )

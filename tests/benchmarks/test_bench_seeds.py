@@ -201,3 +201,42 @@ def test_results_say_which_seed_parts_were_kept_from_earlier_runs():
     text = render({"seeds": record | {"results": results}})
     assert "Kept from earlier runs of the same command: seed000 on 2026-12-02 10:00 UTC " in text
     assert "(EPYC (avx512f))." in text and "seed001_figure on" not in text
+
+
+def test_part_a_rotates_its_sides_so_each_runs_once_in_every_position():
+    names = ["ref", "ours", "variant"]
+    orders = [bench.run_order(names, repeat) for repeat in range(3)]
+    assert orders[0] == names
+    for position in range(3):
+        assert {order[position] for order in orders} == set(names)
+    assert bench.run_order(["ref", "ours"], 1) == ["ours", "ref"]
+
+
+def test_part_a_trains_each_repeat_under_the_next_seed_from_the_presets_or_the_variants():
+    over = {"pretrain": {"max_steps": 20}}
+    assert bench.reseeded(over, 0)["pretrain"] == {"max_steps": 20, "seed": 1337}
+    assert bench.reseeded(over, 2)["pretrain"]["seed"] == 1339
+    assert bench.reseeded({"pretrain": {"seed": 7}, "shard": {"val_fraction": 0.02}}, 1) == {
+        "pretrain": {"seed": 8},
+        "shard": {"val_fraction": 0.02},
+    }
+    assert over == {"pretrain": {"max_steps": 20}}  # the caller's overrides stay as they were
+
+
+def test_a_side_trained_under_several_seeds_shows_its_loss_range_beside_the_median():
+    from benchmarks.table import seeds_rows
+
+    ref = {"seconds": 200.0, "heldout_loss": 1.89, "val_loss_own_estimate": 1.88}
+    ours = {
+        "seconds": 100.0,
+        "heldout_loss": 1.9004,
+        "heldout_losses": [1.8782, 1.9222, 1.9004],
+        "seeds": [1337, 1338, 1339],
+        "val_loss": 1.8,
+    }
+    a = {"iterations": 2000, "nanogpt": ref, "ours": ours, "time_ratio": 0.5}
+    row = seeds_rows({"seed003": a | {"meets_target": False}})[0]
+    assert row.ours == "1.9004 (median of 3 seeds, 1.878–1.922) in 100 s"
+    one_seed = ours | {"seeds": [1337, 1337], "heldout_losses": [1.8782, 1.8782]}
+    row = seeds_rows({"seed003": a | {"ours": one_seed, "meets_target": False}})[0]
+    assert row.ours == "1.9004 in 100 s"
