@@ -148,3 +148,25 @@ def test_no_stage_output_is_tracked_by_git():
     assert "reports/classify/scores.json" in outputs and len(outputs) > 10
     clashes = [f for f in tracked for out in outputs if f == out or f.startswith(out + "/")]
     assert clashes == []
+
+
+def test_the_committed_gitignores_list_exactly_the_stage_outputs():
+    """DVC adds each output it caches to a .gitignore beside it; the committed ones already
+    list them all (and nothing stale), so `make run` in a fresh clone leaves git clean but for
+    dvc.lock."""
+    import subprocess
+
+    outputs = _declared_outputs()
+    listed = set()
+    tracked = subprocess.run(
+        ["git", "ls-files", "*.gitignore"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for name in tracked:
+        folder = Path(name).parent
+        if folder.parts[:1] not in (("data",), ("models",), ("reports",)):
+            continue
+        for line in (REPO / name).read_text().splitlines():
+            if line.startswith("/"):
+                listed.add((folder / line.lstrip("/")).as_posix())
+    assert "reports/classify/scores.json" in outputs
+    assert listed == outputs
