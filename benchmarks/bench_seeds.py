@@ -26,6 +26,11 @@
     clipping), at nanoGPT's batch (12) and at half of it, both in one process on the same
     batches, in alternating rounds (milliseconds a step, medians). It shows what part a's wall
     times are made of: the same step on both sides means the same time.
+    Beside them, the step's floor on this machine: the matrix products of its Linear layers
+    alone (forward, input gradient and weight gradient of each, in the dtype the run computes
+    in), each shape timed on its own (medians). Where the floor at batch 12 is already half
+    of nanoGPT's whole step or more, no step of nanoGPT's shape can take half its time here,
+    whatever the code around the products does.
 
 Both sides train on the first 90% of Tiny Shakespeare and are scored on the last 10%, every
 held-out token once (consecutive windows of the context length, each token predicted from the
@@ -565,9 +570,10 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
 
 
 STEP_AB = r"""
-import json, statistics, sys, time, torch
+import collections, json, statistics, sys, time, torch
 cfg = json.loads(sys.argv[1]); sys.path[:0] = [cfg["repo"], cfg["nanogpt"]]
 import model as nano
+from gptpipe.runtime import resolve_dtype
 from gptpipe.config import build_section, to_dict
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.train.loop import optimizer_step
@@ -582,6 +588,23 @@ ours_opt = make_optimizer(ours, train_cfg)
 theirs = nano.GPT(nano.GPTConfig(vocab_size=vocab, bias=False, **{
     k: shape[k] for k in ("block_size", "n_layer", "n_head", "n_embd", "dropout")}))
 theirs_opt = theirs.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
+dtype = resolve_dtype(train_cfg.dtype, torch.device("cpu"))  # what the run's autocast computes in
+def per_call_ms(fn, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls * 1000
+def floor(products):
+    # the step's Linear products alone, each shape timed on its own (median of rounds) and
+    # counted as often as the step has it: the time no step of this shape can beat here
+    total = 0.0
+    for (m, k, n), count in collections.Counter(map(tuple, products)).items():
+        a = torch.randn(m, k, dtype=getattr(torch, dtype))
+        b = torch.randn(k, n, dtype=getattr(torch, dtype))
+        per_call_ms(lambda: a @ b, cfg["warmup"])
+        rounds = [per_call_ms(lambda: a @ b, 2 * cfg["steps"]) for _ in range(cfg["rounds"])]
+        total += count * statistics.median(rounds)
+    return {"floor_ms": total, "floor_dtype": dtype}
 results = {}
 for batch in cfg["batches"]:
     x = torch.randint(vocab, (batch, shape["block_size"]))
@@ -596,19 +619,34 @@ for batch in cfg["batches"]:
         theirs_opt.zero_grad(set_to_none=True)
     sides = {"ours": step_ours, "nanogpt": step_theirs}
     for fn in sides.values():
-        for _ in range(cfg["warmup"]):
-            fn()
+        per_call_ms(fn, cfg["warmup"])
     times = {name: [] for name in sides}
     for round_ in range(cfg["rounds"]):
         order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
         for name in order:
-            start = time.perf_counter()
-            for _ in range(cfg["steps"]):
-                sides[name]()
-            times[name].append((time.perf_counter() - start) / cfg["steps"] * 1000)
+            times[name].append(per_call_ms(sides[name], cfg["steps"]))
     results[str(batch)] = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
+    results[str(batch)] |= floor(cfg["products"][str(batch)])
 print(json.dumps(results))
 """
+
+
+def linear_products(shape: dict[str, Any], vocab: int, tokens: int) -> list[tuple[int, int, int]]:
+    """(m, k, n) of each Linear's three matrix products in one training step over `tokens`
+    tokens: forward, input gradient and weight gradient, for every block's four Linears and the
+    head (tied to wte, but a product all the same). Together they are the 6 x parameters x
+    tokens of a step, attention's own products aside."""
+    width = shape["n_embd"]
+    layers = [(width, 3 * width), (width, width), (width, 4 * width), (4 * width, width)]
+    return [
+        product
+        for fan_in, fan_out in layers * shape["n_layer"] + [(width, vocab)]
+        for product in (
+            (tokens, fan_in, fan_out),
+            (tokens, fan_out, fan_in),
+            (fan_out, tokens, fan_in),
+        )
+    ]
 
 
 def part_e(work: Path, args: argparse.Namespace) -> dict:
@@ -617,12 +655,16 @@ def part_e(work: Path, args: argparse.Namespace) -> dict:
 
     nano = nanogpt_checkout(work, args.nanogpt)
     params = {k: v for k, v in load_preset("seed003").params.items() if k in ("model", "pretrain")}
+    vocab = 67  # Tiny Shakespeare's 65 characters + <|endoftext|> + <|unk|>
+    batches = [12, 6]
+    tokens = params["model"]["block_size"]  # per sequence
     cfg = {
         "repo": str(Path(__file__).resolve().parents[1]),
         "nanogpt": str(nano),
         "params": params,
-        "vocab": 67,  # Tiny Shakespeare's 65 characters + <|endoftext|> + <|unk|>
-        "batches": [12, 6],
+        "vocab": vocab,
+        "batches": batches,
+        "products": {str(b): linear_products(params["model"], vocab, b * tokens) for b in batches},
         "warmup": 2 if args.quick else 10,
         "rounds": 2 if args.quick else 8,
         "steps": 2 if args.quick else 25,
@@ -631,6 +673,7 @@ def part_e(work: Path, args: argparse.Namespace) -> dict:
     times = json.loads(out.strip().splitlines()[-1])
     for row in times.values():
         row["ratio"] = row["ours_ms"] / row["nanogpt_ms"]
+        row["floor_ratio"] = row["floor_ms"] / row["nanogpt_ms"]
     return {"batches": times, "rounds": cfg["rounds"], "steps_per_round": cfg["steps"]}
 
 

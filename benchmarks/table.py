@@ -378,6 +378,34 @@ def _variant_changes(variant: dict[str, Any]) -> str:
     return ", ".join(f"{key}: {value}" for key, value in _variant_items(variant))
 
 
+def _step_floor(batch: str, times: dict[str, Any]) -> Row:
+    """Part e's floor of seed003's step: its Linear layers' products alone, against nanoGPT's
+    whole step. At 0.5x or more, half of nanoGPT's time at that batch cannot be had here."""
+    return Row(
+        f"seed003's step floor, batch {batch}: its Linear layers' {times['floor_dtype']} matrix "
+        "products alone, each shape timed on its own (ms; vs nanoGPT's whole step; at 0.5x or "
+        "more no step of this shape takes half of nanoGPT's on this machine)",
+        f"{times['floor_ms']:.1f}",
+        f"{times['nanogpt_ms']:.1f}",
+        times["floor_ratio"],
+    )
+
+
+def _seed003_floor_line(step: dict[str, Any]) -> str:
+    """The seeds table's line on what a seed003 step at nanoGPT's batch cannot go below here."""
+    reach = (
+        "so half of nanoGPT's time is out of reach on this CPU"
+        if step["floor_ratio"] >= 0.5
+        else "so the floor leaves room for half of nanoGPT's time on this CPU"
+    )
+    return (
+        f"| 003, its step | | at nanoGPT's batch (12) the step's {step['floor_dtype']} Linear "
+        f"products alone take {step['floor_ms']:.1f} ms, {step['floor_ratio']:.2f}x nanoGPT's "
+        f"whole step ({step['nanogpt_ms']:.1f} ms; ours {step['ours_ms']:.1f} ms), {reach} | "
+        f'the same machine | `python -m benchmarks.run_all --only seeds --with "seeds=--parts e"` |'
+    )
+
+
 def seeds_rows(results: dict[str, Any]) -> list[Row]:
     rows = []
     if "seed003" in results:
@@ -418,6 +446,8 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
                     times["ratio"],
                 )
             )
+            if "floor_ms" in times:
+                rows.append(_step_floor(batch, times))
     if "seed001" in results:
         b = results["seed001"]
         ours, ref = b["ours"], b["reference"]
@@ -666,6 +696,9 @@ def seeds_table(records: dict[str, dict[str, Any]]) -> str:
                 f"({variant['time_ratio']:.2f}x nanoGPT's time) | the same nanoGPT run | "
                 f'`python -m benchmarks.run_all --only seeds --with "seeds=--parts a {flags}"` |'
             )
+    step = seeds.get("seed003_step", {}).get("batches", {}).get("12", {})
+    if "floor_ms" in step:
+        lines.append(_seed003_floor_line(step))
     variants = records.get("classify", {}).get("results", {}).get("variants", {})
     if variants:
         best = max(variants, key=lambda v: variants[v]["test_accuracy"])

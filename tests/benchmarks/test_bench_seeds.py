@@ -97,6 +97,9 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
     for times in step["batches"].values():
         assert times["ours_ms"] > 0 and times["nanogpt_ms"] > 0
         assert times["ratio"] == pytest.approx(times["ours_ms"] / times["nanogpt_ms"])
+        # the Linear products alone, in the dtype the preset's `dtype: auto` computes in here
+        assert times["floor_ms"] > 0 and times["floor_dtype"] in ("float32", "bfloat16")
+        assert times["floor_ratio"] == pytest.approx(times["floor_ms"] / times["nanogpt_ms"])
     assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
 
 
@@ -170,6 +173,56 @@ def test_the_step_alone_gets_a_row_per_batch_with_its_ratio():
     ]
     assert (rows[0].ours, rows[0].reference, rows[0].met) == ("140.0", "150.0", None)
     assert rows[1].ratio == pytest.approx(0.889, abs=1e-3)
+
+
+def test_the_step_floor_gets_a_row_after_its_batch_against_nanogpts_whole_step():
+    from benchmarks.table import seeds_rows
+
+    times = {"ours_ms": 108.0, "nanogpt_ms": 112.0, "ratio": 108 / 112}
+    floor = {"floor_ms": 61.6, "floor_dtype": "float32", "floor_ratio": 61.6 / 112}
+    rows = seeds_rows({"seed003_step": {"batches": {"12": times | floor}, "rounds": 8}})
+    assert [r.figure.split(":")[0] for r in rows] == [
+        "seed003's training step alone, batch 12 (ms; vs nanoGPT's model.py and loop, one process, "
+        "alternating rounds)",
+        "seed003's step floor, batch 12",
+    ]
+    assert "float32 matrix products alone" in rows[1].figure
+    assert (rows[1].ours, rows[1].reference, rows[1].met) == ("61.6", "112.0", None)
+    assert rows[1].ratio == pytest.approx(0.55, abs=1e-3)
+    # records from before the floor was measured keep their one row per batch
+    assert len(seeds_rows({"seed003_step": {"batches": {"12": times}, "rounds": 8}})) == 1
+
+
+def test_the_seeds_table_says_whether_the_step_floor_puts_half_of_nanogpts_time_in_reach():
+    from benchmarks.table import seeds_table
+
+    def line(floor_ms: float) -> str:
+        times = {
+            "ours_ms": 93.0,
+            "nanogpt_ms": 93.5,
+            "floor_ms": floor_ms,
+            "floor_dtype": "float32",
+        }
+        times["floor_ratio"] = floor_ms / 93.5
+        step = {"batches": {"12": times, "6": times}}
+        lines = seeds_table({"seeds": {"results": {"seed003_step": step}}}).splitlines()
+        (row,) = [line for line in lines if line.startswith("| 003, its step |")]
+        return row
+
+    assert "float32 Linear products alone take 54.2 ms, 0.58x nanoGPT's whole step" in line(54.2)
+    assert "out of reach on this CPU" in line(54.2)
+    assert "leaves room for half of nanoGPT's time" in line(30.0)  # a bf16 machine's floor, say
+
+
+def test_linear_products_are_three_per_linear_of_every_block_and_the_head():
+    products = bench.linear_products({"n_embd": 4, "n_layer": 2}, vocab=7, tokens=10)
+    assert len(products) == 3 * (4 * 2 + 1)
+    # forward, input gradient, weight gradient of c_attn (4 -> 12) over 10 tokens
+    assert products[:3] == [(10, 4, 12), (10, 12, 4), (12, 10, 4)]
+    assert products[-3:] == [(10, 4, 7), (10, 7, 4), (7, 10, 4)]  # the head
+    flops = sum(2 * m * k * n for m, k, n in products)
+    params = 2 * (4 * 12 + 4 * 4 + 4 * 16 + 16 * 4) + 4 * 7
+    assert flops == 6 * params * 10  # the 6 x parameters x tokens of a training step
 
 
 def test_seed001_figure_row_says_when_3_5_was_reached_and_where_it_ended():
