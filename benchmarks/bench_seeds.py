@@ -28,9 +28,9 @@
     times are made of: the same step on both sides means the same time.
     Beside them, the step's floor on this machine: the matrix products of its Linear layers
     alone (forward, input gradient and weight gradient of each, in the dtype the run computes
-    in), each shape timed on its own (medians). Where the floor at batch 12 is already half
-    of nanoGPT's whole step or more, no step of nanoGPT's shape can take half its time here,
-    whatever the code around the products does.
+    in), each shape timed on its own (the median of its calls). Where the floor at batch 12 is
+    already half of nanoGPT's whole step or more, no step of nanoGPT's shape can take half its
+    time here, whatever the code around the products does.
 
 Both sides train on the first 90% of Tiny Shakespeare and are scored on the last 10%, every
 held-out token once (consecutive windows of the context length, each token predicted from the
@@ -573,7 +573,7 @@ STEP_AB = r"""
 import collections, json, statistics, sys, time, torch
 cfg = json.loads(sys.argv[1]); sys.path[:0] = [cfg["repo"], cfg["nanogpt"]]
 import model as nano
-from gptpipe.runtime import resolve_dtype
+from gptpipe.runtime import median_seconds, resolve_dtype
 from gptpipe.config import build_section, to_dict
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.train.loop import optimizer_step
@@ -595,15 +595,14 @@ def per_call_ms(fn, calls):
         fn()
     return (time.perf_counter() - start) / calls * 1000
 def floor(products):
-    # the step's Linear products alone, each shape timed on its own (median of rounds) and
+    # the step's Linear products alone, each shape timed on its own (median of its calls) and
     # counted as often as the step has it: the time no step of this shape can beat here
     total = 0.0
     for (m, k, n), count in collections.Counter(map(tuple, products)).items():
         a = torch.randn(m, k, dtype=getattr(torch, dtype))
-        b = torch.randn(k, n, dtype=getattr(torch, dtype))
-        per_call_ms(lambda: a @ b, cfg["warmup"])
-        rounds = [per_call_ms(lambda: a @ b, 2 * cfg["steps"]) for _ in range(cfg["rounds"])]
-        total += count * statistics.median(rounds)
+        b = torch.randn(k, n, dtype=a.dtype)
+        calls = 2 * cfg["steps"] * cfg["rounds"]
+        total += count * median_seconds(lambda: a @ b, cfg["warmup"], calls) * 1000
     return {"floor_ms": total, "floor_dtype": dtype}
 results = {}
 for batch in cfg["batches"]:
@@ -657,14 +656,14 @@ def part_e(work: Path, args: argparse.Namespace) -> dict:
     params = {k: v for k, v in load_preset("seed003").params.items() if k in ("model", "pretrain")}
     vocab = 67  # Tiny Shakespeare's 65 characters + <|endoftext|> + <|unk|>
     batches = [12, 6]
-    tokens = params["model"]["block_size"]  # per sequence
+    context = params["model"]["block_size"]
     cfg = {
         "repo": str(Path(__file__).resolve().parents[1]),
         "nanogpt": str(nano),
         "params": params,
         "vocab": vocab,
         "batches": batches,
-        "products": {str(b): linear_products(params["model"], vocab, b * tokens) for b in batches},
+        "products": {str(b): linear_products(params["model"], vocab, b * context) for b in batches},
         "warmup": 2 if args.quick else 10,
         "rounds": 2 if args.quick else 8,
         "steps": 2 if args.quick else 25,
