@@ -8,16 +8,23 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: setup run test bench lint typecheck clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed .dvc/tmp/offline-plots.html
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
-# The main job: the whole DAG on the offline default data set.
+# The page template `dvc plots show` fills, with Vega inline (no CDN), and plots.html_template
+# in .dvc/config.local pointing at it; both git-ignored (gptpipe/report/plots_page.py).
+.dvc/tmp/offline-plots.html: $(VENV)/.installed gptpipe/report/plots_page.py
+	$(BIN)/python -m gptpipe.report.plots_page
+
+# The main job: the whole DAG on the offline default data set. A run whose dvc.lock is not
+# committed is not yet a baseline (for dvc exp show, dvc metrics diff, the report's changes).
 run: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+	@test -z "$$(git status --porcelain -- dvc.lock 2>/dev/null)" || echo 'gptpipe: keep this run as the baseline that experiments and dvc metrics diff compare with: git add dvc.lock && git commit -m "Baseline run"'
 
 # What CI runs (.ci/run): lint, type check, then the whole test suite.
 test: lint typecheck

@@ -40,7 +40,7 @@ from benchmarks.harness import MIRROR, REPO, alternate, machine, median
 BIN = Path(sys.executable).parent
 # Tiny settings for --quick: the DAG's structure with minutes of work cut to seconds.
 QUICK: dict[str, dict[str, Any]] = {
-    "data": {"corpus": "corpus.txt", "instruct": "stdlib", "classify": "stdlib"},
+    "data": {"corpus": "data/inputs/corpus.txt", "instruct": "stdlib", "classify": "stdlib"},
     "tokenizer": {"vocab_size": 300},
     "shard": {"split_chunk_tokens": 256},
     "model": {"block_size": 32, "n_layer": 1, "n_head": 2, "n_embd": 32},
@@ -92,11 +92,14 @@ def our_project(root: Path, quick: bool) -> Path:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("gptpipe", "stages"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
-    shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
+    for name in ("dvc.yaml", ".dvcignore", "data/inputs/README.md"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / name, root / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     if quick:
         text = (MIRROR / "tinyshakespeare.txt").read_text(encoding="utf-8")
-        (root / "corpus.txt").write_text(text[:QUICK_CORPUS_BYTES], encoding="utf-8")
+        corpus = root / "data" / "inputs" / "corpus.txt"  # data.inputs: DVC watches it
+        corpus.write_text(text[:QUICK_CORPUS_BYTES], encoding="utf-8")
         for section, values in QUICK.items():
             params[section].update(values)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -104,14 +107,23 @@ def our_project(root: Path, quick: bool) -> Path:
     return root
 
 
-def resolved(dvc_yaml: dict[str, Any]) -> dict[str, dict[str, list[str]]]:
+def resolved(
+    dvc_yaml: dict[str, Any], params: dict[str, Any] | None = None
+) -> dict[str, dict[str, list[str]]]:
     """Each stage's deps, params and outs (metrics and plots included) as plain paths: the
-    `${paths.x}` of dvc.yaml's `vars` substituted."""
-    paths = {k: v for entry in dvc_yaml.get("vars", []) for k, v in entry.get("paths", {}).items()}
+    `${paths.x}` of dvc.yaml's `vars` and the `${section.key}` of `params` (params.yaml)
+    substituted, as DVC does."""
+    values = {
+        f"paths.{k}": v
+        for entry in dvc_yaml.get("vars", [])
+        for k, v in entry.get("paths", {}).items()
+    }
+    for section, keys in (params or {}).items():
+        values |= {f"{section}.{k}": v for k, v in (keys or {}).items() if isinstance(v, str)}
 
     def plain(entries: list[Any]) -> list[str]:
         names = [next(iter(e)) if isinstance(e, dict) else str(e) for e in entries]
-        return [re.sub(r"\$\{paths\.(\w+)\}", lambda m: paths[m.group(1)], n) for n in names]
+        return [re.sub(r"\$\{([\w.]+)\}", lambda m: values[m.group(1)], n) for n in names]
 
     return {
         name: {
@@ -168,11 +180,13 @@ def stage_seconds(project: Path) -> dict[str, float]:
     return found
 
 
-def headline_metrics(project: Path) -> dict[str, dict[str, Any]]:
-    """The run's headline metrics (reports/metrics/<stage>.json): the default run's results."""
+def json_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """{stem: content} of a folder's JSON files: the run's headline metrics
+    (reports/metrics/<stage>.json) or every stage's run details (reports/runs/<stage>.json:
+    all its figures and the params it ran with), the default run's results."""
     return {
         path.stem: json.loads(path.read_text(encoding="utf-8"))
-        for path in sorted((project / "reports" / "metrics").glob("*.json"))
+        for path in sorted(folder.glob("*.json"))
     }
 
 
@@ -191,7 +205,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-", dir=args.work) as tmp:
         ours = our_project(Path(tmp) / "ours", args.quick)
-        stages = resolved(yaml.safe_load((ours / "dvc.yaml").read_text(encoding="utf-8")))
+        read = lambda name: yaml.safe_load((ours / name).read_text(encoding="utf-8"))  # noqa: E731
+        stages = resolved(read("dvc.yaml"), read("params.yaml"))
         (Path(tmp) / "trivial").mkdir()
         trivial = trivial_project(Path(tmp) / "trivial", stages)
         end_to_end, output = dvc(ours, "repro")
@@ -208,7 +223,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 raise RuntimeError(f"a second dvc repro of {name} ran {rerun}")
         noop = {name: [seconds for seconds, _ in side] for name, side in runs.items()}
         per_stage = stage_seconds(ours)
-        metrics = headline_metrics(ours)
+        metrics = json_files(ours / "reports" / "metrics")
+        details = json_files(ours / "reports" / "runs")
         if args.keep is not None:  # e.g. for bench_classify --base KEEP/models/base
             shutil.copytree(ours, args.keep, symlinks=True, dirs_exist_ok=True)
     results: dict[str, Any] = {
@@ -219,6 +235,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ran": ran,
         "stage_seconds": per_stage,
         "metrics": metrics,
+        "details": details,
         "noop_s": median(noop["ours"]),
         "noop_samples": noop["ours"],
         "trivial_noop_s": median(noop["trivial"]),

@@ -135,6 +135,14 @@ class DataConfig:
         "Classification data: a named set (stdlib, sms-spam), a URL or a path, or a list of "
         "mirrors. TSV (label<TAB>text), CSV (label,text) or JSON (Lines) of label/text objects.",
     )
+    inputs: str = _f(
+        "data/inputs",
+        "Folder of your own data files: dvc.yaml makes it a dependency of the download stage, "
+        "so editing, adding or removing a file in it reruns download (and what its changed "
+        "outputs feed). Under DVC a local path in corpus, instruct or classify must lie inside "
+        "it; point it at a folder elsewhere (data.inputs=/data/corpora) rather than copying "
+        "large files. Files DVC tracks (dvc add, dvc import-url) may live in it.",
+    )
     mirror: str | None = _f(
         None, "Local folder looked in first, by file name (else $GPTPIPE_MIRROR)."
     )
@@ -155,6 +163,7 @@ class DataConfig:
                     _require(bool(item.strip()), f"data.{key}[{i}]", "must not be empty")
             else:
                 _require(bool(value.strip()), f"data.{key}", "must not be empty")
+        _require(bool(self.inputs.strip()), "data.inputs", "must not be empty")
         _require(self.timeout > 0, "data.timeout", "must be > 0")
         _require(self.retries >= 1, "data.retries", "must be >= 1")
         _require(self.max_bytes >= 1, "data.max_bytes", "must be >= 1")
@@ -350,10 +359,16 @@ class TrainingConfig:
         "gradient scaler.",
     )
     compile: bool = _f(False, "torch.compile the model (minutes of compilation first).")
+    keep: Literal["final", "best"] = _f(
+        "final",
+        "Which weights the model folder gets: final (after the last step) or best (those of "
+        "the validation with the lowest val_loss; a copy of the weights is held meanwhile). "
+        "The report and the run details say which step they are from.",
+    )
     patience: int = _f(
         0,
-        "Early stopping: stop after this many validations without a lower val_loss and keep "
-        "the best weights (0: off, train all max_steps).",
+        "Early stopping: stop after this many validations without a lower val_loss (0: off, "
+        "train all max_steps); needs keep: best.",
     )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
     threads: int = _f(0, "CPU threads for torch (0: leave torch's default).")
@@ -364,15 +379,9 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         section = self._section()
-        for key in (
-            "max_steps",
-            "batch_size",
-            "grad_accum",
-            "eval_interval",
-            "eval_batches",
-            "log_interval",
-        ):
+        for key in ("batch_size", "grad_accum", "eval_interval", "eval_batches", "log_interval"):
             _require(getattr(self, key) >= 1, f"{section}.{key}", "must be >= 1")
+        self._check_length(section)
         _require(self.learning_rate > 0, f"{section}.learning_rate", "must be > 0")
         _require(
             0 <= self.min_lr <= self.learning_rate,
@@ -388,12 +397,22 @@ class TrainingConfig:
         _require(self.threads >= 0, f"{section}.threads", "must be >= 0")
         _require(self.checkpoint_interval >= 0, f"{section}.checkpoint_interval", "must be >= 0")
         _require(self.patience >= 0, f"{section}.patience", "must be >= 0")
+        _require(
+            self.patience == 0 or self.keep == "best",
+            f"{section}.keep",
+            f"must be best with early stopping ({section}.patience {self.patience}): a run "
+            "that stops after validations without improvement keeps the weights of its best one",
+        )
         _require_device(self.device, f"{section}.device")
         _require_seed(self.seed, f"{section}.seed")
         for key in ("max_steps", "batch_size", "grad_accum"):
             limit = TRAINING_LIMITS[key]
             value = getattr(self, key)
             _require(value <= limit, f"{section}.{key}", f"must be <= {limit:,}, not {value:,}")
+
+    def _check_length(self, section: str) -> None:
+        """How long training runs: max_steps (the fine-tunings may give epochs instead)."""
+        _require(self.max_steps >= 1, f"{section}.max_steps", "must be >= 1")
 
     @classmethod
     def _section(cls) -> str:
@@ -479,8 +498,9 @@ class FinetuneConfig(TrainingConfig):
 
     epochs: float = _f(
         0.0,
-        "> 0: train this many passes over the training split (sets max_steps from its size, "
-        "batch_size and grad_accum); 0: train max_steps.",
+        "Passes over the training split. One of max_steps and epochs sets how long training "
+        "runs, the other is 0: epochs > 0 trains ceil(epochs * training examples / (batch_size "
+        "* grad_accum)) steps (the run details and the report give the number).",
     )
     trainable: Literal["all", "last_blocks", "lora"] = _f(
         "all",
@@ -499,10 +519,26 @@ class FinetuneConfig(TrainingConfig):
         "input), head (the classifier head).",
     )
 
+    def _check_length(self, section: str) -> None:
+        """Exactly one of max_steps and epochs is set (> 0), so no value is silently ignored."""
+        _require(self.max_steps >= 0, f"{section}.max_steps", "must be >= 0 (0: use epochs)")
+        _require(self.epochs >= 0, f"{section}.epochs", "must be >= 0 (0: use max_steps)")
+        if self.max_steps > 0 and self.epochs > 0:
+            raise ConfigError(
+                f"{section}.max_steps",
+                f"{self.max_steps} and {section}.epochs {self.epochs:g} both set how long "
+                f"training runs: set {section}.epochs=0 to train {self.max_steps} steps, or "
+                f"{section}.max_steps=0 to train {self.epochs:g} epochs",
+            )
+        _require(
+            self.max_steps > 0 or self.epochs > 0,
+            f"{section}.max_steps",
+            f"0 needs {section}.epochs > 0 (one of them sets how long training runs)",
+        )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         section = self._section()
-        _require(self.epochs >= 0, f"{section}.epochs", "must be >= 0")
         _require(self.trainable_blocks >= 1, f"{section}.trainable_blocks", "must be >= 1")
         _require(self.lora_rank >= 1, f"{section}.lora_rank", "must be >= 1")
         _require(self.lora_alpha > 0, f"{section}.lora_alpha", "must be > 0")
@@ -521,7 +557,7 @@ class FinetuneConfig(TrainingConfig):
 class InstructConfig(FinetuneConfig):
     """`instruct`: instruction fine-tuning in the Alpaca prompt format."""
 
-    max_steps: int = _f(400, "Optimizer steps.")
+    max_steps: int = _f(400, "Optimizer steps (0: set by epochs).")
     batch_size: int = _f(8, "Sequences per micro-batch.")
     learning_rate: float = _f(5e-4, "Peak learning rate (AdamW).")
     min_lr: float = _f(5e-5, "Learning rate at the end of the cosine decay.")
@@ -570,7 +606,7 @@ class InstructConfig(FinetuneConfig):
 class ClassifyConfig(FinetuneConfig):
     """`classify`: classification fine-tuning with a head on the last token."""
 
-    max_steps: int = _f(200, "Optimizer steps.")
+    max_steps: int = _f(0, "Optimizer steps (0: set by epochs).")
     batch_size: int = _f(16, "Sequences per micro-batch.")
     learning_rate: float = _f(5e-4, "Peak learning rate (AdamW).")
     min_lr: float = _f(5e-5, "Learning rate at the end of the cosine decay.")
@@ -579,9 +615,16 @@ class ClassifyConfig(FinetuneConfig):
     eval_batches: int = _f(10, "Validation batches per evaluation.")
     epochs: float = _f(
         5.0,
-        "> 0: train this many passes over the training split (sets max_steps from its size, "
-        "batch_size and grad_accum); 0: train max_steps. 5 (the book's) with batch 16 and "
-        "lr 5e-4 reaches 96.3% on the balanced SMS-spam protocol (bench_classify).",
+        "Passes over the training split. One of max_steps and epochs sets how long training "
+        "runs, the other is 0: epochs > 0 trains ceil(epochs * training examples / (batch_size "
+        "* grad_accum)) steps. 5 (the book's) with batch 16 and lr 5e-4 reaches 96.3% on the "
+        "balanced SMS-spam protocol (bench_classify).",
+    )
+    keep: Literal["final", "best"] = _f(
+        "best",
+        "Which weights the model folder gets: best (those of the validation with the lowest "
+        "val_loss: a small labelled set overfits within a few epochs) or final (after the last "
+        "step). The report and the run details say which step they are from.",
     )
     protocol: Literal["stratified", "balanced"] = _f(
         "stratified",

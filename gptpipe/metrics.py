@@ -1,101 +1,58 @@
 """Headline metrics vs run details: what a stage writes to its DVC metrics file, and what to
 its run file beside it.
 
-A DVC metrics file becomes columns of `dvc exp show` and rows of `dvc metrics diff`: it should
-hold the numbers an experiment is judged by (losses, perplexity, accuracy, ROUGE-L). How a run
-went (seconds, tokens per second, device, process count, steps, record counts) changes from
-machine to machine, is noise in an experiments table, and goes to `reports/runs/<stage>.json`
-instead, a plain DVC out the report reads. Keys are sorted by name, not by a list of headline
-names, so a stage that adds a new metric gets it into the metrics file without touching this.
+A DVC metrics file becomes columns of `dvc exp show` and rows of `dvc metrics diff`, so it
+holds the few numbers an experiment is judged by, one or two per stage, under names unique
+across the files (`pretrain.val_loss`, `base.bits_per_byte`, `instruct.rougeL`,
+`classify.test_accuracy`): DVC then heads each column with that name alone instead of
+`reports/metrics/<file>.json:<key>`, and `dvc exp show` fits a terminal. Everything else a
+stage measured (train and per-split losses, baselines, F1, counts, seconds, tokens/s, device)
+and the params it ran with go to `reports/runs/<stage>.json`, a plain DVC out the report reads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from gptpipe.config import to_dict
 from gptpipe.fsutil import staged_outputs, write_json
 
-# Keys (at any depth) that describe the run rather than its result.
-DETAILS = frozenset(
-    {
-        # training: how much, how fast, where
-        "steps",
-        "tokens",
-        "tokens_per_s",
-        "seconds",
-        "device",
-        "processes",
-        "dtype",
-        "epochs",
-        "best_step",
-        "best_val_loss",  # the final val_loss is the headline; the best is on the curve
-        "stopped_early",
-        "resumed_from",
-        "mfu",
-        "flops_per_token",
-        # model and data sizes (properties of the inputs, not results)
-        "params_total",
-        "params_non_embedding",
-        "train_windows",
-        "max_length",
-        "labels",
-        "trainable_params",
-        "total_params",
-        # per-split figures whose test-split twins are the headline
-        "untuned_train_accuracy",
-        "untuned_val_accuracy",
-        "majority_baseline_train",
-        "majority_baseline_val",
-        "train_macro_f1",
-        "val_macro_f1",
-        # evaluation bookkeeping (evaluate.json per model)
-        "mean_nll",
-        "nll",
-        "bytes",
-        "windows",
-        "stride",
-        "block_size",
-    }
-)
-# ...and keys ending like these (train_records, val_records, truncated_records, ...; the
-# `wall_seconds` every stage records: its wall time from start to its outputs written).
-DETAIL_SUFFIXES = ("_records", "_seconds")
+# The headline metric of each stage: {stage: (namespace, {name in the metrics file: key in
+# the stage's results})}. The namespace is the model the figure describes (evaluate names it
+# per run: its first model's folder name).
+HEADLINE: dict[str, tuple[str | None, dict[str, str]]] = {
+    "pretrain": ("pretrain", {"val_loss": "val_loss"}),
+    "evaluate": (None, {"bits_per_byte": "bits_per_byte"}),
+    "instruct": ("instruct", {"rougeL": "test_rougeL"}),
+    "classify": ("classify", {"test_accuracy": "test_accuracy"}),
+}
 
 
-def is_detail(key: str) -> bool:
-    """Whether `key` describes how a run went rather than what it achieved."""
-    return key in DETAILS or key.endswith(DETAIL_SUFFIXES)
+def headline(stage: str, results: Mapping[str, Any], namespace: str | None = None) -> dict:
+    """The DVC metrics file of `stage`: its headline figures taken from `results` (a figure
+    the run did not produce is left out), nested under the stage's namespace."""
+    default, names = HEADLINE[stage]
+    space = namespace or default
+    if space is None:
+        raise ValueError(f"stage {stage!r} needs a namespace for its headline metrics")
+    picked = {name: results[key] for name, key in names.items() if key in results}
+    return {space: picked} if picked else {}
 
 
-def split_metrics(metrics: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(headline, details) of a stage's metrics; nested objects (one per model) split alike."""
-    headline: dict[str, Any] = {}
-    details: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            inner_headline, inner_details = split_metrics(value)
-            if inner_headline:
-                headline[key] = inner_headline
-            if inner_details:
-                details[key] = inner_details
-        elif is_detail(key):
-            details[key] = value
-        else:
-            headline[key] = value
-    return headline, details
-
-
-def write_metrics(metrics_path: Path, metrics: dict[str, Any], details_path: Path | None) -> None:
+def write_metrics(
+    metrics_path: Path,
+    headline_metrics: dict[str, Any],
+    details_path: Path | None,
+    details: dict[str, Any],
+) -> None:
     """Write the headline metrics to `metrics_path` and the run details to `details_path`
-    (dropped when None: a caller that wants them has the full dict it passed in), the two
-    files together or neither."""
-    headline, details = split_metrics(metrics)
+    (dropped when None), the two files together or neither."""
     with staged_with_details(metrics_path, details_path) as (new_metrics, new_details):
-        write_json(new_metrics, headline)
+        write_json(new_metrics, headline_metrics)
         if new_details is not None:
             write_json(new_details, details)
 
@@ -104,6 +61,13 @@ def wall_seconds(started: float) -> float:
     """Seconds since `started` (a `time.perf_counter()` reading), to the millisecond: the wall
     time a stage records in its run details as `wall_seconds`."""
     return round(time.perf_counter() - started, 3)
+
+
+def ran_with(**sections: Any) -> dict[str, Any]:
+    """The `params` entry of a stage's run details: each params section it read, as it ran
+    (after -S overrides and derived values such as max_steps from epochs). The report shows
+    these, not params.yaml, so it says what ran."""
+    return {"params": {name: to_dict(cfg) for name, cfg in sections.items()}}
 
 
 @contextlib.contextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -14,16 +15,24 @@ from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, sec
 from gptpipe.config import DataConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
-from gptpipe.metrics import staged_with_details, wall_seconds
+from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.progress import wrote
 from gptpipe.sources.datasets import (
     FILE_NAMES,
     KINDS,
     NAMED_SETS,
+    STDLIB,
     NamedSet,
     check_source,
     load_source,
 )
-from gptpipe.sources.fetch import FetchOptions, sha256_and_size
+from gptpipe.sources.fetch import (
+    FetchOptions,
+    file_url_path,
+    sha256_and_size,
+    source_kind,
+    split_member,
+)
 from gptpipe.sources.stdlib import StdlibBuild, build_stdlib
 
 _PROVENANCE_FILE = layout.PROVENANCE.name
@@ -36,6 +45,37 @@ def _mirror_folder(cfg: DataConfig) -> Path | None:
         where = "params key 'data.mirror'" if cfg.mirror else "GPTPIPE_MIRROR"
         raise BadInput(f"{where}: {path}: mirror folder not found")
     return path
+
+
+def _check_watched(cfg: DataConfig, table: dict[str, NamedSet]) -> None:
+    """Under DVC (it sets DVC_STAGE), refuse a local source outside `data.inputs`, the folder
+    dvc.yaml makes a dependency of this stage: DVC would not see it change, and `dvc repro`
+    would keep the old data. Named sets are pinned by sha256 and URLs are fetched anew when
+    the params change, so only local paths are checked. Paths are compared as written (not
+    resolved), so a link inside the folder to a file elsewhere is inside: DVC hashes what
+    the link points to."""
+    if not os.environ.get("DVC_STAGE"):
+        return
+    inputs = Path(os.path.abspath(Path(cfg.inputs).expanduser()))
+    for kind in KINDS:
+        sources = cfg.sources(kind)
+        for i, item in enumerate(sources):
+            key = f"data.{kind}" if len(sources) == 1 else f"data.{kind}[{i}]"
+            if item == STDLIB or item in table:
+                continue
+            found = source_kind(item, key)
+            if found == "url":
+                continue
+            base, _ = split_member(item, found)
+            path = file_url_path(base) if found == "file" else Path(base).expanduser()
+            full = Path(os.path.abspath(path))
+            if full != inputs and inputs not in full.parents:
+                raise BadInput(
+                    f"params key '{key}': {base} is outside data.inputs ({cfg.inputs}), the "
+                    "folder dvc.yaml watches for local data, so DVC would not see it change; "
+                    f"move or link it into {cfg.inputs}, or set data.inputs to a folder that "
+                    "holds it"
+                )
 
 
 def run(
@@ -57,6 +97,7 @@ def run(
     table = NAMED_SETS if named is None else named
     sources = {kind: cfg.sources(kind) for kind in KINDS}
     how = {kind: check_source(kind, sources[kind], f"data.{kind}", table) for kind in KINDS}
+    _check_watched(cfg, table)
     mirror = _mirror_folder(cfg) if "named" in how.values() else None
 
     cache: list[StdlibBuild] = []
@@ -94,7 +135,8 @@ def run(
         write_json(tmp / _PROVENANCE_FILE, provenance)
         if new_details is not None:
             written = sum(provenance[kind]["output"]["bytes"] for kind in KINDS)
-            write_json(new_details, {"bytes": written, "wall_seconds": wall_seconds(started)})
+            record = {"bytes": written, "wall_seconds": wall_seconds(started)}
+            write_json(new_details, record | ran_with(data=cfg))
     return provenance
 
 
@@ -119,9 +161,9 @@ def command(
     """
     cfg: DataConfig = section("data", params, set_)
     provenance = run(cfg, out, details=details)
+    sources = []
     for kind in KINDS:
         entry = provenance[kind]
-        summary = ", ".join(f"{k} {v}" for k, v in entry["counts"].items() if k != "labels")
-        typer.echo(
-            f"{kind}: {entry['source']} -> {out / entry['output']['file']} ({summary})", err=True
-        )
+        counts = ", ".join(f"{k} {v}" for k, v in entry["counts"].items() if k != "labels")
+        sources.append(f"{kind} {entry['source']} ({counts})")
+    wrote("download", out, details, summary="; ".join(sources))

@@ -20,8 +20,9 @@ from gptpipe.evaluation import (
     evaluate_text,
     evaluate_tokens,
 )
-from gptpipe.metrics import wall_seconds, write_metrics
+from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import read_info
+from gptpipe.progress import wrote
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.shards import load_split, read_manifest
 
@@ -51,9 +52,10 @@ def run(
     out: Path,
     details: Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate each model on the val split; write {model dir name: metrics} to `out` (the
-    headline metrics) and to `details` (token, byte and window counts, stride, context; the
-    wall seconds of the stage)."""
+    """Evaluate each model on the val split; write the first model's bits per byte to `out`
+    (the stage's headline metric, `{name: {"bits_per_byte": ...}}`) and {model dir name:
+    metrics} to `details` (perplexity, bits per byte, token, byte and window counts, stride,
+    context; the wall seconds of the stage and its params)."""
     started = time.perf_counter()
     names = [m.name for m in models]
     if len(set(names)) != len(names):
@@ -68,7 +70,9 @@ def run(
     if tokens.size < 2:
         raise BadInput(f"{shards}: the val split holds {tokens.size} tokens, too few to evaluate")
     metrics = {m.name: evaluate_tokens(cfg, m, tokens, label=f"evaluate {m.name}") for m in models}
-    write_metrics(out, metrics | {"wall_seconds": wall_seconds(started)}, details)
+    record = metrics | {"wall_seconds": wall_seconds(started)} | ran_with(evaluate=cfg)
+    first = models[0].name
+    write_metrics(out, headline("evaluate", metrics[first], namespace=first), details, record)
     return metrics
 
 
@@ -104,9 +108,9 @@ def command(
 ) -> None:
     """Perplexity (sliding window, window = the model's context) and bits per byte.
 
-    Stage mode: every --model on the shards' val split, written to --out and printed.
-    With --text FILE or --source SOURCE: one model on any text file or corpus source;
-    prints one JSON object on stdout.
+    Stage mode: every --model on the shards' val split, written to --out and --details (one
+    summary line on stderr). With --text FILE or --source SOURCE: one model on any text file
+    or corpus source; prints one JSON object on stdout.
     """
     overrides = [*(set_ or []), *([f"evaluate.stride={stride}"] if stride is not None else [])]
     cfg: EvaluateConfig = section("evaluate", params, overrides)
@@ -116,9 +120,13 @@ def command(
         raise BadInput(f"{'--text' if text else '--source'} evaluates one model: give one --model")
     one = model[0] if model else layout.BASE
     if text is not None:
-        result = evaluate_text(cfg, one, text)
+        print(json.dumps(evaluate_text(cfg, one, text), indent=2))
     elif source is not None:
-        result = evaluate_source(cfg, one, source, mirror)
-    else:
-        result = run(cfg, shards, list(model) if model else _DEFAULT_MODELS, out, details)
-    print(json.dumps(result, indent=2))
+        print(json.dumps(evaluate_source(cfg, one, source, mirror), indent=2))
+    else:  # stage mode: the results are in the files, the DVC log gets one line
+        metrics = run(cfg, shards, list(model) if model else _DEFAULT_MODELS, out, details)
+        said = "; ".join(
+            f"{name} perplexity {m['perplexity']:.1f}, {m['bits_per_byte']:.3f} bits/byte"
+            for name, m in metrics.items()
+        )
+        wrote("evaluate", out, details, summary=said)

@@ -38,9 +38,10 @@ from gptpipe.finetune.classify import (
 from gptpipe.finetune.splits import CLASSIFY_SPLITS, balanced_split, stratified_split
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
 from gptpipe.fsutil import files_sha256, staged_outputs, write_json
-from gptpipe.metrics import wall_seconds, write_metrics
+from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.heads import with_classifier
+from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
 from gptpipe.tokens.sampler import WindowSampler
@@ -162,7 +163,9 @@ def run(
         write_json(new_plots / "confusion.json", test_rows)
         write_json(new_scores, scores_record)
         metrics["wall_seconds"] = wall_seconds(started)  # a run detail, not a headline metric
-        write_metrics(new_metrics, metrics, new_details)
+        metrics["device"] = str(device)
+        record = metrics | ran_with(classify=cfg)
+        write_metrics(new_metrics, headline("classify", metrics), new_details, record)
     return metrics
 
 
@@ -274,3 +277,4 @@ def command(
     cfg = section("classify", params, set_)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
     run(cfg, base, data, out, metrics, plots, checkpoints, details, scores)
+    wrote("finetune classify", out, metrics, plots, scores, details)

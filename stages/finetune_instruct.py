@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -39,9 +41,10 @@ from gptpipe.finetune.splits import ordered_split
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
 from gptpipe.fsutil import files_sha256, staged_outputs, write_json
 from gptpipe.generate.decode import Decoding, generate_many
-from gptpipe.metrics import wall_seconds, write_metrics
+from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.gpt import GPT
+from gptpipe.progress import progress, wrote
 from gptpipe.prompts import format_prompt
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
@@ -78,15 +81,44 @@ def _respond(
     max_new_tokens: int,
     eot: int,
     batch_size: int,
+    advance: Callable[[int], object] | None = None,
 ) -> list[str]:
     """Greedy responses to the records' prompts (the model in eval mode, no grad), each
     ending before <|endoftext|>: on the KV cache, `batch_size` prompts at a time. At the
     context's end the window slides by one token, so that every response is the one a full
-    forward over the last block_size tokens per step gives (the cache is rebuilt then)."""
+    forward over the last block_size tokens per step gives (the cache is rebuilt then).
+    `advance` is called with the number of records each batch answered."""
     prompts = [encode(enc, format_prompt(r.instruction, r.input)) for r in records]
     decoding = Decoding(max_new_tokens=max_new_tokens, slide=1)
-    new = generate_many(model, prompts, decoding, stop_ids=(eot,), batch_size=batch_size)
+    new = generate_many(
+        model, prompts, decoding, stop_ids=(eot,), batch_size=batch_size, advance=advance
+    )
     return [enc.decode(ids).strip() for ids in new]
+
+
+def _scored(
+    model: GPT,
+    enc: Any,
+    cfg: InstructConfig,
+    splits: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor]]],
+    records: list[Instruction],
+    eot: int,
+    label: str,
+) -> tuple[dict[str, float], list[str]]:
+    """The model's loss over each split's whole batches and its greedy responses to the test
+    `records`, in eval mode: minutes at full size, so each has a progress bar on stderr
+    (`label`: which model, e.g. "score base: test responses 12/55")."""
+    with evaluating(model, cfg.dtype), progress() as bar:
+        losses = {
+            name: masked_lm_loss(model, bar.track(batches, description=f"{label}: {name} loss"))
+            for name, batches in splits.items()
+        }
+        task = bar.add_task(f"{label}: test responses", total=len(records))
+        advance = functools.partial(bar.advance, task)
+        responses = _respond(
+            model, enc, records, cfg.max_new_tokens, eot, cfg.batch_size, advance=advance
+        )
+    return losses, responses
 
 
 def run(
@@ -134,9 +166,9 @@ def run(
     def batch_at(i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return collate([train_set[j] for j in sampler.indices(i)])
 
-    with evaluating(model, cfg.dtype):  # the base model, before fine-tuning
-        base_test_loss = masked_lm_loss(model, whole["test"])
-        base_responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot, cfg.batch_size)
+    base_losses, base_responses = _scored(  # the base model, before fine-tuning
+        model, enc, cfg, {"test": whole["test"]}, test_records, eot, "score base"
+    )
     seed_everything(cfg.seed)
     counts = select_trainable(model, cfg)
     cfg = with_epochs(cfg, len(train_set))
@@ -159,9 +191,7 @@ def run(
         )
         model = finished(model)  # LoRA adapters merged: a plain language model
 
-        with evaluating(model, cfg.dtype):
-            losses = {name: masked_lm_loss(model, batches) for name, batches in whole.items()}
-            responses = _respond(model, enc, test_records, cfg.max_new_tokens, eot, cfg.batch_size)
+        losses, responses = _scored(model, enc, cfg, whole, test_records, eot, "score tuned")
         rouge = RougeL()
         answers: list[dict[str, Any]] = []
         for record, response, base_response in zip(
@@ -185,7 +215,7 @@ def run(
             "val_loss": losses["val"],
             "val_perplexity": math.exp(min(losses["val"], 700.0)),
             "test_loss": losses["test"],
-            "base_test_loss": base_test_loss,
+            "base_test_loss": base_losses["test"],
             "test_rougeL": sum(a["rougeL"] for a in answers) / n,
             "base_test_rougeL": sum(a["base_rougeL"] for a in answers) / n,
             "test_exact": sum(a["exact"] for a in answers) / n,
@@ -198,6 +228,7 @@ def run(
             "truncated_records": sum(example.truncated for example in examples),
             "max_length": max_length,
             "epochs": sampler.epoch(result.steps * cfg.grad_accum),
+            "device": str(device),
         }
         meta = {
             "stage": "instruct",
@@ -212,7 +243,8 @@ def run(
         save_model(new_out, model.to(torch.device("cpu")), base, meta=meta)
         write_json(new_responses, answers)
         metrics["wall_seconds"] = wall_seconds(started)  # a run detail, not a headline metric
-        write_metrics(new_metrics, metrics, new_details)
+        ran = metrics | ran_with(instruct=cfg)
+        write_metrics(new_metrics, headline("instruct", metrics), new_details, ran)
     return metrics
 
 
@@ -243,3 +275,4 @@ def command(
     cfg = section("instruct", params, set_)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
     run(cfg, base, data, out, metrics, plots, responses, checkpoints, details)
+    wrote("finetune instruct", out, metrics, plots, responses, details)

@@ -35,10 +35,11 @@ from gptpipe.config import (
 )
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import staged_outputs, write_json
-from gptpipe.metrics import wall_seconds, write_metrics
+from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.skipped import write_skipped
+from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.sampler import WindowSampler, spread
@@ -234,7 +235,9 @@ def _train_and_write(
     if rank == 0:
         save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
         metrics["wall_seconds"] = wall_seconds(started)  # from start to all but this written
-        write_metrics(metrics_path, metrics, details)
+        record = metrics | ran_with(pretrain=cfg)
+        record["params"]["model"] = config.to_dict()  # the model section + the vocabulary
+        write_metrics(metrics_path, headline("pretrain", metrics), details, record)
     return metrics
 
 
@@ -250,7 +253,7 @@ def _skip(
 ) -> str:
     """Write the outputs of a stage that trains nothing because `base.source` is not pretrain:
     a skipped marker in place of the model folder, empty metrics, header-only curves and run
-    details saying why. Returns the one line to show."""
+    details saying why. Returns what to say of it."""
     started = time.perf_counter()
     reason = f"base.source is {base.source!r}: the base model comes from there"
     targets = [out, metrics_path, plots] + ([details] if details is not None else [])
@@ -264,7 +267,7 @@ def _skip(
         if details is not None:
             record = {"skipped": True, "reason": reason, "base_source": base.source}
             write_json(staged[3], record | {"wall_seconds": wall_seconds(started)})
-    return f"pretrain: skipped, nothing trained ({reason})"
+    return f"skipped, nothing trained ({reason})"
 
 
 def command(
@@ -292,7 +295,8 @@ def command(
     cfg = section("pretrain", params, set_)
     base: BaseConfig = section("base", params, set_)  # only base.source is read (see dvc.yaml)
     if base.source != "pretrain":
-        typer.echo(_skip(base, out, metrics, plots, details), err=True)
+        said = _skip(base, out, metrics, plots, details)
+        wrote("pretrain", out, metrics, plots, details, summary=said)
         return
     tune_allocator()
     if cfg.nproc > 1 and launched_ranks().world_size == 1:
@@ -303,3 +307,5 @@ def command(
             raise typer.Exit(status)
         return
     run(model_cfg, cfg, shards, tokenizer, out, metrics, plots, checkpoints, details)
+    if launched_ranks().rank == 0:  # under torchrun, the process that wrote them
+        wrote("pretrain", out, metrics, plots, details)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -11,8 +10,9 @@ import typer
 
 from gptpipe import layout
 from gptpipe.cli.options import ParamsOption, SetOption, section
-from gptpipe.config import ReportConfig, read_params
+from gptpipe.config import ReportConfig
 from gptpipe.fsutil import staged_outputs
+from gptpipe.progress import wrote
 from gptpipe.report.compare import compare_table, read_experiments
 from gptpipe.report.environment import collect_environment
 from gptpipe.report.figures import write_figures
@@ -27,6 +27,7 @@ from gptpipe.report.inputs import (
     read_metrics,
     read_models,
     read_object,
+    recorded_params,
 )
 from gptpipe.report.markdown import render_report
 
@@ -44,7 +45,6 @@ class _Sources:
     shards: Path = layout.SHARDS
     tokenizer: Path = layout.TOKENIZER
     responses: Path = _DEFAULT_RESPONSES
-    params: Path | None = None  # the run's params file, for its key params
     attention: Path = layout.ATTENTION  # the sample stage's attention maps
 
 
@@ -67,6 +67,7 @@ def run(
     src = sources or _Sources()
     samples_file = samples / "samples.json" if samples.is_dir() else samples
     current = read_metrics(metrics)
+    runs = read_metrics(src.runs, RUN_FILES)
     repo = Path.cwd()
     inputs = ReportInputs(
         title=cfg.title,
@@ -75,8 +76,8 @@ def run(
         samples=read_list(samples_file),
         examples=read_list(examples),
         models=read_models(models),
-        runs=read_metrics(src.runs, RUN_FILES),
-        params=read_params(src.params) if src.params is not None else {},
+        runs=runs,
+        params=recorded_params(runs),
         environment=collect_environment(repo),
         provenance=read_object(src.provenance),
         manifest=read_object(src.shards / "manifest.json"),
@@ -150,6 +151,6 @@ def command(
         print(compare_table(read_experiments(Path.cwd())), end="")
         return
     models = list(model) if model else _DEFAULT_MODELS
-    sources = _Sources(runs, provenance, shards, tokenizer, responses, params, attention)
+    sources = _Sources(runs, provenance, shards, tokenizer, responses, attention)
     run(cfg, metrics, plots, samples, examples, models, out, figures, sources)
-    print(f"wrote {out} (figures in {figures})", file=sys.stderr)
+    wrote("report", out, figures)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -16,14 +15,15 @@ from gptpipe import layout
 from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
-from gptpipe.fsutil import staged_outputs, write_json
+from gptpipe.fsutil import files_sha256, staged_outputs, write_json
 from gptpipe.generate.attention import draw_attention
 from gptpipe.generate.samples import prompt_continuations, resolve, sample_seed
 from gptpipe.generate.text import context_ids
-from gptpipe.model.folder import is_instruct, load_language_model, read_info
+from gptpipe.metrics import ran_with, wall_seconds
+from gptpipe.model.folder import WEIGHTS, is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
 from gptpipe.model.skipped import read_skipped
-from gptpipe.progress import progress
+from gptpipe.progress import progress, wrote
 from gptpipe.prompts import format_prompt
 from gptpipe.report.samples import samples_markdown
 from gptpipe.runtime import resolve_device
@@ -59,6 +59,8 @@ def run(
     present = [m for m in models if m.name not in skipped]
     if not present:
         raise BadInput(f"no model to sample from: {', '.join(map(str, models))} were all skipped")
+    same = _same_weights(present)
+    present = [m for m in present if m.name not in same]
     drawn_by = _attention_model(present)
     device = resolve_device(cfg.device)
     records: list[dict[str, Any]] = []
@@ -91,18 +93,19 @@ def run(
         (new_out / _SAMPLES_JSON).write_text(
             json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
-        lines = ["# Samples", "", *_settings(cfg), *_skipped_lines(skipped), ""]
+        lines = ["# Samples", "", *_settings(cfg), *_skipped_lines(skipped, same), ""]
         lines += samples_markdown(records, level=2)
         (new_out / _SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
         if details is not None:
             run_details: dict[str, Any] = {
                 "models": [m.name for m in present],
                 "skipped_models": sorted(skipped),
+                "same_weights": same,
                 "samples": len(records),
                 "device": str(device),
-                "wall_seconds": round(time.perf_counter() - started, 3),
+                "wall_seconds": wall_seconds(started),
             }
-            write_json(staged[-1], run_details)
+            write_json(staged[-1], run_details | ran_with(sample=cfg))
     return records
 
 
@@ -131,10 +134,29 @@ def _write_attention(
     (folder / layout.ATTENTION_JSON).write_text(text_json, encoding="utf-8")
 
 
-def _skipped_lines(skipped: dict[str, str]) -> list[str]:
-    if not skipped:
+def _same_weights(models: list[Path]) -> dict[str, str]:
+    """{model: the earlier model with byte-identical weights}: sampled once (the base model
+    copied from pretraining reads exactly as the pretrained one)."""
+    first: dict[str, str] = {}
+    same: dict[str, str] = {}
+    for model_dir in models:
+        digest = files_sha256(model_dir / WEIGHTS)
+        if digest in first:
+            same[model_dir.name] = first[digest]
+        else:
+            first[digest] = model_dir.name
+    return same
+
+
+def _skipped_lines(skipped: dict[str, str], same: dict[str, str]) -> list[str]:
+    if not skipped and not same:
         return []
-    return ["", *(f"Not sampled: `{name}`, skipped ({why})." for name, why in skipped.items())]
+    lines = [f"Not sampled: `{name}`, skipped ({why})." for name, why in skipped.items()]
+    lines += [
+        f"Not sampled again: `{name}` has the same weights as `{twin}` (its samples below)."
+        for name, twin in same.items()
+    ]
+    return ["", *lines]
 
 
 def _settings(cfg: SampleConfig) -> list[str]:
@@ -192,4 +214,4 @@ def command(
     cfg: SampleConfig = section("sample", params, set_)
     models = list(model) if model else _DEFAULT_MODELS
     records = run(cfg, models, out, attention, details)
-    print(f"wrote {len(records)} samples to {out}, attention maps to {attention}", file=sys.stderr)
+    wrote("sample", out, attention, details, summary=f"{len(records)} samples")

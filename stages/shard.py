@@ -13,8 +13,8 @@ from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, StageDeta
 from gptpipe.config import ShardConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
-from gptpipe.metrics import staged_with_details, wall_seconds
-from gptpipe.progress import console, progress
+from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.progress import progress, wrote
 from gptpipe.tokenizer.folder import eot_id, load_tokenizer, tokenizer_hash
 from gptpipe.tokens.shard_writer import (
     CorpusStats,
@@ -95,13 +95,8 @@ def run(
         write_manifest(tmp, manifest)
         if new_details is not None:
             run_details = {"documents": stats.documents, "tokens": tokens, "workers": cfg.workers}
-            write_json(new_details, run_details | {"wall_seconds": wall_seconds(started)})
-    if show_progress:
-        splits = manifest["splits"]
-        console.print(
-            f"shard: {stats.documents} documents, {tokens} tokens -> {out} "
-            f"(train {splits['train']['tokens']}, val {splits['val']['tokens']}, {dtype})"
-        )
+            record = run_details | {"wall_seconds": wall_seconds(started)}
+            write_json(new_details, record | ran_with(shard=cfg))
     return manifest
 
 
@@ -120,4 +115,10 @@ def command(
     Each document is followed by <|endoftext|>; the token stream is cut into chunks of
     shard.split_chunk_tokens, each assigned to val with probability shard.val_fraction.
     """
-    run(section("shard", params, set_), corpus, tokenizer, out, details=details)
+    manifest = run(section("shard", params, set_), corpus, tokenizer, out, details=details)
+    splits = manifest["splits"]
+    said = (
+        f"{manifest['documents']} documents, {manifest['tokens']} tokens (train "
+        f"{splits['train']['tokens']}, val {splits['val']['tokens']}, {manifest['dtype']})"
+    )
+    wrote("shard", out, details, summary=said)

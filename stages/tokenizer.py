@@ -16,8 +16,8 @@ from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, StageDeta
 from gptpipe.config import TokenizerConfig
 from gptpipe.errors import BadInput, ConfigError
 from gptpipe.fsutil import write_json
-from gptpipe.metrics import staged_with_details, wall_seconds
-from gptpipe.progress import console
+from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.progress import wrote
 from gptpipe.tokenizer.bpe import train_bpe
 from gptpipe.tokenizer.folder import (
     PATTERNS,
@@ -68,14 +68,8 @@ def run(
         }
         if new_details is not None:
             keys = ("kind", "n_vocab", "merges")
-            write_json(
-                new_details, {k: summary[k] for k in keys} | {"wall_seconds": summary["seconds"]}
-            )
-    if show_progress:
-        console.print(
-            f"tokenizer: {summary['kind']}, {summary['n_vocab']} ids -> {out} "
-            f"({summary['seconds']:.1f} s)"
-        )
+            record = {k: summary[k] for k in keys} | {"wall_seconds": summary["seconds"]}
+            write_json(new_details, record | ran_with(tokenizer=cfg))
     return summary
 
 
@@ -140,4 +134,6 @@ def command(
     The folder holds tokenizer.tiktoken (tokens and ids) and tokenizer.json (kind, pattern,
     special tokens: <|endoftext|>, then tokenizer.special_tokens; <|unk|> for char and word).
     """
-    run(section("tokenizer", params, set_), corpus, out, details=details)
+    summary = run(section("tokenizer", params, set_), corpus, out, details=details)
+    said = f"{summary['kind']}, {summary['n_vocab']} ids ({summary['seconds']:.1f} s)"
+    wrote("tokenizer", out, details, summary=said)

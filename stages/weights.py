@@ -9,7 +9,6 @@ in about its own size of memory), and the folder gets the tokenizer that matches
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,8 +23,9 @@ from gptpipe.fsutil import write_json
 from gptpipe.interop.compat import check_size, matching_tokenizer
 from gptpipe.interop.gpt2_layouts import open_checkpoint
 from gptpipe.interop.hub import SIZES, resolve
-from gptpipe.metrics import staged_with_details, wall_seconds
+from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
 from gptpipe.model.folder import copy_model, read_info, save_tensors
+from gptpipe.progress import wrote
 from gptpipe.sources.fetch import FetchOptions
 
 
@@ -46,7 +46,8 @@ def run(
     with staged_with_details(out, details) as (new_out, new_details):
         result = _write(cfg, pretrained, new_out, tokenizer)
         if new_details is not None:
-            write_json(new_details, {"source": cfg.source, "wall_seconds": wall_seconds(started)})
+            record = {"source": cfg.source, "wall_seconds": wall_seconds(started)}
+            write_json(new_details, record | ran_with(base=cfg))
     return result
 
 
@@ -94,11 +95,12 @@ def command(
     cfg: BaseConfig = section("base", params, set_)
     if cfg.source == "pretrain":
         run(cfg, pretrained, out, details=details)
+        wrote("weights", out, details, summary=f"copied {pretrained}")
         return
     result = run(cfg, pretrained, out, tokenizer=tokenizer, details=details)
     c = result["model"]
-    print(
-        f"{cfg.source} -> {out}: {c['n_layer']} layers, {c['n_head']} heads, width "
-        f"{c['n_embd']}, context {c['block_size']}, vocabulary {c['vocab_size']}",
-        file=sys.stderr,
+    said = (
+        f"{cfg.source} converted: {c['n_layer']} layers, {c['n_head']} heads, width "
+        f"{c['n_embd']}, context {c['block_size']}, vocabulary {c['vocab_size']}"
     )
+    wrote("weights", out, details, summary=said)

@@ -173,3 +173,17 @@ def test_defaults_build_without_a_params_file():
 def test_describe_lists_every_key_with_help():
     text = describe("model")
     assert "model.n_embd" in text and "divisible by n_head" in text
+
+
+def test_one_of_max_steps_and_epochs_sets_the_length_of_a_fine_tuning() -> None:
+    """A set value is never silently ignored: both set (or neither) is bad input naming the
+    key and saying how to fix it."""
+    from gptpipe.config import ClassifyConfig, InstructConfig
+
+    with pytest.raises(ConfigError, match=r"classify\.max_steps.*30 and classify\.epochs 5"):
+        ClassifyConfig(max_steps=30)  # epochs 5 by default
+    with pytest.raises(ConfigError, match=r"instruct\.max_steps.*0 needs instruct\.epochs > 0"):
+        InstructConfig(max_steps=0)
+    assert ClassifyConfig(max_steps=30, epochs=0).max_steps == 30
+    assert InstructConfig(max_steps=0, epochs=2).epochs == 2
+    assert ClassifyConfig().keep == "best" and InstructConfig().keep == "final"

@@ -36,7 +36,11 @@ LengthPenalty = Annotated[
 ]
 Stop = Annotated[
     list[str] | None,
-    typer.Option("--stop", help="Stop when this text appears (repeatable; not printed)."),
+    typer.Option(
+        "--stop",
+        help="Stop when this text appears (repeatable; not printed). Taken as typed, no escapes "
+        "read: \"\\n\" is a backslash and an n; in bash give newlines as $'\\n\\n'.",
+    ),
 ]
 Slide = Annotated[
     int,

@@ -13,6 +13,8 @@ from gptpipe.fsutil import write_text
 from gptpipe.presets import apply_to_text, check_params, load_preset, merged, preset_names
 from gptpipe.progress import console
 
+_LIST_WIDTH = 100  # `--list`: one line per preset, name and summary, in this many columns
+
 
 def read_current(params: Path) -> tuple[str, dict[str, Any]]:
     """The params file's text and content (a missing file: empty)."""
@@ -56,11 +58,12 @@ def command(
     `gptpipe preset seed001` prints the preset's params (only the keys it sets) as YAML on
     stdout; `--write` sets them in params.yaml, keeping every other key and comment, then run
     `dvc repro`; `--dvc` prints the one-line `dvc exp run -S ...` equivalent (an experiment,
-    params.yaml untouched); `--list` names every preset with what it reproduces.
+    params.yaml untouched); `--list` names every preset with a one-line summary.
     """
     if list_:
         for preset in map(load_preset, preset_names()):
-            typer.echo(f"{preset.name}  {preset.description}")
+            head = f"{preset.name}  "
+            typer.echo(head + preset.summary(_LIST_WIDTH - len(head)))
         return
     if name is None:
         raise BadInput(f"give a preset name ({', '.join(preset_names())}) or --list")

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import math
 from typing import Any, TypeVar
 
@@ -79,8 +79,11 @@ def finished(model: GPT) -> GPT:
 
 def with_epochs(cfg: C, n_train: int) -> C:
     """`cfg` with max_steps set from `epochs` (when > 0): enough optimizer steps for that many
-    passes over `n_train` examples."""
+    passes over `n_train` examples. The copy keeps `epochs` (it is what ran, and the run
+    details record both); it is not validated again, as params with both set would be."""
     if cfg.epochs <= 0:
         return cfg
     per_step = cfg.batch_size * cfg.grad_accum
-    return dataclasses.replace(cfg, max_steps=max(1, math.ceil(cfg.epochs * n_train / per_step)))
+    derived = copy.copy(cfg)
+    derived.max_steps = max(1, math.ceil(cfg.epochs * n_train / per_step))
+    return derived

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -331,11 +331,13 @@ def generate_many(
     stop_ids: Collection[int] = (),
     batch_size: int = 8,
     generator: torch.Generator | None = None,
+    advance: Callable[[int], object] | None = None,
 ) -> list[list[int]]:
     """`generate_ids` over any number of prompts, `batch_size` at a time, in the prompts'
     order. Prompts of similar length share a batch (sorted by length), so that little
     padding is computed; a batch ends when all its rows have stopped. Greedy decoding gives
     each prompt the tokens it gets alone; sampled rows draw in batch order from `generator`.
+    `advance` (a progress bar's, say) is called with the number of prompts each batch answered.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -346,4 +348,6 @@ def generate_many(
         new = generate_ids(model, [prompts[i] for i in rows], decoding, generator, stop_ids)
         for i, ids in zip(rows, new, strict=True):
             out[i] = ids
+        if advance is not None:
+            advance(len(rows))
     return out

@@ -57,6 +57,21 @@ class Preset:
         ]
         return "dvc exp run " + " ".join(f"-S {shlex.quote(o)}" for o in overrides)
 
+    def summary(self, width: int) -> str:
+        """The description in at most `width` characters, for `gptpipe preset --list`: its
+        first clause (up to the first `;` or full stop), without the asides in parentheses,
+        cut at a word, with "...", where that is still too long."""
+        text = self.description
+        while (shorter := _ASIDE.sub("", text)) != text:  # innermost first: nested asides
+            text = shorter
+        first = re.split(r";|\.(?:\s|$)", text, maxsplit=1)[0].strip()
+        if len(first) <= width:
+            return first
+        return first[: width - 3].rsplit(" ", 1)[0].rstrip(" ,:;/") + "..."
+
+
+_ASIDE = re.compile(r"\s*\([^()]*\)")  # an aside in parentheses, with the space before it
+
 
 def preset_dir() -> Path:
     return Path(str(resources.files("gptpipe") / "presets"))

@@ -16,14 +16,21 @@ from gptpipe.errors import BadInput
 from gptpipe.report.history import flatten
 from gptpipe.report.text import fmt, table
 
-# Headline columns, in order: (metrics file stem, dotted key, label, higher is better).
+# Headline columns, in order: (metrics file stem, dotted key, label, higher is better). The
+# first one every row has sorts the table: bits per byte first, the one figure that compares
+# across corpora and tokenizers.
 HEADLINE = (
-    ("evaluate", "base.perplexity", "base ppl", False),
-    ("evaluate", "instruct.perplexity", "instruct ppl", False),
-    ("pretrain", "val_loss", "pretrain val loss", False),
-    ("instruct", "val_loss", "instruct val loss", False),
-    ("instruct", "rougeL", "ROUGE-L", True),
-    ("classify", "test_accuracy", "test accuracy", True),
+    ("evaluate", "base.bits_per_byte", "base bits/byte", False),
+    ("pretrain", "pretrain.val_loss", "pretrain val loss (nats/token)", False),
+    ("instruct", "instruct.rougeL", "instruct ROUGE-L", True),
+    ("classify", "classify.test_accuracy", "classify test accuracy", True),
+)
+# Params that change what a token is, or which text is scored: per-token losses (and
+# perplexities) of rows that differ in them do not compare.
+TOKEN_PARAMS = ("data.corpus", "tokenizer.kind", "tokenizer.vocab_size", "tokenizer.min_count")
+NO_BASELINE = (
+    "Rows without metrics are commits whose dvc.lock was not committed: after `dvc repro`, "
+    "`git add dvc.lock && git commit` keeps the run as the baseline experiments compare with."
 )
 
 
@@ -82,7 +89,8 @@ def _flat_section(data: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def compare_table(entries: list[dict[str, Any]]) -> str:
     """The Markdown table: one row per revision, the params that differ between them, the
-    headline metrics; sorted best first by the first headline metric every row has."""
+    headline metrics; sorted best first by the first headline metric a row has (rows without
+    it last), with notes on what does not compare."""
     rows = _rows(entries)
     if not rows:
         return "No experiments: run `dvc exp run` first.\n"
@@ -99,10 +107,11 @@ def compare_table(entries: list[dict[str, Any]]) -> str:
         return None if v is None or math.isnan(v) else float(v)
 
     order = list(range(len(rows)))
-    key_metric = next((h for h in columns if all(value(m, h) is not None for m in metrics)), None)
-    if key_metric is not None:
+    key_metric = columns[0] if columns else None
+    if key_metric is not None:  # rows without it (no committed run) go last
         sign = -1.0 if key_metric[3] else 1.0
-        order.sort(key=lambda i: sign * (value(metrics[i], key_metric) or 0.0))
+        scored = [value(m, key_metric) for m in metrics]
+        order.sort(key=lambda i: (scored[i] is None, sign * (scored[i] or 0.0)))
     header = ["experiment", *differ, *(h[2] for h in columns)]
     body = []
     for i in order:
@@ -113,14 +122,22 @@ def compare_table(entries: list[dict[str, Any]]) -> str:
         ]
         body.append(cells)
     lines = table(header, body)
-    note = (
+    notes = [
         f"Sorted by {key_metric[2]} ({'higher' if key_metric[3] else 'lower'} is better)."
         if key_metric is not None
-        else "Unsorted: no headline metric is shared by every row."
-    )
+        else "Unsorted: no row has a headline metric."
+    ]
     if not differ:
-        note += " No param differs between these rows."
-    return "\n".join([*lines, "", note]) + "\n"
+        notes.append("No param differs between these rows.")
+    tokens_differ = [k for k in TOKEN_PARAMS if k in differ]
+    if tokens_differ:
+        notes.append(
+            f"The rows differ in {', '.join(tokens_differ)}: losses per token do not compare "
+            "across them (a token is another piece of text); bits per byte do."
+        )
+    if any(not any(value(m, h) is not None for h in columns) for m in metrics):
+        notes.append(NO_BASELINE)
+    return "\n".join([*lines, "", " ".join(notes)]) + "\n"
 
 
 def _param(value: Any) -> str:

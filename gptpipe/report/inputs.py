@@ -58,7 +58,7 @@ class ReportInputs:
     examples: list[dict[str, Any]] | None = None
     models: list[ModelEntry] = field(default_factory=list)
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # reports/runs/<stage>.json
-    params: dict[str, Any] = field(default_factory=dict)  # the run's params.yaml
+    params: dict[str, Any] = field(default_factory=dict)  # as the stages ran: `recorded_params`
     environment: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] | None = None  # data/raw/provenance.json
     manifest: dict[str, Any] | None = None  # data/shards/manifest.json
@@ -84,6 +84,17 @@ def read_metrics(
                 raise BadInput(f"{path}: expected a JSON object of metrics")
             found[name] = data
     return found
+
+
+def recorded_params(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """{section: {key: value}} as the stages ran them: the `params` each stage recorded in its
+    run details (after -S overrides and derived values), in pipeline order."""
+    params: dict[str, Any] = {}
+    for name in RUN_FILES:
+        recorded = (runs.get(name) or {}).get("params")
+        if isinstance(recorded, dict):
+            params |= {k: v for k, v in recorded.items() if isinstance(v, dict)}
+    return params
 
 
 def read_object(path: Path | None) -> dict[str, Any] | None:

@@ -22,7 +22,7 @@ from gptpipe.report.inputs import RUN_FILES, STAGES, ModelEntry, ReportInputs
 from gptpipe.report.samples import samples_table
 from gptpipe.report.text import NOT_RUN, fmt, table
 
-# Params a reader needs to know what was run; every key is in params.yaml.
+# Params a reader needs to know what was run, as the stages recorded them (reports/runs).
 KEY_PARAMS = (
     "data.corpus",
     "data.instruct",
@@ -34,6 +34,7 @@ KEY_PARAMS = (
     "model.n_head",
     "model.n_embd",
     "model.dropout",
+    "model.vocab_size",
     "pretrain.max_steps",
     "pretrain.batch_size",
     "pretrain.grad_accum",
@@ -41,11 +42,18 @@ KEY_PARAMS = (
     "pretrain.dtype",
     "pretrain.device",
     "pretrain.nproc",
+    "pretrain.keep",
     "base.source",
     "instruct.max_steps",
+    "instruct.epochs",
     "instruct.learning_rate",
+    "instruct.trainable",
+    "instruct.keep",
     "classify.max_steps",
+    "classify.epochs",
     "classify.learning_rate",
+    "classify.trainable",
+    "classify.keep",
     "evaluate.stride",
     "sample.temperature",
     "sample.top_k",
@@ -139,81 +147,102 @@ def gpu_peak(environment: dict[str, Any]) -> tuple[str, float] | None:
 # --------------------------------------------------------------------------- summary
 
 
-def summary_rows(inputs: ReportInputs | dict[str, dict[str, Any]]) -> list[list[str]]:
-    """The headline metrics: [stage, metric, value, reference]."""
-    if not isinstance(inputs, ReportInputs):
-        inputs = ReportInputs(title="", metrics=inputs)
-    metrics = inputs.metrics
+NATS_PER_TOKEN = "nats/token"
+FRACTION = "fraction"
+
+
+def summary_rows(inputs: ReportInputs) -> list[list[str]]:
+    """The headline figures: [stage, metric, value, unit, reference], from the run details
+    each stage wrote (reports/runs/<stage>.json)."""
+    runs = inputs.runs
     rows: list[list[str]] = []
-    pre = metrics.get("pretrain")
+    pre = runs.get("pretrain")
     vocab = (inputs.manifest or {}).get("vocab_size")
     if pretrain_skipped(inputs):
-        rows.append(["pretrain", "skipped", f"base.source: {base_source(inputs)}", ""])
+        rows.append(["pretrain", "skipped", f"base.source: {base_source(inputs)}", "", ""])
     elif pre is None:
-        rows.append(["pretrain", "final train / val loss", NOT_RUN, ""])
+        rows.append(["pretrain", "train / val loss", NOT_RUN, "", ""])
     else:
         uniform = f"uniform guess {fmt(math.log(vocab))}" if vocab else ""
-        rows.append(["pretrain", "final train loss", fmt(pre.get("train_loss")), uniform])
-        rows.append(["pretrain", "final val loss", fmt(pre.get("val_loss")), uniform])
+        rows.append(
+            ["pretrain", "train loss (last steps)", fmt(pre.get("train_loss")), NATS_PER_TOKEN, ""]
+        )
+        rows.append(["pretrain", "val loss", fmt(pre.get("val_loss")), NATS_PER_TOKEN, uniform])
         ref = f"uniform guess {fmt(int(vocab))}" if vocab else ""
-        rows.append(["pretrain", "val perplexity", fmt(pre.get("val_perplexity")), ref])
-    rows.append(["weights", "base model", base_source(inputs), ""])
-    evaluation = metrics.get("evaluate")
+        rows.append(
+            ["pretrain", "val perplexity", fmt(pre.get("val_perplexity")), "per token", ref]
+        )
+    rows.append(["weights", "base model", base_source(inputs), "", ""])
+    rows += _evaluate_rows(_evaluated(inputs))
+    rows += _instruct_rows(runs.get("instruct"), inputs.responses)
+    rows += _classify_rows(inputs, runs.get("classify"))
+    return rows
+
+
+def _evaluated(inputs: ReportInputs) -> dict[str, dict[str, Any]]:
+    """{model: figures} of the evaluate stage's run details."""
+    details = inputs.runs.get("evaluate") or {}
+    return {k: v for k, v in details.items() if isinstance(v, dict) and k != "params"}
+
+
+def _evaluate_rows(evaluation: dict[str, dict[str, Any]]) -> list[list[str]]:
     if not evaluation:
-        rows.append(["evaluate", "perplexity, bits per byte", NOT_RUN, ""])
-    else:
-        base = evaluation.get("base") if isinstance(evaluation.get("base"), dict) else None
-        for model, values in evaluation.items():
-            if not isinstance(values, dict):
-                continue
-            ppl_ref = bpb_ref = ""
-            if model != "base" and base is not None:
-                ppl_ref = f"untuned base {fmt(base.get('perplexity'))}"
-                bpb_ref = f"untuned base {fmt(base.get('bits_per_byte'))}"
-            rows.append(
-                ["evaluate", f"{model}: val perplexity", fmt(values.get("perplexity")), ppl_ref]
-            )
-            rows.append(
-                ["evaluate", f"{model}: bits per byte", fmt(values.get("bits_per_byte")), bpb_ref]
-            )
-    ins = metrics.get("instruct")
+        return [["evaluate", "perplexity, bits per byte", NOT_RUN, "", ""]]
+    rows = []
+    base = evaluation.get("base")
+    for model, values in evaluation.items():
+        ppl_ref = bpb_ref = ""
+        if model != "base" and base is not None:
+            ppl_ref = f"untuned base {fmt(base.get('perplexity'))}"
+            bpb_ref = f"untuned base {fmt(base.get('bits_per_byte'))}"
+        ppl = fmt(values.get("perplexity"))
+        rows.append(["evaluate", f"{model}: val perplexity", ppl, "per token", ppl_ref])
+        bpb = fmt(values.get("bits_per_byte"))
+        rows.append(["evaluate", f"{model}: bits per byte", bpb, "bits/byte", bpb_ref])
+    return rows
+
+
+def _instruct_rows(
+    ins: dict[str, Any] | None, responses: list[dict[str, Any]] | None
+) -> list[list[str]]:
     if ins is None:
-        rows.append(["instruct", "val loss", NOT_RUN, ""])
-    else:
-        rows.append(["instruct", "final train loss", fmt(ins.get("train_loss")), ""])
-        for split in ("val", "test"):
-            if f"{split}_loss" in ins:
-                base_loss = ins.get(f"base_{split}_loss")
-                ref = f"untuned base {fmt(base_loss)}" if base_loss is not None else ""
-                rows.append(["instruct", f"final {split} loss", fmt(ins[f"{split}_loss"]), ref])
-        tuned, untuned = _mean_rouge(inputs.responses)
-        tuned = ins.get("test_rougeL", tuned)
-        untuned = ins.get("base_test_rougeL", untuned)
-        if tuned is not None:
-            ref = f"untuned base {fmt(untuned)}" if untuned is not None else ""
-            rows.append(["instruct", "mean ROUGE-L (test responses)", fmt(tuned), ref])
-        if "test_exact" in ins:
-            base_exact = ins.get("base_test_exact")
-            ref = f"untuned base {fmt(base_exact)}" if base_exact is not None else ""
-            rows.append(["instruct", "exact answers (test)", fmt(ins["test_exact"]), ref])
-    cls = metrics.get("classify")
+        return [["instruct", "val loss", NOT_RUN, "", ""]]
+    unit = "nats/response token"
+    rows = [["instruct", "train loss (last steps)", fmt(ins.get("train_loss")), unit, ""]]
+    for split in ("val", "test"):
+        if f"{split}_loss" in ins:
+            base_loss = ins.get(f"base_{split}_loss")
+            ref = f"untuned base {fmt(base_loss)}" if base_loss is not None else ""
+            rows.append(["instruct", f"{split} loss", fmt(ins[f"{split}_loss"]), unit, ref])
+    tuned, untuned = _mean_rouge(responses)
+    tuned = ins.get("test_rougeL", tuned)
+    untuned = ins.get("base_test_rougeL", untuned)
+    if tuned is not None:
+        ref = f"untuned base {fmt(untuned)}" if untuned is not None else ""
+        rows.append(["instruct", "mean ROUGE-L (test responses)", fmt(tuned), FRACTION, ref])
+    if "test_exact" in ins:
+        base_exact = ins.get("base_test_exact")
+        ref = f"untuned base {fmt(base_exact)}" if base_exact is not None else ""
+        rows.append(["instruct", "exact answers (test)", fmt(ins["test_exact"]), FRACTION, ref])
+    return rows
+
+
+def _classify_rows(inputs: ReportInputs, cls: dict[str, Any] | None) -> list[list[str]]:
     if cls is None:
-        rows.append(["classify", "accuracy", NOT_RUN, ""])
-    else:
-        # the train/val baselines are run details; the test split's twins are headline metrics
-        cls = {**(inputs.runs.get("classify") or {}), **cls}
-        published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
-        for split in ("train", "val", "test"):
-            value = cls.get(f"{split}_accuracy")
-            baseline = cls.get(f"majority_baseline_{split}", cls.get("majority_baseline"))
-            refs = [f"majority baseline {fmt(baseline)}"] if baseline is not None else []
-            untuned = cls.get(f"untuned_{split}_accuracy")
-            refs += [f"untuned head {fmt(untuned)}"] if untuned is not None else []
-            if split == "test" and published is not None:
-                refs.append(f"published {fmt(published[0])}")
-            rows.append(["classify", f"{split} accuracy", fmt(value), "; ".join(refs)])
-        if "test_macro_f1" in cls:
-            rows.append(["classify", "test macro F1", fmt(cls["test_macro_f1"]), ""])
+        return [["classify", "accuracy", NOT_RUN, "", ""]]
+    rows = []
+    published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
+    for split in ("train", "val", "test"):
+        value = cls.get(f"{split}_accuracy")
+        baseline = cls.get(f"majority_baseline_{split}", cls.get("majority_baseline"))
+        refs = [f"majority baseline {fmt(baseline)}"] if baseline is not None else []
+        untuned = cls.get(f"untuned_{split}_accuracy")
+        refs += [f"untuned head {fmt(untuned)}"] if untuned is not None else []
+        if split == "test" and published is not None:
+            refs.append(f"published {fmt(published[0])}")
+        rows.append(["classify", f"{split} accuracy", fmt(value), FRACTION, "; ".join(refs)])
+    if "test_macro_f1" in cls:
+        rows.append(["classify", "test macro F1", fmt(cls["test_macro_f1"]), FRACTION, ""])
     return rows
 
 
@@ -231,15 +260,19 @@ def _mean_rouge(responses: list[dict[str, Any]] | None) -> tuple[float | None, f
 
 def _summary_section(inputs: ReportInputs) -> list[str]:
     lines = ["## Summary", ""]
-    lines += table(["stage", "metric", "value", "reference"], summary_rows(inputs))
+    lines += table(["stage", "metric", "value", "unit", "reference"], summary_rows(inputs))
     lines += [
         "",
-        "Losses are mean cross-entropy in nats: per token (instruct: per response token "
-        "under instruct.mask_prompt), per text for classify; perplexity is e to the loss; "
-        "accuracies and ROUGE-L are fractions (0 to 1).",
+        "Losses are mean cross-entropy in nats (natural-log units): per token, per response "
+        "token for instruct (instruct.mask_prompt), per text for classify; perplexity is e to "
+        "the loss; bits per byte divide the total loss in bits by the text's UTF-8 bytes. "
+        "Val and test losses are those of the weights each stage kept (see Training). "
+        "The DVC metrics (`dvc exp show`, `dvc metrics diff`) are pretrain.val_loss, "
+        "base.bits_per_byte, instruct.rougeL and classify.test_accuracy; the rest is in "
+        "reports/runs/<stage>.json.",
     ]
     published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
-    if published is not None and "classify" in inputs.metrics:
+    if published is not None and "classify" in inputs.runs:
         lines += ["", f"Published: {published[1]}."]
     return [*lines, ""]
 
@@ -250,7 +283,7 @@ def _summary_section(inputs: ReportInputs) -> list[str]:
 def _params_section(params: dict[str, Any]) -> list[str]:
     lines = ["## Params", ""]
     if not params:
-        return [*lines, f"No params file: {NOT_RUN}.", ""]
+        return [*lines, f"No stage recorded its params: {NOT_RUN}.", ""]
     sections: dict[str, list[str]] = {}
     for key in KEY_PARAMS:
         value = _get(params, key)
@@ -263,7 +296,14 @@ def _params_section(params: dict[str, Any]) -> list[str]:
         sections.setdefault(section, []).append(f"{name} `{shown}`")
     rows = [[section, ", ".join(items)] for section, items in sections.items()]
     lines += table(["section", "key params"], rows)
-    return [*lines, "", "The full set is the run's params.yaml (`gptpipe <stage> --help`).", ""]
+    return [
+        *lines,
+        "",
+        "As each stage ran (the `params` of reports/runs/<stage>.json): `-S` overrides "
+        "included, and values the stage derived, such as max_steps from epochs and "
+        "model.vocab_size from the tokenizer. Every key: `gptpipe <stage> --help`.",
+        "",
+    ]
 
 
 def _environment_section(env: dict[str, Any]) -> list[str]:
@@ -387,36 +427,14 @@ def _training_section(
     peak = gpu_peak(inputs.environment)
     for stage in STAGES:
         lines += [f"### {STAGE_NAMES[stage]}", ""]
-        run = inputs.runs.get(stage) or {}
-        metrics = inputs.metrics.get(stage)
-        if run.get("skipped"):
+        run = inputs.runs.get(stage)
+        if run is not None and run.get("skipped"):
             lines += [f"Skipped: {run.get('reason', 'nothing to train')}.", ""]
             continue
-        if metrics is None:
-            lines += [f"{NOT_RUN} (no metrics).", ""]
+        if run is None:
+            lines += [f"{NOT_RUN} (no run details).", ""]
             continue
-        config = _stage_config(inputs, stage)
-        mfu = ""
-        tps = run.get("tokens_per_s")
-        if config is not None and isinstance(tps, int | float):
-            achieved = flops_per_token(config) * tps
-            mfu = flop_rate(achieved)
-            if peak is not None and str(run.get("device", "")).startswith("cuda"):
-                mfu = f"{100 * achieved / peak[1]:.1f}% of {peak[0]}'s bf16 peak ({mfu})"
-        best = run.get("best_val_loss", metrics.get("best_val_loss"))  # a run detail now
-        best_text = fmt(best) + (f" (step {run['best_step']})" if "best_step" in run else "")
-        rows = [
-            ["steps", fmt(run.get("steps"))],
-            ["tokens", fmt(run.get("tokens"))],
-            ["training time", duration(run["seconds"]) if "seconds" in run else NOT_RUN],
-            ["tokens/s", f"{tps:,.0f}" if isinstance(tps, int | float) else NOT_RUN],
-            ["model FLOP/s (MFU)", mfu or NOT_RUN],
-            ["device", _device_text(run)],
-            ["final train loss", fmt(metrics.get("train_loss"))],
-            ["final val loss", fmt(metrics.get("val_loss"))],
-            ["best val loss", best_text],
-        ]
-        lines += [*table(["", "value"], rows), ""]
+        lines += [*table(["", "value"], _training_rows(inputs, stage, run, peak)), ""]
         for name in figures.get(stage, []):
             if name.endswith("_confusion.png"):
                 continue
@@ -424,11 +442,78 @@ def _training_section(
             link = _rel(figures_dir / name, report_path.parent)
             lines += [f"![{STAGE_NAMES[stage]}: {TITLES.get(kind, kind)}]({link})", ""]
     lines += [
-        "MFU counts 6 FLOPs per parameter and token plus attention (PaLM's estimate); it is "
-        "shown against a known GPU's dense bf16 peak, and as achieved FLOP/s elsewhere.",
+        "Model FLOP/s count 6 FLOPs per parameter and token plus attention (PaLM's estimate) "
+        "at the training tokens/s; MFU divides them by a known GPU's dense bf16 peak and is "
+        "shown only there. Training validations score `eval_batches` batches of the val "
+        "split; the whole-split losses of the fine-tunings score every record with the kept "
+        "weights.",
         "",
     ]
     return lines
+
+
+def _training_rows(
+    inputs: ReportInputs, stage: str, run: dict[str, Any], peak: tuple[str, float] | None
+) -> list[list[str]]:
+    """The rows of one training stage: how long, how fast, where, and which weights it kept
+    with their losses, each labelled with what it was measured on."""
+    config = _stage_config(inputs, stage)
+    tps = run.get("tokens_per_s")
+    flops = mfu = ""
+    if config is not None and isinstance(tps, int | float):
+        achieved = flops_per_token(config) * tps
+        flops = flop_rate(achieved)
+        if peak is not None and str(run.get("device", "")).startswith("cuda"):
+            mfu = f"{100 * achieved / peak[1]:.1f}% of {peak[0]}'s dense bf16 peak"
+    params = (run.get("params") or {}).get(stage) or {}
+    steps = fmt(run.get("steps"))
+    epochs = params.get("epochs")
+    if isinstance(epochs, int | float) and epochs > 0:
+        steps += f" (from {stage}.epochs {epochs:g})"
+    elif isinstance(run.get("epochs"), int | float):
+        steps += f" ({run['epochs']:.2f} passes over the training data)"
+    batches = params.get("eval_batches")
+    sampled = f"{batches} val batches" if batches else "sampled val batches"
+    whole_split = stage != "pretrain"  # the fine-tunings rescore whole splits at the end
+    rows = [
+        ["steps", steps],
+        ["tokens", fmt(run.get("tokens"))],
+        ["training time", duration(run["seconds"]) if "seconds" in run else NOT_RUN],
+        ["tokens/s (whole run)", f"{tps:,.0f}" if isinstance(tps, int | float) else NOT_RUN],
+        ["model FLOP/s", flops or NOT_RUN],
+    ]
+    rows += [["MFU", mfu]] if mfu else []
+    rows += [
+        ["device", _device_text(run)],
+        ["weights kept", _kept_text(run, params, stage)],
+        ["train loss, last steps (nats)", fmt(run.get("train_loss"))],
+        [
+            "val loss, kept weights (nats): " + ("whole val split" if whole_split else sampled),
+            fmt(run.get("val_loss")),
+        ],
+        [f"lowest val loss in training ({sampled})", _best_text(run)],
+    ]
+    return rows
+
+
+def _kept_text(run: dict[str, Any], params: dict[str, Any], stage: str) -> str:
+    kept = run.get("kept", params.get("keep"))
+    if kept is None:
+        return "not recorded"
+    step = run.get("kept_step")
+    at = f"step {fmt(step)}" if step is not None else "its step not recorded"
+    if kept == "best":
+        text = f"best: those of the lowest val loss ({at}; {stage}.keep: best)"
+    else:
+        text = f"final: after the last step ({at}; {stage}.keep: final)"
+    if run.get("stopped_early"):
+        text += ", stopped early"
+    return text
+
+
+def _best_text(run: dict[str, Any]) -> str:
+    best = run.get("best_val_loss")
+    return fmt(best) + (f" (step {fmt(run['best_step'])})" if "best_step" in run else "")
 
 
 def flop_rate(flops: float) -> str:
@@ -594,46 +679,46 @@ def _parameters_section(models: list[ModelEntry]) -> list[str]:
     return lines
 
 
-def _samples_section(samples: list[dict[str, Any]] | None) -> list[str]:
+def _samples_section(inputs: ReportInputs) -> list[str]:
     lines = ["## Samples", ""]
-    if samples is None:
+    if inputs.samples is None:
         return [*lines, f"{NOT_RUN} (no samples)", ""]
     note = (
         "Continuations of each prompt (reports/samples: samples.md has them as code blocks, "
         "samples.json with seeds and token counts); ⏎ is a line break."
     )
-    return [*lines, note, "", *samples_table(samples, level=3)]
+    same = (inputs.runs.get("sample") or {}).get("same_weights") or {}
+    if same:
+        twins = "; ".join(f"`{a}` has the same weights as `{b}`" for a, b in same.items())
+        note += f" Shown once: {twins}, so its samples are those of `{next(iter(same.values()))}`."
+    return [*lines, note, "", *samples_table(inputs.samples, level=3)]
 
 
 def _evaluation_section(inputs: ReportInputs) -> list[str]:
     lines = ["## Evaluation", ""]
-    evaluation = inputs.metrics.get("evaluate")
+    evaluation = _evaluated(inputs)
     if not evaluation:
-        return [*lines, f"{NOT_RUN} (no evaluate.json).", ""]
-    details = inputs.runs.get("evaluate") or {}
+        return [*lines, f"{NOT_RUN} (no evaluate run details).", ""]
     rows = []
-    for model, values in evaluation.items():
-        if not isinstance(values, dict):
-            continue
-        d = details.get(model) or {}
+    for model, d in evaluation.items():
         rows.append(
             [
                 model,
-                fmt(values.get("perplexity")),
-                fmt(values.get("bits_per_byte")),
+                fmt(d.get("perplexity")),
+                fmt(d.get("bits_per_byte")),
                 fmt(d.get("tokens")),
                 fmt(d.get("stride")),
                 fmt(d.get("block_size")),
             ]
         )
-    header = ["model", "perplexity", "bits per byte", "tokens scored", "stride", "context"]
-    lines += table(header, rows)
+    header = ["model", "perplexity (per token)", "bits per byte", "tokens scored", "stride"]
+    lines += table([*header, "context (tokens)"], rows)
     lines += [
         "",
         "On the validation split, with a sliding window as long as the model's context that "
         "advances by `stride` tokens: each token is scored once, with up to context - 1 tokens "
         "before it. Bits per byte divide the total loss (in bits) by the text's UTF-8 bytes, "
-        "so they compare across tokenizers.",
+        "so they compare across tokenizers; perplexity does not.",
         "",
     ]
     return lines
@@ -642,7 +727,13 @@ def _evaluation_section(inputs: ReportInputs) -> list[str]:
 def _changes_section(inputs: ReportInputs) -> list[str]:
     lines = ["## Change against the last committed run", ""]
     if inputs.previous is None:
-        return [*lines, "First run: no committed dvc.lock to compare with.", ""]
+        return [
+            *lines,
+            "No committed run to compare with (HEAD has no dvc.lock). To keep this run as the "
+            "baseline of later runs and experiments: `git add dvc.lock && git commit -m "
+            "'Baseline run'`.",
+            "",
+        ]
     rows, same = [], 0
     for name, key, old, new, change in metric_changes(inputs.metrics, inputs.previous):
         if change == 0:
@@ -726,7 +817,7 @@ def render_report(
     lines += _responses_section(inputs)
     lines += _attention_section(inputs, report_path)
     lines += _parameters_section(inputs.models)
-    lines += _samples_section(inputs.samples)
+    lines += _samples_section(inputs)
     lines += _evaluation_section(inputs)
     lines += _changes_section(inputs)
     lines += _wall_time_section(inputs.runs)

@@ -59,7 +59,8 @@ class Diverged(BadInput):
 
 @dataclass
 class TrainResult:
-    """What a finished run reports; `val` is the last validation's metrics."""
+    """What a finished run reports; `val` is the metrics of the validation of the weights
+    kept (the last one, or the best one with keep: best)."""
 
     steps: int  # optimizer steps done (< max_steps after an early stop)
     tokens: int
@@ -71,26 +72,38 @@ class TrainResult:
     seconds: float  # wall time of this session
     resumed_from: int = 0  # step a checkpoint was resumed from (0: fresh start)
     stopped_early: bool = False  # early stopping ended the run before max_steps
+    kept: str = "final"  # which weights the model ends with: final or best
+    kept_step: int = 0  # the step those weights are from
     train_rows: list[dict[str, float]] = field(default_factory=list)
     val_rows: list[dict[str, float]] = field(default_factory=list)
 
     @classmethod
     def of(
-        cls, state: TrainState, resumed_from: int, meter: _Throughput, stopped_early: bool
+        cls,
+        state: TrainState,
+        resumed_from: int,
+        meter: _Throughput,
+        stopped_early: bool,
+        kept_best: bool,
     ) -> TrainResult:
-        """The result of a run that ended in `state` (this session: `meter`)."""
+        """The result of a run that ended in `state` (this session: `meter`); `kept_best`:
+        the model holds the weights of the lowest val_loss, not the last step's."""
         rows = state.train_rows
+        kept_step = state.best_step if kept_best else state.step
+        kept = [r for r in state.val_rows if r["step"] == kept_step] or state.val_rows[-1:]
         return cls(
             steps=state.step,
             tokens=state.tokens,
             train_loss=float(rows[-1]["train_loss"]) if rows else math.nan,
-            val={k: v for k, v in state.val_rows[-1].items() if k != "step"},
+            val={k: v for k, v in kept[-1].items() if k != "step"},
             best_step=state.best_step,
             best_val_loss=state.best_val_loss,
-            tokens_per_s=meter.tokens / max(meter.seconds, 1e-9),
+            tokens_per_s=meter.rate(),
             seconds=time.perf_counter() - meter.started,
             resumed_from=resumed_from,
             stopped_early=stopped_early,
+            kept="best" if kept_best else "final",
+            kept_step=kept_step,
             train_rows=rows,
             val_rows=state.val_rows,
         )
@@ -106,6 +119,8 @@ class TrainResult:
         return summary | {
             "best_step": self.best_step,
             "best_val_loss": self.best_val_loss,
+            "kept": self.kept,
+            "kept_step": self.kept_step,
             "steps": self.steps,
             "tokens": self.tokens,
             "tokens_per_s": self.tokens_per_s,
@@ -257,8 +272,9 @@ def train(
     rank's slice under torchrun). With `checkpoint_dir`, a compatible checkpoint there is
     resumed (same `cfg` and `checkpoint_key`), one is saved every `cfg.checkpoint_interval`
     steps and on Ctrl-C or SIGTERM (then KeyboardInterrupt is raised), and it is removed once
-    training finishes. With `cfg.patience`, training stops early after that many validations
-    without a new lowest val_loss, and the model ends with the best weights.
+    training finishes. With `cfg.keep` best the model ends with the weights of its lowest
+    val_loss; with `cfg.patience`, training stops early after that many validations without
+    a new lowest val_loss.
 
     In a process group (torchrun), every rank runs this with the same arguments; gradients are
     averaged by DistributedDataParallel, the logged losses over the ranks, and only rank 0
@@ -311,7 +327,7 @@ def train(
                     metrics = _validated(model, validate, place, done)
                 except Diverged as exc:
                     raise checkpoints.diverged(exc) from None
-                stopped_early = state.observe(metrics, model, cfg.patience)
+                stopped_early = state.observe(metrics, model, cfg.patience, cfg.keep == "best")
                 write("val.csv", state.val_rows)
                 say(f"step {done}/{cfg.max_steps}  " + _shown(metrics))
                 if stopped_early:
@@ -328,16 +344,18 @@ def train(
             interval = cfg.checkpoint_interval
             if interval > 0 and done % interval == 0 and done < cfg.max_steps:
                 checkpoints.save(state, model, optimizer, scaler)
+        bar.update(task, tps=meter.rate())  # the finished bar: the run's rate, not a window's
 
     if state.window_losses:  # stopped early between two rows of the curve
         state.log_window(lr_at(state.step - 1, cfg), 0.0, 0.0)
         write("train.csv", state.train_rows)
-    if cfg.patience > 0 and state.best_weights is not None:
-        model.load_state_dict(state.best_weights, strict=False)
+    if cfg.keep == "best" and state.best_weights is not None:
+        model.load_state_dict(state.best_weights, strict=False)  # the lowest val_loss's
     if checkpoint_dir is not None and place.main:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     barrier(place)  # nobody leaves (and tears the group down) while rank 0 still writes
-    return TrainResult.of(state, start, meter, stopped_early)
+    kept_best = cfg.keep == "best" and state.best_weights is not None
+    return TrainResult.of(state, start, meter, stopped_early, kept_best)
 
 
 @dataclass
@@ -354,6 +372,10 @@ class _Throughput:
     def add(self, tokens: int, seconds: float) -> None:
         self.seconds, self.window_seconds = self.seconds + seconds, self.window_seconds + seconds
         self.tokens, self.window_tokens = self.tokens + tokens, self.window_tokens + tokens
+
+    def rate(self) -> float:
+        """Tokens per second of this session's training (the run details' tokens_per_s)."""
+        return self.tokens / max(self.seconds, 1e-9)
 
     def window_rate(self) -> float:
         return self.window_tokens / max(self.window_seconds, 1e-9)

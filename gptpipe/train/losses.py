@@ -4,7 +4,7 @@ masked with IGNORE) and classification cross-entropy, plus the validation loss o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import cast
 
 import torch
@@ -24,10 +24,11 @@ def lm_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
     return loss
 
 
-def masked_lm_loss(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+def masked_lm_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """Token-weighted mean loss over whole batches (call under no_grad, eval mode), through the
     model's fused head + loss as training's: the (B, T, V) logits are never held (with GPT-2's
-    vocabulary, 400 MB of float32 per batch of 8 x 256 that validation used to write)."""
+    vocabulary, 400 MB of float32 per batch of 8 x 256 that validation used to write).
+    `batches` is only iterated, once: a progress bar's `track` of them shows how far it is."""
     device = next(model.parameters()).device
     total, count = 0.0, 0
     for x, y in batches:

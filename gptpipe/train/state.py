@@ -48,7 +48,8 @@ class TrainState:
     """Where a run stands after `step` optimizer steps: the one resume schema.
 
     Every field but `best_weights` is saved as JSON; `best_weights` (a copy of the model at
-    the lowest val_loss, kept only with early stopping) is saved among the tensors.
+    the lowest val_loss, held only when the run keeps its best weights) is saved among the
+    tensors.
     """
 
     step: int = 0  # optimizer steps done
@@ -71,14 +72,17 @@ class TrainState:
         )
         self.window_losses = []
 
-    def observe(self, metrics: dict[str, float], model: nn.Module, patience: int) -> bool:
-        """Record a validation at `step`; True when early stopping says stop (`patience`
-        validations in a row without a new lowest val_loss; 0: never)."""
+    def observe(
+        self, metrics: dict[str, float], model: nn.Module, patience: int, keep_best: bool
+    ) -> bool:
+        """Record a validation at `step` (copying the weights of a new lowest val_loss when
+        `keep_best`); True when early stopping says stop (`patience` validations in a row
+        without a new lowest val_loss; 0: never)."""
         self.val_rows.append({"step": self.step, **{k: float(v) for k, v in metrics.items()}})
         if metrics["val_loss"] < self.best_val_loss:
             self.best_step, self.best_val_loss = self.step, float(metrics["val_loss"])
             self.bad_validations = 0
-            if patience > 0:
+            if keep_best:
                 self.best_weights = model_tensors(model)
             return False
         self.bad_validations += 1

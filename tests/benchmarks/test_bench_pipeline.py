@@ -24,7 +24,8 @@ def edges(stages: dict[str, dict[str, list[str]]]) -> set[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def ours():
-    return bench.resolved(yaml.safe_load((REPO / "dvc.yaml").read_text()))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    return bench.resolved(yaml.safe_load((REPO / "dvc.yaml").read_text()), params)
 
 
 def test_paths_are_resolved_from_the_vars(ours):
@@ -33,6 +34,7 @@ def test_paths_are_resolved_from_the_vars(ours):
         assert stage["outs"], stage
         assert not any("${" in p for key in ("deps", "outs") for p in stage[key])
     assert "data/raw/corpus.txt" in ours["tokenizer"]["deps"]
+    assert "data/inputs" in ours["download"]["deps"]  # ${data.inputs}, from params.yaml
 
 
 def test_the_trivial_dag_has_our_shape_and_dvc_finds_nothing_to_do_the_second_time(ours, tmp_path):

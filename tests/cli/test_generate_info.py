@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+import typer
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
@@ -234,6 +236,17 @@ def test_every_strategy_from_the_command_line(models: dict[str, Path]) -> None:
     model_ids = [eot_id(enc)]
     expected = generate_ids(model, [model_ids], Decoding(3), stop_ids=[eot_id(enc)])[0]
     assert code == 0 and out == enc.decode(expected) + "\n"
+
+
+def test_stop_takes_text_as_typed_and_the_readme_passes_real_newlines() -> None:
+    """--stop reads no escapes (a backslash-n is two characters): its help says so and how to
+    pass a newline in bash, and the README's examples pass real newlines ($'...')."""
+    generate = typer.main.get_command(app).commands["generate"]
+    (stop,) = [p for p in generate.params if p.name == "stop"]
+    assert "no escapes" in stop.help and "$'\\n" in stop.help
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    stops = re.findall(r"--stop\s+(\$?'[^']*'|\"[^\"]*\"|\S+)", readme)
+    assert stops and all("\\" not in arg or arg.startswith("$'") for arg in stops), stops
 
 
 def test_generation_goes_on_past_the_context_with_the_slide_of_slide(

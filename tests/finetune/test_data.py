@@ -220,6 +220,7 @@ def test_classifier_learns_a_separable_toy_set(enc):
     model = GPT(config)
     cfg = ClassifyConfig(
         max_steps=40,
+        epochs=0,
         batch_size=16,
         learning_rate=3e-3,
         min_lr=3e-4,

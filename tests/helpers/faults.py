@@ -78,6 +78,12 @@ def snapshot(path: Path) -> dict[str, bytes]:
     }
 
 
+def inodes(paths: dict[str, Path]) -> dict[str, int]:
+    """The inode of each named output: an output renamed in by a commit gets a new one, even
+    when its bytes happen to be the same (a headline metric a tiny run leaves unchanged)."""
+    return {key: path.stat().st_ino for key, path in paths.items()}
+
+
 def snapshot_outputs(paths: dict[str, Path]) -> dict[str, dict[str, bytes]]:
     """`snapshot` of each of a stage's named outputs."""
     return {key: snapshot(path) for key, path in paths.items()}

@@ -93,6 +93,19 @@ def test_cli_lists_prints_and_refuses_unknown_names():
     assert "--write" in runner.invoke(app, ["preset", "--help"]).stdout
 
 
+def test_list_prints_one_short_line_per_preset():
+    """`--list` promises one line each: the name and a summary of its description that fits a
+    terminal of 100 columns (the whole description is in `gptpipe preset NAME`)."""
+    result = runner.invoke(app, ["preset", "--list"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == len(preset_names())
+    for name, line in zip(preset_names(), lines, strict=True):
+        assert line.startswith(f"{name}  ") and len(line) <= 100, line
+        summary = line.removeprefix(f"{name}  ")
+        assert len(summary) > 40 and summary.split()[0] == load_preset(name).description.split()[0]
+
+
 def test_write_sets_the_presets_keys_and_keeps_the_rest_with_comments(tmp_path):
     params = tmp_path / "params.yaml"
     shutil.copy(REPO / "params.yaml", params)
@@ -172,6 +185,7 @@ TINY = [
         for s in ("instruct", "classify")
         for k, v in [("max_steps", 2), ("batch_size", 2), ("eval_interval", 2)]
     ),
+    "classify.epochs=0",  # max_steps sets the length (one of the two does)
     "instruct.eval_batches=1",
     "instruct.max_new_tokens=2",
     "classify.eval_batches=1",
@@ -262,11 +276,14 @@ def test_preset_runs_end_to_end_at_a_tiny_size(tmp_path, monkeypatch, raw, name)
     preset_tokenizer = load_preset(name).params["tokenizer"]
     cut_down = preset_tokenizer.get("min_count", 0) > 0  # GPT-2's tokens the corpus uses
     assert tok["kind"] == ("gpt2-subset" if cut_down else preset_tokenizer["kind"])
-    evaluated = json.loads(Path("reports/metrics/evaluate.json").read_text())
-    assert all(m["perplexity"] > 1 and m["bits_per_byte"] > 0 for m in evaluated.values())
-    pretrain = json.loads(Path("reports/metrics/pretrain.json").read_text())
-    pretrain |= json.loads(Path("reports/runs/pretrain.json").read_text())  # run details
-    assert pretrain["steps"] == 3 and "train_loss" in pretrain and "val_loss" in pretrain
+    evaluated = json.loads(Path("reports/runs/evaluate.json").read_text())
+    models = [evaluated[m] for m in ("base", "instruct")]
+    assert all(m["perplexity"] > 1 and m["bits_per_byte"] > 0 for m in models)
+    headline = json.loads(Path("reports/metrics/pretrain.json").read_text())
+    pretrain = json.loads(Path("reports/runs/pretrain.json").read_text())  # run details
+    assert headline == {"pretrain": {"val_loss": pretrain["val_loss"]}}
+    assert pretrain["steps"] == 3 and "train_loss" in pretrain
+    assert pretrain["params"]["pretrain"]["max_steps"] == 3  # as it ran (-S included)
     config = json.loads(Path("models/base/config.json").read_text())["model"]
     model = load_preset(name).params["model"]
     assert config["n_layer"] == model["n_layer"] and config["block_size"] == model["block_size"]

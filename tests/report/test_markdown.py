@@ -15,7 +15,6 @@ import yaml
 from matplotlib.image import imread
 
 from gptpipe.errors import BadInput
-from gptpipe.metrics import split_metrics
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.heads import with_classifier
 from gptpipe.model.params import config_breakdown, parameter_breakdown
@@ -103,18 +102,17 @@ def test_fmt_and_fenced() -> None:
 
 
 def test_summary_rows_say_not_run_for_missing_stages() -> None:
-    rows = summary_rows({})
+    rows = summary_rows(ReportInputs(title=""))
     assert {r[0] for r in rows} == {"pretrain", "weights", "evaluate", "instruct", "classify"}
     assert all(r[2] == NOT_RUN for r in rows)
-    rows = summary_rows(
-        {
-            "classify": {"test_accuracy": 0.9, "majority_baseline_test": 0.6},
-            "evaluate": {"base": {"perplexity": 12.5, "bits_per_byte": 1.25, "stride": 64}},
-        }
-    )
-    assert ["classify", "test accuracy", "0.9", "majority baseline 0.6"] in rows
-    assert ["evaluate", "base: val perplexity", "12.5", ""] in rows
-    assert ["evaluate", "base: bits per byte", "1.25", ""] in rows
+    runs = {
+        "classify": {"test_accuracy": 0.9, "majority_baseline_test": 0.6},
+        "evaluate": {"base": {"perplexity": 12.5, "bits_per_byte": 1.25, "stride": 64}},
+    }
+    rows = summary_rows(ReportInputs(title="", runs=runs))
+    assert ["classify", "test accuracy", "0.9", "fraction", "majority baseline 0.6"] in rows
+    assert ["evaluate", "base: val perplexity", "12.5", "per token", ""] in rows
+    assert ["evaluate", "base: bits per byte", "1.25", "bits/byte", ""] in rows
 
 
 def test_a_single_point_curve_is_drawn_with_a_marker(tmp_path: Path) -> None:
@@ -148,19 +146,6 @@ def test_block_rows_add_up_to_the_breakdown() -> None:
     assert parts["block 2 attention"] == 16 * 48 + 48 + 16 * 16 + 16
     assert parts["block 0 norms"] == 2 * 2 * 16 and parts["final norm"] == 2 * 16
     assert ["head", "tied to wte", ""] in rows
-
-
-def test_split_metrics_keeps_results_and_moves_run_details() -> None:
-    metrics = {
-        "val_loss": 2.0,
-        "steps": 10,
-        "seconds": 1.5,
-        "train_records": 8,
-        "base": {"perplexity": 7.0, "stride": 64},
-    }
-    headline, details = split_metrics(metrics)
-    assert headline == {"val_loss": 2.0, "base": {"perplexity": 7.0}}
-    assert details == {"steps": 10, "seconds": 1.5, "train_records": 8, "base": {"stride": 64}}
 
 
 def git(repo: Path, *args: str) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import said
 from helpers.http import serve_folder
 from helpers.mirror import MIRROR
 from typer.testing import CliRunner
@@ -367,6 +368,45 @@ def test_rerun_gives_identical_output_and_replaces_the_folder(small, tmp_path):
     second = invoke(["--out", "raw", *sets(small)])
     assert second.exit_code == 0, second.output
     assert {p.name: p.read_bytes() for p in (tmp_path / "raw").iterdir()} == before
+
+
+def test_ends_with_one_line_naming_the_sources_and_what_it_wrote(small, tmp_path):
+    """Run by hand it replaces data/raw: one line says so (the DVC log's line of the stage)."""
+    result = invoke(["--out", "raw", "--details", "run.json", *sets(small)])
+    assert result.exit_code == 0, result.output
+    assert len(said.lines(result.stderr)) == 1, result.stderr
+    summary, written = said.wrote(result.stderr, "download")
+    assert written == ["raw", "run.json"]
+    for kind in ("corpus", "instruct", "classify"):
+        assert f"{kind} {small[kind]}" in summary
+
+
+def test_under_dvc_a_local_source_outside_data_inputs_is_refused(small, tmp_path):
+    """dvc.yaml makes data.inputs a dependency of download; a file elsewhere would change
+    without DVC noticing (the issue's worst bug), so under DVC (DVC_STAGE set) it is bad input
+    naming the key, and inside the folder, a link to a file elsewhere included, it runs."""
+    under_dvc = NO_MIRROR_ENV | {"DVC_STAGE": "download"}
+    result = invoke(["--out", "raw", *sets(small)], env=under_dvc)
+    assert result.exit_code == 2
+    assert said.lines(result.stderr) == [
+        f"gptpipe: error: params key 'data.corpus': {small['corpus']} is outside data.inputs "
+        "(data/inputs), the folder dvc.yaml watches for local data, so DVC would not see it "
+        "change; move or link it into data/inputs, or set data.inputs to a folder that holds it"
+    ]
+    assert not (tmp_path / "raw").exists()
+    inputs = tmp_path / "data" / "inputs"
+    inputs.mkdir(parents=True)
+    (inputs / "corpus.txt").symlink_to(small["corpus"])
+    inside = {kind: inputs / path.name for kind, path in small.items()}
+    for kind in ("instruct", "classify"):
+        shutil.copy(small[kind], inside[kind])
+    ok = invoke(["--out", "raw", *sets(inside)], env=under_dvc)
+    assert ok.exit_code == 0, ok.output
+    watched = f"data.inputs={small['corpus'].parent}"
+    elsewhere = invoke(["--out", "raw", "-S", watched, *sets(small)], env=under_dvc)
+    assert elsewhere.exit_code == 0, elsewhere.output
+    by_hand = invoke(["--out", "raw", *sets(small)])  # no DVC: nothing watches, no rule
+    assert by_hand.exit_code == 0, by_hand.output
 
 
 # --------------------------------------------------------------------------- bad input

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import said
 from helpers.http import serve_folder
 from helpers.mirror import MIRROR, needs_mirror
 from typer.testing import CliRunner
@@ -17,7 +19,6 @@ from gptpipe.cli.app import app
 from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import perplexity
-from gptpipe.metrics import split_metrics
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.stages import evaluate as evaluate_stage
@@ -77,12 +78,13 @@ def test_stage_writes_metrics_per_model_equal_to_direct_computation(
     details = tmp_path / "runs" / "evaluate.json"
     models = [world["root"] / "base", world["root"] / "instruct"]
     result = evaluate_stage.run(cfg, world["shards"], models, out, details)
-    headline = json.loads(out.read_text())
-    assert set(headline) == {"base", "instruct"}
-    assert set(headline["base"]) == {"perplexity", "bits_per_byte"}  # DVC metrics: results only
     ran = json.loads(details.read_text())
+    # the DVC metric: the first model's bits per byte; every figure is in the run details
+    headline = json.loads(out.read_text())
+    assert headline == {"base": {"bits_per_byte": ran["base"]["bits_per_byte"]}}
     assert 0 < ran.pop("wall_seconds") < 60  # the stage's wall time, for the report
-    written = {name: headline[name] | ran[name] for name in headline}
+    assert ran.pop("params") == {"evaluate": dataclasses.asdict(cfg)}  # as it ran
+    written = ran
     assert written == json.loads(json.dumps(result))
     enc = load_tokenizer(world["tok"])
     ids = np.asarray(world["ids"])
@@ -98,17 +100,29 @@ def test_stage_writes_metrics_per_model_equal_to_direct_computation(
     assert written["base"]["perplexity"] != written["instruct"]["perplexity"]
 
 
-def test_cli_stage_mode_prints_what_it_writes(world: dict[str, Path], tmp_path: Path) -> None:
-    out = tmp_path / "evaluate.json"
-    args = ["evaluate", "--shards", str(world["shards"]), "--model", str(world["root"] / "base")]
-    args += ["--details", str(tmp_path / "run.json")]
+def test_cli_stage_mode_prints_one_summary_line_and_keeps_details_in_files(
+    world: dict[str, Path], tmp_path: Path
+) -> None:
+    """Under the DAG (--out) the DVC log gets one line, headline figures and paths; the metrics
+    and run details stay in their files."""
+    out, details = tmp_path / "evaluate.json", tmp_path / "run.json"
+    models = [world["root"] / "base", world["root"] / "instruct"]
+    args = ["evaluate", "--shards", str(world["shards"]), "--details", str(details)]
+    args += [arg for m in models for arg in ("--model", str(m))]
     result = runner.invoke(
         app, [*args, "--out", str(out), "--stride", "16", "-S", "evaluate.device=cpu"]
     )
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.stdout)  # all of it: the metrics and the run details
-    assert split_metrics(printed)[0] == json.loads(out.read_text())
-    assert list(printed) == ["base"] and printed["base"]["stride"] == 16
+    assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
+    summary, written = said.wrote(result.stderr, "evaluate")
+    assert written == said.paths(out, details)
+    ran = json.loads(details.read_text())
+    written = {name: ran[name] for name in ("base", "instruct")}
+    assert summary == "; ".join(
+        f"{name} perplexity {m['perplexity']:.1f}, {m['bits_per_byte']:.3f} bits/byte"
+        for name, m in written.items()
+    )
+    assert written["base"]["stride"] == 16
 
 
 def test_cli_text_mode_prints_one_json_object(world: dict[str, Path], tmp_path: Path) -> None:
@@ -120,6 +134,7 @@ def test_cli_text_mode_prints_one_json_object(world: dict[str, Path], tmp_path: 
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert {"perplexity", "tokens", "bits_per_byte", "model", "file"} <= set(data)
+    assert "wrote" not in result.stderr  # it writes no file
     assert data["model"] == str(model_dir) and data["file"] == str(text_file)
     enc = load_tokenizer(model_dir)
     ids = enc.encode_ordinary(TEXT)

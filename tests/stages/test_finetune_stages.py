@@ -3,11 +3,14 @@
 import csv
 import json
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import said
 from helpers.ollama import Ollama
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -15,7 +18,6 @@ from typer.testing import CliRunner
 from gptpipe.cli.app import app
 from gptpipe.config import ClassifyConfig, InstructConfig
 from gptpipe.errors import BadInput
-from gptpipe.metrics import split_metrics
 from gptpipe.model.folder import load_model, read_info, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.prompts import format_prompt
@@ -136,7 +138,10 @@ def test_instruct_run_trains_on_responses_and_writes_responses(base, instruct_da
         tmp_path / "plots",
         tmp_path / "responses.json",
     )
-    assert json.loads((tmp_path / "m.json").read_text()) == pytest.approx(split_metrics(metrics)[0])
+    # the DVC metric: the test responses' mean ROUGE-L, under the model it describes
+    assert json.loads((tmp_path / "m.json").read_text()) == {
+        "instruct": {"rougeL": pytest.approx(metrics["test_rougeL"])}
+    }
     assert (metrics["train_records"], metrics["test_records"], metrics["val_records"]) == (18, 6, 6)
     assert metrics["truncated_records"] == 0 and metrics["steps"] == 30
     val = rows(tmp_path / "plots" / "val.csv")
@@ -205,7 +210,8 @@ def test_instruct_cli_and_bad_input(base, instruct_data, tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     details = json.loads((tmp_path / "run.json").read_text())
     assert details["truncated_records"] == 30 and details["max_length"] == 20
-    assert math.isfinite(metrics["val_loss"])
+    assert math.isfinite(details["val_loss"]) and set(metrics) == {"instruct"}
+    assert details["params"]["instruct"]["max_length"] == 20  # as it ran: -S included
     assert len(json.loads((tmp_path / "e.json").read_text())) == 3  # 10% of 30: the test split
     assert not (tmp_path / "ckpt").exists()
 
@@ -220,6 +226,43 @@ def test_instruct_cli_and_bad_input(base, instruct_data, tmp_path):
         app, [*common, "--data", str(instruct_data), "--base", str(tmp_path / "nobase")]
     )
     assert result.exit_code == 2 and "nobase" in result.stderr
+
+
+def finetune_cli(kind: str, base: Path, data: Path, root: Path, **sizes: int):
+    """`gptpipe finetune KIND` in `root`, every output path given: (result, those paths)."""
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump({kind: {"max_steps": 2, "eval_interval": 2, **sizes, **FAST}}))
+    extra = {"instruct": "--responses", "classify": "--scores"}[kind]
+    paths = {"--out": root / "m", "--metrics": root / "m.json", "--plots": root / "p"}
+    paths |= {extra: root / "e.json", "--details": root / "run.json"}
+    args = ["finetune", kind, "--params", str(params), "--base", str(base)]
+    args += ["--data", str(data), "--checkpoints", str(root / "ckpt")]
+    result = runner.invoke(app, [*args, *said.options(paths)])
+    assert result.exit_code == 0, result.output
+    return result, list(paths.values())
+
+
+@pytest.fixture(scope="module")
+def instruct_cli(base, instruct_data, tmp_path_factory):
+    """`gptpipe finetune instruct` run once, every output path given: (result, those paths)."""
+    root = tmp_path_factory.mktemp("instruct_cli")
+    return finetune_cli("instruct", base, instruct_data, root, batch_size=4)
+
+
+def test_instruct_scoring_of_the_base_and_tuned_model_shows_progress(instruct_cli):
+    """Scoring (losses over whole splits, greedy responses to the test split) takes minutes at
+    full size: each step has its bar, on stderr, finished at the test split's size."""
+    result, _ = instruct_cli
+    for label, splits in (("score base", ["test"]), ("score tuned", ["val", "test"])):
+        for split in splits:
+            assert re.search(rf"^{label}: {split} loss\b.* 1/1\b", result.stderr, re.M), label
+        # 10% of 30 records: 3 test responses
+        assert re.search(rf"^{label}: test responses\b.* 3/3\b", result.stderr, re.M), label
+
+
+def test_instruct_cli_ends_with_one_line_saying_what_it_wrote(instruct_cli):
+    result, paths = instruct_cli
+    assert said.wrote(result.stderr, "finetune instruct") == ("", said.paths(*paths))
 
 
 def test_classify_run_learns_and_reports_accuracy_against_the_baseline(
@@ -240,7 +283,9 @@ def test_classify_run_learns_and_reports_accuracy_against_the_baseline(
     metrics = finetune_classify.run(
         cfg, base, classify_data, out, tmp_path / "m.json", tmp_path / "plots", scores_path=details
     )
-    assert json.loads((tmp_path / "m.json").read_text()) == split_metrics(metrics)[0]
+    assert json.loads((tmp_path / "m.json").read_text()) == {
+        "classify": {"test_accuracy": metrics["test_accuracy"]}
+    }
     assert json.loads(details.read_text())["labels"] == ["neg", "pos"]
     # 70 pos / 50 neg, stratified: test 14 pos + 10 neg, val 7 + 5.
     assert (metrics["train_records"], metrics["val_records"], metrics["test_records"]) == (
@@ -320,6 +365,11 @@ def test_classify_cli_and_bad_input(base, classify_data, instruct_data, tmp_path
         ],
     )
     assert result.exit_code == 2 and "classifier" in result.stderr
+
+
+def test_classify_cli_ends_with_one_line_saying_what_it_wrote(base, classify_data, tmp_path):
+    result, paths = finetune_cli("classify", base, classify_data, tmp_path, batch_size=8)
+    assert said.wrote(result.stderr, "finetune classify") == ("", said.paths(*paths))
 
 
 def test_finetuning_is_deterministic(base, classify_data, tmp_path):
@@ -421,8 +471,9 @@ def test_balanced_protocol_metrics_details_and_confusion_plot(spam_model):
     rows = json.loads((root / "plots" / "confusion.json").read_text())
     assert len(rows) == 12 and all(set(r) == {"actual", "predicted"} for r in rows)
     assert sum(r["actual"] == "spam" for r in rows) == test["per_class"]["spam"]["support"]
-    # Every headline metric is a number (dvc exp show columns), none a list.
-    assert all(isinstance(v, int | float) for v in metrics.values())
+    # The DVC metric is one number (a dvc exp show column), named apart from other files'.
+    headline = json.loads((root / "metrics.json").read_text())
+    assert headline == {"classify": {"test_accuracy": metrics["test_accuracy"]}}
 
 
 def test_classify_command_labels_held_out_messages(spam_model, monkeypatch):

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import yaml
+from helpers import said
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
@@ -40,6 +41,20 @@ def test_pretrain_with_another_base_source_skips_training(tmp_path: Path) -> Non
     assert (plots / "train.csv").read_text().startswith("step,train_loss,")
     assert (plots / "val.csv").read_text() == "step,val_loss\n"
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_skipped_pretraining_says_what_it_wrote_in_its_one_line(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"base": {"source": "gpt2"}}))
+    paths = {"--out": tmp_path / "model", "--metrics": tmp_path / "m.json"}
+    paths |= {"--plots": tmp_path / "plots", "--details": tmp_path / "run.json"}
+    args = ["pretrain", "--params", str(params), "--checkpoints", str(tmp_path / "ckpt")]
+    result = runner.invoke(app, [*args, *said.options(paths)])
+    assert result.exit_code == 0, result.output
+    assert len(said.lines(result.stderr)) == 1
+    summary, written = said.wrote(result.stderr, "pretrain")
+    assert summary.startswith("skipped, nothing trained (base.source is 'gpt2'")
+    assert written == said.paths(*paths.values())
 
 
 def test_a_model_folder_is_not_a_skipped_marker(tmp_path: Path) -> None:

@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import said
 from helpers.signals import default_sigint
 from helpers.tiny import MODEL, TRAIN, byte_tokenizer, corpus_text, write_params
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
 from gptpipe.config import ModelConfig, PretrainConfig, ShardConfig
-from gptpipe.metrics import split_metrics
 from gptpipe.model.folder import load_model
 from gptpipe.stages import pretrain, shard
 from gptpipe.tokenizer.folder import load_tokenizer
@@ -54,7 +54,7 @@ def test_run_trains_and_writes_model_metrics_and_curves(workdir, tmp_path):
         tmp_path / "ckpt",
     )
     saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved == pytest.approx(split_metrics(metrics)[0])
+    assert saved == {"pretrain": {"val_loss": pytest.approx(metrics["val_loss"])}}
     assert metrics["steps"] == 40 and metrics["tokens"] == 40 * 8 * 32
     assert metrics["val_loss"] < 0.6 * math.log(257)  # well below uniform guessing
     assert metrics["val_perplexity"] == pytest.approx(math.exp(metrics["val_loss"]))
@@ -108,6 +108,19 @@ def test_cli_runs_with_overrides_and_is_deterministic(workdir, tmp_path):
         assert json.loads((tmp_path / f"{name}.run.json").read_text())["steps"] == 6
         weights.append((tmp_path / name / "model.safetensors").read_bytes())
     assert weights[0] == weights[1]  # same config: bit-identical weights
+
+
+def test_cli_ends_with_one_line_saying_what_it_wrote(workdir, tmp_path):
+    """Run by hand it replaces the pipeline's model, metrics, curves and run details: its last
+    line on stderr says so."""
+    paths = {"--out": tmp_path / "m", "--metrics": tmp_path / "m.json"}
+    paths |= {"--plots": tmp_path / "plots", "--details": tmp_path / "run.json"}
+    args = ["pretrain", "--params", str(write_params(tmp_path / "params.yaml", max_steps=2))]
+    args += ["--shards", str(workdir / "shards"), "--tokenizer", str(workdir / "tokenizer")]
+    args += ["--checkpoints", str(tmp_path / "ckpt")]
+    result = runner.invoke(app, [*args, *said.options(paths)])
+    assert result.exit_code == 0, result.output
+    assert said.wrote(result.stderr, "pretrain") == ("", said.paths(*paths.values()))
 
 
 def test_tokenizer_mismatch_and_missing_shards_exit_2(workdir, tmp_path):

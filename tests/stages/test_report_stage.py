@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import said
 from markdown_it import MarkdownIt
 from matplotlib.image import imread
 from typer.testing import CliRunner
@@ -34,28 +35,12 @@ def write(path: Path, text: str) -> None:
 def run_tree(tmp_path: Path) -> Path:
     """What a full pipeline run leaves behind, with recognisable values."""
     reports = tmp_path / "reports"
+    # The DVC metrics: a headline figure per stage; the rest is in the run details below.
     metrics = {
-        "pretrain": {
-            "train_loss": 3.14159,
-            "val_loss": 3.5,
-            "val_perplexity": 33.115,
-        },
-        "instruct": {"train_loss": 1.23456, "val_loss": 1.75, "best_val_loss": 1.7},
-        "classify": {
-            "train_loss": 0.25,
-            "val_loss": 0.5,
-            "best_val_loss": 0.45,
-            "train_accuracy": 0.9876,
-            "val_accuracy": 0.8765,
-            "test_accuracy": 0.8642,
-            "majority_baseline_test": 0.5432,
-            "untuned_test_accuracy": 0.5,
-            "labels": ["ham", "spam"],
-        },
-        "evaluate": {
-            "base": {"perplexity": 41.0371, "bits_per_byte": 1.3579, "tokens": 900, "stride": 64},
-            "instruct": {"perplexity": 47.2468, "bits_per_byte": 1.4321, "tokens": 900},
-        },
+        "pretrain": {"pretrain": {"val_loss": 3.5}},
+        "instruct": {"instruct": {"rougeL": 0.5}},
+        "classify": {"classify": {"test_accuracy": 0.8642}},
+        "evaluate": {"base": {"bits_per_byte": 1.3579}},
     }
     for name, data in metrics.items():
         write(reports / "metrics" / f"{name}.json", json.dumps(data))
@@ -93,19 +78,38 @@ def run_tree(tmp_path: Path) -> Path:
     write(reports / "plots" / "classify" / "confusion.json", json.dumps(confusion))
     runs = {
         "pretrain": {"steps": 600, "tokens": 1_228_800, "seconds": 61.5, "tokens_per_s": 20000.0,
-                     "best_step": 500, "best_val_loss": 3.4, "device": "cpu", "processes": 1},
-        "instruct": {"steps": 200, "tokens": 51200, "seconds": 9.25, "tokens_per_s": 5535.0},
+                     "best_step": 500, "best_val_loss": 3.4, "device": "cpu", "processes": 1,
+                     "train_loss": 3.14159, "val_loss": 3.5, "val_perplexity": 33.115,
+                     "kept": "final", "kept_step": 600,
+                     "params": {"model": {"n_layer": 2, "vocab_size": 50257},
+                                "pretrain": {"learning_rate": 0.0005, "max_steps": 600,
+                                             "eval_batches": 20, "keep": "final"}}},
+        "instruct": {"steps": 200, "tokens": 51200, "seconds": 9.25, "tokens_per_s": 5535.0,
+                     "train_loss": 1.23456, "val_loss": 1.75, "best_val_loss": 1.7,
+                     "best_step": 150, "kept": "final", "kept_step": 200, "device": "cpu",
+                     "test_rougeL": 0.5, "base_test_rougeL": 0.125,
+                     "params": {"instruct": {"max_steps": 200, "epochs": 0.0}}},
         "classify": {"steps": 200, "tokens": 102400, "seconds": 7.75, "tokens_per_s": 13212.9,
                      "wall_seconds": 8.5, "majority_baseline_train": 0.5,
-                     "majority_baseline_val": 0.55},
-        "download": {"bytes": 3702, "wall_seconds": 1.25},
+                     "majority_baseline_val": 0.55, "train_loss": 0.25, "val_loss": 0.5,
+                     "best_val_loss": 0.45, "best_step": 100, "kept": "best", "kept_step": 100,
+                     "train_accuracy": 0.9876, "val_accuracy": 0.8765, "test_accuracy": 0.8642,
+                     "majority_baseline_test": 0.5432, "untuned_test_accuracy": 0.5,
+                     "labels": ["ham", "spam"], "device": "cpu",
+                     "params": {"classify": {"max_steps": 200, "epochs": 5.0, "keep": "best"}}},
+        "download": {"bytes": 3702, "wall_seconds": 1.25,
+                     "params": {"data": {"corpus": "stdlib", "instruct": "stdlib",
+                                         "classify": "stdlib"}}},
         "tokenizer": {"kind": "gpt2", "wall_seconds": 0.5},
         "shard": {"tokens": 10_000, "wall_seconds": 2.0},
-        "weights": {"source": "pretrain", "wall_seconds": 0.25},
+        "weights": {"source": "pretrain", "wall_seconds": 0.25,
+                    "params": {"base": {"source": "pretrain"}}},
         "sample": {"samples": 2, "wall_seconds": 4.0},
         "evaluate": {"wall_seconds": 3.5,
-            "base": {"tokens": 900, "bytes": 2700, "stride": 64, "block_size": 32},
-            "instruct": {"tokens": 900, "bytes": 2700, "stride": 64, "block_size": 32},
+            "base": {"perplexity": 41.0371, "bits_per_byte": 1.3579, "tokens": 900,
+                     "bytes": 2700, "stride": 64, "block_size": 32},
+            "instruct": {"perplexity": 47.2468, "bits_per_byte": 1.4321, "tokens": 900,
+                         "bytes": 2700, "stride": 64, "block_size": 32},
         },
     }  # fmt: skip
     for name, data in runs.items():
@@ -158,11 +162,8 @@ def report_args(root: Path) -> list[str]:
     args += ["--shards", str(root / "data" / "shards"), "--tokenizer", str(root / "tok")]
     args += ["--attention", str(reports / "attention")]
     params = root / "params.yaml"
-    params.write_text(
-        "report:\n  title: Test run 42\n"
-        "data: {corpus: stdlib, instruct: stdlib, classify: stdlib}\n"
-        "model: {n_layer: 2}\nbase: {source: pretrain}\npretrain: {learning_rate: 0.0005}\n"
-    )
+    # Only the report's own section: the params shown come from the stages' run details.
+    params.write_text("report:\n  title: Test run 42\npretrain: {learning_rate: 0.1}\n")
     return [*args, "--params", str(params)]
 
 
@@ -175,11 +176,21 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
     assert text.startswith("# Test run 42\n")
     for value in ("3.142", "3.5", "33.12", "1.235", "1.75", "41.04", "1.358", "47.25", "1.432"):
         assert f"| {value} |" in text, value
-    test_row = "| classify | test accuracy | 0.8642 | majority baseline 0.5432; untuned head 0.5 |"
+    test_row = (
+        "| classify | test accuracy | 0.8642 | fraction | majority baseline 0.5432; "
+        "untuned head 0.5 |"
+    )
     assert test_row in text
-    assert "| best val loss | 3.4 (step 500) |" in text  # from the run details
-    assert "| pretrain | learning_rate `0.0005` |" in text  # as params.yaml has it
-    assert "| classify | val accuracy | 0.8765 | majority baseline 0.55 |" in text
+    assert "| lowest val loss in training (20 val batches) | 3.4 (step 500) |" in text
+    # as the stage ran it (its run details), not params.yaml's 0.1
+    assert "| pretrain | max_steps `600`, learning_rate `0.0005`, keep `final` |" in text
+    assert "| classify | val accuracy | 0.8765 | fraction | majority baseline 0.55 |" in text
+    assert "| classify | max_steps `200`, epochs `5`, keep `best` |" in text
+    kept = "| weights kept | best: those of the lowest val loss (step 100; classify.keep: best) |"
+    assert kept in text
+    assert "| steps | 200 (from classify.epochs 5) |" in text
+    assert "| val loss, kept weights (nats): whole val split | 0.5 |" in text
+    assert "not recorded" not in text.split("## Training")[1].split("## Classification")[0]
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert sorted(links) == [
         "attention/layer_01.png",  # the last layer's heatmap
@@ -210,6 +221,16 @@ def test_report_holds_metrics_links_params_examples_and_samples(run_tree: Path) 
     assert "### prompt 'The ' as an alpaca instruction" in text
     assert "| sample 1: temperature 0.8, top-k 40 | ```` lazy ```dog``` ```` |" in text
     assert NOT_RUN not in text
+
+
+def test_report_ends_with_one_line_saying_what_it_wrote(run_tree: Path) -> None:
+    result = runner.invoke(app, report_args(run_tree))
+    assert result.exit_code == 0, result.output
+    reports = run_tree / "reports"
+    assert said.wrote(result.stderr, "report") == (
+        "",
+        said.paths(reports / "report.md", reports / "figures"),
+    )
 
 
 def test_report_says_not_run_for_missing_inputs(tmp_path: Path) -> None:
@@ -268,12 +289,16 @@ def test_report_card_sections_in_order_and_rendered_as_html(
         "Change against the last committed run",
         "Wall time",
     ]
-    assert "| instruct | mean ROUGE-L (test responses) | 0.5 | untuned base 0.125 |" in text
-    assert "| pretrain | val perplexity | 33.12 | uniform guess 50,257 |" in text
-    assert "| weights | base model | pretrain |  |" in text
+    assert (
+        "| instruct | mean ROUGE-L (test responses) | 0.5 | fraction | untuned base 0.125 |"
+    ) in text
+    assert "| pretrain | val perplexity | 33.12 | per token | uniform guess 50,257 |" in text
+    assert "| weights | base model | pretrain |  |  |" in text
     assert "| ham | 0.8333 | 1 | 0.9091 | 5 |" in text  # precision 5/6, recall 5/5
     assert "| compression on validation text | 3.000 bytes per token |" in text
-    assert "| training time | 61.5 s (1 min 02 s) |" in text and "| tokens/s | 20,000 |" in text
+    assert "| training time | 61.5 s (1 min 02 s) |" in text
+    assert "| tokens/s (whole run) | 20,000 |" in text
+    assert "MFU" not in text.split("## Training")[1].split("###")[1]  # FLOP/s, no peak on a CPU
     assert "model `instruct`" in text and "“The cat sat on the mat.”" in text
     wall = text.split("## Wall time")[1]
     for row in (
@@ -287,7 +312,8 @@ def test_report_card_sections_in_order_and_rendered_as_html(
     assert "| **total** | **90.8 s (1 min 31 s)** |  |" in wall
     assert "Corpus: 30,000 bytes, 12 documents, 3.000 bytes per token" in text
     assert "| corpus | stdlib | Python stdlib | PSF-2.0 | `abababababababab` | 1,234 |" in text
-    assert "First run" in text  # the run tree is no git checkout
+    assert "No committed run to compare with" in text  # the run tree is no git checkout
+    assert "git add dvc.lock && git commit" in text
     first = "| 1 | Name the capital of France. | Paris. | Paris is the capital. | 0.5 | Lyon? |"
     assert f"{first} 0.125 |" in text
     assert "| 2 | Add the numbers. (input: 2 and 3) | 5 | 6 | 0.5 | Lyon? | 0.125 |" in text

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import said
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
 from gptpipe.config import DecodingConfig, SampleConfig, load_section
 from gptpipe.generate.beam import beam_search
 from gptpipe.generate.decode import Decoding, generate_ids
-from gptpipe.model.folder import load_model, save_model
+from gptpipe.model.folder import copy_model, load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.skipped import write_skipped
 from gptpipe.prompts import format_prompt
@@ -117,6 +118,24 @@ def test_cli_missing_model_exits_2_naming_it(models: dict[str, Path], tmp_path: 
     assert [r["decoding"] for r in written] == ["greedy", "sample", "nucleus", "beam"]  # defaults
 
 
+def test_cli_ends_with_one_line_saying_what_it_wrote(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("sample:\n  prompts: ['Hi']\n  max_new_tokens: 2\n  num_samples: 1\n")
+    out, attention, details = tmp_path / "samples", tmp_path / "attention", tmp_path / "run.json"
+    args = ["sample", "--params", str(params), "--model", str(models["base"])]
+    args += ["--out", str(out), "--attention", str(attention)]
+    result = runner.invoke(app, [*args, "--details", str(details)])
+    assert result.exit_code == 0, result.output
+    summary, written = said.wrote(result.stderr, "sample")
+    records = json.loads((out / "samples.json").read_text())
+    assert written == said.paths(out, attention, details) and summary == f"{len(records)} samples"
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert said.wrote(result.stderr, "sample")[1] == said.paths(out, attention)
+
+
 def test_every_decoding_setting_samples_every_model(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -217,3 +236,23 @@ def test_attention_maps_of_the_instruct_model_appear_with_the_samples(
     sample_stage.run(cfg_first, [models["base"]], tmp_path / "s2", tmp_path / "a2")
     again = json.loads((tmp_path / "a2" / "attention.json").read_text())
     assert again["model"] == "base" and again["prompt"] == "The "
+
+
+def test_models_with_the_same_weights_are_sampled_once_and_said_so(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """The weights stage copies the pretrained model as the base: sampling both would print
+    every continuation twice. The copy is sampled once, and samples.md and the run details say
+    whose samples stand for it."""
+    copy = tmp_path / "copy"
+    copy_model(models["base"], copy)
+    details = tmp_path / "run.json"
+    records = sample_stage.run(
+        CFG, [models["base"], copy, models["tuned"]], tmp_path / "s", details=details
+    )
+    assert {r["model"] for r in records} == {"base", "tuned"}
+    ran = json.loads(details.read_text())
+    assert ran["same_weights"] == {"copy": "base"} and ran["models"] == ["base", "tuned"]
+    assert ran["params"]["sample"]["seed"] == CFG.seed  # what it ran with
+    markdown = (tmp_path / "s" / "samples.md").read_text()
+    assert "`copy` has the same weights as `base`" in markdown

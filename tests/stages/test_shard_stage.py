@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from helpers import said
 from helpers.mirror import MIRROR, needs_mirror
 from typer.testing import CliRunner
 
@@ -88,6 +89,24 @@ def test_cli_writes_split_shards_whose_chunks_are_the_encoded_stream(tmp_path, c
             i, last = i + end - begin, start
     listed = manifest["splits"]["train"]["files"] + manifest["splits"]["val"]["files"]
     assert sorted(p.name for p in out.iterdir()) == sorted([*listed, "manifest.json"])
+
+
+def test_cli_ends_with_one_line_saying_what_it_wrote(tmp_path, corpus, gpt2):
+    out, details = tmp_path / "shards", tmp_path / "runs" / "shard.json"
+    p = params(tmp_path, split_chunk_tokens=128, val_fraction=0.2)
+    args = ["--params", p, "--corpus", corpus, "--tokenizer", gpt2, "--out", out]
+    result = invoke(*args, "--details", details)
+    assert result.exit_code == 0, result.output
+    summary, written = said.wrote(result.stderr, "shard")
+    assert written == said.paths(out, details)
+    tokens = read_manifest(out)["tokens"]
+    assert summary.startswith(f"60 documents, {tokens} tokens (train ")
+    assert [line for line in said.lines(result.stderr) if line.startswith("shard:")] == [
+        said.lines(result.stderr)[-1]
+    ]  # one summary line, not one from the stage and another from the command
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert said.wrote(result.stderr, "shard")[1] == said.paths(out)
 
 
 def test_reruns_are_byte_identical_and_seed_changes_the_split(tmp_path, corpus, gpt2):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import said
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
@@ -53,6 +54,23 @@ def test_cli_trains_bpe_that_round_trips_the_corpus(tmp_path):
         ids = enc.encode_ordinary(doc)
         assert enc.decode(ids) == doc and len(ids) < len(doc.encode("utf-8"))
     assert not any(b"endoftext" in token for token in enc._mergeable_ranks)
+
+
+def test_cli_ends_with_one_line_saying_what_it_wrote(tmp_path):
+    """The stage's one summary line, last on stderr; the details file only when given."""
+    corpus = write_corpus(tmp_path)
+    out, details = tmp_path / "tok", tmp_path / "runs" / "tokenizer.json"
+    p = params(tmp_path, kind="byte")
+    result = invoke("--params", p, "--corpus", corpus, "--out", out, "--details", details)
+    assert result.exit_code == 0, result.output
+    summary, written = said.wrote(result.stderr, "tokenizer")
+    assert written == said.paths(out, details) and summary.startswith("byte, 257 ids")
+    assert [line for line in said.lines(result.stderr) if line.startswith("tokenizer:")] == [
+        said.lines(result.stderr)[-1]
+    ]  # one summary line, not one from the stage and another from the command
+    result = invoke("--params", p, "--corpus", corpus, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert said.wrote(result.stderr, "tokenizer")[1] == said.paths(out)
 
 
 def test_set_override_and_byte_identical_reruns(tmp_path):

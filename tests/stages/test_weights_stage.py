@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import said
 from helpers.gpt2 import TEXT, hf_model, write_tf_checkpoint
 from helpers.http import serve_folder
 from typer.testing import CliRunner
@@ -79,6 +80,21 @@ def test_cli_copies_and_replaces_an_old_base(pretrained, tmp_path):
     assert result.stdout == ""  # summaries and progress go to stderr; stdout is for results
     assert not (tmp_path / "base" / "stale.txt").exists()
     assert (tmp_path / "base" / "model.safetensors").is_file()
+
+
+def test_cli_ends_with_one_line_saying_what_it_wrote(pretrained, tmp_path):
+    out, details = tmp_path / "base", tmp_path / "runs" / "weights.json"
+    params = tmp_path / "params.yaml"
+    params.write_text("base:\n  source: pretrain\n")
+    args = ["weights", "--params", str(params), "--pretrained", str(pretrained)]
+    result = runner.invoke(app, [*args, "--out", str(out), "--details", str(details)])
+    assert result.exit_code == 0, result.output
+    assert len(said.lines(result.stderr)) == 1
+    summary, written = said.wrote(result.stderr, "weights")
+    assert written == said.paths(out, details) and str(pretrained) in summary
+    result = runner.invoke(app, [*args, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert said.wrote(result.stderr, "weights")[1] == said.paths(out)
 
 
 def test_missing_pretrained_model_and_unknown_source_exit_2(tmp_path):

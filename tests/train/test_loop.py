@@ -1,15 +1,20 @@
 """The one training loop: schedule, optimizer groups, accumulation, determinism, resume."""
 
 import csv
+import io
 import itertools
 import math
 import os
+import re
 import signal
+import time
 
 import pytest
 import torch
 from helpers.training import BLOCK, VOCAB, cfg, counting_batch, run, tiny, val_loss
+from rich.console import Console
 
+from gptpipe import progress
 from gptpipe.config import PretrainConfig
 from gptpipe.train.loop import Diverged, train
 from gptpipe.train.losses import lm_loss
@@ -88,6 +93,24 @@ def test_loss_falls_and_curves_are_written(tmp_path):
     assert result.best_val_loss == pytest.approx(float(best["val_loss"]))
     assert result.train_loss == pytest.approx(float(train_rows[-1]["train_loss"]))
     assert result.tokens_per_s > 0
+
+
+def test_finished_bar_shows_the_runs_average_rate_not_the_last_windows(monkeypatch):
+    """The first window is slow (its batches take 50 ms each), the last is fast: when training
+    ends, the bar's tok/s is the run's (tokens over the training seconds, as reported)."""
+    shown = io.StringIO()
+    monkeypatch.setattr(progress, "console", Console(file=shown, width=200))
+
+    def batch_at(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if i < 5:
+            time.sleep(0.05)
+        return counting_batch(i)
+
+    result = train(tiny(), cfg(max_steps=10), batch_at=batch_at, loss_of=lm_loss, validate=val_loss)
+    rates = re.findall(r"([\d,]+) tok/s", shown.getvalue())
+    assert rates, shown.getvalue()
+    assert result.train_rows[-1]["tokens_per_s"] > 2 * result.tokens_per_s  # the last window's
+    assert rates[-1] == f"{result.tokens_per_s:,.0f}"
 
 
 def test_grad_accumulation_equals_the_larger_batch():
@@ -245,19 +268,26 @@ def test_periodic_checkpoint_is_ignored_when_the_config_changes(tmp_path):
     assert run(tiny(), same, checkpoint_dir=ckpt).resumed_from == 4
 
 
-def test_early_stopping_stops_after_patience_and_keeps_the_best_weights(tmp_path):
-    """Validation scores a fixed sequence: best at step 8, then two worse ones -> stop at 16."""
-    scores = iter([3.0, 2.0, 2.5, 2.7, 1.0])
+def scripted_validation(*scores: float, every: int = 4):
+    """A validation that scores `scores` in turn (one per `every` steps) and keeps a copy of
+    the embedding weights it saw at each step: (validate, {step: weights})."""
+    left = iter(scores)
     snapshots: dict[int, torch.Tensor] = {}
 
     def validate(model):
-        snapshots[len(snapshots) * 4 + 4] = model.wte.weight.detach().clone()
-        return {"val_loss": next(scores)}
+        snapshots[(len(snapshots) + 1) * every] = model.wte.weight.detach().clone()
+        return {"val_loss": next(left)}
 
+    return validate, snapshots
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_weights(tmp_path):
+    """Validation scores a fixed sequence: best at step 8, then two worse ones -> stop at 16."""
+    validate, snapshots = scripted_validation(3.0, 2.0, 2.5, 2.7, 1.0)
     model = tiny()
     result = train(
         model,
-        cfg(max_steps=20, eval_interval=4, patience=2),
+        cfg(max_steps=20, eval_interval=4, patience=2, keep="best"),
         batch_at=counting_batch,
         loss_of=lm_loss,
         validate=validate,
@@ -270,9 +300,42 @@ def test_early_stopping_stops_after_patience_and_keeps_the_best_weights(tmp_path
     assert read_csv(tmp_path / "train.csv")[-1]["step"] == "16"
 
 
+def test_keep_best_restores_the_lowest_val_loss_without_early_stopping():
+    """keep: best trains all max_steps and ends with the weights of the best validation; the
+    result says which weights it kept and reports their val_loss, not the last one."""
+    validate, snapshots = scripted_validation(3.0, 1.0, 2.5, 2.7, 2.9)
+    model = tiny()
+    result = train(
+        model,
+        cfg(max_steps=20, eval_interval=4, keep="best"),
+        batch_at=counting_batch,
+        loss_of=lm_loss,
+        validate=validate,
+    )
+    assert result.steps == 20 and not result.stopped_early
+    assert (result.kept, result.kept_step, result.val["val_loss"]) == ("best", 8, 1.0)
+    assert torch.equal(model.wte.weight, snapshots[8])
+    final = train(
+        tiny(),
+        cfg(max_steps=20, eval_interval=4),
+        batch_at=counting_batch,
+        loss_of=lm_loss,
+        validate=lambda m: {"val_loss": 2.0},
+    )
+    assert (final.kept, final.kept_step) == ("final", 20)
+    assert final.metrics()["kept"] == "final"
+
+
+def test_early_stopping_needs_keep_best():
+    from gptpipe.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"pretrain\.keep.*must be best with early stopping"):
+        cfg(patience=2, keep="final")
+
+
 def test_early_stopping_state_survives_a_resume(tmp_path):
     """Interrupted after the best validation, the resumed run still restores those weights."""
-    config = cfg(max_steps=20, eval_interval=4, patience=2, checkpoint_interval=4)
+    config = cfg(max_steps=20, eval_interval=4, patience=2, checkpoint_interval=4, keep="best")
 
     def scripted():
         scores = {4: 3.0, 8: 2.0, 12: 2.5, 16: 2.7, 20: 2.8}
