@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gptpipe.errors import BadInput, os_message
+from gptpipe.outputs import check_targets
 
 # Called between the renames that commit outputs (its argument says which step): a seam for
 # tests to fail a commit half-way; the product never sets it.
@@ -140,6 +141,7 @@ def staged_outputs(*targets: Path | str) -> Iterator[list[Path]]:
     left as it was, so a stage's outputs appear together or not at all.
     """
     paths = [Path(t) for t in targets]
+    check_targets(paths)  # never the working directory, a folder above it, or nested outputs
     token = f"{os.getpid()}-{os.urandom(3).hex()}"
     staged = [p.with_name(f".{p.name}.{token}.tmp") for p in paths]
     for path in paths:

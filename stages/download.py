@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +17,7 @@ from gptpipe.config import DataConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.outputs import Output, check_paths, folder_kind
 from gptpipe.progress import wrote
 from gptpipe.sources.datasets import (
     FILE_NAMES,
@@ -36,6 +38,7 @@ from gptpipe.sources.fetch import (
 from gptpipe.sources.stdlib import StdlibBuild, build_stdlib
 
 _PROVENANCE_FILE = layout.PROVENANCE.name
+_RAW_FOLDER = folder_kind("data folder", {_PROVENANCE_FILE})  # what gptpipe.outputs recognises
 
 
 def _mirror_folder(cfg: DataConfig) -> Path | None:
@@ -45,6 +48,22 @@ def _mirror_folder(cfg: DataConfig) -> Path | None:
         where = "params key 'data.mirror'" if cfg.mirror else "GPTPIPE_MIRROR"
         raise BadInput(f"{where}: {path}: mirror folder not found")
     return path
+
+
+def _local_sources(cfg: DataConfig, table: dict[str, NamedSet]) -> Iterator[tuple[str, Path]]:
+    """(params key, path) of every source given as a local path or file:// URL (an archive's
+    path without its #member); named sets and http(s) URLs are not local."""
+    for kind in KINDS:
+        sources = cfg.sources(kind)
+        for i, item in enumerate(sources):
+            key = f"data.{kind}" if len(sources) == 1 else f"data.{kind}[{i}]"
+            if item == STDLIB or item in table:
+                continue
+            found = source_kind(item, key)
+            if found == "url":
+                continue
+            base, _ = split_member(item, found)
+            yield key, file_url_path(base) if found == "file" else Path(base).expanduser()
 
 
 def _check_watched(cfg: DataConfig, table: dict[str, NamedSet]) -> None:
@@ -57,25 +76,15 @@ def _check_watched(cfg: DataConfig, table: dict[str, NamedSet]) -> None:
     if not os.environ.get("DVC_STAGE"):
         return
     inputs = Path(os.path.abspath(Path(cfg.inputs).expanduser()))
-    for kind in KINDS:
-        sources = cfg.sources(kind)
-        for i, item in enumerate(sources):
-            key = f"data.{kind}" if len(sources) == 1 else f"data.{kind}[{i}]"
-            if item == STDLIB or item in table:
-                continue
-            found = source_kind(item, key)
-            if found == "url":
-                continue
-            base, _ = split_member(item, found)
-            path = file_url_path(base) if found == "file" else Path(base).expanduser()
-            full = Path(os.path.abspath(path))
-            if full != inputs and inputs not in full.parents:
-                raise BadInput(
-                    f"params key '{key}': {base} is outside data.inputs ({cfg.inputs}), the "
-                    "folder dvc.yaml watches for local data, so DVC would not see it change; "
-                    f"move or link it into {cfg.inputs}, or set data.inputs to a folder that "
-                    "holds it"
-                )
+    for key, path in _local_sources(cfg, table):
+        full = Path(os.path.abspath(path))
+        if full != inputs and inputs not in full.parents:
+            raise BadInput(
+                f"params key '{key}': {path} is outside data.inputs ({cfg.inputs}), the "
+                "folder dvc.yaml watches for local data, so DVC would not see it change; "
+                f"move or link it into {cfg.inputs}, or set data.inputs to a folder that "
+                "holds it"
+            )
 
 
 def run(
@@ -160,6 +169,13 @@ def command(
     The default, stdlib, is built offline from this Python's standard library.
     """
     cfg: DataConfig = section("data", params, set_)
+    inputs = [
+        ("--params", params),
+        ("data.inputs", Path(cfg.inputs)),
+        ("data.mirror", cfg.mirror_dir()),
+    ]
+    inputs += list(_local_sources(cfg, NAMED_SETS))
+    check_paths([Output("--out", out, _RAW_FOLDER), Output("--details", details)], inputs)
     provenance = run(cfg, out, details=details)
     sources = []
     for kind in KINDS:

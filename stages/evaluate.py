@@ -22,6 +22,7 @@ from gptpipe.evaluation import (
 )
 from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import read_info
+from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.shards import load_split, read_manifest
@@ -124,7 +125,10 @@ def command(
     elif source is not None:
         print(json.dumps(evaluate_source(cfg, one, source, mirror), indent=2))
     else:  # stage mode: the results are in the files, the DVC log gets one line
-        metrics = run(cfg, shards, list(model) if model else _DEFAULT_MODELS, out, details)
+        models = list(model) if model else _DEFAULT_MODELS
+        inputs = [("--params", params), ("--shards", shards), *(("--model", m) for m in models)]
+        check_paths([Output("--out", out), Output("--details", details)], inputs)
+        metrics = run(cfg, shards, models, out, details)
         said = "; ".join(
             f"{name} perplexity {m['perplexity']:.1f}, {m['bits_per_byte']:.3f} bits/byte"
             for name, m in metrics.items()

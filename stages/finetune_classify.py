@@ -41,6 +41,7 @@ from gptpipe.fsutil import files_sha256, staged_outputs, write_json
 from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.heads import with_classifier
+from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
@@ -48,6 +49,7 @@ from gptpipe.tokens.sampler import WindowSampler
 from gptpipe.train.distributed import training_device
 from gptpipe.train.loop import TrainResult, train
 from gptpipe.train.losses import classify_loss
+from gptpipe.train.outputs import training_outputs
 from gptpipe.train.precision import evaluating
 
 _DEFAULT_SCORES = Path("reports/classify/scores.json")
@@ -275,6 +277,9 @@ def command(
     Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
     """
     cfg = section("classify", params, set_)
+    outputs = training_outputs(out, metrics, plots, checkpoints, details)
+    inputs = [("--params", params), ("--base", base), ("--data", data)]
+    check_paths([*outputs, Output("--scores", scores)], inputs)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
     run(cfg, base, data, out, metrics, plots, checkpoints, details, scores)
     wrote("finetune classify", out, metrics, plots, scores, details)

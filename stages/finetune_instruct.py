@@ -44,6 +44,7 @@ from gptpipe.generate.decode import Decoding, generate_many
 from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.gpt import GPT
+from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import progress, wrote
 from gptpipe.prompts import format_prompt
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
@@ -52,6 +53,7 @@ from gptpipe.tokens.sampler import WindowSampler
 from gptpipe.train.distributed import training_device
 from gptpipe.train.loop import train
 from gptpipe.train.losses import lm_loss, masked_lm_loss
+from gptpipe.train.outputs import training_outputs
 from gptpipe.train.precision import evaluating
 
 _SPLITS = ("train", "test", "val")  # the order of instruct.split's shares
@@ -273,6 +275,9 @@ def command(
     Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
     """
     cfg = section("instruct", params, set_)
+    outputs = training_outputs(out, metrics, plots, checkpoints, details)
+    inputs = [("--params", params), ("--base", base), ("--data", data)]
+    check_paths([*outputs, Output("--responses", responses)], inputs)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
     run(cfg, base, data, out, metrics, plots, responses, checkpoints, details)
     wrote("finetune instruct", out, metrics, plots, responses, details)

@@ -39,6 +39,7 @@ from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.skipped import write_skipped
+from gptpipe.outputs import check_paths
 from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import tokenizer_hash
@@ -53,6 +54,7 @@ from gptpipe.train.distributed import (
 )
 from gptpipe.train.loop import train
 from gptpipe.train.losses import lm_loss, masked_lm_loss
+from gptpipe.train.outputs import training_outputs
 
 
 def run(
@@ -74,8 +76,8 @@ def run(
     """
     started = time.perf_counter()
     set_threads(cfg.threads)
-    training_device(cfg)  # asking for CUDA without one is bad input, before joining a group
-    ranks, device = init_distributed(cfg.device)
+    # asking for CUDA without one is bad input, before joining a group
+    ranks, device = init_distributed(training_device(cfg))
     try:
         return _run(
             model_cfg,
@@ -294,6 +296,8 @@ def command(
     model_cfg = section("model", params, set_)
     cfg = section("pretrain", params, set_)
     base: BaseConfig = section("base", params, set_)  # only base.source is read (see dvc.yaml)
+    outputs = training_outputs(out, metrics, plots, checkpoints, details)
+    check_paths(outputs, [("--params", params), ("--shards", shards), ("--tokenizer", tokenizer)])
     if base.source != "pretrain":
         said = _skip(base, out, metrics, plots, details)
         wrote("pretrain", out, metrics, plots, details, summary=said)

@@ -12,10 +12,11 @@ from gptpipe import layout
 from gptpipe.cli.options import ParamsOption, SetOption, section
 from gptpipe.config import ReportConfig
 from gptpipe.fsutil import staged_outputs
+from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.report.compare import compare_table, read_experiments
 from gptpipe.report.environment import collect_environment
-from gptpipe.report.figures import write_figures
+from gptpipe.report.figures import FIGURES_FOLDER, write_figures
 from gptpipe.report.history import committed_metrics
 from gptpipe.report.inputs import (
     METRIC_FILES,
@@ -152,5 +153,11 @@ def command(
         return
     models = list(model) if model else _DEFAULT_MODELS
     sources = _Sources(runs, provenance, shards, tokenizer, responses, attention)
+    read = {"--params": params, "--metrics": metrics, "--plots": plots, "--samples": samples}
+    read |= {"--examples": examples, "--runs": runs, "--provenance": provenance}
+    read |= {"--shards": shards, "--tokenizer": tokenizer, "--responses": responses}
+    read |= {"--attention": attention}
+    inputs = [*read.items(), *(("--model", m) for m in models)]
+    check_paths([Output("--out", out), Output("--figures", figures, FIGURES_FOLDER)], inputs)
     run(cfg, metrics, plots, samples, examples, models, out, figures, sources)
     wrote("report", out, figures)

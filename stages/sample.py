@@ -16,13 +16,14 @@ from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, sec
 from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import files_sha256, staged_outputs, write_json
-from gptpipe.generate.attention import draw_attention
+from gptpipe.generate.attention import ATTENTION_FOLDER, draw_attention
 from gptpipe.generate.samples import prompt_continuations, resolve, sample_seed
 from gptpipe.generate.text import context_ids
 from gptpipe.metrics import ran_with, wall_seconds
 from gptpipe.model.folder import WEIGHTS, is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
 from gptpipe.model.skipped import read_skipped
+from gptpipe.outputs import Output, check_paths, folder_kind
 from gptpipe.progress import progress, wrote
 from gptpipe.prompts import format_prompt
 from gptpipe.report.samples import samples_markdown
@@ -31,6 +32,7 @@ from gptpipe.runtime import resolve_device
 _DEFAULT_MODELS = [layout.PRETRAIN, layout.BASE, layout.INSTRUCT_MODEL]
 _SAMPLES_JSON = "samples.json"
 _SAMPLES_MD = "samples.md"
+_SAMPLES_FOLDER = folder_kind("samples folder", {_SAMPLES_JSON})  # gptpipe.outputs recognises
 
 
 def run(
@@ -62,7 +64,7 @@ def run(
     same = _same_weights(present)
     present = [m for m in present if m.name not in same]
     drawn_by = _attention_model(present)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "sample.device")
     records: list[dict[str, Any]] = []
     targets = [out] + [p for p in (attention, details) if p is not None]
     with staged_outputs(*targets) as staged, progress() as bar:
@@ -213,5 +215,13 @@ def command(
     and draw the attention maps of sample.attention_prompt."""
     cfg: SampleConfig = section("sample", params, set_)
     models = list(model) if model else _DEFAULT_MODELS
+    outputs = [
+        Output("--out", out, _SAMPLES_FOLDER),
+        Output("--attention", attention, ATTENTION_FOLDER),
+    ]
+    check_paths(
+        [*outputs, Output("--details", details)],
+        [("--params", params), *(("--model", m) for m in models)],
+    )
     records = run(cfg, models, out, attention, details)
     wrote("sample", out, attention, details, summary=f"{len(records)} samples")

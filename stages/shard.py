@@ -14,6 +14,7 @@ from gptpipe.config import ShardConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import progress, wrote
 from gptpipe.tokenizer.folder import eot_id, load_tokenizer, tokenizer_hash
 from gptpipe.tokens.shard_writer import (
@@ -24,7 +25,7 @@ from gptpipe.tokens.shard_writer import (
     new_manifest,
     write_manifest,
 )
-from gptpipe.tokens.shards import dtype_for_vocab
+from gptpipe.tokens.shards import SHARDS_FOLDER, dtype_for_vocab
 
 
 def run(
@@ -115,7 +116,10 @@ def command(
     Each document is followed by <|endoftext|>; the token stream is cut into chunks of
     shard.split_chunk_tokens, each assigned to val with probability shard.val_fraction.
     """
-    manifest = run(section("shard", params, set_), corpus, tokenizer, out, details=details)
+    cfg = section("shard", params, set_)
+    outputs = [Output("--out", out, SHARDS_FOLDER), Output("--details", details)]
+    check_paths(outputs, [("--params", params), ("--corpus", corpus), ("--tokenizer", tokenizer)])
+    manifest = run(cfg, corpus, tokenizer, out, details=details)
     splits = manifest["splits"]
     said = (
         f"{manifest['documents']} documents, {manifest['tokens']} tokens (train "

@@ -17,10 +17,12 @@ from gptpipe.config import TokenizerConfig
 from gptpipe.errors import BadInput, ConfigError
 from gptpipe.fsutil import write_json
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.tokenizer.bpe import train_bpe
 from gptpipe.tokenizer.folder import (
     PATTERNS,
+    TOKENIZER_FOLDER,
     gpt2_encoding,
     load_tokenizer,
     save_bytes,
@@ -134,6 +136,9 @@ def command(
     The folder holds tokenizer.tiktoken (tokens and ids) and tokenizer.json (kind, pattern,
     special tokens: <|endoftext|>, then tokenizer.special_tokens; <|unk|> for char and word).
     """
-    summary = run(section("tokenizer", params, set_), corpus, out, details=details)
+    cfg = section("tokenizer", params, set_)
+    outputs = [Output("--out", out, TOKENIZER_FOLDER), Output("--details", details)]
+    check_paths(outputs, [("--params", params), ("--corpus", corpus)])
+    summary = run(cfg, corpus, out, details=details)
     said = f"{summary['kind']}, {summary['n_vocab']} ids ({summary['seconds']:.1f} s)"
     wrote("tokenizer", out, details, summary=said)

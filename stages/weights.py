@@ -18,13 +18,14 @@ import typer
 
 from gptpipe import layout
 from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, section
-from gptpipe.config import BaseConfig
+from gptpipe.config import GPT2_NAMES, BaseConfig
 from gptpipe.fsutil import write_json
 from gptpipe.interop.compat import check_size, matching_tokenizer
 from gptpipe.interop.gpt2_layouts import open_checkpoint
 from gptpipe.interop.hub import SIZES, resolve
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
-from gptpipe.model.folder import copy_model, read_info, save_tensors
+from gptpipe.model.folder import MODEL_FOLDER, copy_model, read_info, save_tensors
+from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.sources.fetch import FetchOptions
 
@@ -93,6 +94,10 @@ def command(
     """Provide the base model for fine-tuning: the pretrained one (base.source: pretrain), or
     OpenAI's GPT-2 weights converted (gpt2 ... gpt2-xl, or a checkpoint folder)."""
     cfg: BaseConfig = section("base", params, set_)
+    source = None if cfg.source in ("pretrain", *GPT2_NAMES) else Path(cfg.source)
+    inputs = [("--params", params), ("--pretrained", pretrained), ("--tokenizer", tokenizer)]
+    outputs = [Output("--out", out, MODEL_FOLDER), Output("--details", details)]
+    check_paths(outputs, [*inputs, ("base.source", source), ("base.mirror", cfg.mirror_dir())])
     if cfg.source == "pretrain":
         run(cfg, pretrained, out, details=details)
         wrote("weights", out, details, summary=f"copied {pretrained}")

@@ -23,21 +23,36 @@ from typing import Annotated, Literal
 
 import typer
 
-from gptpipe.interop.hf_export import (
-    export_hf,
-)
+from gptpipe.interop.hf_export import HF_FOLDER, export_hf
+from gptpipe.outputs import Output, check_paths
 
 
 def command(
     model_dir: Annotated[Path, typer.Argument(help="Model folder to export (a language model).")],
-    out_dir: Annotated[Path, typer.Argument(help="Folder to write (replaced if it exists).")],
+    out_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="Folder to write: new, empty or an earlier export (replaced whole); any "
+            "other folder only with --force."
+        ),
+    ],
     format_: Annotated[
         Literal["hf"],
         typer.Option("--format", help="hf: Hugging Face transformers (GPT2LMHeadModel)."),
     ] = "hf",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Replace OUT_DIR even if it is not an earlier export."),
+    ] = False,
 ) -> None:
     """Export a model folder to another format: `--format hf` writes a folder that
     transformers.GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained load."""
+    check_paths(
+        [Output("OUT_DIR", out_dir, HF_FOLDER)],
+        [("MODEL_DIR", model_dir)],
+        force=force,
+        force_option="--force",
+    )
     result = export_hf(model_dir, out_dir)
     c = result["config"]
     print(

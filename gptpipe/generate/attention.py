@@ -16,9 +16,14 @@ import tiktoken
 import torch
 
 from gptpipe.generate.text import context_ids
+from gptpipe.layout import ATTENTION_JSON
 from gptpipe.model.gpt import GPT
+from gptpipe.outputs import folder_kind
 
 MAX_LABELS = 48  # beyond this many tokens, label every n-th one
+# A folder of attention maps (layer_NN.png; the sample stage adds attention.json), as
+# gptpipe.outputs recognises it.
+ATTENTION_FOLDER = folder_kind("attention maps folder", {ATTENTION_JSON}, only_suffix=".png")
 
 
 @torch.inference_mode()

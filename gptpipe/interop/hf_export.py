@@ -25,6 +25,7 @@ from gptpipe.interop.gpt2_vocab import (
 from gptpipe.model.folder import WEIGHTS, read_info, require_language_model
 from gptpipe.model.gpt import GPTConfig
 from gptpipe.model.tensors import LazyTensor, lazy_tensors, write_safetensors
+from gptpipe.outputs import folder_kind
 from gptpipe.tokenizer.folder import META_FILE, RANKS_FILE, read_ranks
 from gptpipe.tokenizer.special import EOT
 
@@ -88,6 +89,10 @@ def _zeros(shape: tuple[int, ...]) -> Callable[[], torch.Tensor]:
 
 
 HF_TOKENIZER = "tokenizer.json"
+HF_GENERATION = "generation_config.json"
+# An earlier export, as gptpipe.outputs recognises it: a pipeline model folder has no
+# generation_config.json, so an export never replaces one unasked.
+HF_FOLDER = folder_kind("Hugging Face export folder", {WEIGHTS, "config.json", HF_GENERATION})
 
 
 def hf_tokenizer_files(tokenizer_dir: Path, block_size: int) -> dict[str, str]:
@@ -230,7 +235,7 @@ def export_hf(model_dir: Path, out_dir: Path) -> dict[str, Any]:
         hf_cfg = hf_config(config, eot)
         (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2) + "\n", encoding="utf-8")
         generation = {"bos_token_id": eot, "eos_token_id": eot}
-        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        (tmp / HF_GENERATION).write_text(json.dumps(generation, indent=2) + "\n")
         for name, text in tokenizer_files.items():
             (tmp / name).write_text(text, encoding="utf-8")
     return {

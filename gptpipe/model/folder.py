@@ -22,12 +22,14 @@ from gptpipe.config import MODEL_LIMITS, gpt_params, require_fits
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, files_sha256, read_json
 from gptpipe.model.gpt import GELUS, GPT, GPTConfig
+from gptpipe.model.skipped import MARKER as SKIPPED_MARKER
 from gptpipe.model.tensors import (
     LazyTensor,
     lazy_tensors,
     without_tied,
     write_safetensors,
 )
+from gptpipe.outputs import folder_kind
 from gptpipe.runtime import resolve_device
 from gptpipe.tokenizer.folder import load_tokenizer
 
@@ -35,6 +37,9 @@ FORMAT = "gptpipe"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 TOKENIZER_FILES = ("tokenizer.tiktoken", "tokenizer.json")
+# What a model folder holds (or, where pretraining was skipped, its marker): an output may
+# replace such a folder (gptpipe.outputs).
+MODEL_FOLDER = folder_kind("model folder", {WEIGHTS, CONFIG}, {SKIPPED_MARKER})
 
 
 @dataclass
@@ -286,11 +291,8 @@ def load_language_model(
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BadInput(f"{model_dir}: model folder not found")
-    if isinstance(device, str):
-        try:
-            device = resolve_device(device)
-        except RuntimeError:
-            raise BadInput(f"device {device!r}: expected auto, cpu, cuda or cuda:N") from None
+    if isinstance(device, str):  # a command's --device option
+        device = resolve_device(device, "--device")
     require_language_model(model_dir, read_info(model_dir))
     model, _ = load_model(model_dir, device)
     return model, load_tokenizer(model_dir)

@@ -11,9 +11,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from gptpipe.outputs import folder_kind
 from gptpipe.report.inputs import STAGES
 
 KINDS = ("loss", "accuracy", "lr")  # figure kinds per stage, in report order
+FIGURES_FOLDER = folder_kind("figures folder", only_suffix=".png")  # gptpipe.outputs
 TITLES = {"loss": "loss", "accuracy": "accuracy", "lr": "learning rate"}
 STAGE_NAMES = {
     "pretrain": "pretraining",

@@ -28,6 +28,7 @@ import tiktoken
 
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir
+from gptpipe.outputs import folder_kind
 from gptpipe.tokenizer.special import EOT, special_token_problem
 from gptpipe.tokenizer.subset import GPT2SubsetEncoding
 from gptpipe.tokenizer.vocab import (
@@ -40,6 +41,7 @@ from gptpipe.tokenizer.vocab import (
 
 RANKS_FILE = "tokenizer.tiktoken"
 META_FILE = "tokenizer.json"
+TOKENIZER_FOLDER = folder_kind("tokenizer folder", {RANKS_FILE, META_FILE})  # gptpipe.outputs
 GPT2_RANKS_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
 
 PATTERNS = {

@@ -25,11 +25,13 @@ import pyarrow as pa
 
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import read_json
+from gptpipe.outputs import folder_kind
 
 if TYPE_CHECKING:  # torch is imported where batches are made: sharding never needs it
     import torch
 
 MANIFEST = "manifest.json"
+SHARDS_FOLDER = folder_kind("shards folder", {MANIFEST})  # what gptpipe.outputs recognises
 COLUMN = "tokens"
 SHARD_SPLITS = ("train", "val")  # the token streams of a shards folder
 FORMAT_VERSION = 1

@@ -7,6 +7,10 @@ import io
 from pathlib import Path
 
 from gptpipe.fsutil import write_text
+from gptpipe.outputs import folder_kind
+
+# A folder of curves (a training stage's --plots), as gptpipe.outputs recognises it.
+CURVES_FOLDER = folder_kind("curves folder", {"train.csv"}, {"val.csv"})
 
 
 def write_csv(path: Path, rows: list[dict[str, float]]) -> None:

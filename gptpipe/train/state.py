@@ -30,10 +30,13 @@ from gptpipe.config import TrainingConfig, to_dict
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, read_json
 from gptpipe.model.tensors import without_tied
+from gptpipe.outputs import folder_kind
 
 CHECKPOINT_VERSION = 2  # 2: TrainState's flat fields (1 nested the early-stopping ones)
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
+# A training checkpoint folder, as gptpipe.outputs recognises it (the run removes it at the end).
+CHECKPOINT_FOLDER = folder_kind("training checkpoint folder", {STATE_JSON})
 BEST_PREFIX = "best."  # early stopping's best weights, among the checkpoint's tensors
 # Settings that change nothing about the trajectory; a checkpoint stays valid across them.
 NOT_FINGERPRINTED = ("device", "threads", "log_interval", "checkpoint_interval", "nproc")

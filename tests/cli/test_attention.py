@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from matplotlib.image import imread
+from helpers.faults import small_fs
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
@@ -54,3 +55,30 @@ def test_cli_writes_the_maps_and_refuses_a_classifier(
     result = runner.invoke(app, ["attention", "--model", str(folders["cls"]), "--text", "x"])
     assert result.exit_code == 2 and str(folders["cls"]) in result.stderr
     assert "classifier" in result.stderr
+
+
+def test_cli_maps_appear_together_and_replace_an_earlier_runs(
+    folders: dict[str, Path], tmp_path: Path
+) -> None:
+    """A shallower model's maps leave none of a deeper one's layers behind; a disk that fills
+    half-way leaves the earlier maps whole and nothing else, the message naming --out."""
+    out = tmp_path / "maps"
+    deep = ["attention", "--model", str(folders["lm"]), "--out", str(out), "--text", "a b"]
+    assert runner.invoke(app, deep).exit_code == 0
+    torch.manual_seed(1)
+    shallow = GPT(GPTConfig(vocab_size=50257, block_size=16, n_layer=1, n_head=3, n_embd=24))
+    save_model(tmp_path / "shallow", shallow, folders["lm"])
+    args = ["attention", "--model", str(tmp_path / "shallow"), "--out", str(out), "--text", "a"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["layer_00.png"]
+    assert result.stdout.split() == [str(out / "layer_00.png")]
+    with small_fs(tmp_path / "full", "96k") as full:
+        runner.invoke(app, [*deep[:-4], "--out", str(full / "maps"), "--text", "x"])
+        before = sorted(p.name for p in (full / "maps").iterdir())
+        long_text = ["--text", "word " * 15]  # bigger figures: past the 96 KiB
+        result = runner.invoke(app, [*deep[:-4], "--out", str(full / "maps"), *long_text])
+        assert result.exit_code == 2, result.output
+        assert str(full / "maps") in result.stderr and "no space left" in result.stderr
+        assert sorted(p.name for p in (full / "maps").iterdir()) == before
+        assert [p.name for p in full.iterdir()] == ["maps"]

@@ -482,12 +482,13 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, small, tmp_pat
     make, expected = BAD[case]
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "corpus.txt").write_text("previous output")
+    (tmp_path / "raw" / "provenance.json").write_text("{}")  # what marks a previous output
     result = invoke(["--out", "raw", *sets(small, **make(tmp_path / "in"))])
     assert result.exit_code == 2, result.output
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and expected in lines[0], result.stderr
     # The previous output is untouched and no temporary folder is left behind.
-    assert [p.name for p in (tmp_path / "raw").iterdir()] == ["corpus.txt"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["corpus.txt", "provenance.json"]
     assert (tmp_path / "raw" / "corpus.txt").read_text() == "previous output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "raw"]
 

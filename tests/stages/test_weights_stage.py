@@ -1,6 +1,7 @@
 """The weights stage: the pretrained model copied, or GPT-2 weights converted and proven equal."""
 
 import json
+import shutil
 import math
 
 import pytest
@@ -43,7 +44,7 @@ def test_source_pretrain_copies_the_pretrained_model(pretrained, tmp_path):
 
 
 def test_cli_copies_and_replaces_an_old_base(pretrained, tmp_path):
-    (tmp_path / "base").mkdir()
+    shutil.copytree(pretrained, tmp_path / "base")  # an older base model folder
     (tmp_path / "base" / "stale.txt").write_text("old")
     result = runner.invoke(
         app,
