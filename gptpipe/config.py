@@ -12,12 +12,14 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from gptpipe.decoding import FIELDS, LIBRARY, MAX_SEED, SAMPLE, check
 from gptpipe.errors import BadInput, ConfigError, os_message
 from gptpipe.tokenizer.special import special_token_problem
 
@@ -37,8 +39,6 @@ def _require(ok: bool, key: str, message: str) -> None:
 # What torch.device accepts among the devices the pipeline runs on (checked here, so a string
 # torch would reject is bad input naming the key, not a RuntimeError from deep in a stage).
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:[0-9]+)?)$")
-# torch.manual_seed takes any 64-bit seed; keep seeds non-negative and inside that range.
-MAX_SEED = 2**63 - 1
 
 
 def _require_device(device: str, key: str) -> None:
@@ -55,8 +55,6 @@ def _require_seed(seed: int, key: str) -> None:
 
 MODEL_LIMITS = {"block_size": 1 << 20, "n_layer": 10_000, "n_head": 10_000, "n_embd": 1 << 17}
 TRAINING_LIMITS = {"max_steps": 10**12, "batch_size": 1 << 20, "grad_accum": 1 << 20}
-# Softmax temperature floor: logits / T overflows float32 (3.4e38) for T near 1e-37.
-MIN_TEMPERATURE = 1e-4
 
 
 def gpt_params(model: Any, vocab_size: int) -> int:
@@ -592,7 +590,7 @@ class InstructConfig(FinetuneConfig):
         )
         _require(abs(sum(self.split) - 1) < 1e-6, "instruct.split", "shares must sum to 1")
         _require(self.max_length >= 0, "instruct.max_length", "must be >= 0")
-        _require(self.max_new_tokens >= 1, "instruct.max_new_tokens", "must be >= 1")
+        _check_settings({"max_new_tokens": self.max_new_tokens}, "instruct")  # as decoding does
         _require(self.judge_timeout > 0, "instruct.judge_timeout", "must be > 0")
         if self.judge_url is not None:
             _require(
@@ -682,6 +680,25 @@ class EvaluateConfig:
         _require_device(self.device, "evaluate.device")
 
 
+def _setting(name: str, defaults: Mapping[str, Any] | None = LIBRARY, note: str = "") -> Any:
+    """A field for the decoding setting `name`: its default from `defaults`
+    (`gptpipe.decoding`'s default sets; None: unset), its help from the setting's own."""
+    default = None if defaults is None else defaults[name]
+    default = list(default) if isinstance(default, tuple) else default
+    return _f(default, f"{FIELDS[name].help} {note}".strip())
+
+
+def _settings_of(config: Any) -> dict[str, Any]:
+    """The decoding settings among a config's fields (setting -> value)."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name in FIELDS}
+
+
+def _check_settings(values: Mapping[str, Any], key: str) -> None:
+    """`gptpipe.decoding.check` for params: the first setting out of its range is a
+    ConfigError naming `key.setting`."""
+    check(values, lambda setting: f"{key}.{setting}", ConfigError)
+
+
 @dataclass
 class DecodingConfig:
     """One entry of `sample.decoding`: a named way of decoding. Unset (null) fields take the
@@ -689,37 +706,24 @@ class DecodingConfig:
     max_new_tokens <- sample.max_new_tokens, num_samples <- sample.num_samples."""
 
     name: str = _f("sample", "Label of the setting in samples.json and the report.")
-    temperature: float | None = _f(None, "Softmax temperature; 0 is greedy.")
-    top_k: int | None = _f(None, "Sample from the k most likely tokens (0: all).")
-    top_p: float = _f(1.0, "Nucleus: sample from the most likely tokens of mass p, in (0, 1].")
-    repetition_penalty: float = _f(1.0, "> 1 discourages tokens already in the text (1: off).")
-    num_beams: int = _f(1, "> 1: beam search with this many beams (deterministic).")
-    length_penalty: float = _f(1.0, "Beam search: > 0 favours longer continuations, < 0 shorter.")
-    max_new_tokens: int | None = _f(None, "Tokens generated per sample.")
-    num_samples: int | None = _f(None, "Samples per prompt (deterministic settings give one).")
-    stop: list[str] = _f([], "Text that ends a continuation (not included).")  # noqa: RUF009
-    slide: int = _f(0, "Tokens dropped when the context fills (0: a quarter of the context).")
+    temperature: float | None = _setting("temperature", None, "Unset: sample.temperature.")
+    top_k: int | None = _setting("top_k", None, "Unset: sample.top_k.")
+    top_p: float = _setting("top_p")
+    repetition_penalty: float = _setting("repetition_penalty")
+    num_beams: int = _setting("num_beams")
+    length_penalty: float = _setting("length_penalty")
+    max_new_tokens: int | None = _setting("max_new_tokens", None, "Unset: sample.max_new_tokens.")
+    num_samples: int | None = _setting(
+        "num_samples", None, "Unset: sample.num_samples; deterministic settings give one."
+    )
+    stop: list[str] = _setting("stop")  # noqa: RUF009 (a list default: copied per entry)
+    slide: int = _setting("slide")
 
 
 def _check_decoding(key: str, d: DecodingConfig) -> None:
-    """The rules of gptpipe.generate.decode.problems, for a params entry (no torch import
-    here: every stage reads config.py)."""
+    """An entry's name, and its settings by `gptpipe.decoding.check` (naming `key.field`)."""
     _require(bool(d.name.strip()), f"{key}.name", "must not be empty")
-    t = d.temperature
-    _require(t is None or (math.isfinite(t) and t >= 0), f"{key}.temperature", "must be >= 0")
-    _require(d.top_k is None or d.top_k >= 0, f"{key}.top_k", "must be >= 0")
-    _require(0 < d.top_p <= 1, f"{key}.top_p", f"must be in (0, 1], not {d.top_p}")
-    _require(
-        math.isfinite(d.repetition_penalty) and d.repetition_penalty > 0,
-        f"{key}.repetition_penalty",
-        "must be > 0 (1 is off)",
-    )
-    _require(d.num_beams >= 1, f"{key}.num_beams", "must be >= 1 (1 is no beam search)")
-    _require(math.isfinite(d.length_penalty), f"{key}.length_penalty", "must be a number")
-    _require(d.max_new_tokens is None or d.max_new_tokens >= 1, f"{key}.max_new_tokens", ">= 1")
-    _require(d.num_samples is None or d.num_samples >= 1, f"{key}.num_samples", "must be >= 1")
-    _require(all(d.stop), f"{key}.stop", "a stop string must not be empty")
-    _require(d.slide >= 0, f"{key}.slide", "must be >= 0 (0: a quarter of the context)")
+    _check_settings(_settings_of(d), key)
 
 
 def default_decoding() -> list[DecodingConfig]:
@@ -737,11 +741,16 @@ class SampleConfig:
     """`sample`: text sampled from the models."""
 
     prompts: list[str] = _f(["The ", "def ", "Return the"], "Prompts to continue.")  # noqa: RUF009
-    max_new_tokens: int = _f(64, "Tokens generated per sample.")
-    temperature: float = _f(0.8, "Softmax temperature; 0 is greedy.")
-    top_k: int = _f(40, "Sample from the k most likely tokens (0: all).")
-    num_samples: int = _f(2, "Sampled continuations per prompt and sampling setting.")
-    seed: int = _f(1337, "Sampling seed.")
+    max_new_tokens: int = _setting("max_new_tokens", SAMPLE)
+    temperature: float = _setting("temperature", SAMPLE)
+    top_k: int = _setting("top_k", SAMPLE)
+    num_samples: int = _setting(
+        "num_samples",
+        SAMPLE,
+        "Here: per prompt and sampled setting (deterministic settings give one); 0 is also "
+        "taken, and leaves the sampled settings out.",
+    )
+    seed: int = _setting("seed", SAMPLE)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
     attention_prompt: str = _f(
         "Return a new list containing all items from the iterable in ascending order.",
@@ -761,17 +770,9 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _require(len(self.prompts) >= 1, "sample.prompts", "must list at least one prompt")
-        _require(self.max_new_tokens >= 1, "sample.max_new_tokens", "must be >= 1")
-        _require(self.max_new_tokens <= 1_000_000, "sample.max_new_tokens", "must be <= 1,000,000")
-        _require(
-            self.temperature == 0 or self.temperature >= MIN_TEMPERATURE,
-            "sample.temperature",
-            f"must be 0 (greedy) or >= {MIN_TEMPERATURE:g}, not {self.temperature:g} "
-            "(a smaller one divides the logits into overflow)",
-        )
-        _require_seed(self.seed, "sample.seed")
-        _require(self.top_k >= 0, "sample.top_k", "must be >= 0")
-        _require(self.num_samples >= 0, "sample.num_samples", "must be >= 0")
+        # num_samples 0 is this section's own switch (no sampled continuations: only the
+        # deterministic settings run); any other count is checked as every num_samples is.
+        _check_settings(_settings_of(self) | {"num_samples": self.num_samples or None}, "sample")
         _require_device(self.device, "sample.device")
         _require(len(self.decoding) >= 1, "sample.decoding", "must list at least one setting")
         names = [d.name for d in self.decoding]
@@ -805,8 +806,73 @@ SECTION_OF: dict[type, str] = {cls: name for name, cls in SECTIONS.items()}
 # --------------------------------------------------------------------------- loading
 
 
+class DuplicateKey(yaml.YAMLError):
+    """A mapping that holds one key twice. PyYAML would keep the last value without a word,
+    while DVC's YAML reader refuses the whole file (so `dvc repro` and `dvc exp run` stop):
+    params are read as DVC reads them."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (`DuplicateKey`,
+    naming the key with the dotted path from `root`: `pretrain.seed`, `sample.decoding[0]`)."""
+
+    root = ""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _refuse_duplicates(self, node, self.root)
+        return super().construct_document(node)
+
+
+_MERGE = "tag:yaml.org,2002:merge"  # `<<: *anchor`: its keys may be set again beside it
+
+
+def _refuse_duplicates(loader: yaml.SafeLoader, root: yaml.Node, path: str) -> None:
+    """Raise DuplicateKey, naming the dotted key (`root` being at `path`) and its lines, where
+    a mapping under `root` holds one key twice (walked without recursion: a document may be
+    as deep as the parser allows)."""
+    stack: list[tuple[yaml.Node, str]] = [(root, path)]
+    visited: set[int] = set()  # an alias is the node it names: walk each once
+    while stack:
+        node, where = stack.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{where}[{i}]") for i, item in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == _MERGE:
+                    stack.append((value_node, where))
+                    continue
+                key = loader.construct_object(key_node, deep=True)
+                name = f"{where}.{key}" if where else str(key)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = lines.get(key)
+                except TypeError:  # an unhashable key: the constructor refuses it
+                    continue
+                if first is not None:
+                    at = f"line {line}" if first == line else f"lines {first} and {line}"
+                    raise DuplicateKey(f"key {name!r} given twice ({at})")
+                lines[key] = line
+                stack.append((value_node, name))
+
+
+def _strict_load(text: str, path: str = "") -> Any:
+    """The YAML document in `text` (the value of the params key `path`, or a whole file),
+    read by `_StrictLoader`."""
+    loader = _StrictLoader(text)
+    loader.root = path
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def parse_override(text: str) -> tuple[str, Any]:
-    """Parse one `-S key=value` (value in YAML syntax, as `dvc exp run -S` takes it)."""
+    """Parse one `-S key=value` (value in YAML syntax, as `dvc exp run -S` takes it; a value
+    that is not YAML is a string, as there)."""
     key, sep, raw = text.partition("=")
     key = key.strip()
     if not sep or "." not in key:
@@ -814,11 +880,15 @@ def parse_override(text: str) -> tuple[str, Any]:
             f"override {text!r}: expected SECTION.KEY=VALUE, for example pretrain.max_steps=10"
         )
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = _strict_load(raw, key) if raw.strip() else ""
+    except DuplicateKey as exc:
+        raise BadInput(f"override {key!r}: {exc}") from None
     except yaml.YAMLError:
         value = raw
     except RecursionError:
         raise BadInput(f"override {key!r}: value nested too deeply") from None
+    except ValueError as exc:  # an integer of more digits than Python converts
+        raise BadInput(f"override {key!r}: not a usable value ({exc})") from None
     return key, value
 
 
@@ -847,23 +917,36 @@ def read_params(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     return params
 
 
-def _load_yaml(path: Path) -> Any:
-    """The YAML document in `path`; unreadable, non-UTF-8, malformed or absurdly nested text is
-    bad input naming the file."""
+def read_params_text(path: Path) -> str:
+    """The text of a params file; unreadable or non-UTF-8 bytes are bad input naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:
         raise BadInput(os_message(exc, path)) from None
+
+
+def parse_params(text: str, origin: str) -> Any:
+    """The YAML document of a params file's text ({} when empty), read as DVC reads it (a
+    key twice in one mapping is refused); malformed, absurdly nested or unusable text is bad
+    input naming `origin`. Every params file is read through here: the stages' `read_params`
+    and `gptpipe preset`, which also checks what it writes with it."""
     try:
-        return yaml.safe_load(text) or {}
+        return _strict_load(text) or {}
+    except DuplicateKey as exc:
+        raise BadInput(f"{origin}: {exc}; DVC cannot read such a file") from None
     except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise BadInput(f"{origin}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except RecursionError:
-        raise BadInput(f"{path}: nested too deeply to be a params file") from None
+        raise BadInput(f"{origin}: nested too deeply to be a params file") from None
     except ValueError as exc:  # an integer of more digits than Python converts
-        raise BadInput(f"{path}: not a usable params file ({exc})") from None
+        raise BadInput(f"{origin}: not a usable params file ({exc})") from None
+
+
+def _load_yaml(path: Path) -> Any:
+    """The YAML document in `path` (see `read_params_text` and `parse_params`)."""
+    return parse_params(read_params_text(path), str(path))
 
 
 def _check_key(section: str, name: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,8 @@ from gptpipe.runtime import resolve_device
 from gptpipe.sources.datasets import FetchOptions, load_source
 from gptpipe.tokenizer.folder import load_tokenizer
 from gptpipe.tokenizer.special import EOT
-from gptpipe.tokenizer.vocab import WholeTokenEncoding, WordEncoding
-from gptpipe.tokens.corpus import iter_documents
+from gptpipe.tokenizer.vocab import BOM, WholeTokenEncoding, WordEncoding
+from gptpipe.tokens.corpus import iter_documents, split_documents
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,7 @@ def evaluate_tokens(
 ) -> dict[str, Any]:
     """Perplexity, bits per byte and counts of one model folder on a token stream (`n_bytes`:
     the scored text's UTF-8 bytes where known, else counted from the tokens)."""
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "evaluate.device")
     model, encoding = load_language_model(model_dir, device)
     result = perplexity(
         model, tokens, cfg.stride, cfg.batch_size, device, description=label or model_dir.name
@@ -230,20 +230,32 @@ def evaluate_tokens(
 
 
 def evaluate_text(cfg: EvaluateConfig, model_dir: Path, text_file: Path) -> dict[str, Any]:
-    """Evaluate any UTF-8 text file, encoded with the model folder's own tokenizer."""
+    """Evaluate any UTF-8 text file, encoded with the model folder's own tokenizer.
+
+    The file is read as a corpus is: a leading byte-order mark is the file's signature, not
+    text, and a line that is only `<|endoftext|>` separates documents, scored as that token
+    (as the shards hold it) rather than as its 13 characters. A file with fewer than 2
+    tokens (empty, one character, only a byte-order mark or separators) is too short.
+    """
     if not text_file.is_file():
         raise BadInput(f"{text_file}: text file not found")
     try:
-        text = text_file.read_text(encoding="utf-8")
+        text = text_file.read_text(encoding="utf-8").removeprefix(BOM)
     except UnicodeDecodeError as exc:
         raise BadInput(f"{text_file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     check_model_dir(model_dir)
     encoding = load_tokenizer(model_dir)
-    tokens = np.asarray(encoding.encode_ordinary(text), dtype=np.int64)
+    pieces = split_documents(text)
+    documents = [piece for piece in pieces if piece]
+    tokens = document_tokens(encoding, documents)
+    if pieces[-1]:  # the text does not end with a separator: no <|endoftext|> after it
+        tokens = tokens[:-1]
     if tokens.size < 2:
         raise BadInput(f"{text_file}: too short to evaluate ({tokens.size} tokens, need 2)")
     # Word tokens lose the text's bytes; here the text itself tells them exactly.
-    n_bytes = encoding.scored_text_bytes(text) if isinstance(encoding, WordEncoding) else None
+    n_bytes = None
+    if isinstance(encoding, WordEncoding):
+        n_bytes = encoding.scored_text_bytes("\n".join(documents))
     result = evaluate_tokens(cfg, model_dir, tokens, n_bytes=n_bytes)
     return {"model": str(model_dir), "file": str(text_file), **result}
 
@@ -256,9 +268,14 @@ def check_model_dir(model_dir: Path) -> None:
 def corpus_tokens(encoding: tiktoken.Encoding, corpus: Path) -> np.ndarray:
     """A corpus file's documents as one id stream, each followed by <|endoftext|> (as the
     shards hold them)."""
+    return document_tokens(encoding, iter_documents(corpus))
+
+
+def document_tokens(encoding: tiktoken.Encoding, documents: Iterable[str]) -> np.ndarray:
+    """Documents as one id stream, each followed by <|endoftext|> (as the shards hold them)."""
     eot = encoding.encode_single_token(EOT)
     parts: list[np.ndarray] = []
-    for document in iter_documents(corpus):
+    for document in documents:
         parts.append(
             encoding.encode_to_numpy(document, allowed_special=set(), disallowed_special=())
         )

@@ -17,31 +17,43 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptpipe.errors import BadInput
+from gptpipe.errors import BadInput, ConfigError
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present, else the CPU. A device string torch rejects, or a CUDA
-    device this build or machine does not have, is bad input naming the device."""
+def resolve_device(name: str, key: str) -> torch.device:
+    """The torch device `name` asks for: `auto` is CUDA when present, else the CPU.
+
+    `key` is what named the device, for the one-line error: a params key (`pretrain.device`,
+    reported as "params key 'pretrain.device': ...") or a command-line option (`--device`).
+    A string torch rejects, a device type the pipeline does not run on, or a CUDA device
+    this build or machine does not have is bad input naming it.
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device: torch.device | None
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise BadInput(
-            f"device {name!r}: not a device; expected auto, cpu, cuda or cuda:N"
-        ) from None
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise _device_error(key, f"{name!r} is not a device; expected auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            build = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU found"
-            raise BadInput(f"device {name!r}: no CUDA device ({build}); use cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise BadInput(f"device {name!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no GPU found"
+            raise _device_error(key, f"{name!r} but no CUDA device here ({why}); use cpu or auto")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise _device_error(key, f"{name!r} but only {count} CUDA device(s) here")
     return device
+
+
+def _device_error(key: str, message: str) -> BadInput:
+    """Bad input naming the option (`--device: ...`) or params key that chose the device."""
+    return BadInput(f"{key}: {message}") if key.startswith("-") else ConfigError(key, message)
 
 
 def user_cache_dir() -> Path:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,227 +27,162 @@ from gptpipe.cli.options import (
     section,
 )
 from gptpipe.config import InstructConfig
-from gptpipe.errors import BadInput
-from gptpipe.finetune.batches import context_length, encode, fixed_batches, length_batches
+from gptpipe.finetune.batches import context_length, fixed_batches, length_batches
 from gptpipe.finetune.instruct import (
     Instruction,
-    RougeL,
+    InstructionExample,
     collate_instructions,
-    exact_match,
     read_instructions,
     tokenize_instruction,
 )
 from gptpipe.finetune.judge import judge
-from gptpipe.finetune.splits import ordered_split
+from gptpipe.finetune.responses import Scoring, answer_scores, compared, scored
+from gptpipe.finetune.splits import instruct_splits
 from gptpipe.finetune.trainable import finished, select_trainable, with_epochs
-from gptpipe.fsutil import files_sha256, staged_outputs, write_json
-from gptpipe.generate.decode import Decoding, generate_many
-from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
+from gptpipe.fsutil import files_sha256, write_json
+from gptpipe.metrics import ran_with
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.gpt import GPT
 from gptpipe.outputs import Output, check_paths
-from gptpipe.progress import progress, wrote
-from gptpipe.prompts import format_prompt
+from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
 from gptpipe.tokens.sampler import WindowSampler
 from gptpipe.train.distributed import training_device
-from gptpipe.train.loop import train
+from gptpipe.train.loop import TrainResult
 from gptpipe.train.losses import lm_loss, masked_lm_loss
 from gptpipe.train.outputs import training_outputs
-from gptpipe.train.precision import evaluating
+from gptpipe.train.recipe import Recipe, Staged, TrainingPaths, fit
 
-_SPLITS = ("train", "test", "val")  # the order of instruct.split's shares
 _DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
 
 
-def _split_records(n: int, cfg: InstructConfig, data: Path) -> dict[str, np.ndarray]:
-    """Train / test / val indices: the shares of instruct.split in file order (or shuffled
-    with the seed first); every split must hold at least one record."""
-    order = np.random.default_rng(cfg.seed).permutation(n) if cfg.shuffle else np.arange(n)
-    parts = {
-        name: order[idx] for name, idx in zip(_SPLITS, ordered_split(n, cfg.split), strict=True)
-    }
-    for name, idx in parts.items():
-        if len(idx) == 0:
-            raise BadInput(
-                f"{data}: {n} records leave the {name} split empty; add records or change "
-                "instruct.split"
-            )
-    return parts
+@dataclass
+class _Data:
+    """The instruction records tokenised and split, batched for the loop and for scoring."""
+
+    records: list[Instruction]
+    splits: dict[str, np.ndarray]
+    train_set: list[InstructionExample]
+    val_batches: list[tuple[torch.Tensor, torch.Tensor]]  # validations during training
+    whole: dict[str, list[tuple[torch.Tensor, torch.Tensor]]]  # whole val and test splits
+    test_records: list[Instruction]
+    truncated: int
+    max_length: int
 
 
-def _respond(
-    model: GPT,
-    enc: Any,
-    records: list[Instruction],
-    max_new_tokens: int,
-    eot: int,
-    batch_size: int,
-    advance: Callable[[int], object] | None = None,
-) -> list[str]:
-    """Greedy responses to the records' prompts (the model in eval mode, no grad), each
-    ending before <|endoftext|>: on the KV cache, `batch_size` prompts at a time. At the
-    context's end the window slides by one token, so that every response is the one a full
-    forward over the last block_size tokens per step gives (the cache is rebuilt then).
-    `advance` is called with the number of records each batch answered."""
-    prompts = [encode(enc, format_prompt(r.instruction, r.input)) for r in records]
-    decoding = Decoding(max_new_tokens=max_new_tokens, slide=1)
-    new = generate_many(
-        model, prompts, decoding, stop_ids=(eot,), batch_size=batch_size, advance=advance
+def _read(cfg: InstructConfig, data: Path, enc: Any, eot: int, block_size: int) -> _Data:
+    records = read_instructions(data)
+    splits = instruct_splits(len(records), cfg.split, cfg.shuffle, cfg.seed, data)
+    max_length = context_length(cfg.max_length, block_size, "instruct.max_length")
+    examples = [tokenize_instruction(enc, r, eot, max_length, cfg.mask_prompt) for r in records]
+    sets = {name: [examples[int(i)] for i in idx] for name, idx in splits.items()}
+    collate = functools.partial(collate_instructions, pad_id=eot)
+    val_batches = [
+        collate([sets["val"][int(j)] for j in batch])
+        for batch in fixed_batches(len(sets["val"]), cfg.batch_size, cfg.eval_batches)
+    ]
+    whole = {name: length_batches(sets[name], cfg.batch_size, collate) for name in ("val", "test")}
+    test_records = [records[int(i)] for i in splits["test"]]
+    truncated = sum(example.truncated for example in examples)
+    return _Data(
+        records, splits, sets["train"], val_batches, whole, test_records, truncated, max_length
     )
-    return [enc.decode(ids).strip() for ids in new]
 
 
-def _scored(
-    model: GPT,
-    enc: Any,
-    cfg: InstructConfig,
-    splits: Mapping[str, Sequence[tuple[torch.Tensor, torch.Tensor]]],
-    records: list[Instruction],
-    eot: int,
-    label: str,
-) -> tuple[dict[str, float], list[str]]:
-    """The model's loss over each split's whole batches and its greedy responses to the test
-    `records`, in eval mode: minutes at full size, so each has a progress bar on stderr
-    (`label`: which model, e.g. "score base: test responses 12/55")."""
-    with evaluating(model, cfg.dtype), progress() as bar:
-        losses = {
-            name: masked_lm_loss(model, bar.track(batches, description=f"{label}: {name} loss"))
-            for name, batches in splits.items()
-        }
-        task = bar.add_task(f"{label}: test responses", total=len(records))
-        advance = functools.partial(bar.advance, task)
-        responses = _respond(
-            model, enc, records, cfg.max_new_tokens, eot, cfg.batch_size, advance=advance
-        )
-    return losses, responses
-
-
-def run(
-    cfg: InstructConfig,
-    base: Path,
-    data: Path,
-    out: Path,
-    metrics_path: Path,
-    plots: Path,
-    responses_path: Path | None = None,
-    checkpoints: Path | None = None,
-    details: Path | None = None,
-) -> dict[str, Any]:
-    """Fine-tune on instruction records; write the model, metrics, curves and every test
-    response (fine-tuned and base model, with their ROUGE-L and exact match), together or not
-    at all. `responses_path` defaults to responses.json beside the metrics."""
+def run(cfg: InstructConfig, base: Path, data: Path, paths: TrainingPaths) -> dict[str, Any]:
+    """Fine-tune on instruction records; write the model, the headline metrics, the curves,
+    every test response (fine-tuned and base model, with their ROUGE-L and exact match:
+    `paths.extra`, default responses.json beside the metrics) and the run details, together
+    or not at all."""
     started = time.perf_counter()
-    responses_path = responses_path or metrics_path.with_name("responses.json")
+    if paths.extra is None:
+        paths = dataclasses.replace(paths, extra=paths.metrics.with_name("responses.json"))
     set_threads(cfg.threads)
     device = training_device(cfg)
-    records = read_instructions(data)
-    splits = _split_records(len(records), cfg, data)
     model, enc = load_language_model(base, device)
     eot = eot_id(enc)
-    max_length = context_length(cfg.max_length, model.config.block_size, "instruct.max_length")
-    examples = [tokenize_instruction(enc, r, eot, max_length, cfg.mask_prompt) for r in records]
-    train_set = [examples[int(i)] for i in splits["train"]]
-    val_set = [examples[int(i)] for i in splits["val"]]
-    test_set = [examples[int(i)] for i in splits["test"]]
-    test_records = [records[int(i)] for i in splits["test"]]
-    sampler = WindowSampler(len(train_set), cfg.batch_size, cfg.seed)
-    val_batches = [
-        collate_instructions([val_set[int(j)] for j in batch], eot)
-        for batch in fixed_batches(len(val_set), cfg.batch_size, cfg.eval_batches)
-    ]
-
-    def collate(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        return collate_instructions(batch, eot)
-
-    whole = {
-        "val": length_batches(val_set, cfg.batch_size, collate),
-        "test": length_batches(test_set, cfg.batch_size, collate),
-    }
-
-    def batch_at(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return collate([train_set[j] for j in sampler.indices(i)])
-
-    base_losses, base_responses = _scored(  # the base model, before fine-tuning
-        model, enc, cfg, {"test": whole["test"]}, test_records, eot, "score base"
-    )
+    got = _read(cfg, data, enc, eot, model.config.block_size)
+    scoring = Scoring(cfg.dtype, cfg.max_new_tokens, cfg.batch_size, eot)
+    test_only = {"test": got.whole["test"]}  # the base model, before fine-tuning
+    base_scores = scored(model, enc, test_only, got.test_records, scoring, "score base")
     seed_everything(cfg.seed)
     counts = select_trainable(model, cfg)
-    cfg = with_epochs(cfg, len(train_set))
-    # The model, metrics, curves (written while training runs), responses and run details
-    # appear together or not at all: all go to staged paths, renamed in together at the end.
-    outputs = [out, metrics_path, plots, responses_path] + ([details] if details else [])
-    with staged_outputs(*outputs) as staged:
-        new_out, new_metrics, new_plots, new_responses = staged[:4]
-        new_details = staged[4] if details is not None else None
-        result = train(
-            model,
-            cfg,
-            batch_at=batch_at,
-            loss_of=lm_loss,
-            validate=lambda m: {"val_loss": masked_lm_loss(m, val_batches)},
-            plot_dir=new_plots,
-            checkpoint_dir=checkpoints,
-            checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
-            description="finetune instruct",
-        )
-        model = finished(model)  # LoRA adapters merged: a plain language model
+    cfg = with_epochs(cfg, len(got.train_set))
+    sampler = WindowSampler(len(got.train_set), cfg.batch_size, cfg.seed)
+    recipe = Recipe(
+        stage="instruct",
+        description="finetune instruct",
+        cfg=cfg,
+        model=model,
+        batch_at=lambda i: collate_instructions(
+            [got.train_set[j] for j in sampler.indices(i)], eot
+        ),
+        loss_of=lm_loss,
+        validate=lambda m: {"val_loss": masked_lm_loss(m, got.val_batches)},
+        checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
+        params=ran_with(instruct=cfg),
+        device=device,
+        started=started,
+    )
+    tuned = _Tuned(model, enc, cfg, got, scoring, base_scores, counts, sampler, base, data)
+    return fit(recipe, paths, functools.partial(_conclude, tuned))
 
-        losses, responses = _scored(model, enc, cfg, whole, test_records, eot, "score tuned")
-        rouge = RougeL()
-        answers: list[dict[str, Any]] = []
-        for record, response, base_response in zip(
-            test_records, responses, base_responses, strict=True
-        ):
-            answers.append(
-                {
-                    "instruction": record.instruction,
-                    "input": record.input,
-                    "reference": record.output,
-                    "response": response,
-                    "base_response": base_response,
-                    "rougeL": rouge(response, record.output),
-                    "exact": exact_match(response, record.output),
-                    "base_rougeL": rouge(base_response, record.output),
-                    "base_exact": exact_match(base_response, record.output),
-                }
-            )
-        n = len(answers)
-        metrics = result.metrics() | {
-            "val_loss": losses["val"],
-            "val_perplexity": math.exp(min(losses["val"], 700.0)),
-            "test_loss": losses["test"],
-            "base_test_loss": base_losses["test"],
-            "test_rougeL": sum(a["rougeL"] for a in answers) / n,
-            "base_test_rougeL": sum(a["base_rougeL"] for a in answers) / n,
-            "test_exact": sum(a["exact"] for a in answers) / n,
-            "base_test_exact": sum(a["base_exact"] for a in answers) / n,
-        }
-        if cfg.judge_url is not None:
-            metrics |= judge(cfg.judge_url, cfg.judge_model, answers, cfg.judge_timeout)
-        metrics |= counts | {
-            **{f"{name}_records": len(idx) for name, idx in splits.items()},
-            "truncated_records": sum(example.truncated for example in examples),
-            "max_length": max_length,
-            "epochs": sampler.epoch(result.steps * cfg.grad_accum),
-            "device": str(device),
-        }
-        meta = {
-            "stage": "instruct",
-            "steps": result.steps,
-            "train_loss": result.train_loss,
-            "val_loss": losses["val"],
-            "prompt_format": "alpaca",
-            "trainable": cfg.trainable,
-            "seed": cfg.seed,
-            "data": {"file": data.name, "sha256": files_sha256(data), "records": len(records)},
-        }
-        save_model(new_out, model.to(torch.device("cpu")), base, meta=meta)
-        write_json(new_responses, answers)
-        metrics["wall_seconds"] = wall_seconds(started)  # a run detail, not a headline metric
-        ran = metrics | ran_with(instruct=cfg)
-        write_metrics(new_metrics, headline("instruct", metrics), new_details, ran)
+
+@dataclass
+class _Tuned:
+    """What scoring and saving the tuned model needs."""
+
+    model: GPT
+    enc: Any
+    cfg: InstructConfig
+    got: _Data
+    scoring: Scoring
+    base_scores: tuple[dict[str, float], list[str]]  # the base's test loss and responses
+    counts: dict[str, Any]  # trainable and total parameters
+    sampler: WindowSampler
+    base: Path
+    data: Path
+
+
+def _conclude(tuned: _Tuned, result: TrainResult, staged: Staged) -> dict[str, Any]:
+    """Score the tuned model beside the base, save it and its test responses; the stage's
+    own figures."""
+    model, cfg, got = finished(tuned.model), tuned.cfg, tuned.got  # LoRA adapters merged
+    losses, responses = scored(
+        model, tuned.enc, got.whole, got.test_records, tuned.scoring, "score tuned"
+    )
+    base_losses, base_responses = tuned.base_scores
+    answers = compared(got.test_records, responses, base_responses)
+    metrics = {
+        "val_loss": losses["val"],
+        "val_perplexity": math.exp(min(losses["val"], 700.0)),
+        "test_loss": losses["test"],
+        "base_test_loss": base_losses["test"],
+        **answer_scores(answers),
+    }
+    if cfg.judge_url is not None:
+        metrics |= judge(cfg.judge_url, cfg.judge_model, answers, cfg.judge_timeout)
+    metrics |= tuned.counts | {f"{name}_records": len(idx) for name, idx in got.splits.items()}
+    metrics |= {
+        "truncated_records": got.truncated,
+        "max_length": got.max_length,
+        "epochs": tuned.sampler.epoch(result.steps * cfg.grad_accum),
+    }
+    meta = {
+        "stage": "instruct",
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "val_loss": losses["val"],
+        "prompt_format": "alpaca",
+        "trainable": cfg.trainable,
+        "seed": cfg.seed,
+        "data": {"file": tuned.data.name, "sha256": files_sha256(tuned.data)}
+        | {"records": len(got.records)},
+    }
+    save_model(staged.model, model.to(torch.device("cpu")), tuned.base, meta=meta)
+    assert staged.extra is not None  # run() always names the responses file
+    write_json(staged.extra, answers)
     return metrics
 
 
@@ -279,5 +215,5 @@ def command(
     inputs = [("--params", params), ("--base", base), ("--data", data)]
     check_paths([*outputs, Output("--responses", responses)], inputs)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
-    run(cfg, base, data, out, metrics, plots, responses, checkpoints, details)
+    run(cfg, base, data, TrainingPaths(out, metrics, plots, checkpoints, details, responses))
     wrote("finetune instruct", out, metrics, plots, responses, details)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +35,7 @@ from gptpipe.config import (
 )
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import staged_outputs, write_json
-from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
+from gptpipe.metrics import ran_with, wall_seconds
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.skipped import write_skipped
@@ -46,15 +46,17 @@ from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.sampler import WindowSampler, spread
 from gptpipe.tokens.shards import TokenWindows, read_manifest
 from gptpipe.train.distributed import (
+    Ranks,
     close_distributed,
     init_distributed,
     launched_ranks,
     relaunch,
     training_device,
 )
-from gptpipe.train.loop import train
+from gptpipe.train.loop import TrainResult
 from gptpipe.train.losses import lm_loss, masked_lm_loss
 from gptpipe.train.outputs import training_outputs
+from gptpipe.train.recipe import Conclude, Recipe, Staged, TrainingPaths, fit
 
 
 def run(
@@ -62,14 +64,10 @@ def run(
     cfg: PretrainConfig,
     shards: Path,
     tokenizer_dir: Path,
-    out: Path,
-    metrics_path: Path,
-    plots: Path,
-    checkpoints: Path | None = None,
-    details: Path | None = None,
+    paths: TrainingPaths,
 ) -> dict[str, Any]:
-    """Pretrain from scratch; write the model folder, metrics JSON (headline metrics; the
-    run's details such as seconds and device to `details`) and loss curves.
+    """Pretrain from scratch; write the model folder, the headline metrics, the loss curves
+    and the run details (`paths`; `paths.extra` unused), together.
 
     Under torchrun every process runs this: each trains on its own slice of every global batch
     (DistributedDataParallel), and only rank 0 writes the outputs.
@@ -79,40 +77,23 @@ def run(
     # asking for CUDA without one is bad input, before joining a group
     ranks, device = init_distributed(training_device(cfg))
     try:
-        return _run(
-            model_cfg,
-            cfg,
-            shards,
-            tokenizer_dir,
-            out,
-            metrics_path,
-            plots,
-            checkpoints,
-            details,
-            ranks.rank,
-            ranks.world_size,
-            device,
-            started,
-        )
+        recipe, conclude = _recipe(model_cfg, cfg, shards, tokenizer_dir, device, ranks)
+        recipe.started = started
+        return fit(recipe, paths, conclude)
     finally:
         close_distributed()
 
 
-def _run(
+def _recipe(
     model_cfg: ModelConfig,
     cfg: PretrainConfig,
     shards: Path,
     tokenizer_dir: Path,
-    out: Path,
-    metrics_path: Path,
-    plots: Path,
-    checkpoints: Path | None,
-    details: Path | None,
-    rank: int,
-    world_size: int,
     device: torch.device,
-    started: float,
-) -> dict[str, Any]:
+    ranks: Ranks,
+) -> tuple[Recipe, Conclude]:
+    """Next-token prediction on the train split's windows (this rank's slice of each global
+    batch), validated on fixed val windows."""
     manifest = read_manifest(shards)
     tok_hash = tokenizer_hash(tokenizer_dir)
     if manifest["tokenizer_hash"] != tok_hash:
@@ -121,44 +102,78 @@ def _run(
             f"differs from the tokenizer in {tokenizer_dir} ({tok_hash[:12]}...); "
             "rerun `gptpipe shard` with this tokenizer"
         )
-    train_windows = TokenWindows(shards, "train", model_cfg.block_size)
-    val_windows = TokenWindows(shards, "val", model_cfg.block_size)
-    global_batch = cfg.batch_size * world_size
+    windows = {s: TokenWindows(shards, s, model_cfg.block_size) for s in ("train", "val")}
+    # the same val windows whatever the number of processes (each rank scores all of them)
+    scored = cfg.eval_batches * cfg.batch_size * ranks.world_size
     val_batches = [
-        val_windows.get_batch(indices)
-        # the same windows whatever the number of processes (each rank scores all of them)
-        for indices in spread(len(val_windows), cfg.eval_batches * global_batch, cfg.batch_size)
+        windows["val"].get_batch(indices)
+        for indices in spread(len(windows["val"]), scored, cfg.batch_size)
     ]
-    sampler = WindowSampler(len(train_windows), cfg.batch_size, cfg.seed, rank, world_size)
-
+    sampler = WindowSampler(
+        len(windows["train"]), cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size
+    )
     vocab_size = int(manifest["vocab_size"])
     _check_training_fits(model_cfg, cfg, vocab_size, device)
     seed_everything(cfg.seed)
-    config = GPTConfig(vocab_size=vocab_size, **to_dict(model_cfg))
-    model = GPT(config).to(device)
+    model = GPT(GPTConfig(vocab_size=vocab_size, **to_dict(model_cfg))).to(device)
+    params = ran_with(pretrain=cfg)
+    params["params"]["model"] = model.config.to_dict()  # the model section + the vocabulary
     manifest_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    # The model, metrics and curves appear together or not at all: rank 0 writes them to
-    # temporary paths (the curves too, while training runs) and renames them in at the end.
-    targets = [out, metrics_path, plots] + ([details] if details is not None else [])
-    with _outputs(rank, *targets) as staged:
-        new_out, new_metrics, new_plots = staged[:3]
-        return _train_and_write(
-            model, cfg, train_windows, val_windows, sampler, val_batches, manifest,
-            manifest_hash, tok_hash, tokenizer_dir, checkpoints, rank, world_size, device,
-            new_out, new_metrics, new_plots, staged[3] if details is not None else None,
-            started,
-        )  # fmt: skip
+    recipe = Recipe(
+        stage="pretrain",
+        description="pretrain",
+        cfg=cfg,
+        model=model,
+        batch_at=lambda i: windows["train"].get_batch(sampler.indices(i)),
+        loss_of=lm_loss,
+        validate=lambda m: {"val_loss": masked_lm_loss(m, val_batches)},
+        checkpoint_key={"model": model.config.to_dict(), "shards": manifest_hash}
+        | {"tokenizer": tok_hash},
+        params=params,
+        device=device,
+        rank=ranks.rank,
+    )
+    trained = _Trained(model, cfg, manifest, tokenizer_dir, len(windows["train"]), sampler)
+    return recipe, functools.partial(_conclude, trained, ranks.world_size)
 
 
-@contextlib.contextmanager
-def _outputs(rank: int, *paths: Path) -> Iterator[list[Path]]:
-    """Staged output paths on rank 0 (committed together on success); other ranks write
-    nothing and get the paths as they are."""
-    if rank != 0:
-        yield list(paths)
-        return
-    with staged_outputs(*paths) as staged:
-        yield staged
+@dataclass
+class _Trained:
+    """What the finished model is saved with: what it was trained on, and how much."""
+
+    model: GPT
+    cfg: PretrainConfig
+    manifest: dict[str, Any]
+    tokenizer_dir: Path
+    train_windows: int
+    sampler: WindowSampler
+
+
+def _conclude(
+    trained: _Trained, processes: int, result: TrainResult, staged: Staged
+) -> dict[str, Any]:
+    """Save the pretrained model (its meta: the data it saw, `gptpipe info` shows it); the
+    stage's own figures."""
+    model, manifest = trained.model, trained.manifest
+    meta = {
+        "stage": "pretrain",
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "train_loss": result.train_loss,
+        "val_loss": result.val["val_loss"],
+        "seed": trained.cfg.seed,
+        "data": {k: manifest.get(k) for k in ("corpus_sha256", "corpus_bytes", "documents")}
+        | {"tokens": manifest.get("tokens")},
+    }
+    save_model(staged.model, model.to(torch.device("cpu")), trained.tokenizer_dir, meta=meta)
+    return {
+        "params_total": model.num_params(non_embedding=False),
+        "params_non_embedding": model.num_params(non_embedding=True),
+        "train_windows": trained.train_windows,
+        "epochs": trained.sampler.epoch(result.steps * trained.cfg.grad_accum),
+        "processes": processes,
+        "stopped_early": result.stopped_early,
+    }
 
 
 def _check_training_fits(
@@ -178,69 +193,6 @@ def _check_training_fits(
         f"{cfg.batch_size} x block_size {model_cfg.block_size}",
         available,
     )
-
-
-def _train_and_write(
-    model: GPT,
-    cfg: PretrainConfig,
-    train_windows: TokenWindows,
-    val_windows: TokenWindows,
-    sampler: WindowSampler,
-    val_batches: list[Any],
-    manifest: dict[str, Any],
-    manifest_hash: str,
-    tok_hash: str,
-    tokenizer_dir: Path,
-    checkpoints: Path | None,
-    rank: int,
-    world_size: int,
-    device: torch.device,
-    out: Path,
-    metrics_path: Path,
-    plots: Path,
-    details: Path | None,
-    started: float,
-) -> dict[str, Any]:
-    config = model.config
-    result = train(
-        model,
-        cfg,
-        batch_at=lambda i: train_windows.get_batch(sampler.indices(i)),
-        loss_of=lm_loss,
-        validate=lambda m: {"val_loss": masked_lm_loss(m, val_batches)},
-        plot_dir=plots,
-        checkpoint_dir=checkpoints,
-        checkpoint_key={"model": config.to_dict(), "shards": manifest_hash, "tokenizer": tok_hash},
-        description="pretrain",
-    )
-    val_loss = result.val["val_loss"]
-    metrics = result.metrics() | {
-        "params_total": model.num_params(non_embedding=False),
-        "params_non_embedding": model.num_params(non_embedding=True),
-        "train_windows": len(train_windows),
-        "epochs": sampler.epoch(result.steps * cfg.grad_accum),
-        "device": str(device),
-        "processes": world_size,
-        "stopped_early": result.stopped_early,
-    }
-    meta = {
-        "stage": "pretrain",
-        "steps": result.steps,
-        "tokens": result.tokens,
-        "train_loss": result.train_loss,
-        "val_loss": val_loss,
-        "seed": cfg.seed,
-        # what it was trained on (`gptpipe info` shows it)
-        "data": {k: manifest.get(k) for k in ("corpus_sha256", "corpus_bytes", "documents")}
-        | {"tokens": manifest.get("tokens")},
-    }
-    if rank == 0:
-        save_model(out, model.to(torch.device("cpu")), tokenizer_dir, meta=meta)
-        metrics["wall_seconds"] = wall_seconds(started)  # from start to all but this written
-        record = metrics | ran_with(pretrain=cfg)
-        record["params"]["model"] = config.to_dict()  # the model section + the vocabulary
-        write_metrics(metrics_path, headline("pretrain", metrics), details, record)
-    return metrics
 
 
 # Header rows of the curves, so the declared DVC plots exist (empty) when nothing was trained.
@@ -310,6 +262,6 @@ def command(
         if status != 0:
             raise typer.Exit(status)
         return
-    run(model_cfg, cfg, shards, tokenizer, out, metrics, plots, checkpoints, details)
+    run(model_cfg, cfg, shards, tokenizer, TrainingPaths(out, metrics, plots, checkpoints, details))
     if launched_ranks().rank == 0:  # under torchrun, the process that wrote them
         wrote("pretrain", out, metrics, plots, details)

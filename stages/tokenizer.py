@@ -93,9 +93,9 @@ def _write(cfg: TokenizerConfig, corpus: Path, out: Path, show_progress: bool) -
         kept = kept_tokens(count_gpt2_tokens(gpt2, everything), cfg.min_count)
         save_subset(out, GPT2SubsetEncoding(gpt2, kept, cfg.min_count))
     elif cfg.kind == "char":
-        save_vocab(out, CharEncoding(train_char(everything)))
+        save_vocab(out, CharEncoding(train_char(everything, str(corpus))))
     elif cfg.kind == "word":
-        save_vocab(out, WordEncoding(*train_word(everything, cfg.vocab_size)))
+        save_vocab(out, WordEncoding(*train_word(everything, cfg.vocab_size, str(corpus))))
     else:
         return _train_bpe(cfg, everything, out, show_progress)
     return None

@@ -1,7 +1,7 @@
 """DVC stage `weights`: provide the base model that both fine-tunings start from.
 
 `base.source` picks it: `pretrain` copies the model this pipeline pretrained; `gpt2` ...
-`gpt2-xl` converts OpenAI's released weights (see gptpipe.hub for where they come from);
+`gpt2-xl` converts OpenAI's released weights (see gptpipe.interop.hub for where they come from);
 a folder path converts a GPT-2 checkpoint in the Hugging Face or OpenAI layout. Converted
 weights are streamed tensor by tensor into `models/base` (no double copy, so GPT-2 XL fits
 in about its own size of memory), and the folder gets the tokenizer that matches them.

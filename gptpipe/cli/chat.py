@@ -4,13 +4,16 @@ An instruction-tuned folder (config.json meta: stage instruct) answers each line
 Alpaca instruction (one turn per line: the template has no dialogue). A base model
 continues the session's text: each line is appended to what was said so far (kept to the
 context's length) and the model carries on. Lines starting with `/` change the decoding
-settings. Ctrl-C stops the current answer and keeps the session; Ctrl-D ends it.
+settings (gptpipe.decoding's, checked as every entry point checks them). Ctrl-C stops the
+current answer and keeps the session; an answer that fails (sampling from a diverged model's
+logits, say) is one line, and the session and its conversation go on; Ctrl-D ends it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, TextIO
@@ -32,30 +35,39 @@ from gptpipe.cli.generate import (
     TopP,
     checked,
 )
-from gptpipe.generate.decode import Decoding, for_decoding, problems
+from gptpipe.decoding import CHAT, FIELDS, Decoding, parse
+from gptpipe.errors import BadInput
+from gptpipe.generate.decode import for_decoding
 from gptpipe.generate.text import context_ids, stream
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
 from gptpipe.prompts import format_prompt
 
-# /command -> (Decoding field, parser)
-SETTINGS: dict[str, tuple[str, Callable[[str], object]]] = {
-    "temperature": ("temperature", float),
-    "top_p": ("top_p", float),
-    "top_k": ("top_k", int),
-    "max_tokens": ("max_new_tokens", int),
-    "repetition_penalty": ("repetition_penalty", float),
-}
-HELP = """commands:
-  /temperature T         0 is greedy; higher is more random
-  /top_p P               nucleus sampling, P in (0, 1] (1: off)
-  /top_k K               sample among the K most likely tokens (0: off)
-  /max_tokens N          tokens per answer at most
-  /repetition_penalty R  > 1 discourages repeats (1: off)
-  /settings              show the current settings
-  /reset                 forget the conversation so far
-  /help                  this list
-Ctrl-C stops an answer; Ctrl-D ends the session."""
+# The decoding settings a /command changes (`/temperature 0`), each by its gptpipe.decoding
+# name; /seed starts the sampler afresh from that seed.
+SETTINGS = ("temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty", "seed")
+# Other spellings of a /command: /max_tokens was max_new_tokens' chat name (OpenAI's word).
+ALIASES = {"max_tokens": "max_new_tokens"}
+_COLUMN, _WIDTH = 30, 100  # where /help's explanations start, and its lines' width
+
+
+def _help() -> str:
+    """/help's text: the /commands, each setting's with its help from gptpipe.decoding."""
+    rows = [(f"/{name} VALUE", FIELDS[name].help) for name in SETTINGS]
+    rows += [(f"/{alias} VALUE", f"the same as /{name}") for alias, name in ALIASES.items()]
+    rows += [
+        ("/settings", "show the current settings"),
+        ("/reset", "forget the conversation so far"),
+        ("/help", "this list"),
+    ]
+    lines = ["commands:"]
+    for left, right in rows:
+        first = f"  {left:<{_COLUMN - 2}}{right}"
+        lines.append(textwrap.fill(first, _WIDTH, subsequent_indent=" " * _COLUMN))
+    return "\n".join([*lines, "Ctrl-C stops an answer; Ctrl-D ends the session."])
+
+
+HELP = _help()
 
 
 class Session:
@@ -83,27 +95,31 @@ class Session:
             self.transcript = ""
             print("(conversation reset)", file=err)
         elif name == "settings":
-            d = self.decoding
-            print(
-                f"temperature {d.temperature}, top_p {d.top_p}, top_k {d.top_k}, "
-                f"max_tokens {d.max_new_tokens}, repetition_penalty {d.repetition_penalty}",
-                file=err,
-            )
-        elif name in SETTINGS:
-            field, parse = SETTINGS[name]
-            try:
-                changed = dataclasses.replace(self.decoding, **{field: parse(value)})  # type: ignore[arg-type]
-            except ValueError:
-                print(f"/{name}: expected a number, got {value!r}", file=err)
-                return
-            wrong = problems(changed)
-            if wrong:
-                print(f"/{name}: {wrong[0][1]}", file=err)
-                return
-            self.decoding = changed
-            print(f"({name} = {getattr(changed, field)})", file=err)
+            print(", ".join(f"{n} {self.setting(n)}" for n in SETTINGS), file=err)
+        elif ALIASES.get(name, name) in SETTINGS:
+            self.change(ALIASES.get(name, name), value, f"/{name}", err)
         else:
             print(f"unknown command /{name}: /help lists them", file=err)
+
+    def setting(self, name: str) -> object:
+        """The current value of one of `SETTINGS`."""
+        if name == "seed":
+            return self.generator.initial_seed()
+        return getattr(self.decoding, name)
+
+    def change(self, name: str, text: str, command: str, err: TextIO) -> None:
+        """Set one of `SETTINGS` from its /command's text (checked by gptpipe.decoding); a
+        value out of range is one line naming the /command, and nothing changes."""
+        try:
+            value = parse(name, text, lambda _: command)
+        except BadInput as exc:
+            print(exc, file=err)
+            return
+        if name == "seed":
+            self.generator.manual_seed(value)
+        else:
+            self.decoding = dataclasses.replace(self.decoding, **{name: value})
+        print(f"({name} = {value})", file=err)
 
     def answer(self, line: str, out: TextIO) -> None:
         """Stream the answer to `line`; Ctrl-C (KeyboardInterrupt) ends it early, keeping
@@ -155,6 +171,18 @@ def run_session(session: Session, read: Callable[[], str], out: TextIO, err: Tex
             answers += 1
         except KeyboardInterrupt:
             print("(stopped)", file=err, flush=True)
+        except Exception as exc:  # no failure of one answer ends the session
+            print(f"(could not answer: {failure(exc)})", file=err, flush=True)
+
+
+def failure(exc: Exception) -> str:
+    """One line saying why an answer failed, and that the session goes on. Sampling fails
+    on logits that are not numbers (a diverged model's), and on running out of memory."""
+    reason = " ".join(str(exc).split()) or "no message"
+    return (
+        f"{type(exc).__name__}: {reason}; the conversation is kept: go on, change a setting "
+        "or /reset"
+    )
 
 
 def _read_line() -> str:
@@ -168,12 +196,12 @@ def command(
     model: Annotated[
         Path, typer.Option(help="Model folder (an instruction-tuned one, or a base model).")
     ] = layout.INSTRUCT_MODEL,
-    max_new_tokens: MaxNewTokens = 200,
-    temperature: Temperature = 0.7,
-    top_k: TopK = 40,
-    top_p: TopP = 0.95,
-    repetition_penalty: RepetitionPenalty = 1.1,
-    seed: Seed = 1337,
+    max_new_tokens: MaxNewTokens = CHAT["max_new_tokens"],
+    temperature: Temperature = CHAT["temperature"],
+    top_k: TopK = CHAT["top_k"],
+    top_p: TopP = CHAT["top_p"],
+    repetition_penalty: RepetitionPenalty = CHAT["repetition_penalty"],
+    seed: Seed = CHAT["seed"],
     stop: Stop = None,
     device: Device = "auto",
     dtype: DType = "auto",
@@ -181,14 +209,15 @@ def command(
     """Chat with a model: an instruction-tuned folder answers each line, a base model
     continues the conversation's text. /help lists the commands."""
     decoding = checked(
-        Decoding(
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            repetition_penalty,
-            stop=tuple(stop or ()),
-        )
+        {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "repetition_penalty": repetition_penalty,
+            "stop": tuple(stop or ()),
+            "seed": seed,
+        }
     )
     lm, encoding = load_language_model(model, device)
     lm = for_decoding(lm, dtype)

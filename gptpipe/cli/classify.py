@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, BinaryIO, TextIO
 
 import tiktoken
 import typer
@@ -39,11 +39,7 @@ def load_classifier(model_dir: Path, device: str = "cpu") -> Classifier:
     """A classifier from its model folder; a language model is bad input naming the folder."""
     if not model_dir.is_dir():
         raise BadInput(f"{model_dir}: model folder not found")
-    try:
-        torch_device = resolve_device(device)
-    except RuntimeError:
-        raise BadInput(f"--device {device!r}: expected auto, cpu, cuda or cuda:N") from None
-    model, info = load_model(model_dir, torch_device)
+    model, info = load_model(model_dir, resolve_device(device, "--device"))
     n = info.config.n_classes
     if n == 0:
         raise BadInput(f"{model_dir}: is a language model, not a classifier (no labels)")
@@ -57,19 +53,36 @@ def load_classifier(model_dir: Path, device: str = "cpu") -> Classifier:
 def write_predictions(
     texts: list[str], predictions: list[Prediction], out: TextIO, as_json: bool
 ) -> None:
-    """One line per text: `label<TAB>probability`, or a JSON object with --json."""
+    """One line per text: `label<TAB>probability`, or a JSON object with --json.
+
+    The JSON is ASCII (other characters escaped): valid whatever the output's encoding, and
+    one object per line even for a line splitter that also breaks at U+2028 or U+0085."""
     for text, p in zip(texts, predictions, strict=True):
         if as_json:
             record = {"text": text, "label": p.label, "probability": p.probability}
             record["probabilities"] = p.probabilities
-            print(json.dumps(record, ensure_ascii=False), file=out)
+            print(json.dumps(record), file=out)
         else:
             print(f"{p.label}\t{p.probability:.4f}", file=out)
 
 
-def stdin_texts(lines: Iterable[str]) -> list[str]:
-    """One text per line (line breaks removed; an empty line is an empty text)."""
-    return [line.rstrip("\r\n") for line in lines]
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def valid_text(text: str) -> str:
+    """`text` with each lone surrogate (how Python smuggles bytes that are not UTF-8 into a
+    command-line argument) as U+FFFD, so that it classifies and prints like stdin's text."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def stdin_texts(stream: BinaryIO) -> list[str]:
+    """One text per line of raw bytes (line breaks removed; an empty line is an empty text;
+    a leading byte-order mark dropped). Bytes that are not UTF-8 become U+FFFD: any input,
+    NULs and control characters included, gives texts that print as valid JSON."""
+    texts = [line.rstrip(b"\r\n").decode("utf-8", errors="replace") for line in stream]
+    if texts:
+        texts[0] = texts[0].removeprefix("\ufeff")
+    return texts
 
 
 def command(
@@ -90,7 +103,7 @@ def command(
 ) -> None:
     """Print the label of each text and its probability (`label<TAB>probability` per line)."""
     classifier = load_classifier(model, device)
-    items = list(texts) if texts else stdin_texts(sys.stdin)
+    items = [valid_text(t) for t in texts] if texts else stdin_texts(sys.stdin.buffer)
     if not items:
         raise BadInput("no text to classify: give TEXT arguments or lines on stdin")
     write_predictions(items, classifier(items), sys.stdout, as_json)

@@ -3,52 +3,49 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Any, TextIO
 
 import torch
 import typer
 
 from gptpipe import layout
+from gptpipe.decoding import FIELDS, GENERATE, Decoding, check
 from gptpipe.errors import BadInput
-from gptpipe.generate.decode import Decoding, for_decoding, problems
+from gptpipe.generate.decode import for_decoding
 from gptpipe.generate.text import context_ids, stream
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.prompts import format_prompt
 
-# The options every decoding command shares (generate, chat), with their defaults.
-MaxNewTokens = Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")]
-Temperature = Annotated[
-    float, typer.Option(help="Softmax temperature (>= 0); 0 is greedy (deterministic).")
-]
-TopK = Annotated[int, typer.Option(help="Sample among the k most likely tokens (0: all).")]
-TopP = Annotated[
-    float, typer.Option(help="Nucleus: sample among the most likely tokens of mass p, in (0, 1].")
-]
-RepetitionPenalty = Annotated[
-    float, typer.Option(help="> 1 discourages tokens already in the text (1: off).")
-]
-Seed = Annotated[int, typer.Option(help="Sampling seed (same seed, same text).")]
-NumBeams = Annotated[int, typer.Option(help="Beam search with this many beams (1: off).")]
-LengthPenalty = Annotated[
-    float, typer.Option(help="Beam search: > 0 favours longer continuations, < 0 shorter.")
-]
+
+def _option(setting: str, more: str = "", *names: str) -> Any:
+    """The option of a decoding setting: its help is the setting's own (gptpipe.decoding),
+    then `more`."""
+    return typer.Option(*names, help=f"{FIELDS[setting].help} {more}".strip())
+
+
+# The options of the decoding settings, every decoding command's (generate, chat); each
+# command takes its defaults from gptpipe.decoding's default sets.
+MaxNewTokens = Annotated[int, _option("max_new_tokens")]
+Temperature = Annotated[float, _option("temperature")]
+TopK = Annotated[int, _option("top_k")]
+TopP = Annotated[float, _option("top_p")]
+RepetitionPenalty = Annotated[float, _option("repetition_penalty")]
+Seed = Annotated[int, _option("seed")]
+NumSamples = Annotated[int, _option("num_samples")]
+NumBeams = Annotated[int, _option("num_beams")]
+LengthPenalty = Annotated[float, _option("length_penalty")]
 Stop = Annotated[
     list[str] | None,
-    typer.Option(
+    _option(
+        "stop",
+        'Repeatable; not printed. Taken as typed, no escapes read: "\\n" is a backslash and '
+        "an n; in bash give newlines as $'\\n\\n'.",
         "--stop",
-        help="Stop when this text appears (repeatable; not printed). Taken as typed, no escapes "
-        "read: \"\\n\" is a backslash and an n; in bash give newlines as $'\\n\\n'.",
     ),
 ]
-Slide = Annotated[
-    int,
-    typer.Option(
-        help="Tokens dropped from the window when the context fills, so that generation goes "
-        "on past it (the cache is rebuilt); 0: a quarter of the context."
-    ),
-]
+Slide = Annotated[int, _option("slide", "The cache is then rebuilt.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
 DType = Annotated[
     str,
@@ -59,24 +56,17 @@ DType = Annotated[
     ),
 ]
 
-OPTION = {  # Decoding field -> the option that sets it
-    "max_new_tokens": "--max-new-tokens",
-    "temperature": "--temperature",
-    "top_k": "--top-k",
-    "top_p": "--top-p",
-    "repetition_penalty": "--repetition-penalty",
-    "num_beams": "--num-beams",
-    "length_penalty": "--length-penalty",
-    "stop": "--stop",
-    "slide": "--slide",
-}
+
+def option_name(setting: str) -> str:
+    """The command-line option of a decoding setting: max_new_tokens -> --max-new-tokens."""
+    return "--" + setting.replace("_", "-")
 
 
-def checked(decoding: Decoding) -> Decoding:
-    """The setting, or BadInput naming the option of its first wrong field."""
-    for name, message in problems(decoding):
-        raise BadInput(f"{OPTION.get(name, name)}: {message}")
-    return decoding
+def checked(values: Mapping[str, Any]) -> Decoding:
+    """The Decoding of a command's decoding options, after checking every one of them (the
+    seed and the sample count too): BadInput naming the option of the first out of range."""
+    check(values, option_name)
+    return Decoding.of(values)
 
 
 def write_stream(pieces: Iterator[str], out: TextIO) -> str:
@@ -114,17 +104,17 @@ def command(
         str | None,
         typer.Option(help="Text to continue ('' starts a new document). Without it: stdin."),
     ] = None,
-    max_new_tokens: MaxNewTokens = 64,
-    temperature: Temperature = 0.8,
-    top_k: TopK = 40,
-    top_p: TopP = 1.0,
-    repetition_penalty: RepetitionPenalty = 1.0,
-    seed: Seed = 1337,
-    num_samples: Annotated[int, typer.Option(help="Continuations to draw from the prompt.")] = 1,
-    num_beams: NumBeams = 1,
-    length_penalty: LengthPenalty = 1.0,
+    max_new_tokens: MaxNewTokens = GENERATE["max_new_tokens"],
+    temperature: Temperature = GENERATE["temperature"],
+    top_k: TopK = GENERATE["top_k"],
+    top_p: TopP = GENERATE["top_p"],
+    repetition_penalty: RepetitionPenalty = GENERATE["repetition_penalty"],
+    seed: Seed = GENERATE["seed"],
+    num_samples: NumSamples = GENERATE["num_samples"],
+    num_beams: NumBeams = GENERATE["num_beams"],
+    length_penalty: LengthPenalty = GENERATE["length_penalty"],
     stop: Stop = None,
-    slide: Slide = 0,
+    slide: Slide = GENERATE["slide"],
     instruct: Annotated[
         bool | None,
         typer.Option(
@@ -143,22 +133,23 @@ def command(
     device: Device = "auto",
     dtype: DType = "auto",
 ) -> None:
-    """Continue a prompt and stream only the new text to stdout (stops at <|endoftext|>)."""
+    """Continue a prompt and stream only the new text to stdout. Each sample ends at
+    <|endoftext|>, at a --stop string or after --max-new-tokens tokens, whichever comes first."""
     decoding = checked(
-        Decoding(
-            max_new_tokens,
-            temperature,
-            top_k,
-            top_p,
-            repetition_penalty,
-            num_beams,
-            length_penalty,
-            tuple(stop or ()),
-            slide,
-        )
+        {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "repetition_penalty": repetition_penalty,
+            "num_beams": num_beams,
+            "length_penalty": length_penalty,
+            "stop": tuple(stop or ()),
+            "slide": slide,
+            "num_samples": num_samples,
+            "seed": seed,
+        }
     )
-    if num_samples < 1:
-        raise BadInput(f"--num-samples: must be >= 1, not {num_samples}")
     lm, encoding = load_language_model(model, device)
     lm = for_decoding(lm, dtype)
     wrap = is_instruct(model, read_info(model)) if instruct is None else instruct

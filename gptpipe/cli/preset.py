@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 
+from gptpipe.config import parse_params, read_params_text
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_text
 from gptpipe.presets import apply_to_text, check_params, load_preset, merged, preset_names
@@ -17,12 +18,10 @@ _LIST_WIDTH = 100  # `--list`: one line per preset, name and summary, in this ma
 
 
 def read_current(params: Path) -> tuple[str, dict[str, Any]]:
-    """The params file's text and content (a missing file: empty)."""
-    text = params.read_text(encoding="utf-8") if params.exists() else ""
-    try:
-        current = yaml.safe_load(text) or {} if text.strip() else {}
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{params}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    """The params file's text and content (a missing file: empty), read as every command
+    reads params (`gptpipe.config.parse_params`: a key given twice is refused)."""
+    text = read_params_text(params) if params.exists() else ""
+    current = parse_params(text, str(params))
     if not isinstance(current, dict):
         raise BadInput(f"{params}: expected a mapping of sections at the top level")
     return text, current
@@ -30,11 +29,12 @@ def read_current(params: Path) -> tuple[str, dict[str, Any]]:
 
 def write_preset(name: str, params: Path) -> Path:
     """Set the preset's keys in `params` (created if missing), keeping every other key and
-    comment; the result must validate, else nothing is written."""
+    comment; the result must validate and read back as the params meant (`apply_to_text`
+    checks), else nothing is written."""
     preset = load_preset(name)
     text, current = read_current(params)
     check_params(merged(current, preset))
-    write_text(params, apply_to_text(text, preset))
+    write_text(params, apply_to_text(text, preset, str(params)))
     return params
 
 

@@ -6,7 +6,7 @@ per class and macro, the confusion matrix, the majority-class baseline).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -181,3 +181,55 @@ def scores(actual: np.ndarray, predicted: np.ndarray, labels: Sequence[str]) -> 
         "per_class": per_class,
         "confusion": counts.tolist(),
     }
+
+
+# --------------------------------------------------------------------------- a tuned classifier
+
+ClassifyBatches = Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+def split_scores(
+    model: nn.Module,
+    splits: Mapping[str, ClassifyBatches],
+    labels: Sequence[str],
+    train_labels: Sequence[int],
+    untuned: Mapping[str, float],
+) -> tuple[dict[str, dict[str, Any]], list[dict[str, str]]]:
+    """Each split's scores over its whole batches (call in eval mode): records, loss, the
+    `scores` of its predictions, the majority-class baseline and the untuned head's accuracy
+    (`untuned`, measured before training); and the test split's (actual, predicted) rows."""
+    per_split: dict[str, dict[str, Any]] = {}
+    test_rows: list[dict[str, str]] = []
+    for name, batches in splits.items():
+        loss, predicted, actual = predict(model, batches)
+        per_split[name] = {
+            "records": len(actual),
+            "loss": loss,
+            **scores(actual, predicted, labels),
+            "majority_baseline": majority_accuracy(train_labels, actual.tolist()),
+            "untuned_accuracy": untuned[name],
+        }
+        if name == "test":
+            test_rows = [
+                {"actual": labels[a], "predicted": labels[p]}
+                for a, p in zip(actual.tolist(), predicted.tolist(), strict=True)
+            ]
+    return per_split, test_rows
+
+
+def split_figures(per_split: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """The flat figures of the run details: per split its accuracy, macro F1, untuned
+    accuracy and majority baseline, the held-out splits' losses, and the test split's macro
+    precision and recall."""
+    figures: dict[str, float] = {}
+    for name, split in per_split.items():
+        figures[f"{name}_accuracy"] = split["accuracy"]
+        figures[f"{name}_macro_f1"] = split["macro"]["f1"]
+        if name != "train":
+            figures[f"{name}_loss"] = split["loss"]
+        figures[f"untuned_{name}_accuracy"] = split["untuned_accuracy"]
+        figures[f"majority_baseline_{name}"] = split["majority_baseline"]
+    test = per_split["test"]
+    figures["test_macro_precision"] = test["macro"]["precision"]
+    figures["test_macro_recall"] = test["macro"]["recall"]
+    return figures

@@ -5,8 +5,11 @@ every class in every split, the book's balanced split, and in-order shares.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+
+from gptpipe.errors import BadInput
 
 # The splits of classification data, in the order `stratified_split` returns them.
 CLASSIFY_SPLITS = ("train", "val", "test")
@@ -78,3 +81,55 @@ def ordered_split(n: int, shares: Sequence[float]) -> list[np.ndarray]:
         start += size
     parts.append(np.arange(start, n))
     return parts
+
+
+# --------------------------------------------------------------------------- the stages' splits
+
+INSTRUCT_SPLITS = ("train", "test", "val")  # the order of instruct.split's shares
+
+
+def instruct_splits(
+    n: int, shares: Sequence[float], shuffle: bool, seed: int, data: Path
+) -> dict[str, np.ndarray]:
+    """Train / test / val indices of `n` instruction records: the shares of instruct.split in
+    file order (or shuffled with the seed first); every split must hold a record."""
+    order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+    cut = ordered_split(n, shares)
+    parts = {name: order[idx] for name, idx in zip(INSTRUCT_SPLITS, cut, strict=True)}
+    for name, idx in parts.items():
+        if len(idx) == 0:
+            raise BadInput(
+                f"{data}: {n} records leave the {name} split empty; add records or change "
+                "instruct.split"
+            )
+    return parts
+
+
+def classify_splits(
+    targets: Sequence[int],
+    labels: Sequence[str],
+    protocol: str,
+    fractions: tuple[float, float],
+    seed: int,
+    data: Path,
+) -> dict[str, np.ndarray]:
+    """Train / val / test indices of labelled records under `protocol` (stratified or the
+    book's balanced one) with the (val, test) `fractions`: every split non-empty, and every
+    class in the training and the test split."""
+    cut = balanced_split if protocol == "balanced" else stratified_split
+    splits = dict(zip(CLASSIFY_SPLITS, cut(targets, *fractions, seed), strict=True))
+    for name, indices in splits.items():
+        if len(indices) == 0:
+            raise BadInput(
+                f"{data}: {len(targets)} records leave the {name} split empty; add records or "
+                f"change classify.val_fraction / classify.test_fraction"
+            )
+    for name in ("train", "test"):
+        present = {targets[int(i)] for i in splits[name]}
+        for c, label in enumerate(labels):
+            if c not in present:
+                raise BadInput(
+                    f"{data}: class {label!r} ({list(targets).count(c)} records) is absent "
+                    f"from the {name} split; add records of it or change classify.test_fraction"
+                )
+    return splits

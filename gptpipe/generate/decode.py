@@ -6,18 +6,19 @@ the whole context. When the context fills, the window slides: the oldest `slide`
 are dropped and the cache is rebuilt from the rest (positions are learned and absolute,
 so cached keys cannot simply be shifted). Which token comes next is decided by the pure
 rules of `gptpipe.generate.sampling`; text-level stopping lives in `gptpipe.generate.text`.
+The settings (`Decoding`, re-exported here) and their ranges live in `gptpipe.decoding`.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from gptpipe.decoding import Decoding, SettingError, check
 from gptpipe.errors import BadInput
 from gptpipe.generate import kernels
 from gptpipe.generate.fused_step import FusedStep
@@ -29,46 +30,14 @@ from gptpipe.runtime import median_seconds, native_bf16
 DTYPES = ("auto", "float32", "bfloat16")
 
 
-@dataclass(frozen=True)
-class Decoding:
-    """One decoding setting (the options of `gptpipe generate`, one entry of
-    `sample.decoding`)."""
-
-    max_new_tokens: int = 64
-    temperature: float = 0.0  # 0: greedy
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
-    repetition_penalty: float = 1.0  # 1: off
-    num_beams: int = 1  # > 1: beam search (deterministic)
-    length_penalty: float = 1.0  # beam search: score / length ** length_penalty
-    stop: tuple[str, ...] = ()  # text that ends a continuation (not included)
-    slide: int = 0  # tokens dropped when the context fills; 0: a quarter of the context
-
-
 def problems(d: Decoding) -> list[tuple[str, str]]:
-    """What is wrong with a setting, as (field, message) pairs; empty when it is fine.
-
-    Callers name the field their own way (`--top-p`, `sample.decoding[1].top_p`)."""
-    found = []
-    if d.max_new_tokens < 1:
-        found.append(("max_new_tokens", "must be >= 1"))
-    if not (math.isfinite(d.temperature) and d.temperature >= 0):
-        found.append(("temperature", f"must be a number >= 0 (0 is greedy), not {d.temperature}"))
-    if d.top_k < 0:
-        found.append(("top_k", "must be >= 0 (0 is off)"))
-    if not (0 < d.top_p <= 1):  # also false for NaN
-        found.append(("top_p", f"must be in (0, 1] (1 is off), not {d.top_p}"))
-    if not (math.isfinite(d.repetition_penalty) and d.repetition_penalty > 0):
-        found.append(("repetition_penalty", "must be > 0 (1 is off)"))
-    if d.num_beams < 1:
-        found.append(("num_beams", f"must be >= 1 (1 is no beam search), not {d.num_beams}"))
-    if not math.isfinite(d.length_penalty):
-        found.append(("length_penalty", "must be a finite number"))
-    if any(s == "" for s in d.stop):
-        found.append(("stop", "a stop string must not be empty"))
-    if d.slide < 0:
-        found.append(("slide", "must be >= 0"))
-    return found
+    """What is wrong with a setting, as (field, message) pairs: `gptpipe.decoding.check`'s
+    verdict. A `Decoding` is checked when it is built, so one built normally has none."""
+    try:
+        check(d.values())
+    except SettingError as exc:
+        return [(exc.name, exc.message)]
+    return []
 
 
 def for_decoding(

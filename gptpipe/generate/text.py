@@ -245,18 +245,3 @@ def generate_text(
     if isinstance(prompt, str) and num_samples == 1:
         return out[0][0].text
     return [[c.text for c in row] for row in out]
-
-
-def continue_text(
-    model: GPT,
-    encoding: tiktoken.Encoding,
-    prompt: str,
-    decoding: Decoding,
-    generator: torch.Generator | None = None,
-    instruct: bool = False,
-    input: str = "",
-) -> str:
-    """The new text after `prompt` (Alpaca-wrapped with `instruct`), up to <|endoftext|>
-    or a stop string. An empty prompt starts from <|endoftext|>, a new document."""
-    text = format_prompt(prompt, input) if instruct else prompt
-    return "".join(stream(model, encoding, context_ids(model, encoding, text), decoding, generator))

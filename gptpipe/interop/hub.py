@@ -1,7 +1,7 @@
 """OpenAI's GPT-2 weights by name: where they live and how they get to this machine.
 
 A named size (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) resolves to a local folder
-in either layout `gptpipe.convert` reads, found in this order:
+in either layout `gptpipe.interop.gpt2_layouts` reads, found in this order:
 
 1. the download cache (`$GPTPIPE_CACHE/weights/NAME/LAYOUT`, default
    `~/.cache/gptpipe/weights/...`), when a previous download completed;

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gptpipe.config import SECTIONS, _check_key, build_section
+from gptpipe.config import SECTIONS, _check_key, build_section, parse_params
 from gptpipe.errors import BadInput
 
 
@@ -150,26 +150,30 @@ def override_value(value: Any) -> str:
 _TOP = re.compile(r"^[^\s#]")
 
 
-def apply_to_text(text: str, preset: Preset) -> str:
+def apply_to_text(text: str, preset: Preset, origin: str = "params.yaml") -> str:
     """params.yaml text with the preset's keys set, keeping the other keys, the order and the
     comments. A key already there gets its value replaced in place, its comment kept; a new
     key goes at the end of its section; a new section at the end of the file. A file this
-    line-based edit cannot handle (flow-style sections, multi-line values) is rewritten whole
-    (the result is checked against the merged params either way)."""
-    expected = merged(yaml.safe_load(text) or {} if text.strip() else {}, preset)
+    line-based edit cannot handle (flow-style sections, multi-line values) is rewritten whole.
+
+    Both texts are read as every command reads params (`parse_params`: a key given twice,
+    which DVC refuses, is bad input naming `origin`), and the text returned reads back as the
+    merged params: the edited text where it does, else the rewritten one, else bad input."""
+    expected = merged(parse_params(text, origin), preset)
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         lines[-1] += "\n"
     for section, values in preset.params.items():
         for key, value in values.items():
             lines = _set_line(lines, section, key, flow(value))
-    result = "".join(lines)
-    try:
-        if yaml.safe_load(result) == expected:
-            return result
-    except yaml.YAMLError:
-        pass
-    return yaml.safe_dump(expected, sort_keys=False, allow_unicode=True)
+    edited = "".join(lines)
+    for result in (edited, yaml.safe_dump(expected, sort_keys=False, allow_unicode=True)):
+        try:
+            if parse_params(result, origin) == expected:
+                return result
+        except BadInput:
+            pass
+    raise BadInput(f"{origin}: the preset's params would not read back as set; left unchanged")
 
 
 def _set_line(lines: list[str], section: str, key: str, value: str) -> list[str]:

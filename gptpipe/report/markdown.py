@@ -227,11 +227,19 @@ def _instruct_rows(
     return rows
 
 
+def published_figure(inputs: ReportInputs) -> tuple[float, str] | None:
+    """The published result this run can be held against: the same data set, the same base,
+    and the protocol it was published under (the book's balanced one)."""
+    if _get(inputs.params, "classify.protocol") != "balanced":
+        return None
+    return PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
+
+
 def _classify_rows(inputs: ReportInputs, cls: dict[str, Any] | None) -> list[list[str]]:
     if cls is None:
         return [["classify", "accuracy", NOT_RUN, "", ""]]
     rows = []
-    published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
+    published = published_figure(inputs)
     for split in ("train", "val", "test"):
         value = cls.get(f"{split}_accuracy")
         baseline = cls.get(f"majority_baseline_{split}", cls.get("majority_baseline"))
@@ -271,7 +279,7 @@ def _summary_section(inputs: ReportInputs) -> list[str]:
         "base.bits_per_byte, instruct.rougeL and classify.test_accuracy; the rest is in "
         "reports/runs/<stage>.json.",
     ]
-    published = PUBLISHED.get((str(_get(inputs.params, "data.classify")), base_source(inputs)))
+    published = published_figure(inputs)
     if published is not None and "classify" in inputs.runs:
         lines += ["", f"Published: {published[1]}."]
     return [*lines, ""]

@@ -1,7 +1,7 @@
 """The data sets the pipeline knows by name, the offline `stdlib` builder, and loading a
 source of any kind (named set, URL, path, or a list of mirrors) into its normalised file.
 
-Three kinds of data leave the `download` stage (their formats: `gptpipe.formats`):
+Three kinds of data leave the `download` stage (their formats: `gptpipe.sources.formats`):
 - corpus: documents of plain text (rendered joined by a line holding only `<|endoftext|>`);
 - instruct: Alpaca records {"instruction", "input", "output"};
 - classify: (label, text) pairs (rendered as `label<TAB>text` lines).

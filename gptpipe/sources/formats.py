@@ -178,6 +178,25 @@ class CorpusWriter:
         return {"documents": self.documents, "characters": self.characters}
 
 
+def _json_problem(exc: ValueError | RecursionError) -> str:
+    """Why `json.loads` failed, in words: malformed text, nesting deeper than Python's parser
+    recurses (a RecursionError, which would otherwise name no file), or an integer of more
+    digits than Python converts (a plain ValueError)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if isinstance(exc, json.JSONDecodeError):
+        return str(exc)
+    return "a number with too many digits"
+
+
+def _loads(text: str, where: str, what: str = "JSON") -> Any:
+    """`json.loads(text)`; what it cannot read is bad input naming `where` (file, line)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        raise BadInput(f"{where}: not valid {what} ({_json_problem(exc)})") from None
+
+
 def _document_text(value: Any, where: str) -> str:
     if isinstance(value, str):
         return value
@@ -200,10 +219,10 @@ def json_lines(fh: BinaryIO, origin: str) -> Iterator[tuple[str, Any]]:
             raise BadInput(
                 f"{where}: not UTF-8 text (invalid byte at offset {start + exc.start})"
             ) from None
-        try:
-            yield where, json.loads(text.removeprefix("\ufeff") if number == 1 else text)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{where}: not valid JSON Lines ({exc})") from None
+        yield (
+            where,
+            _loads(text.removeprefix("\ufeff") if number == 1 else text, where, "JSON Lines"),
+        )
 
 
 _JSON_KINDS = {"{": "dict", '"': "str", "t": "bool", "f": "bool", "n": "NoneType"}
@@ -268,8 +287,8 @@ def json_array_items(
                 while len(buffer) - pos < want and more():
                     pass
                 continue
-            except RecursionError:
-                raise fail("nested too deeply") from None
+            except (ValueError, RecursionError) as exc:
+                raise fail(_json_problem(exc)) from None
             # A number at the end of the buffer may go on in the next block.
             if end < len(buffer) or eof or not more():
                 break
@@ -360,16 +379,12 @@ def _json_or_lines(text: str, origin: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         whole_error = exc
+    except (ValueError, RecursionError) as exc:
+        raise BadInput(f"{origin}: not valid JSON ({_json_problem(exc)})") from None
     lines = [(n, line) for n, line in enumerate(text.split("\n"), 1) if line.strip()]
     if len(lines) < 2 or not lines[0][1].lstrip().startswith("{"):
         raise BadInput(f"{origin}: not valid JSON ({whole_error})")
-    values = []
-    for n, line in lines:
-        try:
-            values.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{origin}: line {n}: not valid JSON Lines ({exc})") from None
-    return values
+    return [_loads(line, f"{origin}: line {n}", "JSON Lines") for n, line in lines]
 
 
 def parse_instructions(text: str, origin: str) -> list[Record]:
@@ -379,11 +394,7 @@ def parse_instructions(text: str, origin: str) -> list[Record]:
 
 def parse_alpaca(text: str, origin: str) -> list[Record]:
     """Strictly a JSON list of Alpaca records (the format alpaca-instructions ships in)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{origin}: not valid JSON ({exc})") from None
-    return _records(value, origin)
+    return _records(_loads(text, origin), origin)
 
 
 def render_instructions(records: Sequence[Record]) -> str:

@@ -27,10 +27,12 @@ boundary), so the counts, and with them the vocabulary, do not depend on the wor
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import multiprocessing
 import os
+import signal
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -100,11 +102,43 @@ def _tasks(documents: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 _worker_pattern: regex.Pattern[str] | None = None
+_MASKS = hasattr(signal, "pthread_sigmask")  # POSIX signal masks (not on Windows)
+
+
+def _set_pattern(pattern: str) -> None:
+    global _worker_pattern
+    _worker_pattern = regex.compile(pattern)
 
 
 def _init_worker(pattern: str) -> None:
-    global _worker_pattern
-    _worker_pattern = regex.compile(pattern)
+    """A pool worker: compile the pattern, and leave Ctrl-C to the parent.
+
+    A terminal's Ctrl-C reaches every process of the foreground group, workers included. A
+    worker that raised KeyboardInterrupt would print its own traceback and could die holding
+    the pool's queue lock (the parent then waits forever), so workers ignore SIGINT: the
+    parent gets it, and its `with Pool` exit terminates them. The worker was forked with
+    SIGINT blocked (`_sigint_blocked`); ignoring it discards one that arrived meanwhile.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _MASKS:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _set_pattern(pattern)
+
+
+@contextlib.contextmanager
+def _sigint_blocked() -> Iterator[None]:
+    """Hold SIGINT back from this thread while the pool forks its workers, so that no worker
+    can take one before `_init_worker` ignores it (the pool's own threads, started meanwhile,
+    keep it blocked). One that arrives meanwhile is delivered to this process on the way
+    out, as KeyboardInterrupt. (Where there are no signal masks, Windows, nothing is held.)"""
+    if not _MASKS:
+        yield
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _count_task(texts: list[str]) -> Counter[str]:
@@ -131,7 +165,7 @@ def count_pretokens(documents: Iterable[str], pattern: str, workers: int = 1) ->
     """
     workers = resolve_workers(workers)
     if workers == 1:
-        _init_worker(pattern)
+        _set_pattern(pattern)
         counts: Counter[str] = Counter()
         for texts in _tasks(documents, TASK_CHARS):
             counts.update(_count_task(texts))
@@ -141,8 +175,14 @@ def count_pretokens(documents: Iterable[str], pattern: str, workers: int = 1) ->
     counts = Counter()
     pending: deque[AsyncResult[Counter[str]]] = deque()
     # Tasks are read here, in the caller's thread (so a bad document raises here), with at
-    # most two per worker in flight: memory stays bounded whatever the corpus size.
-    with context.Pool(workers, initializer=_init_worker, initargs=(pattern,)) as pool:
+    # most two per worker in flight: memory stays bounded whatever the corpus size. Ctrl-C
+    # is the parent's alone (see `_init_worker`); the pool is entered before a Ctrl-C held
+    # back while it started is raised, so leaving the `with` terminates it either way.
+    with contextlib.ExitStack() as stack:
+        with _sigint_blocked():
+            pool = stack.enter_context(
+                context.Pool(workers, initializer=_init_worker, initargs=(pattern,))
+            )
         for texts in _tasks(documents, TASK_CHARS):
             pending.append(pool.apply_async(_count_task, (texts,)))
             if len(pending) >= 2 * workers:

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 import tiktoken
 
+from gptpipe.errors import BadInput
 from gptpipe.tokenizer.special import EOT
 
 UNK = "<|unk|>"
@@ -42,6 +43,9 @@ CHAR_UNK_TEXT = "\ufffd"
 # exactly as its lower-cased form.
 WORD_PATTERN = r"\w+|[^\w\s]"
 _WORD_RE = re.compile(WORD_PATTERN)
+_WORD_START = re.compile(r"\w")  # a piece that is a word, not a punctuation mark
+# The UTF-8 byte-order mark: a file's signature, not text.
+BOM = "\ufeff"
 # tiktoken's base class compiles a pattern of its own; ours never reaches it.
 WHOLE_TOKEN_PATTERN = r"[\s\S]"
 
@@ -237,23 +241,38 @@ def word_round_trip(encoding: WordEncoding, text: str) -> str:
     return "".join(" " + (p if p in known else UNK) for p in word_pieces(text))
 
 
-def train_char(documents: Iterable[str]) -> list[str]:
-    """The corpus's distinct characters, sorted by code point."""
+def train_char(documents: Iterable[str], origin: str = "corpus") -> list[str]:
+    """The corpus's distinct characters, sorted by code point. A corpus of nothing but
+    whitespace (and byte-order marks) is bad input naming `origin`: too short to learn from."""
     seen: set[str] = set()
     for document in documents:
         seen.update(document)
+    if all(c.isspace() or c == BOM for c in seen):
+        raise BadInput(
+            f"{origin}: too short for a char vocabulary (tokenizer.kind char): no text, only "
+            "whitespace"
+        )
     return sorted(seen)
 
 
-def train_word(documents: Iterable[str], vocab_size: int) -> tuple[list[str], float]:
+def train_word(
+    documents: Iterable[str], vocab_size: int, origin: str = "corpus"
+) -> tuple[list[str], float]:
     """The `vocab_size - 2` most frequent pieces (ties: alphabetical), and the corpus's
     UTF-8 bytes per token (documents' text over their pieces, each document's `<|endoftext|>`
-    not counted)."""
+    not counted). A corpus without a word (a run of `\\w`: only punctuation, symbols such
+    as emoji, or whitespace) is bad input naming `origin`: too short to learn words from,
+    where it would otherwise give a vocabulary of punctuation or of nothing, and fail later."""
     counts: collections.Counter[str] = collections.Counter()
     n_bytes = 0
     for document in documents:
         counts.update(word_pieces(document))
         n_bytes += len(document.encode("utf-8"))
+    if not any(_WORD_START.match(piece) for piece in counts):
+        raise BadInput(
+            f"{origin}: too short for a word vocabulary (tokenizer.kind word): no words, only "
+            "punctuation, symbols or whitespace"
+        )
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     words = [word for word, _ in ranked[: max(0, vocab_size - 2)]]
     n_tokens = sum(counts.values())

@@ -15,18 +15,15 @@ import torch.distributed as dist
 from torch import nn
 
 from gptpipe.config import TrainingConfig
-from gptpipe.errors import BadInput
 from gptpipe.runtime import resolve_device, resolve_dtype
 
 # --------------------------------------------------------------------------- pieces
 
 
 def training_device(cfg: TrainingConfig) -> torch.device:
-    """The device named by `cfg.device`; asking for CUDA without one is bad input."""
-    device = resolve_device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BadInput(f"params key '{cfg._section()}.device': {cfg.device!r} but no CUDA device")
-    return device
+    """The device named by `cfg.device`; asking for CUDA without one is bad input naming the
+    section's `device` key."""
+    return resolve_device(cfg.device, f"{cfg._section()}.device")
 
 
 @dataclass(frozen=True)
@@ -128,11 +125,11 @@ def launched_ranks() -> Ranks:
     )
 
 
-def init_distributed(device_name: str) -> tuple[Ranks, torch.device]:
+def init_distributed(device: torch.device) -> tuple[Ranks, torch.device]:
     """Join the torchrun job if there is one (gloo on the CPU, nccl on CUDA, one GPU per local
-    rank) and return the ranks and this process's device. Alone: (Ranks(), the device)."""
+    rank) and return the ranks and this process's device (`device`, from `training_device`,
+    with its local rank's index on CUDA). Alone: (Ranks(), `device`)."""
     ranks = launched_ranks()
-    device = resolve_device(device_name)
     if ranks.world_size == 1:
         return ranks, device
     import torch.distributed as dist

@@ -93,8 +93,8 @@ def test_instruct_session_answers_changes_settings_stops_on_ctrl_c_and_ends_on_c
     term = Terminal(["chat", "--model", str(folders["tuned"]), "--temperature", "0"])
     term.read_until("instruction-tuned")
     term.read_until("> ")
-    term.send("/max_tokens 12\n")
-    term.read_until("max_tokens = 12")
+    term.send("/max_tokens 12\n")  # the alias of /max_new_tokens
+    term.read_until("max_new_tokens = 12")
     term.read_until("> ")
     term.send("Name a colour.\n")
     answer = term.read_until("> ").removesuffix("> ")
@@ -106,10 +106,11 @@ def test_instruct_session_answers_changes_settings_stops_on_ctrl_c_and_ends_on_c
     term.read_until("must be in (0, 1]")
     term.read_until("> ")
     term.send("/help\n")
+    term.read_until("/max_tokens")
     term.read_until("/reset")
     term.read_until("> ")
     # a long answer, interrupted: the session goes on
-    term.send("/max_tokens 100000\n")
+    term.send("/max_new_tokens 100000\n")
     term.read_until("> ")
     term.send("/temperature 1\n")
     term.read_until("> ")
@@ -146,4 +147,28 @@ def test_base_session_continues_the_text_and_reset_forgets(folders: dict[str, Pa
         folders["base"], "Once upon a time" + first + "\nthere", max_new_tokens=5
     )  # a base model continues the whole conversation
     assert third == first  # after /reset it starts afresh
-    assert "expected a number" in err.getvalue()
+    assert "/top_k: expected an integer, got 'x'" in err.getvalue()
+
+
+def test_a_failed_answer_keeps_the_session_and_the_conversation(folders: dict[str, Path]) -> None:
+    """Sampling that fails (here: a NaN logit, as a diverged model gives, so that the sampled
+    distribution is not one) is one line on stderr; the session and what was said go on."""
+    model, encoding = load_language_model(folders["base"], "cpu")
+    with torch.no_grad():
+        model.lm_head.weight[encoding.encode_ordinary("!")[0]] = float("nan")
+    decoding = Decoding(max_new_tokens=3, temperature=1.0)
+    session = Session(model, encoding, decoding, False, torch.Generator().manual_seed(0))
+    lines = iter(["Once upon a time\n", "/temperature 0\n", "/settings\n", "there\n"])
+
+    def read() -> str:
+        try:
+            return next(lines)
+        except StopIteration:
+            raise EOFError from None
+
+    out, err = io.StringIO(), io.StringIO()
+    assert run_session(session, read, out, err) == 1  # the second line was answered
+    failed = [line for line in err.getvalue().splitlines() if "could not answer" in line]
+    assert len(failed) == 1 and "nan" in failed[0], err.getvalue()
+    assert "temperature 0.0" in err.getvalue()  # the session went on
+    assert session.transcript.startswith("Once upon a time\nthere")  # and kept the conversation

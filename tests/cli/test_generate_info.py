@@ -169,6 +169,9 @@ def test_generate_streams_pieces_as_they_are_produced(models: dict[str, Path]) -
         (("--slide", "-1"), "--slide"),
         (("--dtype", "float16"), "--dtype"),
         (("--stop", "a", "--stop", ""), "--stop"),
+        (("--temperature", "1e-40"), "--temperature"),  # would overflow the logits
+        (("--seed", "-1"), "--seed"),
+        (("--seed", str(2**64)), "--seed"),  # torch.manual_seed cannot take it
     ],
 )
 def test_bad_decoding_options_exit_2_naming_them(
@@ -177,6 +180,24 @@ def test_bad_decoding_options_exit_2_naming_them(
     code, out, err = gen(models["lm"], "--prompt", "x", *args)
     assert code == 2 and named in err and out == ""
     assert len(err.strip().splitlines()) == 1
+
+
+def test_max_new_tokens_has_a_documented_bound() -> None:
+    """`gptpipe generate` ends after at most --max-new-tokens tokens per sample, a number with
+    an upper bound (refused above it) that --help and the README's generate lines state."""
+    from gptpipe.decoding import MAX_NEW_TOKENS
+
+    generate = typer.main.get_command(app).commands["generate"]
+    (option,) = [p for p in generate.params if p.name == "max_new_tokens"]
+    bound = f"{MAX_NEW_TOKENS:,}"
+    assert bound in option.help and "ends" in option.help, option.help
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    said = [p for p in readme.split("\n\n") if "--max-new-tokens" in p and bound in p]
+    assert said, "the README's generate lines do not state the bound of --max-new-tokens"
+    code, out, err = gen(
+        Path("no-model"), "--prompt", "x", "--max-new-tokens", str(MAX_NEW_TOKENS + 1)
+    )
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--max-new-tokens" in err
 
 
 def test_every_strategy_from_the_command_line(models: dict[str, Path]) -> None:

@@ -25,6 +25,7 @@ from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.stages import pretrain, shard
 from gptpipe.train.loop import train
 from gptpipe.train.losses import lm_loss
+from gptpipe.train.recipe import TrainingPaths
 from gptpipe.train.state import read_checkpoint_state
 
 STEPS = dict(max_steps=20, checkpoint_interval=4, eval_interval=20, log_interval=4)
@@ -52,7 +53,7 @@ def _signal_when(proc: subprocess.Popen[str], ready: Callable[[], bool], sig: in
 def _pretrain_paths(tmp_path: Path) -> dict[str, Path]:
     return {
         "out": tmp_path / "model",
-        "metrics_path": tmp_path / "metrics.json",
+        "metrics": tmp_path / "metrics.json",
         "plots": tmp_path / "plots",
         "checkpoints": tmp_path / "ckpt",
     }
@@ -61,14 +62,14 @@ def _pretrain_paths(tmp_path: Path) -> dict[str, Path]:
 def _run_pretrain(pipeline, paths: dict[str, Path]) -> dict:
     cfg = PretrainConfig(**(TRAIN | STEPS))
     return pretrain.run(
-        ModelConfig(**MODEL), cfg, pipeline["shards"], pipeline["tokenizer"], **paths
+        ModelConfig(**MODEL), cfg, pipeline["shards"], pipeline["tokenizer"], TrainingPaths(**paths)
     )
 
 
 def _cli_args(pipeline, paths: dict[str, Path]) -> list[str | Path]:
     args: list[str | Path] = ["pretrain", "--params", "params.yaml"]
     args += ["--shards", pipeline["shards"], "--tokenizer", pipeline["tokenizer"]]
-    args += ["--out", paths["out"], "--metrics", paths["metrics_path"]]
+    args += ["--out", paths["out"], "--metrics", paths["metrics"]]
     return [*args, "--plots", paths["plots"], "--checkpoints", paths["checkpoints"]]
 
 
@@ -89,7 +90,7 @@ def test_training_killed_then_rerun_resumes_to_identical_weights(pipeline, tmp_p
         assert proc.returncode == -9
     else:
         assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    for key in ("out", "metrics_path", "plots"):
+    for key in ("out", "metrics", "plots"):
         assert not paths[key].exists(), key  # no outputs from the interrupted run
     stopped_at = read_checkpoint_state(paths["checkpoints"])["step"]
 

@@ -73,3 +73,16 @@ def test_choose_greedy_and_seeded_draws() -> None:
     for seed in range(20):
         picked = draw(seed)
         assert allowed[torch.arange(4), picked].all()
+
+
+def test_logits_stay_finite_at_the_temperature_floor() -> None:
+    """gptpipe.decoding.MIN_TEMPERATURE: logits far larger than a model gives (1e30) stay
+    finite divided by it, and sampling draws the top token; below it (1e-37, refused now) a
+    logit of 100 already overflows float32 and the distribution is no longer one."""
+    from gptpipe.decoding import MIN_TEMPERATURE
+
+    logits = torch.tensor([[1e30, 0.0, -1e30], [100.0, 99.0, 0.0]])
+    assert bool(torch.isfinite(sampling.process(logits, MIN_TEMPERATURE)).all())
+    picked = sampling.choose(logits, MIN_TEMPERATURE, generator=torch.Generator().manual_seed(0))
+    assert picked.tolist() == [0, 0]
+    assert not bool(torch.isfinite(sampling.process(logits[1:], 1e-37)).all())

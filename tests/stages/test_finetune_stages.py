@@ -24,6 +24,7 @@ from gptpipe.prompts import format_prompt
 from gptpipe.stages import finetune_classify, finetune_instruct
 from gptpipe.tokenizer.bpe import train_bpe
 from gptpipe.tokenizer.folder import PATTERNS, load_tokenizer, save_tokenizer
+from gptpipe.train.recipe import TrainingPaths
 
 runner = CliRunner()
 FAST = {
@@ -90,6 +91,7 @@ def test_instruct_responses_are_each_prompts_uncached_greedy_decode(base, instru
     """The stage decodes the test prompts batched on the KV cache: the same text as a full
     forward over the last block_size tokens per step, one prompt at a time."""
     from gptpipe.finetune.instruct import read_instructions
+    from gptpipe.finetune.responses import Scoring, respond
     from gptpipe.model.folder import load_language_model
 
     model, enc = load_language_model(base, torch.device("cpu"))
@@ -111,7 +113,7 @@ def test_instruct_responses_are_each_prompts_uncached_greedy_decode(base, instru
     expected = [enc.decode(alone(p, stop)).strip() for p in prompts]
     model.eval()
     with torch.no_grad():
-        got = finetune_instruct._respond(model, enc, records, 30, stop, batch_size=3)
+        got = respond(model, enc, records, Scoring("float32", 30, 3, stop))
     assert got == expected
     assert len({len(p) for p in prompts}) > 1
 
@@ -129,15 +131,9 @@ def test_instruct_run_trains_on_responses_and_writes_responses(base, instruct_da
         **FAST,
     )
     out = tmp_path / "instruct"
-    metrics = finetune_instruct.run(
-        cfg,
-        base,
-        instruct_data,
-        out,
-        tmp_path / "m.json",
-        tmp_path / "plots",
-        tmp_path / "responses.json",
-    )
+    paths = TrainingPaths(out, tmp_path / "m.json", tmp_path / "plots")
+    paths.extra = tmp_path / "responses.json"
+    metrics = finetune_instruct.run(cfg, base, instruct_data, paths)
     # the DVC metric: the test responses' mean ROUGE-L, under the model it describes
     assert json.loads((tmp_path / "m.json").read_text()) == {
         "instruct": {"rougeL": pytest.approx(metrics["test_rougeL"])}
@@ -280,9 +276,8 @@ def test_classify_run_learns_and_reports_accuracy_against_the_baseline(
     )
     out = tmp_path / "classify"
     details = tmp_path / "details.json"
-    metrics = finetune_classify.run(
-        cfg, base, classify_data, out, tmp_path / "m.json", tmp_path / "plots", scores_path=details
-    )
+    paths = TrainingPaths(out, tmp_path / "m.json", tmp_path / "plots", extra=details)
+    metrics = finetune_classify.run(cfg, base, classify_data, paths)
     assert json.loads((tmp_path / "m.json").read_text()) == {
         "classify": {"test_accuracy": metrics["test_accuracy"]}
     }
@@ -375,28 +370,14 @@ def test_classify_cli_ends_with_one_line_saying_what_it_wrote(base, classify_dat
 def test_finetuning_is_deterministic(base, classify_data, tmp_path):
     cfg = ClassifyConfig(max_steps=3, batch_size=8, eval_interval=3, **FAST)
     for name in ("a", "b"):
-        finetune_classify.run(
-            cfg,
-            base,
-            classify_data,
-            tmp_path / name,
-            tmp_path / f"{name}.json",
-            tmp_path / f"p{name}",
-            scores_path=tmp_path / f"d{name}.json",
-        )
+        paths = TrainingPaths(tmp_path / name, tmp_path / f"{name}.json", tmp_path / f"p{name}")
+        finetune_classify.run(cfg, base, classify_data, paths)
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (
         tmp_path / "b" / "model.safetensors"
     ).read_bytes()
     with pytest.raises(BadInput, match=r"classify\.max_length"):
-        finetune_classify.run(
-            ClassifyConfig(max_length=999),
-            base,
-            classify_data,
-            tmp_path / "c",
-            tmp_path / "c.json",
-            tmp_path / "pc",
-            scores_path=tmp_path / "dc.json",
-        )
+        paths = TrainingPaths(tmp_path / "c", tmp_path / "c.json", tmp_path / "pc")
+        finetune_classify.run(ClassifyConfig(max_length=999), base, classify_data, paths)
 
 
 # --------------------------------------------------------------------------- the protocols
@@ -440,15 +421,9 @@ def spam_cfg(**kw):
 @pytest.fixture(scope="module")
 def spam_model(base, spam_data, tmp_path_factory):
     root = tmp_path_factory.mktemp("spam-model")
-    metrics = finetune_classify.run(
-        spam_cfg(),
-        base,
-        spam_data,
-        root / "model",
-        root / "metrics.json",
-        root / "plots",
-        scores_path=root / "details.json",
-    )
+    paths = TrainingPaths(root / "model", root / "metrics.json", root / "plots")
+    paths.extra = root / "details.json"
+    metrics = finetune_classify.run(spam_cfg(), base, spam_data, paths)
     return root, metrics
 
 
@@ -503,16 +478,10 @@ def test_last_blocks_and_lora_train_only_their_weights(base, spam_data, tmp_path
     base_weights = load_file(str(base / "model.safetensors"))
     for trainable in ("last_blocks", "lora"):
         out = tmp_path / trainable
-        metrics = finetune_classify.run(
-            spam_cfg(trainable=trainable, epochs=2, lora_rank=4, lora_targets=["c_attn", "c_fc"]),
-            base,
-            spam_data,
-            out,
-            tmp_path / f"{trainable}.json",
-            tmp_path / f"p-{trainable}",
-            None,
-            tmp_path / f"d-{trainable}.json",
-        )
+        cfg = spam_cfg(trainable=trainable, epochs=2, lora_rank=4, lora_targets=["c_attn", "c_fc"])
+        paths = TrainingPaths(out, tmp_path / f"{trainable}.json", tmp_path / f"p-{trainable}")
+        paths.extra = tmp_path / f"d-{trainable}.json"
+        metrics = finetune_classify.run(cfg, base, spam_data, paths)
         weights = load_file(str(out / "model.safetensors"))
         assert set(weights) == set(base_weights) - {"lm_head.weight"} | {
             "score.weight",
@@ -598,15 +567,9 @@ def test_instruct_learns_an_exact_answer_for_held_out_inputs_and_the_judge_score
         **FAST,
     )
     try:
-        metrics = finetune_instruct.run(
-            cfg,
-            base,
-            data,
-            tmp_path / "m",
-            tmp_path / "m.json",
-            tmp_path / "p",
-            tmp_path / "r.json",
-        )
+        paths = TrainingPaths(tmp_path / "m", tmp_path / "m.json", tmp_path / "p")
+        paths.extra = tmp_path / "r.json"
+        metrics = finetune_instruct.run(cfg, base, data, paths)
     finally:
         server.close()
     responses = json.loads((tmp_path / "r.json").read_text())
@@ -622,8 +585,8 @@ def test_instruct_lora_and_bad_input(base, instruct_data, tmp_path):
     cfg = InstructConfig(
         max_steps=4, batch_size=4, eval_interval=4, trainable="lora", lora_rank=2, **FAST
     )
-    args = (tmp_path / "m", tmp_path / "m.json", tmp_path / "p", tmp_path / "r.json")
-    metrics = finetune_instruct.run(cfg, base, instruct_data, *args)
+    paths = TrainingPaths(tmp_path / "m", tmp_path / "m.json", tmp_path / "p")
+    metrics = finetune_instruct.run(cfg, base, instruct_data, paths)
     assert metrics["trainable_params"] == 2 * (
         3 * 2 * 64 + 2 * (32 + 32) + 2 * (32 + 128) + 2 * (128 + 32)
     )

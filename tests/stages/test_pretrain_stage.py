@@ -21,6 +21,7 @@ from gptpipe.config import ModelConfig, PretrainConfig, ShardConfig
 from gptpipe.model.folder import load_model
 from gptpipe.stages import pretrain, shard
 from gptpipe.tokenizer.folder import load_tokenizer
+from gptpipe.train.recipe import TrainingPaths
 from gptpipe.train.state import read_checkpoint_state
 
 runner = CliRunner()
@@ -43,15 +44,15 @@ def workdir(tmp_path_factory) -> Path:
 
 
 def test_run_trains_and_writes_model_metrics_and_curves(workdir, tmp_path):
+    paths = TrainingPaths(
+        tmp_path / "model", tmp_path / "metrics.json", tmp_path / "plots", tmp_path / "ckpt"
+    )
     metrics = pretrain.run(
         ModelConfig(**MODEL),
         PretrainConfig(**TRAIN),
         workdir / "shards",
         workdir / "tokenizer",
-        tmp_path / "model",
-        tmp_path / "metrics.json",
-        tmp_path / "plots",
-        tmp_path / "ckpt",
+        paths,
     )
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == {"pretrain": {"val_loss": pytest.approx(metrics["val_loss"])}}
