@@ -25,51 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import EOT, MIRROR, alternate, machine, median, python_code, run_worker
+from benchmarks.harness import EOT, MIRROR, alternate, machine, median, python_module, run_worker
 
-# Each trainer runs in its own interpreter; it prints one JSON line: seconds and bytes/token.
-_OURS = r"""
-import json, sys, time
-from pathlib import Path
-corpus, heldout, vocab, threads, out = sys.argv[1:6]
-t0 = time.perf_counter()
-from gptpipe.tokenizer.bpe import train_bpe
-from gptpipe.tokenizer.folder import PATTERNS, load_tokenizer, save_tokenizer
-from gptpipe.tokens.corpus import iter_documents
-t1 = time.perf_counter()
-result = train_bpe(iter_documents(corpus), int(vocab), PATTERNS["gpt2"], show_progress=False,
-                   workers=int(threads))
-t2 = time.perf_counter()
-save_tokenizer(out, result.ranks, kind="bpe", pattern="gpt2")
-enc = load_tokenizer(out)
-text = Path(heldout).read_text(encoding="utf-8")
-n = len(enc.encode_ordinary(text))
-assert enc.decode(enc.encode_ordinary(text)) == text
-print(json.dumps({"seconds": t2 - t1, "import_seconds": t1 - t0, "n_vocab": enc.n_vocab,
-                  "bytes_per_token": len(text.encode("utf-8")) / n}))
-"""
-
-_THEIRS = r"""
-import json, sys, time
-from pathlib import Path
-corpus, heldout, vocab, threads, out = sys.argv[1:6]
-t0 = time.perf_counter()
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-t1 = time.perf_counter()
-tok = Tokenizer(models.BPE())
-tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-tok.decoder = decoders.ByteLevel()
-trainer = trainers.BpeTrainer(
-    vocab_size=int(vocab), special_tokens=["<|endoftext|>"],
-    initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-tok.train([corpus], trainer)
-t2 = time.perf_counter()
-text = Path(heldout).read_text(encoding="utf-8")
-n = len(tok.encode(text).ids)
-print(json.dumps({"seconds": t2 - t1, "import_seconds": t1 - t0,
-                  "n_vocab": tok.get_vocab_size(),
-                  "bytes_per_token": len(text.encode("utf-8")) / n}))
-"""
+# Each trainer runs in its own interpreter (benchmarks/workers/bpe_*.py); it prints one JSON
+# line: seconds and bytes/token.
+OURS, THEIRS = "benchmarks.workers.bpe_ours", "benchmarks.workers.bpe_theirs"
 
 
 def build_corpus(folder: Path, megabytes: float) -> tuple[Path, Path]:
@@ -86,10 +46,10 @@ def build_corpus(folder: Path, megabytes: float) -> tuple[Path, Path]:
 
 
 def run_once(
-    script: str, corpus: Path, heldout: Path, vocab: int, threads: int, out: Path
+    worker: str, corpus: Path, heldout: Path, vocab: int, threads: int, out: Path
 ) -> dict[str, Any]:
     env = {"RAYON_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "true"}
-    argv = python_code(script, corpus, heldout, vocab, threads, out)
+    argv = python_module(worker, corpus, heldout, vocab, threads, out)
     return run_worker(argv, env=env).data
 
 
@@ -109,15 +69,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         corpus, heldout = build_corpus(folder, args.mb)
         outs = iter(range(2 * args.repeat))  # a fresh output folder for every run
 
-        def side(script: str) -> Any:
+        def side(worker: str) -> Any:
             def once() -> dict[str, Any]:
                 out = folder / f"t{next(outs)}"
-                return run_once(script, corpus, heldout, args.vocab, args.threads, out)
+                return run_once(worker, corpus, heldout, args.vocab, args.threads, out)
 
             return once
 
         # interleaved, so drift in machine load hits both
-        runs = alternate({"tokenizers": side(_THEIRS), "gptpipe": side(_OURS)}, args.repeat)
+        runs = alternate({"tokenizers": side(THEIRS), "gptpipe": side(OURS)}, args.repeat)
         size = corpus.stat().st_size
     result: dict[str, Any] = {
         "machine": machine(),

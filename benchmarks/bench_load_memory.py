@@ -25,52 +25,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import VM_HWM, machine, python_code, run_worker
+from benchmarks.harness import machine, python_module, run_worker
 
-# VmHWM (this process's peak RSS) rather than wait4's ru_maxrss, which Linux carries over from
-# the parent at fork time.
-CHILD = (
-    VM_HWM
-    + r"""
-import json, sys, time
-from pathlib import Path
-mode, folder, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
-import torch
-t0 = time.perf_counter()
-if mode == "convert":
-    from gptpipe.model.folder import model_from_tensors
-    from gptpipe.interop.gpt2_layouts import open_checkpoint
-    ckpt = open_checkpoint(folder)
-    model = model_from_tensors(ckpt.config, ckpt.tensors)
-    n = sum(p.numel() for p in model.parameters())
-elif mode == "stage":
-    from gptpipe.config import BaseConfig
-    from gptpipe.stages import weights
-    weights.run(BaseConfig(source=str(folder)), Path("unused"), work / "base")
-    n = None
-elif mode == "load":
-    from gptpipe.model.folder import load_model
-    model, _ = load_model(work / "base")
-    n = sum(p.numel() for p in model.parameters())
-else:
-    from transformers import GPT2LMHeadModel
-    model = GPT2LMHeadModel.from_pretrained(folder, dtype=torch.float32)
-    n = sum(p.numel() for p in model.parameters())
-if mode == "transformers":  # its tensors map the file lazily: touch them, as use would
-    _ = sum(float(p.float().sum()) for p in model.parameters())
-seconds = time.perf_counter() - t0
-peak = hwm()
-print(json.dumps({"peak_bytes": peak, "parameters": n, "seconds": seconds}))
-"""
-)
-
-BASELINE = (
-    VM_HWM
-    + r"""
-import json, torch
-print(json.dumps({"peak_bytes": hwm()}))
-"""
-)
+# Every mode, the baseline too, runs in its own interpreter (benchmarks/workers/load_memory.py),
+# which reads its own peak from VmHWM rather than wait4's ru_maxrss, which Linux carries over
+# from the parent at fork time.
+WORKER = "benchmarks.workers.load_memory"
 
 
 def write_checkpoint(folder: Path, name: str) -> int:
@@ -97,8 +57,7 @@ def write_checkpoint(folder: Path, name: str) -> int:
 
 
 def measure(mode: str, folder: Path, work: Path) -> dict[str, Any]:
-    script = BASELINE if mode == "baseline" else CHILD
-    return run_worker(python_code(script, mode, folder, work)).data
+    return run_worker(python_module(WORKER, mode, folder, work)).data
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

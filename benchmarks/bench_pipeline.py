@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,9 @@ QUICK: dict[str, dict[str, Any]] = {
     "sample": {"prompts": ["The "], "max_new_tokens": 4, "num_samples": 1},
 }
 QUICK_CORPUS_BYTES = 60_000
+# The reference DAG's stage command, run by its path: DVC runs it where `benchmarks` is not
+# importable.
+TRIVIAL_STAGE = REPO / "benchmarks" / "workers" / "trivial_stage.py"
 
 
 def dvc(project: Path, *args: str, timeout: float = 7200) -> tuple[float, str]:
@@ -157,9 +161,8 @@ def trivial_project(root: Path, stages: dict[str, dict[str, list[str]]]) -> Path
         params |= {key: 0 for key in keys}
         mine = [f"out/{name}/{i}" for i in range(len(stage["outs"]))]
         files |= dict(zip(stage["outs"], mine, strict=True))
-        write = "; ".join(f"open('{p}', 'w').write('x')" for p in mine)
-        make = f"import os; os.makedirs('out/{name}', exist_ok=True); {write}"
-        spec[name] = {"cmd": f'{sys.executable} -c "{make}"', "deps": sorted(set(deps))}
+        make = shlex.join([sys.executable, str(TRIVIAL_STAGE), *mine])  # writes `mine`
+        spec[name] = {"cmd": make, "deps": sorted(set(deps))}
         if keys:
             spec[name]["params"] = keys
         spec[name]["outs"] = mine

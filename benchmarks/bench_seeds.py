@@ -2,7 +2,8 @@
 
 (a) seed003 shape: nanoGPT's README CPU run of character-level Shakespeare (4 layers, 4 heads,
     128 wide, context 64, batch 12, 2,000 iterations, no dropout), run by nanoGPT itself (commit
-    3adf61e, from the git mirror or --nanogpt DIR), against `gptpipe pretrain` with the seed003
+    3adf61e: --nanogpt DIR, a checkout of it, or extracted from a git mirror of nanoGPT named by
+    the GPTPIPE_NANOGPT_GIT environment variable), against `gptpipe pretrain` with the seed003
     preset. Target: validation loss <= 1.886 in at most half nanoGPT's time.
 (b) seed001 shape: GPT-2 BPE, 4/4/128, context 256. Reference: `transformers`'
     GPT2LMHeadModel under a plain PyTorch loop with nanoGPT's settings (AdamW betas 0.9/0.95,
@@ -74,7 +75,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-NANOGPT_MIRROR = Path("/work/.mirror/karpathy+nanoGPT/repo")
+# A git mirror of nanoGPT (a bare repository) to extract commit NANOGPT_COMMIT from: the
+# GPTPIPE_NANOGPT_GIT environment variable, else --nanogpt names a checkout of it.
+NANOGPT_GIT = os.environ.get("GPTPIPE_NANOGPT_GIT")
 NANOGPT_COMMIT = "3adf61e1"
 PYTHON = sys.executable
 FIGURE = "seed001_figure"  # part d's record
@@ -122,9 +125,8 @@ def corpus_text(work: Path, corpus: str = "tinyshakespeare") -> str:
     out = work / ("raw" if corpus == "tinyshakespeare" else f"raw-{corpus}")
     if not (out / "corpus.txt").is_file():
         params = work / f"download-{corpus}.yaml"
-        mirror = os.environ.get("GPTPIPE_MIRROR") or (
-            "/work/shared/mirror" if Path("/work/shared/mirror").is_dir() else None
-        )
+        default = REPO.parent / "shared" / "mirror"  # beside the checkout, as the Makefile's
+        mirror = os.environ.get("GPTPIPE_MIRROR") or (str(default) if default.is_dir() else None)
         data = {"corpus": corpus, "instruct": "stdlib", "classify": "stdlib"}
         if mirror:
             data |= {"mirror": mirror, "instruct": "alpaca-instructions", "classify": "sms-spam"}
@@ -159,61 +161,28 @@ def run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = No
     return done.stdout
 
 
-def timed(cmd: list[str], cwd: Path | None = None) -> tuple[float, str]:
+def timed(
+    cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, str]:
     started = time.perf_counter()
-    output = run(cmd, cwd=cwd)
+    output = run(cmd, cwd=cwd, env=env)
     return time.perf_counter() - started, output
 
 
+def worker(name: str, *args: object) -> list[str]:
+    """`python -m benchmarks.workers.NAME ARGS`: one of this benchmark's measurements in a
+    fresh interpreter (run it with `worker_env()`); it prints its JSON result last."""
+    return [PYTHON, "-m", f"benchmarks.workers.{name}", *map(str, args)]
+
+
+def worker_env() -> dict[str, str]:
+    """CHILD_ENV with the repository first on PYTHONPATH, so the workers are found however
+    this script was started (`python benchmarks/bench_seeds.py` from anywhere, or -m)."""
+    path = os.pathsep.join(filter(None, [str(REPO), CHILD_ENV.get("PYTHONPATH")]))
+    return CHILD_ENV | {"PYTHONPATH": path}
+
+
 # --------------------------------------------------------------------------- scoring
-
-
-SCORE = r"""
-import json, sys, numpy as np, torch
-sys.path.insert(0, sys.argv[4]) if len(sys.argv) > 4 else None
-kind, model_path, tokens_path = sys.argv[1:4]
-torch.set_num_threads(max(1, torch.get_num_threads()))
-ids = np.load(tokens_path).astype(np.int64)
-if kind == "ours":
-    from gptpipe.model.folder import load_model
-    model, _ = load_model(model_path, torch.device("cpu"))
-    block = model.config.block_size
-    logits_of = lambda x: model.lm_head(model.hidden_states(x))
-elif kind == "nanogpt":
-    from model import GPT, GPTConfig
-    ckpt = torch.load(model_path, map_location="cpu", weights_only=True)
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    state = {k.removeprefix("_orig_mod."): v for k, v in ckpt["model"].items()}
-    model.load_state_dict(state)
-    block = model.config.block_size
-    logits_of = lambda x: model.lm_head(_hidden(model, x))
-    def _hidden(m, x):
-        pos = torch.arange(x.shape[1])
-        h = m.transformer.drop(m.transformer.wte(x) + m.transformer.wpe(pos))
-        for blk in m.transformer.h:
-            h = blk(h)
-        return m.transformer.ln_f(h)
-else:
-    import transformers
-    model = transformers.GPT2LMHeadModel.from_pretrained(model_path)
-    block = model.config.n_positions
-    logits_of = lambda x: model(x).logits
-model.eval()
-nll, n = 0.0, 0
-# consecutive windows of block+1 tokens overlapping by one: every token after the first is
-# predicted once, from the earlier tokens of its window
-with torch.no_grad():
-    starts = list(range(0, len(ids) - 1, block))
-    for i in range(0, len(starts), 16):
-        rows = [ids[s : s + block + 1] for s in starts[i : i + 16]]
-        for row in rows:
-            x = torch.from_numpy(row[:-1])[None]
-            y = torch.from_numpy(row[1:])
-            logits = logits_of(x)[0].float()
-            nll += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-            n += len(y)
-print(json.dumps({"loss": nll / n, "tokens": n}))
-"""
 
 
 def score(kind: str, model: Path, tokens: Any, work: Path, path: Path | None = None) -> float:
@@ -230,7 +199,7 @@ def score_total(
 
     file = work / f"heldout-{kind}.npy"
     np.save(file, np.asarray(tokens, dtype=np.int64))
-    out = run([PYTHON, "-c", SCORE, kind, str(model), str(file), *([str(path)] if path else [])])
+    out = run(worker("seeds_score", kind, model, file, *([path] if path else [])), env=worker_env())
     result = json.loads(out.strip().splitlines()[-1])
     return float(result["loss"]) * int(result["tokens"]), int(result["tokens"])
 
@@ -317,11 +286,14 @@ def nanogpt_checkout(work: Path, given: Path | None) -> Path:
         return given
     target = work / "nanogpt"
     if not (target / "train.py").is_file():
-        if not NANOGPT_MIRROR.is_dir():
-            raise SystemExit(f"nanoGPT not found: give --nanogpt DIR (no {NANOGPT_MIRROR})")
+        if NANOGPT_GIT is None or not Path(NANOGPT_GIT).is_dir():
+            raise SystemExit(
+                "nanoGPT not found: give --nanogpt DIR (a checkout of commit "
+                f"{NANOGPT_COMMIT}), or GPTPIPE_NANOGPT_GIT=DIR (a git mirror of it)"
+            )
         target.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(
-            ["git", "--git-dir", str(NANOGPT_MIRROR), "archive", NANOGPT_COMMIT],
+            ["git", "--git-dir", NANOGPT_GIT, "archive", NANOGPT_COMMIT],
             capture_output=True,
             check=True,
         ).stdout
@@ -353,44 +325,6 @@ def nanogpt(nano: Path, text_path: Path, work: Path, iters: int) -> dict[str, An
     }
 
 
-REF_LOOP = r"""
-import json, math, sys, time, numpy as np, torch, transformers
-cfg = json.loads(sys.argv[1]); ids = np.load(sys.argv[2]).astype(np.int64); out = sys.argv[3]
-torch.manual_seed(1337)
-config = transformers.GPT2Config(
-    vocab_size=50257, n_positions=cfg["block"], n_embd=cfg["n_embd"], n_layer=cfg["n_layer"],
-    n_head=cfg["n_head"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-model = transformers.GPT2LMHeadModel(config)
-params = [p for p in model.parameters() if p.requires_grad]
-groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": 0.1},
-          {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=(0.9, 0.95))
-def lr_at(it):  # nanoGPT's get_lr
-    if it < cfg["warmup"]:
-        return cfg["lr"] * (it + 1) / (cfg["warmup"] + 1)
-    if it > cfg["iters"]:
-        return cfg["min_lr"]
-    ratio = (it - cfg["warmup"]) / (cfg["iters"] - cfg["warmup"])
-    return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["lr"] - cfg["min_lr"])
-data = torch.from_numpy(ids)
-model.train()
-for it in range(cfg["iters"]):
-    for g in opt.param_groups:
-        g["lr"] = lr_at(it)
-    ix = torch.randint(len(data) - cfg["block"], (cfg["batch"],))
-    x = torch.stack([data[i : i + cfg["block"]] for i in ix])
-    y = torch.stack([data[i + 1 : i + 1 + cfg["block"]] for i in ix])
-    logits = model(x).logits
-    loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    opt.step()
-model.save_pretrained(out)
-print(json.dumps({"train_loss": float(loss)}))
-"""
-
-
 def reference_b(train_ids: list[int], work: Path, iters: int) -> dict[str, Any]:
     """The transformers GPT-2 under nanoGPT's loop and settings; the process timed."""
     import numpy as np
@@ -400,7 +334,7 @@ def reference_b(train_ids: list[int], work: Path, iters: int) -> dict[str, Any]:
     out = work / "ref-b"
     shutil.rmtree(out, ignore_errors=True)
     cfg = REF_B | {"iters": iters}
-    seconds, output = timed([PYTHON, "-c", REF_LOOP, json.dumps(cfg), str(file), str(out)])
+    seconds, output = timed(worker("seeds_ref_loop", json.dumps(cfg), file, out), env=worker_env())
     return {
         "seconds": seconds,
         "train_loss": json.loads(output.strip().splitlines()[-1])["train_loss"],
@@ -569,67 +503,6 @@ def part_b(train: Path, held: Path, work: Path, args: argparse.Namespace) -> dic
     }
 
 
-STEP_AB = r"""
-import collections, json, statistics, sys, time, torch
-cfg = json.loads(sys.argv[1]); sys.path[:0] = [cfg["repo"], cfg["nanogpt"]]
-import model as nano
-from gptpipe.runtime import median_seconds, resolve_dtype
-from gptpipe.config import build_section, to_dict
-from gptpipe.model.gpt import GPT, GPTConfig
-from gptpipe.train.loop import optimizer_step
-from gptpipe.train.losses import lm_loss
-from gptpipe.train.optim import make_optimizer
-params, vocab = cfg["params"], cfg["vocab"]
-train_cfg = build_section(params, "pretrain")
-shape = to_dict(build_section(params, "model"))
-torch.manual_seed(1337)
-ours = GPT(GPTConfig(vocab_size=vocab, **shape))
-ours_opt = make_optimizer(ours, train_cfg)
-theirs = nano.GPT(nano.GPTConfig(vocab_size=vocab, bias=False, **{
-    k: shape[k] for k in ("block_size", "n_layer", "n_head", "n_embd", "dropout")}))
-theirs_opt = theirs.configure_optimizers(0.1, 1e-3, (0.9, 0.99), "cpu")
-dtype = resolve_dtype(train_cfg.dtype, torch.device("cpu"))  # what the run's autocast computes in
-def per_call_ms(fn, calls):
-    start = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter() - start) / calls * 1000
-def floor(products):
-    # the step's Linear products alone, each shape timed on its own (median of its calls) and
-    # counted as often as the step has it: the time no step of this shape can beat here
-    total = 0.0
-    for (m, k, n), count in collections.Counter(map(tuple, products)).items():
-        a = torch.randn(m, k, dtype=getattr(torch, dtype))
-        b = torch.randn(k, n, dtype=a.dtype)
-        calls = 2 * cfg["steps"] * cfg["rounds"]
-        total += count * median_seconds(lambda: a @ b, cfg["warmup"], calls) * 1000
-    return {"floor_ms": total, "floor_dtype": dtype}
-results = {}
-for batch in cfg["batches"]:
-    x = torch.randint(vocab, (batch, shape["block_size"]))
-    y = torch.randint(vocab, (batch, shape["block_size"]))
-    def step_ours():
-        optimizer_step(ours, ours_opt, train_cfg, 1e-3, 0, lambda i: (x, y), lm_loss)
-    def step_theirs():  # nanoGPT train.py's step on the CPU (its scaler is a no-op in fp32)
-        _, loss = theirs(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(theirs.parameters(), 1.0)
-        theirs_opt.step()
-        theirs_opt.zero_grad(set_to_none=True)
-    sides = {"ours": step_ours, "nanogpt": step_theirs}
-    for fn in sides.values():
-        per_call_ms(fn, cfg["warmup"])
-    times = {name: [] for name in sides}
-    for round_ in range(cfg["rounds"]):
-        order = list(sides) if round_ % 2 == 0 else list(sides)[::-1]
-        for name in order:
-            times[name].append(per_call_ms(sides[name], cfg["steps"]))
-    results[str(batch)] = {f"{k}_ms": statistics.median(v) for k, v in times.items()}
-    results[str(batch)] |= floor(cfg["products"][str(batch)])
-print(json.dumps(results))
-"""
-
-
 def linear_products(shape: dict[str, Any], vocab: int, tokens: int) -> list[tuple[int, int, int]]:
     """(m, k, n) of each Linear's three matrix products in one training step over `tokens`
     tokens: forward, input gradient and weight gradient, for every block's four Linears and the
@@ -649,7 +522,8 @@ def linear_products(shape: dict[str, Any], vocab: int, tokens: int) -> list[tupl
 
 
 def part_e(work: Path, args: argparse.Namespace) -> dict:
-    """seed003's training step alone, ours against nanoGPT's, in one process (see STEP_AB)."""
+    """seed003's training step alone, ours against nanoGPT's, in one process (see
+    benchmarks/workers/seeds_step.py)."""
     from gptpipe.presets import load_preset
 
     nano = nanogpt_checkout(work, args.nanogpt)
@@ -668,7 +542,7 @@ def part_e(work: Path, args: argparse.Namespace) -> dict:
         "rounds": 2 if args.quick else 8,
         "steps": 2 if args.quick else 25,
     }
-    out = run([PYTHON, "-c", STEP_AB, json.dumps(cfg)])
+    out = run(worker("seeds_step", json.dumps(cfg)), env=worker_env())
     times = json.loads(out.strip().splitlines()[-1])
     for row in times.values():
         row["ratio"] = row["ours_ms"] / row["nanogpt_ms"]
@@ -717,7 +591,9 @@ def part_c(work: Path, args: argparse.Namespace) -> dict:
             "--out", str(root / "evaluate.json"), "--details", str(root / "evaluate-run.json"),
         ]
     )  # fmt: skip
-    held = json.loads((root / "evaluate.json").read_text())["model"]  # keyed by folder name
+    # the metrics file holds the headline (bits per byte) only; the run details have it all,
+    # keyed by the model's folder name
+    held = json.loads((root / "evaluate-run.json").read_text())["model"]
     metrics = got["metrics"]
     return {
         "seconds": got["seconds"],

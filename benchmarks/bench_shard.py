@@ -37,34 +37,13 @@ from benchmarks.harness import (
     machine,
     median,
     paired_ratio,
-    python_code,
+    python_module,
     run_worker,
 )
 
-_THEIRS = r"""
-import json, sys, time
-from gptpipe.tokens.corpus import iter_documents
-from gptpipe.tokenizer.folder import load_tokenizer
-corpus, tok, threads, out = sys.argv[1:5]
-enc = load_tokenizer(tok)
-t0 = time.perf_counter()
-docs = list(iter_documents(corpus))
-ids = enc.encode_ordinary_batch(docs, num_threads=int(threads))
-seconds = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "tokens": sum(map(len, ids)) + len(ids)}))
-"""
-
-_OURS = r"""
-import json, sys, time
-from pathlib import Path
-from gptpipe.config import ShardConfig
-from gptpipe.stages.shard import run
-corpus, tok, threads, out = sys.argv[1:5]
-t0 = time.perf_counter()
-manifest = run(ShardConfig(workers=int(threads)), Path(corpus), Path(tok), Path(out), False)
-seconds = time.perf_counter() - t0
-print(json.dumps({"seconds": seconds, "tokens": manifest["tokens"]}))
-"""
+# Each side runs in its own interpreter (benchmarks/workers/shard_*.py); it prints one JSON
+# line: seconds and tokens.
+OURS, THEIRS = "benchmarks.workers.shard_ours", "benchmarks.workers.shard_theirs"
 
 
 def build_corpus(path: Path, megabytes: float) -> None:
@@ -83,14 +62,14 @@ def build_corpus(path: Path, megabytes: float) -> None:
             written += len(piece.encode("utf-8"))
 
 
-def measure(script: str, corpus: Path, tok: Path, threads: int, out: Path) -> dict[str, Any]:
+def measure(worker: str, corpus: Path, tok: Path, threads: int, out: Path) -> dict[str, Any]:
     """Run one side in a fresh process; its peak RSS comes from the kernel (`wait4`).
 
     Both sides work in threads of one process, so the process's peak is all of it. Reading
     the peak after the fact costs nothing while the side runs, where polling /proc would
     take CPU from a 2-core machine and skew the throughput.
     """
-    run = run_worker(python_code(script, corpus, tok, threads, out))
+    run = run_worker(python_module(worker, corpus, tok, threads, out))
     return run.data | {"peak_rss_mb": run.peak_rss_mb}
 
 
@@ -100,13 +79,13 @@ def compare(
     """Both sides on `corpus`, alternated `repeats` times (each pair writes its own shards)."""
     count = iter(range(2 * repeats))
 
-    def side(script: str) -> Any:
+    def side(worker: str) -> Any:
         def once() -> dict[str, Any]:
-            return measure(script, corpus, tok, threads, folder / f"shards-{next(count) // 2}")
+            return measure(worker, corpus, tok, threads, folder / f"shards-{next(count) // 2}")
 
         return once
 
-    return alternate({"tiktoken": side(_THEIRS), "gptpipe": side(_OURS)}, repeats)
+    return alternate({"tiktoken": side(THEIRS), "gptpipe": side(OURS)}, repeats)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

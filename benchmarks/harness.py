@@ -8,15 +8,16 @@ repository root (under `flock /tmp/gptpipe-bench.lock` when the figures matter).
 API
 ---
 - `run_worker(argv, *, env=None, timeout=None, expect_json=True) -> Measured`: run one
-  command (build it with `python_code` or `python_module`) in a fresh process with the
-  repository on PYTHONPATH; `env` entries override the environment (None removes a
-  variable). The worker prints its result as one JSON object on its LAST stdout line
-  (anything before is ignored). Returns `Measured(data, seconds, peak_rss_mb)`: the parsed
+  command (build it with `python_module`) in a fresh process with the repository on
+  PYTHONPATH; `env` entries override the environment (None removes a variable). The worker
+  prints its result as one JSON object on its LAST stdout line (anything before is
+  ignored). Returns `Measured(data, seconds, peak_rss_mb)`: the parsed
   JSON ({} with `expect_json=False`), the process's wall time, and its peak RSS as `wait4`
-  reports it (ru_maxrss; see VM_HWM for its floor, `Measured.floor_mb`). A non-zero exit,
-  a timeout or missing JSON raises `WorkerFailed` with the tail of the worker's stderr.
-- `python_code(code, *args)`: argv for `python -c code args...` (the code reads sys.argv[1:]).
-- `python_module(module, *args)`: argv for `python -m module args...`.
+  reports it (ru_maxrss; see `hwm` below for its floor, `Measured.floor_mb`). A non-zero
+  exit, a timeout or missing JSON raises `WorkerFailed` with the tail of the worker's stderr.
+- `python_module(module, *args)`: argv for `python -m module args...`. The benchmarks'
+  measurements are modules of `benchmarks.workers` (`python -m benchmarks.workers.x ARGS`,
+  each with `main(argv)`, its result printed as JSON): no code runs from a string.
 - `serve_worker(argv, measure) -> bool`: the worker side of a script that spawns itself:
   when `argv` is `["--worker", SPEC_JSON]`, print `json.dumps(measure(spec))` and return
   True (the script's main then returns at once); else False.
@@ -27,11 +28,12 @@ API
   sides alike; returns each side's results in order.
 - `median(values)`; `paired_ratio(numerators, denominators)`: the median of per-repeat
   ratios (cancels drift better than the ratio of two medians).
-- `VM_HWM`: code defining `hwm()` (this process's peak RSS in bytes, from /proc), for
-  workers spawned by a large process: Linux's ru_maxrss also counts the memory the worker
-  had mapped before its exec, which is the spawning process's, so a figure at or below
-  `Measured.floor_mb` (the spawner's own peak RSS) says nothing. Run from the command line
-  (`python -m benchmarks...`, a small process) the floor is far below the figures.
+- `benchmarks.workers.peak.hwm()`: the calling process's peak RSS in bytes (VmHWM, from
+  /proc; its module imports nothing), for workers spawned by a large process: Linux's
+  ru_maxrss also counts the memory the worker had mapped before its exec, which is the
+  spawning process's, so a figure at or below `Measured.floor_mb` (the spawner's own peak
+  RSS) says nothing. Run from the command line (`python -m benchmarks...`, a small process)
+  the floor is far below the figures.
 - `MIRROR`: the offline data sets ($GPTPIPE_MIRROR, else ../shared/mirror); `REPO`.
 - `machine() -> str`: the CPU model and its SIMD flags of interest, to print beside figures.
 """
@@ -57,13 +59,6 @@ MIRROR = Path(os.environ.get("GPTPIPE_MIRROR", REPO.parent / "shared" / "mirror"
 EOT = "<|endoftext|>"
 T = TypeVar("T")
 
-VM_HWM = r"""
-def hwm():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-"""
-
 
 class WorkerFailed(RuntimeError):
     """A measurement's process failed (exit status, timeout, or no JSON result)."""
@@ -77,10 +72,6 @@ class Measured:
     seconds: float = 0.0
     peak_rss_mb: float = 0.0
     floor_mb: float = 0.0  # the spawning process's peak RSS: peak_rss_mb is never below it
-
-
-def python_code(code: str, *args: object) -> list[str]:
-    return [sys.executable, "-c", code, *map(str, args)]
 
 
 def python_module(module: str, *args: object) -> list[str]:

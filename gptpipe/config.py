@@ -6,6 +6,7 @@ section into the text shown by `gptpipe <stage> --help`. Every error names the d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -360,7 +361,8 @@ class TrainingConfig:
     keep: Literal["final", "best"] = _f(
         "final",
         "Which weights the model folder gets: final (after the last step) or best (those of "
-        "the validation with the lowest val_loss; a copy of the weights is held meanwhile). "
+        "the validation with the lowest val_loss; a copy of the weights is held meanwhile). A "
+        "classifier's val_loss can rise while its accuracy still climbs (it grows confident). "
         "The report and the run details say which step they are from.",
     )
     patience: int = _f(
@@ -617,12 +619,6 @@ class ClassifyConfig(FinetuneConfig):
         "runs, the other is 0: epochs > 0 trains ceil(epochs * training examples / (batch_size "
         "* grad_accum)) steps. 5 (the book's) with batch 16 and lr 5e-4 reaches 96.3% on the "
         "balanced SMS-spam protocol (bench_classify).",
-    )
-    keep: Literal["final", "best"] = _f(
-        "best",
-        "Which weights the model folder gets: best (those of the validation with the lowest "
-        "val_loss: a small labelled set overfits within a few epochs) or final (after the last "
-        "step). The report and the run details say which step they are from.",
     )
     protocol: Literal["stratified", "balanced"] = _f(
         "stratified",
@@ -909,7 +905,7 @@ def read_params(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     for text in overrides:
         key, value = parse_override(text)
         section, _, name = key.partition(".")
-        _check_key(section, name)
+        check_key(section, name)
         target = params.setdefault(section, {})
         if not isinstance(target, dict):
             raise ConfigError(section, "must be a mapping")
@@ -949,7 +945,7 @@ def _load_yaml(path: Path) -> Any:
     return parse_params(read_params_text(path), str(path))
 
 
-def _check_key(section: str, name: str) -> None:
+def check_key(section: str, name: str) -> None:
     cls = SECTIONS.get(section)
     if cls is None:
         raise ConfigError(section, f"unknown section; allowed: {', '.join(SECTIONS)}")
@@ -967,7 +963,7 @@ def build_section(params: dict[str, Any], section: str) -> Any:
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in values.items():
-        _check_key(section, str(name))
+        check_key(section, str(name))
         kwargs[name] = _coerce(f"{section}.{name}", value, hints[name])
     return cls(**kwargs)
 
@@ -988,14 +984,11 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
-        errors = []
         for option in options:
             if option is type(None):
                 continue
-            try:
+            with contextlib.suppress(ConfigError):  # the next option may take it
                 return _coerce(key, value, option)
-            except ConfigError as exc:
-                errors.append(str(exc))
         raise ConfigError(key, f"expected {_type_name(annotation)}, got {value!r}")
     if origin is Literal:
         allowed = typing.get_args(annotation)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -12,11 +13,11 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import __version__, layout
-from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import DataConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.outputs import Output, check_paths, folder_kind
 from gptpipe.progress import wrote
 from gptpipe.sources.datasets import (
@@ -35,7 +36,7 @@ from gptpipe.sources.fetch import (
     source_kind,
     split_member,
 )
-from gptpipe.sources.stdlib import StdlibBuild, build_stdlib
+from gptpipe.sources.stdlib import build_stdlib
 
 _PROVENANCE_FILE = layout.PROVENANCE.name
 _RAW_FOLDER = folder_kind("data folder", {_PROVENANCE_FILE})  # what gptpipe.outputs recognises
@@ -108,15 +109,8 @@ def run(
     how = {kind: check_source(kind, sources[kind], f"data.{kind}", table) for kind in KINDS}
     _check_watched(cfg, table)
     mirror = _mirror_folder(cfg) if "named" in how.values() else None
-
-    cache: list[StdlibBuild] = []
-
-    def stdlib() -> StdlibBuild:
-        if not cache:
-            cache.append(build_stdlib())
-        return cache[0]
-
     options = FetchOptions(cfg.timeout, cfg.retries, cfg.max_bytes, backoff)
+    stdlib = functools.cache(build_stdlib)  # built once for the kinds that take it
     provenance: dict[str, Any] = {"gptpipe": __version__}
     with staged_with_details(out, details) as (tmp, new_details):
         tmp.mkdir(mode=0o755)
@@ -124,22 +118,12 @@ def run(
         for kind in KINDS:
             dest = tmp / FILE_NAMES[kind]
             loaded = load_source(
-                kind,
-                sources[kind],
-                f"data.{kind}",
-                work_dir,
-                dest,
-                options,
-                mirror=mirror,
-                named=table,
-                stdlib=stdlib,
-            )
+                kind, sources[kind], f"data.{kind}", work_dir, dest, options,
+                mirror=mirror, named=table, stdlib=stdlib,
+            )  # fmt: skip
             sha, size = sha256_and_size(dest)
-            provenance[kind] = {
-                **loaded.provenance,
-                "output": {"file": FILE_NAMES[kind], "sha256": sha, "bytes": size},
-                "counts": loaded.counts,
-            }
+            output = {"file": FILE_NAMES[kind], "sha256": sha, "bytes": size}
+            provenance[kind] = loaded.provenance | {"output": output, "counts": loaded.counts}
         shutil.rmtree(work_dir, ignore_errors=True)
         write_json(tmp / _PROVENANCE_FILE, provenance)
         if new_details is not None:

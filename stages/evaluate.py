@@ -11,7 +11,6 @@ import numpy as np
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import ModelsOption, ParamsOption, RunDetailsOption, SetOption, section
 from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import (
@@ -22,6 +21,7 @@ from gptpipe.evaluation import (
 )
 from gptpipe.metrics import headline, ran_with, wall_seconds, write_metrics
 from gptpipe.model.folder import read_info
+from gptpipe.options import ModelsOption, ParamsOption, RunDetailsOption, SetOption, section
 from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.tokenizer.folder import tokenizer_hash

@@ -14,17 +14,6 @@ import torch
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import (
-    BaseModelOption,
-    CheckpointsOption,
-    MetricsOption,
-    ModelOutOption,
-    ParamsOption,
-    PlotsOption,
-    RunDetailsOption,
-    SetOption,
-    section,
-)
 from gptpipe.config import ClassifyConfig
 from gptpipe.finetune.batches import batches_of, context_length, length_batches
 from gptpipe.finetune.classify import (
@@ -44,6 +33,17 @@ from gptpipe.metrics import ran_with
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.gpt import GPT
 from gptpipe.model.heads import with_classifier
+from gptpipe.options import (
+    BaseModelOption,
+    CheckpointsOption,
+    MetricsOption,
+    ModelOutOption,
+    ParamsOption,
+    PlotsOption,
+    RunDetailsOption,
+    SetOption,
+    section,
+)
 from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator

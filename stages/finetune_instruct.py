@@ -15,17 +15,6 @@ import torch
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import (
-    BaseModelOption,
-    CheckpointsOption,
-    MetricsOption,
-    ModelOutOption,
-    ParamsOption,
-    PlotsOption,
-    RunDetailsOption,
-    SetOption,
-    section,
-)
 from gptpipe.config import InstructConfig
 from gptpipe.finetune.batches import context_length, fixed_batches, length_batches
 from gptpipe.finetune.instruct import (
@@ -43,6 +32,17 @@ from gptpipe.fsutil import files_sha256, write_json
 from gptpipe.metrics import ran_with
 from gptpipe.model.folder import WEIGHTS, load_language_model, save_model
 from gptpipe.model.gpt import GPT
+from gptpipe.options import (
+    BaseModelOption,
+    CheckpointsOption,
+    MetricsOption,
+    ModelOutOption,
+    ParamsOption,
+    PlotsOption,
+    RunDetailsOption,
+    SetOption,
+    section,
+)
 from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator

@@ -14,16 +14,6 @@ import torch
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import (
-    CheckpointsOption,
-    MetricsOption,
-    ModelOutOption,
-    ParamsOption,
-    PlotsOption,
-    RunDetailsOption,
-    SetOption,
-    section,
-)
 from gptpipe.config import (
     BaseConfig,
     ModelConfig,
@@ -39,6 +29,16 @@ from gptpipe.metrics import ran_with, wall_seconds
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.skipped import write_skipped
+from gptpipe.options import (
+    CheckpointsOption,
+    MetricsOption,
+    ModelOutOption,
+    ParamsOption,
+    PlotsOption,
+    RunDetailsOption,
+    SetOption,
+    section,
+)
 from gptpipe.outputs import check_paths
 from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator

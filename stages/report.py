@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import ParamsOption, SetOption, section
 from gptpipe.config import ReportConfig
 from gptpipe.fsutil import staged_outputs
+from gptpipe.options import ParamsOption, SetOption, section
 from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.report.compare import compare_table, read_experiments
@@ -38,9 +38,14 @@ _DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
 
 @dataclass
 class _Sources:
-    """The artifacts beside metrics, plots and samples that the report card reads; any of
-    them may be absent (its section says "not run")."""
+    """What the report card reads, all artifacts of earlier stages; any of them may be absent
+    (its section says "not run")."""
 
+    metrics: Path = layout.METRICS
+    plots: Path = layout.PLOTS
+    samples: Path = layout.SAMPLES
+    examples: Path = _DEFAULT_RESPONSES
+    models: list[Path] = field(default_factory=lambda: list(_DEFAULT_MODELS))
     runs: Path = layout.RUNS
     provenance: Path = layout.PROVENANCE
     shards: Path = layout.SHARDS
@@ -49,43 +54,33 @@ class _Sources:
     attention: Path = layout.ATTENTION  # the sample stage's attention maps
 
 
-def run(
-    cfg: ReportConfig,
-    metrics: Path,
-    plots: Path,
-    samples: Path,
-    examples: Path,
-    models: list[Path],
-    out: Path,
-    figures: Path,
-    sources: _Sources | None = None,
-) -> str:
+def run(cfg: ReportConfig, out: Path, figures: Path, sources: _Sources | None = None) -> str:
     """Write the figures folder and the report; returns the report's Markdown.
 
     Any input that does not exist is reported as "not run"; inputs that exist but are
     malformed are bad input naming the file.
     """
     src = sources or _Sources()
-    samples_file = samples / "samples.json" if samples.is_dir() else samples
-    current = read_metrics(metrics)
+    samples_file = src.samples / "samples.json" if src.samples.is_dir() else src.samples
     runs = read_metrics(src.runs, RUN_FILES)
     repo = Path.cwd()
+    committed = {n: src.metrics / f"{n}.json" for n in METRIC_FILES}
     inputs = ReportInputs(
         title=cfg.title,
-        metrics=current,
-        curves=read_curves(plots),
+        metrics=read_metrics(src.metrics),
+        curves=read_curves(src.plots),
         samples=read_list(samples_file),
-        examples=read_list(examples),
-        models=read_models(models),
+        examples=read_list(src.examples),
+        models=read_models(src.models),
         runs=runs,
         params=recorded_params(runs),
         environment=collect_environment(repo),
         provenance=read_object(src.provenance),
         manifest=read_object(src.shards / "manifest.json"),
         tokenizer=read_object(src.tokenizer / "tokenizer.json"),
-        confusion=read_confusion(plots / "classify" / "confusion.json"),
+        confusion=read_confusion(src.plots / "classify" / "confusion.json"),
         responses=read_list(src.responses),
-        previous=committed_metrics(repo, {n: metrics / f"{n}.json" for n in METRIC_FILES}),
+        previous=committed_metrics(repo, committed),
         attention=read_object(src.attention / layout.ATTENTION_JSON),
         attention_dir=src.attention,
     )
@@ -152,12 +147,13 @@ def command(
         print(compare_table(read_experiments(Path.cwd())), end="")
         return
     models = list(model) if model else _DEFAULT_MODELS
-    sources = _Sources(runs, provenance, shards, tokenizer, responses, attention)
+    sources = _Sources(metrics, plots, samples, examples, models, runs, provenance, shards)
+    sources.tokenizer, sources.responses, sources.attention = tokenizer, responses, attention
     read = {"--params": params, "--metrics": metrics, "--plots": plots, "--samples": samples}
     read |= {"--examples": examples, "--runs": runs, "--provenance": provenance}
     read |= {"--shards": shards, "--tokenizer": tokenizer, "--responses": responses}
     read |= {"--attention": attention}
     inputs = [*read.items(), *(("--model", m) for m in models)]
     check_paths([Output("--out", out), Output("--figures", figures, FIGURES_FOLDER)], inputs)
-    run(cfg, metrics, plots, samples, examples, models, out, figures, sources)
+    run(cfg, out, figures, sources)
     wrote("report", out, figures)

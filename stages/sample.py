@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import tiktoken
 import typer
+from rich.progress import Progress, TaskID
 
 from gptpipe import layout
-from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import files_sha256, staged_outputs, write_json
@@ -23,6 +23,7 @@ from gptpipe.metrics import ran_with, wall_seconds
 from gptpipe.model.folder import WEIGHTS, is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
 from gptpipe.model.skipped import read_skipped
+from gptpipe.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.outputs import Output, check_paths, folder_kind
 from gptpipe.progress import progress, wrote
 from gptpipe.prompts import format_prompt
@@ -48,56 +49,25 @@ def run(
     the run details (wall seconds) to `details`; all of them appear together.
 
     A model folder that is a skipped marker (pretraining skipped because base.source names
-    another base) is left out, and samples.md says so.
+    another base) is left out, and samples.md says so; a model whose weights equal an earlier
+    one's is sampled once.
     """
     started = time.perf_counter()
-    names = [m.name for m in models]
-    if len(set(names)) != len(names):
-        raise BadInput(f"model folders must have distinct names (samples.json keys): {names}")
-    for model_dir in models:
-        if not model_dir.is_dir():
-            raise BadInput(f"{model_dir}: model folder not found")
-    skipped = {m.name: str(r.get("reason", "")) for m in models if (r := read_skipped(m))}
-    present = [m for m in models if m.name not in skipped]
-    if not present:
-        raise BadInput(f"no model to sample from: {', '.join(map(str, models))} were all skipped")
-    same = _same_weights(present)
-    present = [m for m in present if m.name not in same]
+    skipped, same, present = _which_models(models)
     drawn_by = _attention_model(present)
     device = resolve_device(cfg.device, "sample.device")
     records: list[dict[str, Any]] = []
     targets = [out] + [p for p in (attention, details) if p is not None]
     with staged_outputs(*targets) as staged, progress() as bar:
-        new_out = staged[0]
         new_attention = staged[1] if attention is not None else None
-        task = bar.add_task("sample", total=None)
-        total = 0
+        total = sum(len(_formats(m)) for m in present) * len(cfg.prompts)
+        task = bar.add_task("sample", total=total)
         for model_dir in present:
             model, encoding = load_language_model(model_dir, device)
-            instruct = is_instruct(model_dir, read_info(model_dir))
-            formats = ["raw", "alpaca"] if instruct else ["raw"]
-            total += len(formats) * len(cfg.prompts)
-            bar.update(task, total=total)
-            for prompt_format in formats:
-                for prompt in cfg.prompts:
-                    text = format_prompt(prompt) if prompt_format == "alpaca" else prompt
-
-                    seed_of = partial(sample_seed, cfg.seed, model_dir.name, prompt_format, prompt)
-                    for item in prompt_continuations(model, encoding, cfg, text, seed_of):
-                        records.append(
-                            {"model": model_dir.name, "prompt": prompt, "format": prompt_format}
-                            | item
-                        )
-                    bar.advance(task)
+            records += _model_samples(cfg, model_dir, model, encoding, (bar, task))
             if new_attention is not None and model_dir == drawn_by:
                 _write_attention(model, encoding, cfg, model_dir, new_attention)
-        new_out.mkdir(mode=0o755)
-        (new_out / _SAMPLES_JSON).write_text(
-            json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
-        lines = ["# Samples", "", *_settings(cfg), *_skipped_lines(skipped, same), ""]
-        lines += samples_markdown(records, level=2)
-        (new_out / _SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
+        _write_samples(staged[0], records, cfg, _skipped_lines(skipped, same))
         if details is not None:
             run_details: dict[str, Any] = {
                 "models": [m.name for m in present],
@@ -109,6 +79,64 @@ def run(
             }
             write_json(staged[-1], run_details | ran_with(sample=cfg))
     return records
+
+
+def _which_models(models: list[Path]) -> tuple[dict[str, str], dict[str, str], list[Path]]:
+    """(skipped markers {name: why}, weights seen before {name: twin}, the models to sample);
+    names must be distinct (they key samples.json) and every folder must exist."""
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise BadInput(f"model folders must have distinct names (samples.json keys): {names}")
+    for model_dir in models:
+        if not model_dir.is_dir():
+            raise BadInput(f"{model_dir}: model folder not found")
+    skipped = {m.name: str(r.get("reason", "")) for m in models if (r := read_skipped(m))}
+    present = [m for m in models if m.name not in skipped]
+    if not present:
+        raise BadInput(f"no model to sample from: {', '.join(map(str, models))} were all skipped")
+    same = _same_weights(present)
+    return skipped, same, [m for m in present if m.name not in same]
+
+
+def _model_samples(
+    cfg: SampleConfig,
+    model_dir: Path,
+    model: GPT,
+    encoding: tiktoken.Encoding,
+    progress_task: tuple[Progress, TaskID],
+) -> list[dict[str, Any]]:
+    """Every prompt continued by one model with every decoding setting (an instruction-tuned
+    model also answers each prompt as an Alpaca instruction)."""
+    bar, task = progress_task
+    records = []
+    for prompt_format in _formats(model_dir):
+        for prompt in cfg.prompts:
+            text = format_prompt(prompt) if prompt_format == "alpaca" else prompt
+            seed_of = partial(sample_seed, cfg.seed, model_dir.name, prompt_format, prompt)
+            for item in prompt_continuations(model, encoding, cfg, text, seed_of):
+                records.append(
+                    {"model": model_dir.name, "prompt": prompt, "format": prompt_format} | item
+                )
+            bar.advance(task)
+    return records
+
+
+def _formats(model_dir: Path) -> list[str]:
+    """How a model is prompted: as written, and as an Alpaca instruction if it was tuned."""
+    return ["raw", "alpaca"] if is_instruct(model_dir, read_info(model_dir)) else ["raw"]
+
+
+def _write_samples(
+    folder: Path, records: list[dict[str, Any]], cfg: SampleConfig, notes: list[str]
+) -> None:
+    """samples.json (every record) and samples.md (the settings, `notes`, the texts)."""
+    folder.mkdir(mode=0o755)
+    (folder / _SAMPLES_JSON).write_text(
+        json.dumps(records, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    lines = ["# Samples", "", *_settings(cfg), *notes, ""]
+    lines += samples_markdown(records, level=2)
+    (folder / _SAMPLES_MD).write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
 
 
 def _attention_model(models: list[Path]) -> Path:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import ShardConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.options import CorpusOption, ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import progress, wrote
 from gptpipe.tokenizer.folder import eot_id, load_tokenizer, tokenizer_hash
@@ -57,25 +59,15 @@ def run(
         splitter = TrainValSplitter(
             writers["train"], writers["val"], cfg.split_chunk_tokens, cfg.val_fraction, cfg.seed
         )
-        tokens = 0
-        for ids in encode_corpus(
+        encoded = encode_corpus(
             corpus,
             tokenizer_dir,
             dtype,
             workers=cfg.workers,
             stats=stats,
             on_bytes=lambda n: bar.advance(task, n),
-        ):
-            tokens += len(ids)
-            splitter.append(ids)
-        if tokens == 0:
-            raise BadInput(f"{corpus}: corpus is empty (no documents with text)")
-        if splitter.close() < 2:
-            raise BadInput(
-                f"{corpus}: corpus too small for a train/val split: {tokens} tokens, need at "
-                f"least 2 chunks of shard.split_chunk_tokens={cfg.split_chunk_tokens} "
-                f"({2 * cfg.split_chunk_tokens} tokens)"
-            )
+        )
+        tokens = _split_stream(encoded, splitter, corpus, cfg.split_chunk_tokens)
         manifest = new_manifest(
             dtype=dtype,
             eot_id=eot_id(encoding),
@@ -85,12 +77,7 @@ def run(
             corpus_bytes=stats.bytes,
             documents=stats.documents,
             tokens=tokens,
-            split={
-                "val_fraction": cfg.val_fraction,
-                "split_chunk_tokens": cfg.split_chunk_tokens,
-                "seed": cfg.seed,
-                "chunks": dict(splitter.chunks),
-            },
+            split=_split_record(cfg, splitter),
             splits={s: w.close() for s, w in writers.items()},
         )
         write_manifest(tmp, manifest)
@@ -99,6 +86,31 @@ def run(
             record = run_details | {"wall_seconds": wall_seconds(started)}
             write_json(new_details, record | ran_with(shard=cfg))
     return manifest
+
+
+def _split_record(cfg: ShardConfig, splitter: TrainValSplitter) -> dict[str, Any]:
+    """How the stream was split, as the manifest records it."""
+    rule = {"val_fraction": cfg.val_fraction, "split_chunk_tokens": cfg.split_chunk_tokens}
+    return rule | {"seed": cfg.seed, "chunks": dict(splitter.chunks)}
+
+
+def _split_stream(
+    encoded: Iterable[np.ndarray], splitter: TrainValSplitter, corpus: Path, chunk: int
+) -> int:
+    """Feed the encoded documents to the train/val splitter; the number of tokens. A corpus
+    without text, or too small for two chunks, is bad input naming it."""
+    tokens = 0
+    for ids in encoded:
+        tokens += len(ids)
+        splitter.append(ids)
+    if tokens == 0:
+        raise BadInput(f"{corpus}: corpus is empty (no documents with text)")
+    if splitter.close() < 2:
+        raise BadInput(
+            f"{corpus}: corpus too small for a train/val split: {tokens} tokens, need at "
+            f"least 2 chunks of shard.split_chunk_tokens={chunk} ({2 * chunk} tokens)"
+        )
+    return tokens
 
 
 def command(

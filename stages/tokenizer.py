@@ -12,11 +12,11 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import CorpusOption, ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import TokenizerConfig
 from gptpipe.errors import BadInput, ConfigError
 from gptpipe.fsutil import write_json
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
+from gptpipe.options import CorpusOption, ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.tokenizer.bpe import train_bpe

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import layout
-from gptpipe.cli.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.config import GPT2_NAMES, BaseConfig
 from gptpipe.fsutil import write_json
 from gptpipe.interop.compat import check_size, matching_tokenizer
@@ -25,6 +24,7 @@ from gptpipe.interop.gpt2_layouts import open_checkpoint
 from gptpipe.interop.hub import SIZES, resolve
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
 from gptpipe.model.folder import MODEL_FOLDER, copy_model, read_info, save_tensors
+from gptpipe.options import ParamsOption, SetOption, StageDetailsOption, section
 from gptpipe.outputs import Output, check_paths
 from gptpipe.progress import wrote
 from gptpipe.sources.fetch import FetchOptions

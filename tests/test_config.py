@@ -186,4 +186,4 @@ def test_one_of_max_steps_and_epochs_sets_the_length_of_a_fine_tuning() -> None:
         InstructConfig(max_steps=0)
     assert ClassifyConfig(max_steps=30, epochs=0).max_steps == 30
     assert InstructConfig(max_steps=0, epochs=2).epochs == 2
-    assert ClassifyConfig().keep == "best" and InstructConfig().keep == "final"
+    assert ClassifyConfig().keep == InstructConfig().keep == "final"

@@ -15,8 +15,8 @@ from typer._click import exceptions as click  # the click that Typer vendors
 from typer.core import TyperGroup
 
 from gptpipe.cli import attention, chat, classify, export, generate, info, preset
-from gptpipe.cli.options import guarded
 from gptpipe.config import describe
+from gptpipe.options import guarded
 from gptpipe.stages import (
     download,
     evaluate,

@@ -15,7 +15,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from gptpipe import layout
-from gptpipe.cli.options import SetOption
 from gptpipe.config import ModelConfig, TokenizerConfig, build_section, read_params, to_dict
 from gptpipe.errors import BadInput
 from gptpipe.interop.gpt2_vocab import GPT2_VOCAB
@@ -23,6 +22,7 @@ from gptpipe.model.folder import WEIGHTS, read_info
 from gptpipe.model.gpt import GPTConfig
 from gptpipe.model.params import PARAM_GROUPS, block_breakdown, config_breakdown, head_is_tied
 from gptpipe.model.skipped import read_skipped
+from gptpipe.options import SetOption
 
 
 def model_kind(n_classes: int, meta: dict[str, Any]) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from gptpipe.config import SECTIONS, _check_key, build_section, parse_params
+from gptpipe.config import SECTIONS, build_section, check_key, parse_params
 from gptpipe.errors import BadInput
 
 
@@ -108,9 +108,9 @@ def check_params(params: dict[str, Any]) -> None:
     """Every key must exist and every section must validate (ConfigError names the key)."""
     for section, values in params.items():
         if section not in SECTIONS:
-            _check_key(section, "")
+            check_key(section, "")
         for key in values or {}:
-            _check_key(section, key)
+            check_key(section, key)
     for section in SECTIONS:
         build_section(params, section)
 

@@ -1,31 +1,26 @@
 """The benchmark harness: a worker in a fresh interpreter, its JSON, its peak memory, failures
 reported with the worker's stderr, sides alternated."""
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from benchmarks.harness import (
-    WorkerFailed,
-    alternate,
-    paired_ratio,
-    python_code,
-    run_worker,
-    spawn_self,
-)
+from benchmarks.harness import WorkerFailed, alternate, paired_ratio, run_worker, spawn_self
 
-ALLOCATE = r"""
-import json, os, sys
-block = bytearray(int(sys.argv[1]) * 2**20)  # touched: resident
-block[::4096] = b"x" * len(block[::4096])
-print("noise before the result")
-print(json.dumps({"mb": int(sys.argv[1]), "pid": os.getpid(), "env": os.environ.get("X_B")}))
-"""
+WORKER = Path(__file__).with_name("harness_worker.py")
+
+
+def worker(*args: object) -> list[str]:
+    """argv of harness_worker.py (allocate MB, exit MESSAGE, print TEXT, sleep SECONDS)."""
+    return [sys.executable, str(WORKER), *map(str, args)]
 
 
 def test_a_worker_runs_in_a_fresh_process_and_its_peak_memory_is_measured():
-    small = run_worker(python_code(ALLOCATE, 1))
-    # wait4's figure cannot be below this process's own peak (see VM_HWM): go above it
+    small = run_worker(worker("allocate", 1))
+    # wait4's figure cannot be below this process's own peak (see harness's `hwm`): go above it
     size = int(small.floor_mb) + 200
-    large = run_worker(python_code(ALLOCATE, size), env={"X_B": "set"})
+    large = run_worker(worker("allocate", size), env={"X_B": "set"})
     assert small.data["mb"] == 1 and large.data["env"] == "set" and small.data["env"] is None
     assert small.data["pid"] != large.data["pid"]
     assert small.floor_mb <= small.peak_rss_mb
@@ -36,11 +31,11 @@ def test_a_worker_runs_in_a_fresh_process_and_its_peak_memory_is_measured():
 
 def test_a_failing_worker_raises_with_its_stderr():
     with pytest.raises(WorkerFailed, match="boom"):
-        run_worker(python_code("import sys; sys.exit('boom')"))
+        run_worker(worker("exit", "boom"))
     with pytest.raises(WorkerFailed, match="no JSON"):
-        run_worker(python_code("print('not json')"))
+        run_worker(worker("print", "not json"))
     with pytest.raises(WorkerFailed, match="timed out"):
-        run_worker(python_code("import time; time.sleep(30)"), timeout=0.5)
+        run_worker(worker("sleep", 30), timeout=0.5)
 
 
 def test_a_module_worker_finds_the_repository_package():

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from matplotlib.image import imread
 from helpers.faults import small_fs
+from matplotlib.image import imread
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app

@@ -2,9 +2,9 @@
 
 `write_tf_checkpoint` writes OpenAI's TensorFlow layout without TensorFlow: a data file
 of raw little-endian tensors and an index that is a LevelDB-format table of
-BundleEntryProto messages, encoded here independently of gptpipe.interop.tf_checkpoint's reader (its own
-varint/protobuf encoders, block builder with restart points and key prefix compression,
-optional Snappy compression), following tensorflow/core/lib/io/{format,block_builder,
+BundleEntryProto messages, encoded here independently of gptpipe.interop.tf_checkpoint's
+reader (its own varint/protobuf encoders, block builder with restart points and key prefix
+compression, optional Snappy compression), following tensorflow/core/lib/io/{format,block_builder,
 table_builder}.cc and tensorflow/core/protobuf/tensor_bundle.proto.
 """
 

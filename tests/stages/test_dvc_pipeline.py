@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers.dvcrepo import new_repository, run
+from helpers.http import serve_folder
 from helpers.tiny import corpus_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,6 +194,29 @@ def test_an_edited_local_data_file_shows_in_status_and_reruns_what_it_feeds(proj
     assert "Data and pipelines are up to date" in run(project, "dvc", "status").stdout
     run(project, "git", "add", "-A")
     run(project, "git", "commit", "-qm", "more labels")
+
+
+def test_a_file_published_at_a_url_is_followed_the_dvc_way(project, tmp_path):
+    """`dvc import-url` records a served file with its checksum into data.inputs; when the
+    server has a newer version, `dvc update` fetches it and `dvc status` names download."""
+    www = tmp_path / "www"
+    www.mkdir()
+    (www / "notes.txt").write_text("first version\n")
+    with serve_folder(www) as server:
+        target = "data/inputs/notes.txt"
+        run(project, "dvc", "import-url", f"{server.base}/notes.txt", target)
+        run(project, "dvc", "repro")  # data.inputs changed: download reruns (nothing else uses it)
+        assert "Data and pipelines are up to date" in run(project, "dvc", "status").stdout
+        time.sleep(1.1)  # a new Last-Modified second: the served checksum changes
+        (www / "notes.txt").write_text("second version, longer\n")
+        run(project, "dvc", "update", f"{target}.dvc")
+    assert (project / target).read_text() == "second version, longer\n"
+    status = run(project, "dvc", "status").stdout
+    assert "download:" in status and "data/inputs" in status, status
+    result = run(project, "dvc", "repro")
+    assert ran_stages(result.stdout) == {"download", "report"}  # its outputs did not change
+    run(project, "git", "add", "-A")
+    run(project, "git", "commit", "-qm", "a served file in data/inputs")
 
 
 def test_a_failed_download_under_dvc_leaves_the_data_and_the_lock(project):

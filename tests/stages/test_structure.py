@@ -57,3 +57,27 @@ def test_only_the_cli_imports_the_stages():
     assert importers, "the CLI registers the stages"
     outside = [p for p in importers if not p.startswith("gptpipe/cli/")]
     assert not outside, f"only gptpipe/cli/ may import gptpipe.stages: {outside}"
+
+
+def imports_the_cli(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and node.module.startswith("gptpipe.cli")
+        ):
+            return True
+        if isinstance(node, ast.Import) and any(
+            a.name.startswith("gptpipe.cli") for a in node.names
+        ):
+            return True
+    return False
+
+
+def test_arrows_run_one_way_the_cli_imports_the_stages_never_the_reverse():
+    """What both need (the shared options, `section()`, the bad-input guard) lives below both,
+    in gptpipe/options.py; no stage and no library module imports gptpipe.cli."""
+    sources = [*(REPO / "gptpipe").rglob("*.py"), *STAGE_FILES]
+    below = [p for p in sources if "cli" not in p.relative_to(REPO).parts]
+    offenders = sorted(str(p.relative_to(REPO)) for p in below if imports_the_cli(p))
+    assert not offenders, f"import gptpipe.cli from below it: {offenders}"

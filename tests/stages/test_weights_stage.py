@@ -1,8 +1,8 @@
 """The weights stage: the pretrained model copied, or GPT-2 weights converted and proven equal."""
 
 import json
-import shutil
 import math
+import shutil
 
 import pytest
 import torch
