@@ -65,7 +65,7 @@ def build(arch: dict[str, int], seed: int = 0, layout: str = "fastest") -> tuple
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from gptpipe.generate.decode import for_decoding
-    from gptpipe.interop.gpt2_layouts import config_from_shapes, hf_to_ours
+    from gptpipe.interop.gpt2_formats import config_from_shapes, hf_to_ours
     from gptpipe.model.folder import model_from_tensors
     from gptpipe.model.tensors import LazyTensor
 

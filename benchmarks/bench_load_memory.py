@@ -37,7 +37,7 @@ def write_checkpoint(folder: Path, name: str) -> int:
     """A Hugging Face GPT-2 folder of the named size, random weights; returns its parameters."""
     import torch
 
-    from gptpipe.interop.gpt2_layouts import expected_shapes
+    from gptpipe.interop.gpt2_formats import expected_shapes
     from gptpipe.interop.hf_export import hf_config, hf_export_tensors
     from gptpipe.interop.hub import SIZES
     from gptpipe.model.gpt import GPTConfig

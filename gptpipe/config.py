@@ -456,7 +456,7 @@ class BaseConfig:
         "pretrain: the model pretrained by this pipeline; gpt2, gpt2-medium, gpt2-large, "
         "gpt2-xl: OpenAI's GPT-2 weights (124M to 1558M; downloaded, or from the mirror folder "
         "base.mirror / $GPTPIPE_MIRROR); or a folder holding GPT-2 weights in the Hugging Face "
-        "(model.safetensors + config.json) or OpenAI (hparams.json + model.ckpt.*) layout. "
+        "(model.safetensors + config.json) or OpenAI (hparams.json + model.ckpt.*) format. "
         "GPT-2 weights need tokenizer.kind: gpt2.",
     )
 

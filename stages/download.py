@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gptpipe import __version__, layout
+from gptpipe import __version__, default_paths
 from gptpipe.config import DataConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
@@ -38,7 +38,7 @@ from gptpipe.sources.fetch import (
 )
 from gptpipe.sources.stdlib import build_stdlib
 
-_PROVENANCE_FILE = layout.PROVENANCE.name
+_PROVENANCE_FILE = default_paths.PROVENANCE.name
 _RAW_FOLDER = folder_kind("data folder", {_PROVENANCE_FILE})  # what gptpipe.outputs recognises
 
 
@@ -141,7 +141,7 @@ def command(
         typer.Option(
             help="Output folder: corpus.txt, instruct.json, classify.tsv, provenance.json."
         ),
-    ] = layout.RAW,
+    ] = default_paths.RAW,
     details: StageDetailsOption = None,
 ) -> None:
     """Download (or build offline) the corpus, instruction and classification data.

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import EvaluateConfig
 from gptpipe.errors import BadInput
 from gptpipe.evaluation import (
@@ -27,8 +27,8 @@ from gptpipe.progress import wrote
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.shards import load_split, read_manifest
 
-_DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL]
-_DEFAULT_OUT = layout.METRICS / "evaluate.json"
+_DEFAULT_MODELS = [default_paths.BASE, default_paths.INSTRUCT_MODEL]
+_DEFAULT_OUT = default_paths.METRICS / "evaluate.json"
 
 
 def _check_matches_shards(model_dir: Path, manifest: dict[str, Any], shards: Path) -> None:
@@ -99,10 +99,10 @@ def command(
         ),
     ] = None,
     shards: Annotated[Path, typer.Option(help="Shards folder; its val split is evaluated.")] = (
-        layout.SHARDS
+        default_paths.SHARDS
     ),
     out: Annotated[Path, typer.Option(help="Metrics JSON written in stage mode.")] = _DEFAULT_OUT,
-    details: RunDetailsOption = layout.RUNS / "evaluate.json",
+    details: RunDetailsOption = default_paths.RUNS / "evaluate.json",
     stride: Annotated[
         int | None, typer.Option(help="Window stride in tokens (overrides evaluate.stride).")
     ] = None,
@@ -119,7 +119,7 @@ def command(
         raise BadInput("--text and --source: give one of them")
     if (text is not None or source is not None) and model and len(model) > 1:
         raise BadInput(f"{'--text' if text else '--source'} evaluates one model: give one --model")
-    one = model[0] if model else layout.BASE
+    one = model[0] if model else default_paths.BASE
     if text is not None:
         print(json.dumps(evaluate_text(cfg, one, text), indent=2))
     elif source is not None:

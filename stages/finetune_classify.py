@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import ClassifyConfig
 from gptpipe.finetune.batches import batches_of, context_length, length_batches
 from gptpipe.finetune.classify import (
@@ -202,16 +202,16 @@ def _conclude(tuned: _Tuned, result: TrainResult, staged: Staged) -> dict[str, A
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    base: BaseModelOption = layout.BASE,
+    base: BaseModelOption = default_paths.BASE,
     data: Annotated[
         Path,
         typer.Option(help="Labelled texts: 'label<TAB>text' lines (or CSV, JSON, JSON Lines)."),
-    ] = layout.CLASSIFY_DATA,
-    out: ModelOutOption = layout.CLASSIFY_MODEL,
-    metrics: MetricsOption = layout.METRICS / "classify.json",
-    plots: PlotsOption = layout.PLOTS / "classify",
-    checkpoints: CheckpointsOption = layout.CHECKPOINTS / "classify",
-    details: RunDetailsOption = layout.RUNS / "classify.json",
+    ] = default_paths.CLASSIFY_DATA,
+    out: ModelOutOption = default_paths.CLASSIFY_MODEL,
+    metrics: MetricsOption = default_paths.METRICS / "classify.json",
+    plots: PlotsOption = default_paths.PLOTS / "classify",
+    checkpoints: CheckpointsOption = default_paths.CHECKPOINTS / "classify",
+    details: RunDetailsOption = default_paths.RUNS / "classify.json",
     scores: Annotated[
         Path,
         typer.Option(

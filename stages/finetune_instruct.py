@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import InstructConfig
 from gptpipe.finetune.batches import context_length, fixed_batches, length_batches
 from gptpipe.finetune.instruct import (
@@ -189,13 +189,13 @@ def _conclude(tuned: _Tuned, result: TrainResult, staged: Staged) -> dict[str, A
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    base: BaseModelOption = layout.BASE,
+    base: BaseModelOption = default_paths.BASE,
     data: Annotated[
         Path, typer.Option(help="Instruction records: a JSON list of {instruction, input, output}.")
-    ] = layout.INSTRUCT_DATA,
-    out: ModelOutOption = layout.INSTRUCT_MODEL,
-    metrics: MetricsOption = layout.METRICS / "instruct.json",
-    plots: PlotsOption = layout.PLOTS / "instruct",
+    ] = default_paths.INSTRUCT_DATA,
+    out: ModelOutOption = default_paths.INSTRUCT_MODEL,
+    metrics: MetricsOption = default_paths.METRICS / "instruct.json",
+    plots: PlotsOption = default_paths.PLOTS / "instruct",
     responses: Annotated[
         Path,
         typer.Option(
@@ -203,8 +203,8 @@ def command(
             "greedy responses and their scores (ROUGE-L, exact match, judge)."
         ),
     ] = _DEFAULT_RESPONSES,
-    checkpoints: CheckpointsOption = layout.CHECKPOINTS / "instruct",
-    details: RunDetailsOption = layout.RUNS / "instruct.json",
+    checkpoints: CheckpointsOption = default_paths.CHECKPOINTS / "instruct",
+    details: RunDetailsOption = default_paths.RUNS / "instruct.json",
 ) -> None:
     """Fine-tune the base model to follow instructions (Alpaca prompt format, loss on responses).
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import torch
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import (
     BaseConfig,
     ModelConfig,
@@ -229,15 +229,15 @@ def command(
     set_: SetOption = None,
     shards: Annotated[
         Path, typer.Option(help="Token shards folder (gptpipe shard).")
-    ] = layout.SHARDS,
+    ] = default_paths.SHARDS,
     tokenizer: Annotated[
         Path, typer.Option(help="Tokenizer folder the shards were made with.")
-    ] = layout.TOKENIZER,
-    out: ModelOutOption = layout.PRETRAIN,
-    metrics: MetricsOption = layout.METRICS / "pretrain.json",
-    plots: PlotsOption = layout.PLOTS / "pretrain",
-    checkpoints: CheckpointsOption = layout.CHECKPOINTS / "pretrain",
-    details: RunDetailsOption = layout.RUNS / "pretrain.json",
+    ] = default_paths.TOKENIZER,
+    out: ModelOutOption = default_paths.PRETRAIN,
+    metrics: MetricsOption = default_paths.METRICS / "pretrain.json",
+    plots: PlotsOption = default_paths.PLOTS / "pretrain",
+    checkpoints: CheckpointsOption = default_paths.CHECKPOINTS / "pretrain",
+    details: RunDetailsOption = default_paths.RUNS / "pretrain.json",
 ) -> None:
     """Pretrain a GPT-2 model from scratch on the token shards (next-token prediction).
 

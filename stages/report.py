@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import ReportConfig
 from gptpipe.fsutil import staged_outputs
 from gptpipe.options import ParamsOption, SetOption, section
@@ -32,7 +32,7 @@ from gptpipe.report.inputs import (
 )
 from gptpipe.report.markdown import render_report
 
-_DEFAULT_MODELS = [layout.BASE, layout.INSTRUCT_MODEL, layout.CLASSIFY_MODEL]
+_DEFAULT_MODELS = [default_paths.BASE, default_paths.INSTRUCT_MODEL, default_paths.CLASSIFY_MODEL]
 _DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
 
 
@@ -41,17 +41,17 @@ class _Sources:
     """What the report card reads, all artifacts of earlier stages; any of them may be absent
     (its section says "not run")."""
 
-    metrics: Path = layout.METRICS
-    plots: Path = layout.PLOTS
-    samples: Path = layout.SAMPLES
+    metrics: Path = default_paths.METRICS
+    plots: Path = default_paths.PLOTS
+    samples: Path = default_paths.SAMPLES
     examples: Path = _DEFAULT_RESPONSES
     models: list[Path] = field(default_factory=lambda: list(_DEFAULT_MODELS))
-    runs: Path = layout.RUNS
-    provenance: Path = layout.PROVENANCE
-    shards: Path = layout.SHARDS
-    tokenizer: Path = layout.TOKENIZER
+    runs: Path = default_paths.RUNS
+    provenance: Path = default_paths.PROVENANCE
+    shards: Path = default_paths.SHARDS
+    tokenizer: Path = default_paths.TOKENIZER
     responses: Path = _DEFAULT_RESPONSES
-    attention: Path = layout.ATTENTION  # the sample stage's attention maps
+    attention: Path = default_paths.ATTENTION  # the sample stage's attention maps
 
 
 def run(cfg: ReportConfig, out: Path, figures: Path, sources: _Sources | None = None) -> str:
@@ -81,7 +81,7 @@ def run(cfg: ReportConfig, out: Path, figures: Path, sources: _Sources | None = 
         confusion=read_confusion(src.plots / "classify" / "confusion.json"),
         responses=read_list(src.responses),
         previous=committed_metrics(repo, committed),
-        attention=read_object(src.attention / layout.ATTENTION_JSON),
+        attention=read_object(src.attention / default_paths.ATTENTION_JSON),
         attention_dir=src.attention,
     )
     # Figures and report appear together: both are written to staged paths, then renamed in.
@@ -96,13 +96,15 @@ def run(cfg: ReportConfig, out: Path, figures: Path, sources: _Sources | None = 
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    metrics: Annotated[Path, typer.Option(help="Folder of metrics JSON files.")] = layout.METRICS,
+    metrics: Annotated[
+        Path, typer.Option(help="Folder of metrics JSON files.")
+    ] = default_paths.METRICS,
     plots: Annotated[
         Path, typer.Option(help="Folder of curves: <stage>/train.csv and <stage>/val.csv.")
-    ] = layout.PLOTS,
+    ] = default_paths.PLOTS,
     samples: Annotated[
         Path, typer.Option(help="Samples folder (or its samples.json).")
-    ] = layout.SAMPLES,
+    ] = default_paths.SAMPLES,
     examples: Annotated[
         Path, typer.Option(help="Instruction examples JSON (gptpipe finetune instruct).")
     ] = _DEFAULT_RESPONSES,
@@ -110,26 +112,26 @@ def command(
         list[Path] | None,
         typer.Option(help="Model folder whose parameters are counted (repeatable)."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="The Markdown report to write.")] = layout.REPORT,
+    out: Annotated[Path, typer.Option(help="The Markdown report to write.")] = default_paths.REPORT,
     figures: Annotated[
         Path, typer.Option(help="Folder for the PNG figures (linked from the report).")
-    ] = layout.FIGURES,
+    ] = default_paths.FIGURES,
     runs: Annotated[
         Path, typer.Option(help="Folder of run details: <stage>.json (seconds, device, steps).")
-    ] = layout.RUNS,
+    ] = default_paths.RUNS,
     provenance: Annotated[
         Path, typer.Option(help="Data provenance JSON (gptpipe download).")
-    ] = layout.PROVENANCE,
+    ] = default_paths.PROVENANCE,
     shards: Annotated[
         Path, typer.Option(help="Shards folder; its manifest.json gives token counts.")
-    ] = layout.SHARDS,
-    tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder.")] = layout.TOKENIZER,
+    ] = default_paths.SHARDS,
+    tokenizer: Annotated[Path, typer.Option(help="Tokenizer folder.")] = default_paths.TOKENIZER,
     responses: Annotated[
         Path, typer.Option(help="Instruction test responses JSON with ROUGE-L, if any.")
     ] = _DEFAULT_RESPONSES,
     attention: Annotated[
         Path, typer.Option(help="Attention maps folder (gptpipe sample): attention.json.")
-    ] = layout.ATTENTION,
+    ] = default_paths.ATTENTION,
     compare: Annotated[
         bool,
         typer.Option(

@@ -12,7 +12,7 @@ import tiktoken
 import typer
 from rich.progress import Progress, TaskID
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import files_sha256, staged_outputs, write_json
@@ -30,7 +30,7 @@ from gptpipe.prompts import format_prompt
 from gptpipe.report.samples import samples_markdown
 from gptpipe.runtime import resolve_device
 
-_DEFAULT_MODELS = [layout.PRETRAIN, layout.BASE, layout.INSTRUCT_MODEL]
+_DEFAULT_MODELS = [default_paths.PRETRAIN, default_paths.BASE, default_paths.INSTRUCT_MODEL]
 _SAMPLES_JSON = "samples.json"
 _SAMPLES_MD = "samples.md"
 _SAMPLES_FOLDER = folder_kind("samples folder", {_SAMPLES_JSON})  # gptpipe.outputs recognises
@@ -161,7 +161,7 @@ def _write_attention(
         "heads": model.config.n_head,
     }
     text_json = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
-    (folder / layout.ATTENTION_JSON).write_text(text_json, encoding="utf-8")
+    (folder / default_paths.ATTENTION_JSON).write_text(text_json, encoding="utf-8")
 
 
 def _same_weights(models: list[Path]) -> dict[str, str]:
@@ -229,14 +229,14 @@ def command(
     ] = None,
     out: Annotated[
         Path, typer.Option(help="Folder to write samples.json and samples.md into.")
-    ] = layout.SAMPLES,
+    ] = default_paths.SAMPLES,
     attention: Annotated[
         Path,
         typer.Option(
             help="Folder for the attention maps of sample.attention_prompt: layer_NN.png "
             "and attention.json."
         ),
-    ] = layout.ATTENTION,
+    ] = default_paths.ATTENTION,
     details: StageDetailsOption = None,
 ) -> None:
     """Continue each prompt of sample.prompts with each model and each sample.decoding setting,

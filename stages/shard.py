@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import ShardConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
@@ -116,11 +116,11 @@ def _split_stream(
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    corpus: CorpusOption = layout.CORPUS,
+    corpus: CorpusOption = default_paths.CORPUS,
     tokenizer: Annotated[
         Path, typer.Option(help="Tokenizer folder (gptpipe tokenizer).")
-    ] = layout.TOKENIZER,
-    out: Annotated[Path, typer.Option(help="Shards folder to write.")] = layout.SHARDS,
+    ] = default_paths.TOKENIZER,
+    out: Annotated[Path, typer.Option(help="Shards folder to write.")] = default_paths.SHARDS,
     details: StageDetailsOption = None,
 ) -> None:
     """Encode the corpus into Arrow token shards (train/val) with a manifest.json.

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import TokenizerConfig
 from gptpipe.errors import BadInput, ConfigError
 from gptpipe.fsutil import write_json
@@ -124,8 +124,8 @@ def _train_bpe(
 def command(
     params: ParamsOption = Path("params.yaml"),
     set_: SetOption = None,
-    corpus: CorpusOption = layout.CORPUS,
-    out: Annotated[Path, typer.Option(help="Tokenizer folder to write.")] = layout.TOKENIZER,
+    corpus: CorpusOption = default_paths.CORPUS,
+    out: Annotated[Path, typer.Option(help="Tokenizer folder to write.")] = default_paths.TOKENIZER,
     details: StageDetailsOption = None,
 ) -> None:
     """Write the tokenizer: a BPE trained on the corpus (tokenizer.kind=bpe), GPT-2's (gpt2;

@@ -2,7 +2,7 @@
 
 `base.source` picks it: `pretrain` copies the model this pipeline pretrained; `gpt2` ...
 `gpt2-xl` converts OpenAI's released weights (see gptpipe.interop.hub for where they come from);
-a folder path converts a GPT-2 checkpoint in the Hugging Face or OpenAI layout. Converted
+a folder path converts a GPT-2 checkpoint in the Hugging Face or OpenAI format. Converted
 weights are streamed tensor by tensor into `models/base` (no double copy, so GPT-2 XL fits
 in about its own size of memory), and the folder gets the tokenizer that matches them.
 """
@@ -16,11 +16,11 @@ from typing import Annotated, Any
 
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import GPT2_NAMES, BaseConfig
 from gptpipe.fsutil import write_json
 from gptpipe.interop.compat import check_size, matching_tokenizer
-from gptpipe.interop.gpt2_layouts import open_checkpoint
+from gptpipe.interop.gpt2_formats import open_gpt2_checkpoint
 from gptpipe.interop.hub import SIZES, resolve
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
 from gptpipe.model.folder import MODEL_FOLDER, copy_model, read_info, save_tensors
@@ -65,10 +65,10 @@ def _write(cfg: BaseConfig, pretrained: Path, out: Path, tokenizer: Path | None)
     else:
         folder = Path(cfg.source).expanduser()
         provenance = {"origin": str(folder.resolve())}
-    checkpoint = open_checkpoint(folder)
+    checkpoint = open_gpt2_checkpoint(folder)
     if size is not None:
         check_size(checkpoint, size)
-    meta = {"stage": "weights", "source": cfg.source, "layout": checkpoint.layout, **provenance}
+    meta = {"stage": "weights", "source": cfg.source, "format": checkpoint.format, **provenance}
     with tempfile.TemporaryDirectory(prefix="gptpipe-weights-") as tmp:
         tok_dir = matching_tokenizer(checkpoint, cfg.source, tokenizer, Path(tmp))
         save_tensors(out, checkpoint.config, checkpoint.tensors, tok_dir, meta=meta)
@@ -80,15 +80,15 @@ def command(
     set_: SetOption = None,
     pretrained: Annotated[
         Path, typer.Option(help="The pretrained model folder (gptpipe pretrain).")
-    ] = layout.PRETRAIN,
+    ] = default_paths.PRETRAIN,
     tokenizer: Annotated[
         Path,
         typer.Option(
             help="The pipeline's tokenizer folder: converted GPT-2 weights need GPT-2's "
             "(tokenizer.kind: gpt2)."
         ),
-    ] = layout.TOKENIZER,
-    out: Annotated[Path, typer.Option(help="Base model folder to write.")] = layout.BASE,
+    ] = default_paths.TOKENIZER,
+    out: Annotated[Path, typer.Option(help="Base model folder to write.")] = default_paths.BASE,
     details: StageDetailsOption = None,
 ) -> None:
     """Provide the base model for fine-tuning: the pretrained one (base.source: pretrain), or

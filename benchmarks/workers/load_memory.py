@@ -34,10 +34,10 @@ def main(argv: list[str] | None = None) -> None:
     model: torch.nn.Module
     n: int | None
     if mode == "convert":
-        from gptpipe.interop.gpt2_layouts import open_checkpoint
+        from gptpipe.interop.gpt2_formats import open_gpt2_checkpoint
         from gptpipe.model.folder import model_from_tensors
 
-        ckpt = open_checkpoint(folder)
+        ckpt = open_gpt2_checkpoint(folder)
         model = model_from_tensors(ckpt.config, ckpt.tensors)
         n = sum(p.numel() for p in model.parameters())
     elif mode == "stage":

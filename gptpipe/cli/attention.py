@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.fsutil import staged_outputs
 from gptpipe.generate.attention import ATTENTION_FOLDER, draw_attention
 from gptpipe.model.folder import load_language_model
@@ -23,7 +23,9 @@ def command(
             "anything but attention maps only with --force)."
         ),
     ] = Path("attention"),
-    model: Annotated[Path, typer.Option(help="Model folder (language model).")] = layout.BASE,
+    model: Annotated[
+        Path, typer.Option(help="Model folder (language model).")
+    ] = default_paths.BASE,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "cpu",
     force: Annotated[
         bool,

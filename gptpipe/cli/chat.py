@@ -22,7 +22,7 @@ import tiktoken
 import torch
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.cli.generate import (
     Device,
     DType,
@@ -195,7 +195,7 @@ def _read_line() -> str:
 def command(
     model: Annotated[
         Path, typer.Option(help="Model folder (an instruction-tuned one, or a base model).")
-    ] = layout.INSTRUCT_MODEL,
+    ] = default_paths.INSTRUCT_MODEL,
     max_new_tokens: MaxNewTokens = CHAT["max_new_tokens"],
     temperature: Temperature = CHAT["temperature"],
     top_k: TopK = CHAT["top_k"],

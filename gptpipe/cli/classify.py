@@ -12,7 +12,7 @@ from typing import Annotated, BinaryIO, TextIO
 import tiktoken
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.errors import BadInput
 from gptpipe.finetune.classify import Prediction, classify_texts
 from gptpipe.model.folder import load_model
@@ -92,7 +92,7 @@ def command(
     ] = None,
     model: Annotated[
         Path, typer.Option(help="Classifier model folder (gptpipe finetune classify).")
-    ] = layout.CLASSIFY_MODEL,
+    ] = default_paths.CLASSIFY_MODEL,
     as_json: Annotated[
         bool,
         typer.Option(

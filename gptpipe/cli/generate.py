@@ -10,7 +10,7 @@ from typing import Annotated, Any, TextIO
 import torch
 import typer
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.decoding import FIELDS, GENERATE, Decoding, check
 from gptpipe.errors import BadInput
 from gptpipe.generate.decode import for_decoding
@@ -99,7 +99,9 @@ def repl(
 
 
 def command(
-    model: Annotated[Path, typer.Option(help="Model folder (language model).")] = layout.BASE,
+    model: Annotated[
+        Path, typer.Option(help="Model folder (language model).")
+    ] = default_paths.BASE,
     prompt: Annotated[
         str | None,
         typer.Option(help="Text to continue ('' starts a new document). Without it: stdin."),

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.config import ModelConfig, TokenizerConfig, build_section, read_params, to_dict
 from gptpipe.errors import BadInput
 from gptpipe.interop.gpt2_vocab import GPT2_VOCAB
@@ -218,7 +218,7 @@ def command(
     if params is not None:
         description = describe_params(params, set_ or [])
     else:
-        description = describe_model(model if model is not None else layout.BASE)
+        description = describe_model(model if model is not None else default_paths.BASE)
     if as_json:
         print(json.dumps(description, indent=2))
     else:

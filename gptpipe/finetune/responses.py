@@ -98,9 +98,7 @@ def compared(
             "base_rougeL": rouge(base_response, record.output),
             "base_exact": exact_match(base_response, record.output),
         }
-        for record, response, base_response in zip(
-            records, responses, base_responses, strict=True
-        )
+        for record, response, base_response in zip(records, responses, base_responses, strict=True)
     ]
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import tiktoken
 import torch
 
+from gptpipe.default_paths import ATTENTION_JSON
 from gptpipe.generate.text import context_ids
-from gptpipe.layout import ATTENTION_JSON
 from gptpipe.model.gpt import GPT
 from gptpipe.outputs import folder_kind
 

@@ -1,1 +1,1 @@
-"""GPT-2 interoperability: OpenAI's and Hugging Face's checkpoint layouts, vocabularies, export."""
+"""GPT-2 interoperability: OpenAI's and Hugging Face's checkpoint formats, vocabularies, export."""

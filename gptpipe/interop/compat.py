@@ -10,7 +10,7 @@ from pathlib import Path
 
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import read_json
-from gptpipe.interop.gpt2_layouts import GPT2Checkpoint
+from gptpipe.interop.gpt2_formats import GPT2Checkpoint
 from gptpipe.interop.gpt2_vocab import GPT2_VOCAB, vocab_merges_to_ranks
 from gptpipe.interop.hub import NamedSize
 from gptpipe.tokenizer.folder import (

@@ -1,4 +1,4 @@
-"""Export a model folder to the Hugging Face layout: GPT-2 weights, config and tokenizer files
+"""Export a model folder to the Hugging Face format: GPT-2 weights, config and tokenizer files
 (`tokenizer.json`, `vocab.json`, `merges.txt`) that `transformers` loads and encodes with as we do.
 """
 
@@ -13,7 +13,7 @@ import torch
 
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, read_json
-from gptpipe.interop.gpt2_layouts import (
+from gptpipe.interop.gpt2_formats import (
     HF_PREFIX,
     _is_conv1d,
     _materialize,

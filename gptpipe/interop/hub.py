@@ -1,9 +1,9 @@
 """OpenAI's GPT-2 weights by name: where they live and how they get to this machine.
 
 A named size (`gpt2`, `gpt2-medium`, `gpt2-large`, `gpt2-xl`) resolves to a local folder
-in either layout `gptpipe.interop.gpt2_layouts` reads, found in this order:
+in either format `gptpipe.interop.gpt2_formats` reads, found in this order:
 
-1. the download cache (`$GPTPIPE_CACHE/weights/NAME/LAYOUT`, default
+1. the download cache (`$GPTPIPE_CACHE/weights/NAME/FORMAT`, default
    `~/.cache/gptpipe/weights/...`), when a previous download completed;
 2. the local mirror folder (`base.mirror`, else `$GPTPIPE_MIRROR`), by file name, in a
    subfolder named after the size: `MIRROR/gpt2/` (or OpenAI's own name, `MIRROR/124M/`)
@@ -27,23 +27,23 @@ from pathlib import Path
 from gptpipe.config import GPT2_NAMES
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, read_json, write_json
-from gptpipe.interop.gpt2_layouts import HF_CONFIG, HF_WEIGHTS, TF_DATA, TF_HPARAMS, TF_INDEX
+from gptpipe.interop.gpt2_formats import HF_CONFIG, HF_WEIGHTS, TF_DATA, TF_HPARAMS, TF_INDEX
 from gptpipe.interop.gpt2_vocab import GPT2_VOCAB
 from gptpipe.runtime import user_cache_dir
 from gptpipe.sources.fetch import FetchOptions, download, sha256_and_size
 
 OPENAI_FILES = (TF_HPARAMS, TF_INDEX, TF_DATA)
 HF_FILES = (HF_CONFIG, HF_WEIGHTS)
-LAYOUT_FILES = {"openai-tf": OPENAI_FILES, "hf": HF_FILES}
+FORMAT_FILES = {"openai-tf": OPENAI_FILES, "hf": HF_FILES}
 COMPLETE = "download.json"  # written last into a cache folder: the download is whole
 
 
 @dataclass(frozen=True)
 class Source:
-    """One place that serves a size's files: `base_url/FILE` for each file of its layout."""
+    """One place that serves a size's files: `base_url/FILE` for each file of its format."""
 
     label: str
-    layout: str  # "openai-tf" or "hf"
+    format: str  # "openai-tf" or "hf"
     base_url: str
 
     def url(self, file_name: str) -> str:
@@ -119,10 +119,10 @@ def cache_root() -> Path:
     return user_cache_dir() / "weights"
 
 
-def _layout_of(folder: Path) -> str | None:
-    for layout, files in LAYOUT_FILES.items():
+def _format_of(folder: Path) -> str | None:
+    for format_, files in FORMAT_FILES.items():
         if all((folder / f).is_file() for f in files):
-            return layout
+            return format_
     return None
 
 
@@ -136,20 +136,20 @@ class Resolved:
     """A local folder holding a size's checkpoint, and where its files came from."""
 
     folder: Path
-    layout: str
+    format: str
     origin: str  # "cache", "mirror" or the source label
     files: dict[str, dict[str, object]]  # file name -> sha256, bytes, location
 
 
-def _describe(folder: Path, layout: str, size: NamedSize, origin: str) -> Resolved:
+def _describe(folder: Path, format_: str, size: NamedSize, origin: str) -> Resolved:
     files = {}
-    for name in LAYOUT_FILES[layout]:
+    for name in FORMAT_FILES[format_]:
         sha, n = sha256_and_size(folder / name)
         pinned = size.sha256.get(name)
         if pinned and pinned != sha:
             raise BadInput(f"{folder / name}: sha256 mismatch (expected {pinned}, got {sha})")
         files[name] = {"sha256": sha, "bytes": n, "location": str((folder / name).resolve())}
-    return Resolved(folder=folder, layout=layout, origin=origin, files=files)
+    return Resolved(folder=folder, format=format_, origin=origin, files=files)
 
 
 DEFAULT_FETCH = FetchOptions(timeout=60.0, retries=3)  # base.timeout, base.retries
@@ -165,23 +165,23 @@ def resolve(
 ) -> Resolved:
     """A local folder with `size`'s checkpoint: cache, then mirror folder, then downloads."""
     cache = cache if cache is not None else cache_root()
-    for layout in LAYOUT_FILES:
-        folder = cache / size.name / layout
+    for format_ in FORMAT_FILES:
+        folder = cache / size.name / format_
         if (folder / COMPLETE).is_file():
             record = read_json(folder / COMPLETE)
-            return Resolved(folder, layout, "cache", record.get("files", {}))
+            return Resolved(folder, format_, "cache", record.get("files", {}))
     if mirror is not None:
         for folder in mirror_folders(size, mirror):
-            found = _layout_of(folder)
+            found = _format_of(folder)
             if found is not None:
                 return _describe(folder, found, size, "mirror")
     errors = []
     for source in sources if sources is not None else size.sources:
-        target = cache / size.name / source.layout
+        target = cache / size.name / source.format
         try:
             files = {}
             with atomic_dir(target) as tmp:
-                for name in LAYOUT_FILES[source.layout]:
+                for name in FORMAT_FILES[source.format]:
                     got = download(source.url(name), tmp / name, options)
                     pinned = size.sha256.get(name)
                     if pinned and pinned != got.sha256:
@@ -197,7 +197,7 @@ def resolve(
         except BadInput as exc:
             errors.append(f"{source.label}: {exc}")
             continue
-        return Resolved(target, source.layout, source.label, files)
+        return Resolved(target, source.format, source.label, files)
     where = (
         ", ".join(str(f) for f in mirror_folders(size, mirror))
         if mirror is not None

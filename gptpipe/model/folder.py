@@ -241,7 +241,7 @@ def save_tensors(
     labels: list[str] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> None:
-    """Write a model folder (the layout of `save_model`) from lazy tensors, streaming."""
+    """Write a model folder (what `save_model` writes) from lazy tensors, streaming."""
     with atomic_dir(out_dir) as tmp:
         write_safetensors(tmp / WEIGHTS, tensors)
         _write_config_and_tokenizer(tmp, config, Path(tokenizer_dir), labels, meta)

@@ -31,7 +31,7 @@ def without_tied(state: Mapping[str, T]) -> dict[str, T]:
 
 @dataclass(frozen=True)
 class LazyTensor:
-    """A tensor known by shape, read (and converted to our layout, float32) on demand."""
+    """A tensor known by shape, read (and converted to our format, float32) on demand."""
 
     shape: tuple[int, ...]
     load: Callable[[], torch.Tensor]

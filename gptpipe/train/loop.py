@@ -43,7 +43,7 @@ from gptpipe.train.state import (
     TrainState,
     fingerprint,
     load_checkpoint,
-    open_checkpoint,
+    open_training_checkpoint,
     save_checkpoint,
 )
 
@@ -241,7 +241,7 @@ def _resume(
     def load(folder: Path) -> TrainState | None:
         return load_checkpoint(folder, model, optimizer, checkpoints.key, max_steps)
 
-    state = open_checkpoint(directory, load, say) if place.main else None
+    state = open_training_checkpoint(directory, load, say) if place.main else None
     barrier(place)
     if not place.main:
         state = load(directory)

@@ -281,7 +281,7 @@ def _check_fits(
                 raise BrokenCheckpoint(f"{STATE_TENSORS}: optimizer state {index}.{name}")
 
 
-def open_checkpoint(
+def open_training_checkpoint(
     directory: Path,
     load: Callable[[Path], TrainState | None],
     say: Callable[[str], object],

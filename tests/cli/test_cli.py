@@ -7,7 +7,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gptpipe import layout
+from gptpipe import default_paths
 from gptpipe.cli.app import app
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,23 +78,23 @@ def test_missing_params_file_exits_2_naming_it(tmp_path):
 def test_dvc_yaml_passes_the_same_paths_as_the_command_defaults():
     paths = yaml.safe_load((REPO / "dvc.yaml").read_text())["vars"][0]["paths"]
     expected = {
-        "raw": layout.RAW,
-        "corpus": layout.CORPUS,
-        "instruct_data": layout.INSTRUCT_DATA,
-        "classify_data": layout.CLASSIFY_DATA,
-        "tokenizer": layout.TOKENIZER,
-        "shards": layout.SHARDS,
-        "pretrain": layout.PRETRAIN,
-        "base": layout.BASE,
-        "instruct": layout.INSTRUCT_MODEL,
-        "classify": layout.CLASSIFY_MODEL,
-        "metrics": layout.METRICS,
-        "plots": layout.PLOTS,
-        "samples": layout.SAMPLES,
-        "attention": layout.ATTENTION,
-        "report": layout.REPORT,
-        "figures": layout.FIGURES,
-        "checkpoints": layout.CHECKPOINTS,
+        "raw": default_paths.RAW,
+        "corpus": default_paths.CORPUS,
+        "instruct_data": default_paths.INSTRUCT_DATA,
+        "classify_data": default_paths.CLASSIFY_DATA,
+        "tokenizer": default_paths.TOKENIZER,
+        "shards": default_paths.SHARDS,
+        "pretrain": default_paths.PRETRAIN,
+        "base": default_paths.BASE,
+        "instruct": default_paths.INSTRUCT_MODEL,
+        "classify": default_paths.CLASSIFY_MODEL,
+        "metrics": default_paths.METRICS,
+        "plots": default_paths.PLOTS,
+        "samples": default_paths.SAMPLES,
+        "attention": default_paths.ATTENTION,
+        "report": default_paths.REPORT,
+        "figures": default_paths.FIGURES,
+        "checkpoints": default_paths.CHECKPOINTS,
     }
     for key, path in expected.items():
         assert Path(paths[key]) == path, key

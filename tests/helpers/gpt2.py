@@ -1,4 +1,4 @@
-"""Test helpers: small GPT-2 checkpoints in the foreign layouts, written by the tests.
+"""Test helpers: small GPT-2 checkpoints in the foreign formats, written by the tests.
 
 `write_tf_checkpoint` writes OpenAI's TensorFlow layout without TensorFlow: a data file
 of raw little-endian tensors and an index that is a LevelDB-format table of
@@ -233,7 +233,7 @@ def write_tf_checkpoint(
 
 def converted(hf, n_head: int = 4):
     """Our GPT holding the weights of a transformers GPT2LMHeadModel (through gptpipe.interop)."""
-    from gptpipe.interop.gpt2_layouts import config_from_shapes, hf_to_ours
+    from gptpipe.interop.gpt2_formats import config_from_shapes, hf_to_ours
     from gptpipe.model.folder import model_from_tensors
     from gptpipe.model.tensors import LazyTensor
 

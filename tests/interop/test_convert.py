@@ -16,11 +16,11 @@ from helpers.gpt2 import (
 from safetensors.torch import load_file
 
 from gptpipe.errors import BadInput
-from gptpipe.interop.gpt2_layouts import (
+from gptpipe.interop.gpt2_formats import (
     config_from_shapes,
     expected_shapes,
     hf_to_ours,
-    open_checkpoint,
+    open_gpt2_checkpoint,
     ours_to_hf,
     tf_name_to_ours,
 )
@@ -98,8 +98,8 @@ def test_tf_checkpoint_loads_equal_to_the_reference(tmp_path, compress, dtype):
         hf = hf.half().float()
     hparams = {"n_vocab": 50257, "n_ctx": 128, "n_embd": 64, "n_head": 4, "n_layer": 2}
     write_tf_checkpoint(tmp_path / "tf", hf.state_dict(), hparams, compress=compress, dtype=dtype)
-    checkpoint = open_checkpoint(tmp_path / "tf")
-    assert checkpoint.layout == "openai-tf"
+    checkpoint = open_gpt2_checkpoint(tmp_path / "tf")
+    assert checkpoint.format == "openai-tf"
     model = model_from_tensors(checkpoint.config, checkpoint.tensors)
     ids = torch.randint(0, 50257, (2, 40), generator=torch.Generator().manual_seed(0))
     assert _logits_equal(model, hf, ids) < 1e-4
@@ -110,13 +110,13 @@ def test_tf_checkpoint_errors_name_the_file(tmp_path):
     hparams = {"n_vocab": 50257, "n_ctx": 128, "n_embd": 64, "n_head": 4, "n_layer": 2}
     write_tf_checkpoint(tmp_path / "tf", hf.state_dict(), {**hparams, "n_layer": 3})
     with pytest.raises(BadInput, match=r"hparams\.json: n_layer is 3"):
-        open_checkpoint(tmp_path / "tf")
+        open_gpt2_checkpoint(tmp_path / "tf")
     index = tmp_path / "tf" / "model.ckpt.index"
     index.write_bytes(index.read_bytes()[:-3])
     with pytest.raises(BadInput, match=r"model\.ckpt\.index: not a readable"):
-        open_checkpoint(tmp_path / "tf")
+        open_gpt2_checkpoint(tmp_path / "tf")
     with pytest.raises(BadInput, match="no GPT-2 checkpoint"):
-        open_checkpoint(tmp_path)
+        open_gpt2_checkpoint(tmp_path)
 
 
 def test_hf_folder_with_untied_head_or_other_variant_is_refused(tmp_path):
@@ -128,11 +128,11 @@ def test_hf_folder_with_untied_head_or_other_variant_is_refused(tmp_path):
 
     save_file(state, tmp_path / "hf" / "model.safetensors")
     with pytest.raises(BadInput, match="untied"):
-        open_checkpoint(tmp_path / "hf")
+        open_gpt2_checkpoint(tmp_path / "hf")
     hf.config.activation_function = "relu"
     hf.save_pretrained(tmp_path / "relu")
     with pytest.raises(BadInput, match="activation_function"):
-        open_checkpoint(tmp_path / "relu")
+        open_gpt2_checkpoint(tmp_path / "relu")
 
 
 def test_streaming_writer_round_trips_and_model_from_tensors(tmp_path):

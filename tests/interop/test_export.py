@@ -12,7 +12,7 @@ from helpers.gpt2 import TEXT
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
-from gptpipe.interop import gpt2_layouts
+from gptpipe.interop import gpt2_formats
 from gptpipe.model.folder import load_model, save_model
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.model.heads import with_classifier
@@ -22,7 +22,7 @@ from gptpipe.tokenizer.special import EOT
 
 transformers = pytest.importorskip("transformers")
 runner = CliRunner()
-CORPUS = [TEXT, Path(gpt2_layouts.__file__).read_text(encoding="utf-8")]
+CORPUS = [TEXT, Path(gpt2_formats.__file__).read_text(encoding="utf-8")]
 SAMPLE = "Hello world! It's 2024: naïve café — résumé's 12345 tokens.\n\n  spaced   out\tand tabs"
 
 

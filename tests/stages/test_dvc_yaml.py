@@ -18,7 +18,7 @@ DVC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 STAGES = DVC["stages"]
 # Plumbing that cannot change what a stage writes: CLI defaults (dvc.yaml passes every path),
 # option parsing, error messages and progress bars. Everything else a stage imports is a dep.
-PLUMBING = {"layout.py", "options.py", "errors.py", "progress.py"}
+PLUMBING = {"default_paths.py", "options.py", "errors.py", "progress.py"}
 
 
 def module_file(module: str) -> Path | None:

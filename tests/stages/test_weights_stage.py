@@ -141,7 +141,7 @@ HPARAMS = {"n_vocab": 50257, "n_ctx": 128, "n_embd": 64, "n_head": 4, "n_layer":
 
 @pytest.fixture(scope="module")
 def gpt2(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """A random reference GPT-2 saved in both foreign layouts, and GPT-2's tokenizer."""
+    """A random reference GPT-2 saved in both foreign formats, and GPT-2's tokenizer."""
     root = tmp_path_factory.mktemp("gpt2")
     model = hf_model(seed=7)
     model.save_pretrained(root / "hf")
@@ -191,7 +191,7 @@ def test_gpt2_checkpoint_converts_to_equal_logits_and_perplexity(gpt2, tmp_path,
     result = _weights(gpt2, root / layout, tmp_path / "base")
     assert result.exit_code == 0, result.output
     model, info = load_model(tmp_path / "base")
-    assert info.meta["layout"] == ("hf" if layout == "hf" else "openai-tf")
+    assert info.meta["format"] == ("hf" if layout == "hf" else "openai-tf")
     assert (info.config.n_layer, info.config.n_head, info.config.block_size) == (2, 4, 128)
     assert tokenizer_hash(tmp_path / "base") == tokenizer_hash(root / "tok")
     ids = torch.randint(0, 50257, (3, 128), generator=torch.Generator().manual_seed(1))
@@ -225,7 +225,7 @@ def test_gpt2_weights_with_a_trained_bpe_tokenizer_are_refused(gpt2, pretrained,
 
 @pytest.fixture
 def server(gpt2):
-    """A local HTTP server whose /tf/ serves the OpenAI-layout files (/missing/ is a 404)."""
+    """A local HTTP server whose /tf/ serves the OpenAI-format files (/missing/ is a 404)."""
     with serve_folder(gpt2["root"]) as served:
         yield served
 
@@ -246,7 +246,7 @@ def test_named_size_downloads_from_the_first_source_that_works_then_caches(gpt2,
         options=FetchOptions(timeout=5, retries=1, backoff=0),
         sources=sources,
     )
-    assert found.origin == "local" and found.layout == "openai-tf"
+    assert found.origin == "local" and found.format == "openai-tf"
     for name in hub.OPENAI_FILES:
         assert (found.folder / name).read_bytes() == (gpt2["root"] / "tf" / name).read_bytes()
     assert len(found.files["hparams.json"]["sha256"]) == 64
@@ -263,7 +263,7 @@ def test_named_size_from_the_mirror_folder_or_a_message_saying_where(gpt2, tmp_p
     for name in hub.HF_FILES:
         (mirror / "7M" / name).write_bytes((gpt2["root"] / "hf" / name).read_bytes())
     found = hub.resolve(TINY, mirror=mirror, cache=tmp_path / "cache", sources=[])
-    assert found.origin == "mirror" and found.layout == "hf"
+    assert found.origin == "mirror" and found.format == "hf"
     with pytest.raises(BadInput, match=r"put config\.json \+ model\.safetensors") as exc:
         hub.resolve(TINY, mirror=tmp_path / "empty", cache=tmp_path / "cache", sources=[])
     assert "empty/tiny" in str(exc.value) and "base.source" in str(exc.value)

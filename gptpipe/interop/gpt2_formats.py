@@ -1,6 +1,6 @@
-"""GPT-2 weights in other layouts, mapped to and from ours.
+"""GPT-2 weights in other formats, mapped to and from ours.
 
-Two foreign layouts hold the same GPT-2 weights:
+Two foreign formats hold the same GPT-2 weights:
 
 - Hugging Face's (`model.safetensors` + `config.json`): tensor names `h.N.attn.c_attn.weight`
   etc., possibly prefixed `transformer.`; its `Conv1D` layers store their weight as
@@ -40,7 +40,7 @@ HF_CONFIG = "config.json"
 TF_HPARAMS = "hparams.json"
 TF_INDEX = "model.ckpt.index"
 TF_DATA = "model.ckpt.data-00000-of-00001"
-# Conv1D weights (in, out) in the foreign layouts; nn.Linear (out, in) in ours.
+# Conv1D weights (in, out) in the foreign formats; nn.Linear (out, in) in ours.
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Hugging Face buffers that are not weights (the causal mask of older versions).
 HF_BUFFERS = (".attn.bias", ".attn.masked_bias")
@@ -49,12 +49,12 @@ HF_PREFIX = "transformer."
 
 @dataclass
 class GPT2Checkpoint:
-    """A GPT-2 checkpoint (a foreign layout: Hugging Face's or OpenAI's) opened for
+    """A GPT-2 checkpoint (a foreign format: Hugging Face's or OpenAI's) opened for
     conversion: our config and our tensor names, lazily."""
 
     config: GPTConfig
     tensors: dict[str, LazyTensor]
-    layout: str  # "hf" or "openai-tf"
+    format: str  # "hf" or "openai-tf"
     folder: Path
 
 
@@ -74,7 +74,7 @@ def hf_name_to_ours(name: str) -> str | None:
 
 
 def hf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A Hugging Face GPT-2 state dict in our layout: a key map plus a transpose list.
+    """A Hugging Face GPT-2 state dict in our format: a key map plus a transpose list.
 
     The result holds views (transposes are not copied); `lm_head.weight` is dropped since
     our head is tied to `wte` (`check_tied` verifies a stored head equals it).
@@ -90,7 +90,7 @@ def hf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def ours_to_hf(
     state: Mapping[str, torch.Tensor], prefix: str = HF_PREFIX
 ) -> dict[str, torch.Tensor]:
-    """Our state dict in Hugging Face's `GPT2LMHeadModel` layout (the inverse of `hf_to_ours`)."""
+    """Our state dict in Hugging Face's `GPT2LMHeadModel` format (the inverse of `hf_to_ours`)."""
     out = {}
     for name, tensor in state.items():
         if name == TIED:
@@ -119,7 +119,7 @@ def tf_name_to_ours(name: str) -> str | None:
 
 
 def tf_to_ours(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An OpenAI TF GPT-2 state in our layout: names mapped, (1, in, out) -> (out, in)."""
+    """An OpenAI TF GPT-2 state in our format: names mapped, (1, in, out) -> (out, in)."""
     out = {}
     for name, tensor in state.items():
         ours = tf_name_to_ours(name)
@@ -240,7 +240,7 @@ def open_hf(folder: Path) -> GPT2Checkpoint:
     if head is not None:
         check_tied(tensors["wte.weight"], _safetensors_loader(weights, head[0], False), weights)
     return GPT2Checkpoint(
-        config=config, tensors=_ordered(tensors, config), layout="hf", folder=folder
+        config=config, tensors=_ordered(tensors, config), format="hf", folder=folder
     )
 
 
@@ -363,12 +363,12 @@ def open_tf(folder: Path) -> GPT2Checkpoint:
     )
     _check_declared(hparams, config, folder / TF_HPARAMS)
     return GPT2Checkpoint(
-        config=config, tensors=_ordered(tensors, config), layout="openai-tf", folder=folder
+        config=config, tensors=_ordered(tensors, config), format="openai-tf", folder=folder
     )
 
 
-def open_checkpoint(folder: Path) -> GPT2Checkpoint:
-    """A GPT-2 checkpoint folder in either foreign layout, told apart by its files."""
+def open_gpt2_checkpoint(folder: Path) -> GPT2Checkpoint:
+    """A GPT-2 checkpoint folder in either foreign format, told apart by its files."""
     if not folder.is_dir():
         raise BadInput(f"{folder}: checkpoint folder not found")
     if (folder / HF_WEIGHTS).is_file():

@@ -1,4 +1,4 @@
-"""Default paths of the project layout, used when a stage runs alone outside DVC.
+"""Default paths of the project: where each stage reads and writes when run alone outside DVC.
 
 dvc.yaml names every path once in its `vars` and passes them to the commands; a test
 checks that those values equal these defaults, so both ways of running agree.
