@@ -14,7 +14,7 @@ import typer
 from typer._click import exceptions as click  # the click that Typer vendors
 from typer.core import TyperGroup
 
-from gptpipe.cli import attention, chat, classify, export, generate, info, preset
+from gptpipe.cli import attention, chat, classify, export, generate, info, preset, serve
 from gptpipe.config import describe
 from gptpipe.options import guarded
 from gptpipe.stages import (
@@ -106,6 +106,7 @@ _register(app, "attention", attention.command, ())
 _register(app, "info", info.command, ())
 _register(app, "export", export.command, ())
 _register(app, "preset", preset.command, ())
+_register(app, "serve", serve.command, ())
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -104,6 +104,27 @@ class KVCache:
         if self.pad is not None:
             self.pad = self.pad[rows]
 
+    def fits(self, T: int) -> None:
+        """Refuse T more positions than the cache has room for."""
+        if self.pos + T > self.max_len:
+            raise ValueError(
+                f"{self.pos} cached + {T} new positions exceed the cache's {self.max_len}"
+            )
+
+    def insert(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store layer `layer`'s T new keys and values (B, H, T, D) after the filled positions;
+        returns every key and value the new queries attend to, (B, H, pos + T, D)."""
+        end = self.pos + k.size(2)
+        self.k[layer, :, :, self.pos : end] = k
+        self.v[layer, :, :, self.pos : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def advance(self, T: int) -> None:
+        """Count the T positions every layer has just inserted as filled."""
+        self.pos += T
+
     def positions(self, T: int) -> torch.Tensor:
         """The position ids of the next T tokens: (1, T), or (B, T) with left padding."""
         pos = torch.arange(self.pos, self.pos + T, device=self.k.device)  # (T,)
@@ -164,10 +185,7 @@ class CausalSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         causal = True
         if cache is not None:
-            end = cache.pos + T
-            cache.k[layer, :, :, cache.pos : end] = k
-            cache.v[layer, :, :, cache.pos : end] = v
-            k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]  # (B, H, Tk, D)
+            k, v = cache.insert(layer, k, v)  # (B, H, Tk, D): the cached keys and the new
             q = q.to(k.dtype)  # a cache may be wider than the weights (float32 for bf16)
             causal = False  # the mask (or, for one token and no padding, nothing) says it
         if attention is not None:
@@ -329,15 +347,12 @@ class GPT(nn.Module):
             for layer, block in enumerate(self.h):
                 x = block(x, attention=attention, last=last if layer == final else 0)
             return self.ln_f(x)
-        if kv_cache.pos + T > kv_cache.max_len:
-            raise ValueError(
-                f"{kv_cache.pos} cached + {T} new positions exceed the cache's {kv_cache.max_len}"
-            )
+        kv_cache.fits(T)
         mask = kv_cache.mask(T)  # once for all layers
         x = self.drop(self.wte(idx) + self.wpe(kv_cache.positions(T)))  # (B, T, C)
         for layer, block in enumerate(self.h):
             x = block(x, kv_cache, layer, mask, attention, last if layer == final else 0)
-        kv_cache.pos += T
+        kv_cache.advance(T)
         return self.ln_f(x)
 
     def forward(
