@@ -68,6 +68,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("download"),
     Benchmark("evaluate"),
     Benchmark("generate"),
+    Benchmark("serve"),
     Benchmark("train", ("--repeats", "3")),
     Benchmark("load_memory"),
     # The pipeline's default run leaves its project in WORK; classify fine-tunes its base model

@@ -501,9 +501,80 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def serve_rows(results: dict[str, Any]) -> list[Row]:
+    c, dtype = results["clients"], results["dtype"]
+    where = (
+        f"{_shape(results['arch'])}, {dtype} weights, {results['requests']} streamed requests "
+        f"of {results['new_tokens']} tokens"
+    )
+    one, four, sixteen = c["1"], c["4"], c["16"]
+    rows = [
+        Row(
+            f"gptpipe serve --batch 16: aggregate tokens/s, 16 concurrent clients (vs 1), {where}",
+            f"{sixteen['tokens_per_s']:,.0f}",
+            f"{one['tokens_per_s']:,.0f}",
+            results["sixteen_over_one"],
+            ">= 4x",
+            _at_least(results["sixteen_over_one"], 4.0),
+        ),
+        Row(
+            "gptpipe serve: aggregate tokens/s, 4 concurrent clients (vs 1)",
+            f"{four['tokens_per_s']:,.0f}",
+            f"{one['tokens_per_s']:,.0f}",
+            results["four_over_one"],
+        ),
+        Row(
+            "gptpipe serve: time to first token p50 / p99 at 1, 4, 16 clients (ms)",
+            ", ".join(
+                f"{1e3 * c[n]['first_token_p50_s']:.0f} / {1e3 * c[n]['first_token_p99_s']:.0f}"
+                for n in ("1", "4", "16")
+            ),
+        ),
+        Row(
+            "one client through gptpipe serve (vs gptpipe generate's functions in process, "
+            f"{results['inprocess']['dtype']}), tokens/s",
+            f"{one['tokens_per_s']:,.1f}",
+            f"{results['inprocess']['tokens_per_s']:,.1f}",
+            results["server_over_inprocess"],
+            ">= 0.8x",
+            _at_least(results["server_over_inprocess"], 0.8),
+        ),
+    ]
+    for dtype_name, pair in results["transformers"].items():
+        rows.append(
+            Row(
+                f"the requests one at a time through gptpipe serve, {dtype_name} (vs "
+                f"transformers generate in a loop, {dtype_name} weights), tokens/s",
+                f"{pair['server_tokens_per_s']:,.1f}",
+                f"{pair['transformers_tokens_per_s']:,.1f}",
+                pair["ratio"],
+            )
+        )
+    mem = results["memory"]
+    rows += [
+        Row(
+            f"gptpipe serve peak RSS after {mem['requests']:,} requests of "
+            f"{mem['new_tokens']} tokens, {mem['at_once']} at a time (MB; vs after the first "
+            f"{mem['first']})",
+            f"{mem['peak_all_mb']:,.0f}",
+            f"{mem['peak_first_mb']:,.0f}",
+            mem["peak_ratio"],
+            "<= 1.1x",
+            _at_most(mem["peak_ratio"], 1.1),
+        ),
+        Row(
+            "gptpipe serve: memory-bandwidth utilisation per batched step at 1 / 16 clients "
+            f"({dtype} weights, {results['cache_dtype']} cache)",
+            f"{one['bandwidth_utilisation']:.1%} / {sixteen['bandwidth_utilisation']:.1%}",
+        ),
+    ]
+    return rows
+
+
 SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "train": train_rows,
     "generate": generate_rows,
+    "serve": serve_rows,
     "evaluate": evaluate_rows,
     "shard": shard_rows,
     "bpe": bpe_rows,

@@ -1,9 +1,11 @@
 """`gptpipe serve`: model folders over HTTP, in OpenAI's API shapes, with a chat page.
 
 Each `--model` folder is served under its folder name (or `--name`), by an engine that
-decodes all its requests together (continuous batching, `gptpipe.serve.engine`). The server
-binds to 127.0.0.1 unless told otherwise, prints the URL it listens on, and on Ctrl-C or
-SIGTERM stops taking connections, lets the requests in flight finish, and exits 0.
+decodes all its requests together (continuous batching, `gptpipe.serve.engine`). The main
+thread, which loaded the models, decodes (see the engine's docstring for why); uvicorn
+answers HTTP on a thread of its own. The server binds to 127.0.0.1 unless told otherwise,
+prints the URL it listens on, and on Ctrl-C or SIGTERM stops taking connections, lets the
+requests in flight finish, and exits 0.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import errno
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -26,31 +29,45 @@ from gptpipe.generate.decode import for_decoding
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.runtime import set_threads
 from gptpipe.serve.api import Limits, Served, make_app
-from gptpipe.serve.engine import Engine
+from gptpipe.serve.engine import Engine, decode
 
 MAX_ROWS = 256  # continuations decoded together per model, at most
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, but Ctrl-C and SIGTERM end it with status 0 once the requests in
-    flight are answered (uvicorn raises the signal again after its shutdown, which would end
-    the process as killed by it); a second signal forces the exit, as uvicorn's does."""
+    """uvicorn's server on a thread that is not the main one: the main thread takes Ctrl-C
+    and SIGTERM (`_signals`) and hands them to `handle_exit`, so that the server ends with
+    status 0 once the requests in flight are answered (uvicorn's own handling raises the
+    signal again after its shutdown, which would end the process as killed by it); a second
+    Ctrl-C forces the exit, as uvicorn's does."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
-        wanted = (signal.SIGINT, signal.SIGTERM)
-        previous = {s: signal.signal(s, self.handle_exit) for s in wanted}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+        yield
+
+
+@contextlib.contextmanager
+def _signals(server: _Server) -> Iterator[None]:
+    """Ctrl-C and SIGTERM stop `server` while this lasts (on the main thread)."""
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, server.handle_exit) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def load_served(
-    folders: list[Path], names: list[str], device: str, dtype: str, rows: int
+    folders: list[Path],
+    names: list[str],
+    device: str,
+    dtype: str,
+    rows: int,
+    wake: threading.Condition | None = None,
 ) -> dict[str, Served]:
-    """Each folder's model prepared for decoding, with a running engine, by id."""
+    """Each folder's model prepared for decoding, with its engine (not yet decoding; the
+    engines share `wake`), by id."""
     if names and len(names) != len(folders):
         raise BadInput(f"--name: give one per --model ({len(folders)}), not {len(names)}")
     ids = names or [folder.resolve().name for folder in folders]
@@ -61,7 +78,7 @@ def load_served(
     for folder, name in zip(folders, ids, strict=True):
         model, encoding = load_language_model(folder, device)
         model = for_decoding(model, dtype)
-        engine = Engine(model, encoding, rows=rows).start()
+        engine = Engine(model, encoding, rows=rows, wake=wake)
         instruct = is_instruct(folder, read_info(folder))
         served[name] = Served(name, engine, encoding, instruct, model.config.block_size)
     return served
@@ -144,7 +161,7 @@ def command(
         raise BadInput("--api-key: must not be empty")
     set_threads(threads)
     sock = _bind(host, port)
-    served = load_served(list(model), list(name or []), device, dtype, batch)
+    served = load_served(list(model), list(name or []), device, dtype, batch, threading.Condition())
     app = make_app(served, api_key, Limits(max_tokens=max_tokens))
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     server = _Server(config)
@@ -156,9 +173,25 @@ def command(
         file=sys.stderr,
         flush=True,
     )
-    try:
-        server.run(sockets=[sock])
-    finally:
-        for entry in served.values():
-            entry.engine.close()
+    failed: list[BaseException] = []
+
+    def answer() -> None:  # the HTTP side; when it ends, decoding ends after what is in flight
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # handed to the main thread
+            failed.append(exc)
+        finally:
+            for entry in served.values():
+                entry.engine.close()
+
+    http = threading.Thread(target=answer, name="gptpipe-http")
+    with _signals(server):
+        http.start()
+        try:
+            decode([entry.engine for entry in served.values()])
+        finally:
+            server.should_exit = True  # already so after a clean end; else stop answering
+            http.join()
+    if failed:
+        raise failed[0]
     print("gptpipe serve: stopped", file=sys.stderr)

@@ -148,17 +148,20 @@ void weighted_sum_in_registers(const float* weight, const T* values, int64_t str
 }
 
 // q (B*H, D) float32, contiguous. k, v: element (b, h, l, d) at b*s[0] + h*s[1] + l*s[2] + d.
+// Row b reads keys 0..lengths[b]-1 (lengths null: all L of every row; else each <= L).
 // out (B*H, D) float32, contiguous. A bf16 cache is read with the query rounded to bf16, as
 // the model's attention does (it casts the query to the cache's dtype).
 template <typename T>
-void attend(const float* q, const T* k, const T* v, int64_t B, int64_t H, int64_t L, int64_t D,
-            const int64_t* ks, const int64_t* vs, float scale, float* out) {
+void attend(const float* q, const T* k, const T* v, int64_t B, int64_t H, int64_t L,
+            const int64_t* lengths, int64_t D, const int64_t* ks, const int64_t* vs, float scale,
+            float* out) {
   constexpr bool bf16 = std::is_same_v<T, c10::BFloat16>;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> weight(L), acc(D), query(D);
     std::vector<T> query_t(D);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
+      const int64_t n = lengths == nullptr ? L : lengths[b];
       const T* keys = k + b * ks[0] + h * ks[1];
       const T* values = v + b * vs[0] + h * vs[1];
       for (int64_t d = 0; d < D; ++d) {
@@ -171,37 +174,37 @@ void attend(const float* q, const T* k, const T* v, int64_t B, int64_t H, int64_
 #if defined(__AVX512BF16__)
       if constexpr (bf16) {
         top = D % 32 == 0 && D <= 256
-                  ? scores_bf16(query_t.data(), keys, ks[2], L, D, scale, weight.data())
-                  : scores(query.data(), keys, ks[2], L, D, scale, weight.data());
+                  ? scores_bf16(query_t.data(), keys, ks[2], n, D, scale, weight.data())
+                  : scores(query.data(), keys, ks[2], n, D, scale, weight.data());
       } else {
-        top = scores(query.data(), keys, ks[2], L, D, scale, weight.data());
+        top = scores(query.data(), keys, ks[2], n, D, scale, weight.data());
       }
 #else
-      top = scores(query.data(), keys, ks[2], L, D, scale, weight.data());
+      top = scores(query.data(), keys, ks[2], n, D, scale, weight.data());
 #endif
 
       // softmax numerators, the largest score subtracted first
       const FloatVec top_vec(top);
       FloatVec total_vec(0.f);
       int64_t l = 0;
-      for (; l + kWidth <= L; l += kWidth) {
+      for (; l + kWidth <= n; l += kWidth) {
         FloatVec e = (FloatVec::loadu(weight.data() + l) - top_vec).exp_u20();
         e.store(weight.data() + l);
         total_vec = total_vec + e;
       }
       float total = sum_lanes(total_vec);
-      for (; l < L; ++l) {
+      for (; l < n; ++l) {
         weight[l] = std::exp(weight[l] - top);
         total += weight[l];
       }
 
       // the weighted sum of the values, normalised once at the end
       switch (D % kChunk == 0 ? D / kChunk : 0) {
-        case 1: weighted_sum_in_registers<1>(weight.data(), values, vs[2], L, acc.data()); break;
-        case 2: weighted_sum_in_registers<2>(weight.data(), values, vs[2], L, acc.data()); break;
-        case 3: weighted_sum_in_registers<3>(weight.data(), values, vs[2], L, acc.data()); break;
-        case 4: weighted_sum_in_registers<4>(weight.data(), values, vs[2], L, acc.data()); break;
-        default: weighted_sum(weight.data(), values, vs[2], L, D, acc.data());
+        case 1: weighted_sum_in_registers<1>(weight.data(), values, vs[2], n, acc.data()); break;
+        case 2: weighted_sum_in_registers<2>(weight.data(), values, vs[2], n, acc.data()); break;
+        case 3: weighted_sum_in_registers<3>(weight.data(), values, vs[2], n, acc.data()); break;
+        case 4: weighted_sum_in_registers<4>(weight.data(), values, vs[2], n, acc.data()); break;
+        default: weighted_sum(weight.data(), values, vs[2], n, D, acc.data());
       }
       const float inverse = 1.f / total;
       for (int64_t d = 0; d < D; ++d) out[bh * D + d] = acc[d] * inverse;
@@ -379,16 +382,20 @@ void gelu(float* x, int64_t n, bool exact) {
 
 // One token per row through every block, as GPT.hidden_states(ids, cache, last=1) with no
 // padding: x (M, C) holds the embeddings in and the final LayerNorm's output out. T: the
-// weights' dtype, K: the cache's. The new keys and values go to position pos of the cache
-// (n_layer, M, H, max_len, D); each query attends to positions 0..pos.
+// weights' dtype, K: the cache's. The cache is (n_layer, rows, H, max_len, D) and its
+// first M rows take part: row m's new key and value go to position pos[m], and its query
+// attends to its positions 0..pos[m] (rows of a server's cache fill at their own pace).
 template <typename T, typename K>
-void decode_step(const int64_t* table, K* cache_k, K* cache_v, int64_t max_len, int64_t pos,
-                 int64_t n_layer, int64_t H, int64_t C, int64_t M, float eps, bool exact,
-                 float* x) {
-  const int64_t D = C / H, L = pos + 1;
+void decode_step(const int64_t* table, K* cache_k, K* cache_v, int64_t rows, int64_t max_len,
+                 const int64_t* pos, int64_t n_layer, int64_t H, int64_t C, int64_t M,
+                 float eps, bool exact, float* x) {
+  const int64_t D = C / H;
   const int64_t head_stride = max_len * D, row_stride = H * head_stride;
-  const int64_t layer_stride = M * row_stride;
+  const int64_t layer_stride = rows * row_stride;
   const int64_t strides[3] = {row_stride, head_stride, D};
+  std::vector<int64_t> lengths(M);
+  for (int64_t m = 0; m < M; ++m) lengths[m] = pos[m] + 1;
+  const int64_t L = *std::max_element(lengths.begin(), lengths.end());
   std::vector<float> h(M * 4 * C), q(M * C), y(M * C);
   std::vector<T> in(M * 4 * C), out(M * 4 * C);
   auto param = [&](int64_t layer, Param p) {
@@ -409,13 +416,13 @@ void decode_step(const int64_t* table, K* cache_k, K* cache_v, int64_t max_len, 
     for (int64_t m = 0; m < M; ++m)
       for (int64_t head = 0; head < H; ++head) {
         const float* row = h.data() + m * 3 * C + head * D;
-        const int64_t at = m * row_stride + head * head_stride + pos * D;
+        const int64_t at = m * row_stride + head * head_stride + pos[m] * D;
         convert(row, q.data() + (m * H + head) * D, D);
         convert(row + C, keys + at, D);
         convert(row + 2 * C, values + at, D);
       }
-    attend(q.data(), keys, values, M, H, L, D, strides, strides, 1.f / std::sqrt(float(D)),
-           y.data());
+    attend(q.data(), keys, values, M, H, L, lengths.data(), D, strides, strides,
+           1.f / std::sqrt(float(D)), y.data());
     // y is (M, H, D) = (M, C): the heads side by side, as the model's transpose makes them
     std::copy(y.begin(), y.end(), h.begin());
     project(layer, kAttnProjW, kAttnProjB, C, C);
@@ -437,18 +444,22 @@ void decode_step(const int64_t* table, K* cache_k, K* cache_v, int64_t max_len, 
 
 // Each entry point returns 0, or 1 if anything threw (the caller then uses torch instead).
 
+// attend above; lengths: null, or B row lengths, each at most L.
 extern "C" __attribute__((visibility("default"))) int gptpipe_one_query_attention(
     const float* q, const void* k, const void* v, int bf16, int64_t B, int64_t H, int64_t L,
-    int64_t D, int64_t ks0, int64_t ks1, int64_t ks2, int64_t vs0, int64_t vs1, int64_t vs2,
-    float scale, float* out) {
+    const int64_t* lengths, int64_t D, int64_t ks0, int64_t ks1, int64_t ks2, int64_t vs0,
+    int64_t vs1, int64_t vs2, float scale, float* out) {
+  if (lengths != nullptr)
+    for (int64_t b = 0; b < B; ++b)
+      if (lengths[b] < 1 || lengths[b] > L) return 1;
   const int64_t ks[3] = {ks0, ks1, ks2}, vs[3] = {vs0, vs1, vs2};
   try {
     if (bf16) {
       attend(q, static_cast<const c10::BFloat16*>(k), static_cast<const c10::BFloat16*>(v), B, H,
-             L, D, ks, vs, scale, out);
+             L, lengths, D, ks, vs, scale, out);
     } else {
-      attend(q, static_cast<const float*>(k), static_cast<const float*>(v), B, H, L, D, ks, vs,
-             scale, out);
+      attend(q, static_cast<const float*>(k), static_cast<const float*>(v), B, H, L, lengths, D,
+             ks, vs, scale, out);
     }
   } catch (...) {
     return 1;
@@ -479,17 +490,21 @@ extern "C" __attribute__((visibility("default"))) int gptpipe_few_rows_linear(
 
 // One decoding step (decode_step above): table holds n_layer * 12 parameter pointers (the
 // order of Param; a missing bias is null) then ln_f's weight and bias; weights_bf16 and
-// cache_bf16 say which arrays are bfloat16 (else float32); gelu_exact picks the GELU.
+// cache_bf16 say which arrays are bfloat16 (else float32); gelu_exact picks the GELU; pos
+// holds each of the M rows' position.
 extern "C" __attribute__((visibility("default"))) int gptpipe_decode_step(
     const int64_t* table, int weights_bf16, void* cache_k, void* cache_v, int cache_bf16,
-    int64_t max_len, int64_t pos, int64_t n_layer, int64_t n_head, int64_t C, int64_t M,
-    float eps, int gelu_exact, float* x) {
-  if (M < 1 || M > 4 || C % n_head != 0 || pos < 0 || pos >= max_len) return 1;
+    int64_t rows, int64_t max_len, const int64_t* pos, int64_t n_layer, int64_t n_head,
+    int64_t C, int64_t M, float eps, int gelu_exact, float* x) {
+  if (M < 1 || M > 4 || M > rows || C % n_head != 0) return 1;
+  for (int64_t m = 0; m < M; ++m)
+    if (pos[m] < 0 || pos[m] >= max_len) return 1;
   using B = c10::BFloat16;
   try {
     auto run = [&](auto weights_tag, auto* k, auto* v) {
       using T = decltype(weights_tag);
-      decode_step<T>(table, k, v, max_len, pos, n_layer, n_head, C, M, eps, gelu_exact != 0, x);
+      decode_step<T>(table, k, v, rows, max_len, pos, n_layer, n_head, C, M, eps, gelu_exact != 0,
+                     x);
     };
     if (cache_bf16) {
       auto* k = static_cast<B*>(cache_k);

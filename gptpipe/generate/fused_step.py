@@ -12,7 +12,9 @@ float32 inside, rounded to the weights' dtype at each Linear, as the model's are
 It applies where the layout chooser gave every block Linear the kernel layout (it does
 where the kernel reads a block's weights about as fast as the fastest layouts:
 `layouts.kernel_for_blocks`), to a cache without left padding, of 1 to 4 rows, in eval
-mode. Elsewhere `FusedStep.of` is None and the model's own forward runs.
+mode. Elsewhere `FusedStep.of` is None and the model's own forward runs. Each row has its
+own position (the cache's `positions`), so the server's cache, whose rows fill at their own
+pace, steps through it as `generate`'s does.
 """
 
 from __future__ import annotations
@@ -83,13 +85,14 @@ class FusedStep:
 
     def applies(self, ids: torch.Tensor, cache: KVCache) -> bool:
         """Whether this step can take `ids` (B, T) on `cache`: one token per row, 1 to 4 rows,
-        no left padding, a contiguous CPU cache of a dtype the kernels read, room for it."""
+        no left padding, a contiguous CPU cache of a dtype the kernels read. Each row's
+        position is the cache's (`cache.positions`): a cache whose rows fill at their own pace
+        (the server's) applies too."""
         k = cache.k
         return (
             ids.size(1) == 1
-            and 1 <= ids.size(0) <= kernels.MAX_ROWS
+            and 1 <= ids.size(0) <= min(kernels.MAX_ROWS, cache.batch_size)
             and cache.pad is None
-            and cache.pos < cache.max_len
             and k.dtype in kernels.KERNEL_DTYPES
             and k.device.type == "cpu"
             and k.is_contiguous()
@@ -98,13 +101,18 @@ class FusedStep:
 
     def __call__(self, ids: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """The final hidden states (B, C) after one new token per row, `ids` (B, 1); the
-        token's keys and values are stored and `cache.pos` advances, as
+        tokens' keys and values are stored and the cache advances, as
         `model.hidden_states(ids, cache, last=1)[:, -1]` does."""
         lib = kernels.library()
         if lib is None or not self.applies(ids, cache):
             raise ValueError("the fused step does not apply to this cache and these ids")
         model, cfg = self.model, self.model.config
-        x = model.wte(ids[:, 0]) + model.wpe(cache.positions(1)[:, 0])  # (B, C)
+        B = ids.size(0)
+        cache.fits(1)
+        # each row's position: the position id of its token and where its key and value go
+        # (no left padding, so the two are the same)
+        at = cache.positions(1)[:, 0].expand(B).contiguous()  # (B,)
+        x = model.wte(ids[:, 0]) + model.wpe(at)  # (B, C)
         x = x.to(torch.float32).contiguous()
         status = lib.decode_step(
             self.table.data_ptr(),
@@ -112,17 +120,18 @@ class FusedStep:
             cache.k.data_ptr(),
             cache.v.data_ptr(),
             kernels.KERNEL_DTYPES[cache.k.dtype],
+            cache.batch_size,
             cache.max_len,
-            cache.pos,
+            at.data_ptr(),
             cfg.n_layer,
             cfg.n_head,
             cfg.n_embd,
-            ids.size(0),
+            B,
             model.ln_f.eps,
             int(cfg.gelu == "exact"),
             x.data_ptr(),
         )
         if status != 0:
             raise RuntimeError("the fused decoding step failed")
-        cache.pos += 1
+        cache.advance(1)
         return x.to(self.dtype)

@@ -56,12 +56,12 @@ MAX_ROWS = 4
 _POINTER, _INT, _INT64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
 ENTRIES = {
     "gptpipe_one_query_attention": [_POINTER] * 3
-    + [_INT]
-    + [_INT64] * 10
+    + [_INT, _INT64, _INT64, _INT64, _POINTER]
+    + [_INT64] * 7
     + [ctypes.c_float, _POINTER],
     "gptpipe_few_rows_linear": [_POINTER] * 4 + [_INT] + [_INT64] * 4,
-    "gptpipe_decode_step": [_POINTER, _INT, _POINTER, _POINTER, _INT]
-    + [_INT64] * 6
+    "gptpipe_decode_step": [_POINTER, _INT, _POINTER, _POINTER, _INT, _INT64, _INT64, _POINTER]
+    + [_INT64] * 4
     + [ctypes.c_float, _INT, _POINTER],
 }
 
@@ -182,16 +182,23 @@ def usable(t: torch.Tensor) -> bool:
     return t.device.type == "cpu" and t.dtype in KERNEL_DTYPES and library() is not None
 
 
-def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def one_query_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: torch.Tensor | None = None
+) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v for one query per row and head: q (B, H, 1, D) in any float
     dtype; k, v (B, H, L, D) float32 or bfloat16, each row of D contiguous (the cache's own
-    slices are) -> (B, H, 1, D) float32. As `scaled_dot_product_attention` with no mask."""
+    slices are) -> (B, H, 1, D) float32. As `scaled_dot_product_attention` with no mask, or
+    with `lengths` (B,) int64: row b reads its first lengths[b] keys only (1..L each)."""
     lib = library()
     B, H, L, D = k.shape
     if lib is None or not usable(k) or v.dtype != k.dtype:
         raise ValueError(f"the cache kernel cannot read a {k.dtype} cache on {k.device}")
     if q.shape != (B, H, 1, D) or v.shape != k.shape or k.stride(3) != 1 or v.stride(3) != 1:
         raise ValueError(f"one_query_attention: q {tuple(q.shape)}, k {tuple(k.shape)}")
+    if lengths is not None:
+        if lengths.shape != (B,):
+            raise ValueError(f"one_query_attention: lengths {tuple(lengths.shape)} for {B} rows")
+        lengths = lengths.to(torch.int64).contiguous()
     query = q.to(torch.float32).contiguous()
     out = torch.empty(B, H, 1, D, dtype=torch.float32)
     status = lib.one_query_attention(
@@ -202,6 +209,7 @@ def one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
         B,
         H,
         L,
+        None if lengths is None else lengths.data_ptr(),
         D,
         *k.stride()[:3],
         *v.stride()[:3],

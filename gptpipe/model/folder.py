@@ -55,14 +55,26 @@ def save_model(
     out_dir: Path | str,
     model: GPT,
     tokenizer_dir: Path | str,
+    *,
     labels: list[str] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> None:
-    """Write the model folder atomically (replacing any previous one)."""
+    """Write the model folder atomically (replacing any previous one). A classifier names
+    its `labels`, one per class; a language model has none."""
+    _check_labels(model.config, labels)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_dir(out_dir) as tmp:
         save_file(without_tied(state), str(tmp / WEIGHTS), metadata={"format": "pt"})
         _write_config_and_tokenizer(tmp, model.config, Path(tokenizer_dir), labels, meta)
+
+
+def _check_labels(config: GPTConfig, labels: list[str] | None) -> None:
+    """A classifier names its classes (or none of them); a language model has none."""
+    if len(labels or []) not in (0, config.n_classes):
+        raise ValueError(
+            f"labels: {len(labels or [])} class names for a model with "
+            f"{config.n_classes} classes (model.n_classes)"
+        )
 
 
 def _write_config_and_tokenizer(
@@ -163,7 +175,7 @@ def check_config(raw: Any, path: Path) -> tuple[GPTConfig, list[str], dict[str, 
     labels = raw.get("labels", [])
     if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
         raise bad("labels", f"expected a list of class names (strings), got {labels!r}")
-    if config.n_classes and len(labels) not in (0, config.n_classes):
+    if len(labels) not in (0, config.n_classes):
         raise bad("labels", f"names {len(labels)} classes, model.n_classes is {config.n_classes}")
     meta = raw.get("meta", {})
     if not isinstance(meta, dict):
@@ -238,10 +250,12 @@ def save_tensors(
     config: GPTConfig,
     tensors: Mapping[str, LazyTensor],
     tokenizer_dir: Path | str,
+    *,
     labels: list[str] | None = None,
     meta: dict[str, Any] | None = None,
 ) -> None:
     """Write a model folder (what `save_model` writes) from lazy tensors, streaming."""
+    _check_labels(config, labels)
     with atomic_dir(out_dir) as tmp:
         write_safetensors(tmp / WEIGHTS, tensors)
         _write_config_and_tokenizer(tmp, config, Path(tokenizer_dir), labels, meta)

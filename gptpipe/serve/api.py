@@ -20,9 +20,10 @@ import asyncio
 import hmac
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -33,14 +34,19 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gptpipe.prompts import conversation_prompt
 from gptpipe.serve.engine import Busy, Engine, Event, Failed, Finish, Job, Prompt, Token
 from gptpipe.serve.schemas import (
+    MAX_LOGPROBS,
+    MAX_N,
+    MAX_STOPS,
     ChatBody,
     CompletionBody,
     RequestError,
     decoding_of,
+    defaults,
     finite,
     logprobs_of,
 )
@@ -69,6 +75,62 @@ class Limits:
     max_body: int = 1 << 20
 
 
+class _KeyGuard:
+    """The API key on every route but the page and /health, compared in constant time. Plain
+    ASGI: a streamed answer's chunks pass straight through (FastAPI's `@app.middleware`
+    would copy each one through a memory stream)."""
+
+    def __init__(self, app: ASGIApp, api_key: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] not in ("/", "/health"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                body = error_body("missing or wrong API key (Authorization: Bearer KEY)", None)
+                body["error"]["code"] = "invalid_api_key"
+                await JSONResponse(body, status_code=401)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class _Mailbox:
+    """Events from the decoding thread to the event loop, delivered in batches: one wake-up
+    of the loop per batch (a step's tokens for every client), not one per event."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.lock = threading.Lock()
+        self.pending: list[tuple[asyncio.Queue[tuple[int, Event]], tuple[int, Event]]] = []
+
+    def post(self, queue: asyncio.Queue[tuple[int, Event]], item: tuple[int, Event]) -> None:
+        """Called on the decoding thread; RuntimeError when the loop has closed."""
+        with self.lock:
+            self.pending.append((queue, item))
+            if len(self.pending) > 1:
+                return  # a delivery is already on its way
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self.lock:
+            batch, self.pending = self.pending, []
+        for queue, item in batch:
+            queue.put_nowait(item)
+
+
+_mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
+
+
+def _mailbox() -> _Mailbox:
+    """The running loop's mailbox."""
+    loop = asyncio.get_running_loop()
+    if loop not in _mailboxes:
+        _mailboxes.clear()  # a new server (tests start several): the old loops are gone
+        _mailboxes[loop] = _Mailbox(loop)
+    return _mailboxes[loop]
+
+
 def error_body(message: str, param: str | None, kind: str = "invalid_request_error") -> dict:
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
 
@@ -94,19 +156,8 @@ def make_app(
         body = error_body("internal error (logged on the server)", None, "server_error")
         return JSONResponse(body, status_code=500)
 
-    @app.middleware("http")
-    async def guard(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        """The API key on every route but the page and /health, in constant time."""
-        if api_key is not None and request.url.path not in ("/", "/health"):
-            given = request.headers.get("authorization", "")
-            expected = f"Bearer {api_key}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                body = error_body("missing or wrong API key (Authorization: Bearer KEY)", None)
-                body["error"]["code"] = "invalid_api_key"
-                return JSONResponse(body, status_code=401)
-        return await call_next(request)
+    if api_key is not None:
+        app.add_middleware(_KeyGuard, api_key=api_key)
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:
@@ -124,11 +175,11 @@ def make_app(
 
     @app.get("/v1/models")
     async def list_models() -> dict[str, Any]:
-        return {"object": "list", "data": [_model_card(m) for m in models.values()]}
+        return {"object": "list", "data": [_model_card(m, limits) for m in models.values()]}
 
     @app.get("/v1/models/{name}")
     async def one_model(name: str) -> dict[str, Any]:
-        return _model_card(_served(models, name))
+        return _model_card(_served(models, name), limits)
 
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Response | dict[str, Any]:
@@ -157,7 +208,10 @@ def make_app(
     return app
 
 
-def _model_card(served: Served) -> dict[str, Any]:
+def _model_card(served: Served, limits: Limits) -> dict[str, Any]:
+    """OpenAI's model object, and what a client may want to know before asking: the
+    context, whether chat prompts take an instruction template, the limits of a request and
+    the settings it gets when it leaves them out."""
     return {
         "id": served.name,
         "object": "model",
@@ -165,6 +219,17 @@ def _model_card(served: Served) -> dict[str, Any]:
         "owned_by": "gptpipe",
         "context_length": served.context,
         "instruction_tuned": served.instruct,
+        "limits": {
+            "max_tokens": limits.max_tokens,
+            "n": min(MAX_N, len(served.engine.rows)),
+            "logprobs": MAX_LOGPROBS,
+            "stop": MAX_STOPS,
+            "body_bytes": limits.max_body,
+        },
+        "defaults": {
+            "completions": defaults(False, limits.max_tokens),
+            "chat": defaults(True, limits.max_tokens),
+        },
     }
 
 
@@ -275,11 +340,14 @@ async def _answer(
             )
             prompts[i] = ids[-context:]
     queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-    loop = asyncio.get_running_loop()
+    mailbox = _mailbox()
 
     def sender(p: int) -> Callable[[Event], None]:
-        def send(event: Event) -> None:  # called on the engine's thread
-            loop.call_soon_threadsafe(queue.put_nowait, (p, event))
+        def send(event: Event) -> None:  # called on the decoding thread
+            try:
+                mailbox.post(queue, (p, event))
+            except RuntimeError:  # the event loop has closed (a forced exit): nobody listens
+                jobs[p].cancel()
 
         return send
 
@@ -424,7 +492,12 @@ class _Reply:
                     yield self._chunk(index, text)
             while self.open:
                 p, event = await queue.get()
-                taken = self.take(p, event)
+                try:
+                    taken = self.take(p, event)
+                except RequestError as exc:  # the engine failed: say so in the stream, then end
+                    log.error("%s: %s", self.id, exc.message)
+                    yield {"data": json.dumps(error_body(exc.message, None, "server_error"))}
+                    return
                 if taken is None:
                     continue
                 index = taken

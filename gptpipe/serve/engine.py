@@ -14,8 +14,16 @@ prepares it, `gptpipe.generate.sampling.choose` for each token, `TextStream` for
 and its stop strings, and, when a row's context is full, the same slide as `gptpipe
 generate` (drop the oldest tokens, prefill the rest again).
 
-Nothing here is asynchronous: a request gives `send`, a function the engine thread calls
+Nothing here is asynchronous: a request gives `send`, a function the decoding thread calls
 with each event (the web layer passes one that hands events to its event loop).
+
+Which thread decodes matters on the CPU. torch's OpenMP threads spin between parallel
+regions only while the process has no more of them than cores; a second team (one per
+thread that runs parallel work) makes every team sleep between regions, and waking costs
+~50 us per operation, ~1.5 ms per token of the benchmark's model on 2 cores (2.3 -> 3.8 ms).
+So `decode(engines)` runs every model's engine on the calling thread, one step of each in
+turn: `gptpipe serve` decodes on the main thread, the one that loaded the models, and
+answers HTTP on another. `Engine.start()` runs one engine on a thread of its own (tests).
 """
 
 from __future__ import annotations
@@ -32,11 +40,12 @@ import torch.nn.functional as F
 
 from gptpipe.decoding import Decoding
 from gptpipe.errors import BadInput
-from gptpipe.generate.decode import cache_plan, slide_size
+from gptpipe.generate.decode import cache_plan, next_logits, slide_size
+from gptpipe.generate.fused_step import FusedStep
 from gptpipe.generate.sampling import choose, seen_tokens
 from gptpipe.generate.text import TextStream
 from gptpipe.model.gpt import GPT, KVCache
-from gptpipe.serve.rows import RowCache, step_logits
+from gptpipe.serve.rows import RowCache
 from gptpipe.tokenizer.folder import eot_id
 
 
@@ -133,11 +142,17 @@ class _Sequence:
 
 class Engine:
     """Continuous batching over `rows` rows for one model (prepared by `for_decoding`).
-    `start()` runs the loop in a thread; `submit(job)` queues a request; `close()` lets the
-    requests in flight finish, then stops."""
+    `decode([engine, ...])` (or `start()`: on a thread of its own) runs it; `submit(job)`
+    queues a request; `close()` lets the requests in flight finish, then stops it. Engines
+    decoded together share `wake`, the condition their `submit` and `close` notify."""
 
     def __init__(
-        self, model: GPT, encoding: tiktoken.Encoding, rows: int = 16, max_queue: int = 256
+        self,
+        model: GPT,
+        encoding: tiktoken.Encoding,
+        rows: int = 16,
+        max_queue: int = 256,
+        wake: threading.Condition | None = None,
     ) -> None:
         self.model = model.eval()
         self.encoding = encoding
@@ -145,11 +160,14 @@ class Engine:
         self.block = model.config.block_size
         device = next(model.parameters()).device
         self.plan = cache_plan(model)
-        self.cache = RowCache(model.config, rows, self.block, device, self.plan.dtype)
+        self.cache = RowCache(
+            model.config, rows, self.block, device, self.plan.dtype, self.plan.kernel
+        )
+        self.fused = FusedStep.of(self.model)  # steps of up to 4 rows, where it applies
         self.rows: list[_Sequence | None] = [None] * rows
         self.max_queue = max_queue
         self.queue: deque[Job] = deque()
-        self.lock = threading.Condition()
+        self.lock = wake or threading.Condition()
         self.closing = False
         self.thread: threading.Thread | None = None
         self.steps = 0  # batched steps taken (for /health and the benchmark)
@@ -157,7 +175,9 @@ class Engine:
     # ------------------------------------------------------------- outside the thread
 
     def start(self) -> Engine:
-        self.thread = threading.Thread(target=self._loop, name="gptpipe-engine", daemon=True)
+        """Decode on a thread of this engine's own (see the module docstring for the cost)."""
+        self.thread = threading.Thread(target=decode, args=([self],), name="gptpipe-engine")
+        self.thread.daemon = True
         self.thread.start()
         return self
 
@@ -172,7 +192,8 @@ class Engine:
             self.lock.notify()
 
     def close(self, timeout: float | None = None) -> None:
-        """Take no new request; let those in flight and queued finish; stop the thread."""
+        """Take no new request; let those in flight and queued finish; stop decoding (and
+        wait up to `timeout` for the thread of `start()`)."""
         with self.lock:
             self.closing = True
             self.lock.notify()
@@ -187,22 +208,20 @@ class Engine:
     def waiting(self) -> int:
         return len(self.queue)
 
-    # ------------------------------------------------------------- the thread
+    # ------------------------------------------------------------- the decoding thread
 
-    def _loop(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self.lock:
-                    while not self.queue and not self.cache.active and not self.closing:
-                        self.lock.wait()
-                    if self.closing and not self.queue and not self.cache.active:
-                        return
-                self._admit()
-                if self.cache.active:
-                    try:
-                        self._step()
-                    except Exception as exc:  # a bug, or a device out of memory
-                        self._fail_all(f"{type(exc).__name__}: {exc}")
+    @property
+    def _has_work(self) -> bool:
+        return bool(self.queue) or self.cache.active > 0
+
+    def _turn(self) -> None:
+        """Admit what waits into free rows, then take one batched step."""
+        self._admit()
+        if self.cache.active:
+            try:
+                self._step()
+            except Exception as exc:  # a bug, or a device out of memory
+                self._fail_all(f"{type(exc).__name__}: {exc}")
 
     def _admit(self) -> None:
         """Prefill waiting requests into free rows, first come first served."""
@@ -271,10 +290,14 @@ class Engine:
         tokens = torch.tensor(
             [s.ids[-1] if s is not None else self.eot for s in rows], device=self.cache.k.device
         )
-        logits = step_logits(self.model, tokens, self.cache)
+        logits = next_logits(self.model, tokens[:, None], self.cache, self.fused)
         self.steps += 1
+        # greedy rows without a penalty take the argmax, found for all rows in one call
+        # (what `choose` finds for each; one call instead of one per row)
+        plain = [s is not None and _plain_greedy(s.job.decoding) for s in rows]
+        top = logits.argmax(dim=-1).tolist() if any(plain) else []
         for row in range(n - 1, -1, -1):  # backwards: freeing a row moves the last one
-            self._emit(row, logits[row : row + 1])
+            self._emit(row, logits[row : row + 1], top[row] if plain[row] else None)
 
     def _slide(self, row: int, sequence: _Sequence) -> None:
         """The row's context is full: drop its oldest tokens (decoding.slide, or a quarter
@@ -285,16 +308,17 @@ class Engine:
         _, prefilled = self._prefill(sequence.ids[:-1], None)
         self.cache.place(row, prefilled)
 
-    def _emit(self, row: int, logits: torch.Tensor) -> None:
-        """Draw row `row`'s next token from `logits` (1, V) and send it; free the row when
-        its continuation ends or its request was cancelled."""
+    def _emit(self, row: int, logits: torch.Tensor, chosen: int | None = None) -> None:
+        """Draw row `row`'s next token from `logits` (1, V) (or take `chosen`, already
+        drawn) and send it; free the row when its continuation ends or its request was
+        cancelled."""
         sequence = self.rows[row]
         assert sequence is not None
         job, d = sequence.job, sequence.job.decoding
         if job.cancelled.is_set():
             self._free(row)
             return
-        token = int(
+        token = chosen if chosen is not None else int(
             choose(logits, d.temperature, d.top_k, d.top_p, d.repetition_penalty,
                    sequence.seen, sequence.generator)[0]
         )  # fmt: skip
@@ -340,6 +364,30 @@ class Engine:
             self.rows[row] = self.rows[last]
         self.rows[last] = None
         self.cache.active -= 1
+
+
+def decode(engines: Sequence[Engine]) -> None:
+    """Decode the engines' requests on this thread, one step of each engine with work in
+    turn, until every engine is closed and has answered what it took. The engines must share
+    one `wake` condition."""
+    if len({id(engine.lock) for engine in engines}) > 1:
+        raise ValueError("engines decoded together must share one wake condition")
+    wake = engines[0].lock
+    with torch.inference_mode():
+        while True:
+            with wake:
+                while not any(e._has_work for e in engines) and not all(e.closing for e in engines):
+                    wake.wait()
+                if not any(e._has_work for e in engines):
+                    return  # all closing, nothing left
+            for engine in engines:
+                if engine._has_work:
+                    engine._turn()
+
+
+def _plain_greedy(d: Decoding) -> bool:
+    """Whether `choose` takes the plain argmax of the logits for these settings."""
+    return d.temperature == 0 and d.repetition_penalty == 1.0
 
 
 def _top(scores: torch.Tensor, k: int) -> tuple[tuple[int, float], ...]:

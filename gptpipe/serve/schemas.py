@@ -39,9 +39,12 @@ FIELD_OF = {
 
 class RequestError(Exception):
     """A request the server refuses: the body field it names (OpenAI's `param`), why, and
-    the HTTP status (400 unless said otherwise)."""
+    the HTTP status (400 unless said otherwise). The message begins with the field's name,
+    so that a client showing only the message still says which field it was."""
 
     def __init__(self, param: str | None, message: str, status: int = 400) -> None:
+        if param and not message.startswith(f"{param}:"):
+            message = f"{param}: {message}"
         super().__init__(message)
         self.param, self.message, self.status = param, message, status
 
@@ -145,6 +148,16 @@ def decoding_of(body: _Body, chat: bool, max_tokens: int) -> tuple[Decoding, int
     settings = {**{k: defaults[k] for k in FIELD_OF if k in defaults}, **given}
     settings["max_new_tokens"] = min(settings["max_new_tokens"], max_tokens)
     return Decoding.of(settings), body.n, body.seed
+
+
+def defaults(chat: bool, max_tokens: int) -> dict[str, Any]:
+    """The settings a request that leaves them out gets, under the request's field names
+    (a client, such as the chat page, can show them)."""
+    chosen = CHAT if chat else GENERATE
+    values = {FIELD_OF[k]: chosen[k] for k in FIELD_OF if k not in ("num_samples", "seed")}
+    values["max_tokens"] = min(values["max_tokens"], max_tokens)
+    values["stop"] = list(values["stop"])
+    return values
 
 
 def logprobs_of(body: CompletionBody | ChatBody) -> int | None:

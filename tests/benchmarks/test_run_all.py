@@ -56,6 +56,10 @@ def test_the_references_agree_with_ours_where_they_must(quick):
     train = records["train"]["results"]
     assert train["peaks_gflops"]["float32"] > 0 and train["peaks_gflops"]["bfloat16"] > 0
     assert set(train["configs"]["quick"]) == {"hf", train["ours_variant"]}
+    serve = records["serve"]["results"]
+    assert serve["transformers"]["float32"]["same_texts"] == serve["requests"]  # greedy
+    assert all(row["full_length"] for row in serve["clients"].values())
+    assert serve["memory"]["requests"] == 200 and serve["memory"]["peak_ratio"] > 0
     sizes = records["download"]["results"]
     assert len(sizes) == 2 and all(s["peak_rss_mb"] > 0 for s in sizes.values())
 

@@ -78,8 +78,9 @@ def test_it_applies_only_where_it_can():
     padded = KVCache(lm.config, 2, 8, pad=torch.tensor([0, 2]))
     assert not fused.applies(torch.full((2, 1), 5), padded)
     full = KVCache(lm.config, 1, 8)
-    full.pos = 8
-    assert not fused.applies(one, full)
+    full.pos = 8  # refused as the model's forward refuses it
+    with pytest.raises(ValueError, match="exceed the cache's 8"):
+        fused(one, full)
     with pytest.raises(ValueError, match="fused step"):
         fused(torch.tensor([[5, 6]]), KVCache(lm.config, 1, 8))
     # a model whose Linears another layout reads, a training model, a classifier: none

@@ -60,6 +60,35 @@ def test_the_kernel_is_softmax_attention_over_cache_slices(dtype, B, H, L, D):
 
 
 @needs_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_each_row_reads_its_own_length(dtype):
+    """With lengths, row b attends to its first lengths[b] keys only, whatever lies beyond
+    (here huge values, which would dominate any softmax that read them)."""
+    torch.manual_seed(0)
+    B, H, L, D = 3, 2, 20, 32
+    k = torch.randn(B, H, L, D).to(dtype)
+    v = torch.randn(B, H, L, D).to(dtype)
+    lengths = torch.tensor([20, 1, 7])
+    for b, n in enumerate(lengths.tolist()):
+        k[b, :, n:], v[b, :, n:] = 1e4, 1e4
+    q = torch.randn(B, H, 1, D)
+    got = one_query_attention(q, k, v, lengths)
+    for b, n in enumerate(lengths.tolist()):
+        expected = F.scaled_dot_product_attention(
+            q[b : b + 1].to(dtype).double(),
+            k[b : b + 1, :, :n].double(),
+            v[b : b + 1, :, :n].double(),
+        )
+        torch.testing.assert_close(got[b : b + 1].double(), expected, atol=2e-6, rtol=1e-5)
+    with pytest.raises(RuntimeError, match="cache kernel failed"):
+        one_query_attention(q, k, v, torch.tensor([20, 0, 7]))  # a row with no key
+    with pytest.raises(RuntimeError, match="cache kernel failed"):
+        one_query_attention(q, k, v, torch.tensor([21, 1, 7]))  # past the keys
+    with pytest.raises(ValueError, match="lengths"):
+        one_query_attention(q, k, v, torch.tensor([20, 1]))
+
+
+@needs_kernel
 def test_the_kernel_refuses_what_it_cannot_read():
     k = torch.randn(1, 2, 5, 8)
     with pytest.raises(ValueError, match="float16"):

@@ -51,6 +51,22 @@ def test_classifier_round_trip_keeps_labels(tmp_path, tokenizer_dir):
     torch.testing.assert_close(loaded.score.weight, classifier.score.weight)
 
 
+def test_labels_must_fit_the_head(tmp_path, tokenizer_dir):
+    # class names on a language model (a dict passed where labels go, say) are refused when
+    # written and when read, rather than landing in a folder that `info` and `serve` accept
+    with pytest.raises(ValueError, match="labels: 1 class names for a model with 0 classes"):
+        save_model(tmp_path / "lm", tiny(), tokenizer_dir, labels=["stage"])
+    with pytest.raises(ValueError, match="labels: 2 class names for a model with 3 classes"):
+        save_model(tmp_path / "c", with_classifier(tiny(), 3), tokenizer_dir, labels=["a", "b"])
+    assert not (tmp_path / "lm").exists() and not (tmp_path / "c").exists()
+    save_model(tmp_path / "m", tiny(), tokenizer_dir)
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    config["labels"] = ["stage"]
+    (tmp_path / "m" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(BadInput, match=r"labels.*names 1 classes, model.n_classes is 0"):
+        read_info(tmp_path / "m")
+
+
 def test_with_classifier_shares_the_transformer_weights():
     base = tiny()
     classifier = with_classifier(base, 2)

@@ -10,7 +10,6 @@ offline one must have drawn every plot and a screenshot that is not blank.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 import shutil
@@ -19,16 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import matplotlib.image
 import pytest
 import yaml
+from helpers.browser import headless_chromium, ink
 from helpers.dvcrepo import BIN, new_repository, run
 
 from gptpipe.report import plots_page
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 CDN = "cdn.jsdelivr.net"
 
 
@@ -115,42 +112,10 @@ def test_offline_page_is_dvcs_page_with_the_scripts_inline(project: Path) -> Non
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """Headless Chromium with networking effectively off: no host resolves, and a proxy that
-    refuses, so a page gets nothing that is not in its own file."""
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.skip(
-            f"no browser to open the page: {', '.join(missing)} missing "
-            "(Debian: apt-get install chromium chromium-driver)"
-        )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-dev-shm-usage",
-        "--window-size=1280,2400",
-        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-        "--proxy-server=127.0.0.1:9",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    try:
+    """Headless Chromium with networking effectively off, so a page gets nothing that is not
+    in its own file."""
+    with headless_chromium(tmp_path_factory.mktemp("chromium")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 # The area in CSS pixels of each plot div's drawing (vega's canvas or svg has class "marks";
@@ -183,9 +148,7 @@ def open_page(driver: Any, page: Path, wait_s: float) -> tuple[list[float], list
         time.sleep(0.05)
         areas = driver.execute_script(DRAWN)
     log = driver.get_log("browser")
-    pixels = matplotlib.image.imread(io.BytesIO(driver.get_screenshot_as_png()), format="png")
-    ink = int((pixels[..., :3] < 0.9).any(axis=-1).sum())
-    return areas, log, ink
+    return areas, log, ink(driver.get_screenshot_as_png())
 
 
 def test_default_page_stays_blank_offline(project: Path, browser: Any) -> None:

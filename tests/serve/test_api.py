@@ -15,9 +15,12 @@ from typing import Any
 import httpx2 as httpx
 import openai
 import pytest
-from helpers.server import Server, model_folders, serving
+import torch
+from helpers.server import TINY, Server, model_folders, serving
 
-from gptpipe.tokenizer.folder import load_tokenizer
+from gptpipe.model.folder import save_model
+from gptpipe.model.gpt import GPT
+from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +55,29 @@ def test_models_and_health(client: openai.OpenAI, server: Server) -> None:
     with urllib.request.urlopen(server.url + "health") as reply:
         health = json.load(reply)
     assert health["status"] == "ok" and [m["id"] for m in health["models"]] == ids
+
+
+def test_a_model_card_says_the_limits_and_the_defaults_a_request_gets(
+    client: openai.OpenAI,
+) -> None:
+    card = client.models.retrieve("base").model_dump()
+    assert card["context_length"] == 96 and card["instruction_tuned"] is False
+    assert card["limits"] == {
+        "max_tokens": 2048, "n": 8, "logprobs": 20, "stop": 4, "body_bytes": 1 << 20
+    }  # fmt: skip
+    chat = card["defaults"]["chat"]
+    assert chat["temperature"] == 0.7 and chat["max_tokens"] == 200
+    for route, defaults in card["defaults"].items():  # leaving them out == sending these
+        extra = {k: v for k, v in defaults.items() if k in ("top_k", "repetition_penalty")}
+        rest = {k: v for k, v in defaults.items() if k not in extra}
+        if route == "chat":
+            asked: dict[str, Any] = {"messages": [{"role": "user", "content": "Hi"}]}
+            create: Any = client.chat.completions.create
+        else:
+            asked, create = {"prompt": "Hi"}, client.completions.create
+        plain = create(model="base", seed=5, **asked)
+        explicit = create(model="base", seed=5, **asked, **rest, extra_body=extra)
+        assert plain.choices[0] == explicit.choices[0], route
 
 
 def test_greedy_completion_equals_gptpipe_generate_token_for_token(
@@ -304,3 +330,28 @@ def test_bad_command_lines_are_one_line_and_exit_2(folders: dict[str, Path]) -> 
         )  # fmt: skip
         lines = [line for line in done.stderr.splitlines() if line.strip()]
         assert done.returncode == 2 and len(lines) == 1 and words in lines[0], done.stderr
+
+
+def test_a_model_that_fails_answers_with_an_error_not_a_hang(tmp_path: Path) -> None:
+    # a diverged model: finite weights so large that its logits overflow, so that drawing a
+    # token fails inside the engine
+    root = tmp_path / "nan"
+    save_gpt2(root / "tok")
+    model = GPT(TINY)
+    with torch.no_grad():
+        model.ln_f.weight.fill_(3e38)
+    save_model(root / "model", model, root / "tok", meta={"stage": "pretrain"})
+    with serving("--model", root / "model", "--name", "nan") as server:
+        client = openai.OpenAI(base_url=server.url + "v1", api_key="none", max_retries=0)
+        with pytest.raises(openai.InternalServerError) as whole:
+            client.completions.create(model="nan", prompt="Hi", max_tokens=5, temperature=1)
+        assert "the model failed to answer" in str(whole.value)
+        stream = client.chat.completions.create(
+            model="nan", messages=[{"role": "user", "content": "Hi"}], stream=True
+        )
+        with pytest.raises(openai.APIError, match="the model failed to answer"):
+            list(stream)  # the stream says so and ends; it does not hang or just stop
+        # the engine goes on: the next request is answered the same way, not left waiting
+        with pytest.raises(openai.InternalServerError):
+            client.completions.create(model="nan", prompt="Hi", max_tokens=5, temperature=1)
+    assert any("the model failed to answer" in line for line in server.lines)
