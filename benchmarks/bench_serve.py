@@ -15,6 +15,8 @@ alternating within each repeat:
   in a loop, greedy, exactly 128 new tokens: bench_generate's `hf_run`) and by `gptpipe
   generate`'s functions in process (`for_decoding` as generate uses it, `stream`), each in a
   fresh process (`benchmarks.workers.serve_alone`);
+- the server's engine alone, without HTTP, at 1 and 16 clients (the same worker): what the
+  decoding costs, so that the difference from the server is what the HTTP side costs;
 - the dtype: the server decodes as `--dtype auto` does, in bfloat16 where the CPU computes it
   natively; transformers then runs with bf16 weights beside it, and a float32 pair (`gptpipe
   serve --dtype float32`, one client, against transformers in float32) runs too (where bf16
@@ -307,10 +309,13 @@ def build_folders(arch: dict[str, int], work: Path) -> tuple[Any, Path, Path]:
     return hf, work / MODEL, work / "hf"
 
 
-def alone(side: str, folder: Path, dtype: str, prompts: list[str], tokens: int) -> dict[str, Any]:
-    """The requests one at a time, in a fresh process (`benchmarks.workers.serve_alone`)."""
+def alone(
+    side: str, folder: Path, dtype: str, prompts: list[str], tokens: int, clients: int = 1
+) -> dict[str, Any]:
+    """The requests one at a time (or, for the engine, from `clients` at once), in a fresh
+    process (`benchmarks.workers.serve_alone`)."""
     spec = {"side": side, "folder": str(folder), "dtype": dtype, "prompts": prompts,
-            "new_tokens": tokens}  # fmt: skip
+            "new_tokens": tokens, "clients": clients}  # fmt: skip
     data = run_worker(python_module("benchmarks.workers.serve_alone", json.dumps(spec))).data
     data["tokens_per_s"] = tokens * len(prompts) / sum(data["seconds"])
     return data
@@ -338,6 +343,10 @@ def measure(
                 sides["inprocess"] = functools.partial(
                     alone, "gptpipe", folder, "auto", PROMPTS, tokens
                 )
+                for clients in (1, CLIENTS[-1]):  # the engine alone, no HTTP
+                    sides[f"engine_{clients}"] = functools.partial(
+                        alone, "engine", folder, "auto", PROMPTS, tokens, clients
+                    )
                 for clients in CLIENTS[1:]:
                     sides[f"server_{clients}"] = functools.partial(
                         run_clients, url, PROMPTS, clients, tokens
@@ -407,6 +416,17 @@ def summarise(
             "same_texts": same_texts(one[0], inprocess[0]),
         },
         "server_over_inprocess": paired_ratio(tokens_per_s(one), tokens_per_s(inprocess)),
+        "engine": {
+            str(c): {
+                "tokens_per_s": median(tokens_per_s(runs[f"engine_{c}"])),
+                "runs_tokens_per_s": tokens_per_s(runs[f"engine_{c}"]),
+                "same_texts_as_server": same_texts(runs[f"engine_{c}"][0], runs[f"server_{c}"][0]),
+            }
+            for c in (1, CLIENTS[-1])
+        },
+        "engine_sixteen_over_one": paired_ratio(
+            tokens_per_s(runs[f"engine_{CLIENTS[-1]}"]), tokens_per_s(runs["engine_1"])
+        ),
         "transformers": pairs,
     }
 
@@ -492,6 +512,11 @@ def report(results: dict[str, Any]) -> str:
         f"16 / 1 clients: {results['sixteen_over_one']:.2f}x (target >= 4x); one client / in "
         f"process ({inp['tokens_per_s']:.1f} tokens/s): {results['server_over_inprocess']:.2f}x "
         "(target >= 0.8x)"
+    )
+    eng = results["engine"]
+    lines.append(
+        f"the engine alone, no HTTP: {eng['1']['tokens_per_s']:.1f} tokens/s at 1 client, "
+        f"{eng['16']['tokens_per_s']:.1f} at 16 ({results['engine_sixteen_over_one']:.2f}x)"
     )
     for dtype, pair in results["transformers"].items():
         lines.append(

@@ -540,6 +540,16 @@ def serve_rows(results: dict[str, Any]) -> list[Row]:
             _at_least(results["server_over_inprocess"], 0.8),
         ),
     ]
+    engine = results["engine"]
+    rows.append(
+        Row(
+            "the server's engine alone, no HTTP (the decoding's share of the above): tokens/s "
+            "at 16 clients (vs 1)",
+            f"{engine['16']['tokens_per_s']:,.0f}",
+            f"{engine['1']['tokens_per_s']:,.0f}",
+            results["engine_sixteen_over_one"],
+        )
+    )
     for dtype_name, pair in results["transformers"].items():
         rows.append(
             Row(
