@@ -66,6 +66,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("bpe"),
     Benchmark("shard"),
     Benchmark("download"),
+    Benchmark("bigdata"),
     Benchmark("evaluate"),
     Benchmark("generate"),
     Benchmark("serve"),

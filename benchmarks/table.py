@@ -581,6 +581,64 @@ def serve_rows(results: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def bigdata_rows(results: dict[str, Any]) -> list[Row]:
+    """The largest corpus against the smallest (memory flat, BPE time bounded by its sample),
+    and at every size the shard stage against tiktoken on the same text."""
+    sizes = sorted(results["sizes"].values(), key=lambda s: s["corpus_mb"])
+    small, large = sizes[0], sizes[-1]
+    what = f"{large['corpus_mb']:,.0f} MB vs {small['corpus_mb']:,.0f} MB Parquet corpus"
+    rows = []
+    for name in ("download", "tokenizer", "shard"):
+        ours, ref = large["stages"][name]["peak_rss_mb"], small["stages"][name]["peak_rss_mb"]
+        ratio = _ratio(ours, ref)
+        rows.append(
+            Row(
+                f"big data: {name} peak memory, {what} (MB)",
+                f"{ours:.0f}",
+                f"{ref:.0f}",
+                ratio,
+                "<= 1.2x (flat)",
+                _at_most(ratio, 1.2),
+            )
+        )
+    ours_s = large["stages"]["tokenizer"]["stage_seconds"]
+    ref_s = small["stages"]["tokenizer"]["stage_seconds"]
+    rows.append(
+        Row(
+            f"big data: BPE tokenizer time (vocab {results['vocab_size']:,}, sample "
+            f"{results['sample_mb']:g} MB), {what} (s)",
+            f"{ours_s:.1f}",
+            f"{ref_s:.1f}",
+            _ratio(ours_s, ref_s),
+            "<= 1.2x (bounded)",
+            _at_most(_ratio(ours_s, ref_s), 1.2),
+        )
+    )
+    for size in sizes:
+        ratio = size["shard_vs_tiktoken"]
+        rows.append(
+            Row(
+                f"big data: shard throughput, {size['corpus_mb']:,.0f} MB corpus (MB/s, vs "
+                f"tiktoken encode_ordinary_batch, {results['threads']} threads)",
+                f"{size['stages']['shard']['mb_per_s']:.2f}",
+                f"{size['tiktoken']['mb_per_s']:.2f}",
+                ratio,
+                ">= 1x",
+                _at_least(ratio, 1.0),
+            )
+        )
+    for size in (large, small):
+        times = " / ".join(f"{size['stages'][n]['seconds']:.0f}" for n in size["stages"])
+        rows.append(
+            Row(
+                f"big data: download / tokenizer / shard wall time, {size['corpus_mb']:,.0f} MB "
+                "corpus (s, each a process)",
+                times,
+            )
+        )
+    return rows
+
+
 SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "train": train_rows,
     "generate": generate_rows,
@@ -589,6 +647,7 @@ SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "shard": shard_rows,
     "bpe": bpe_rows,
     "download": download_rows,
+    "bigdata": bigdata_rows,
     "load_memory": load_memory_rows,
     "classify": classify_rows,
     "pipeline": pipeline_rows,

@@ -114,15 +114,49 @@ def require_fits(key: str, need: int, what: str, available: int | None = None) -
 # --------------------------------------------------------------------------- sections
 
 
+@dataclass(frozen=True)
+class CorpusFiles:
+    """`data.corpus: {files: [...]}`: a corpus made of every file listed, read in this order
+    (a plain list is mirrors of one file)."""
+
+    files: list[str] = _f([], "URLs or paths (a local entry may be a folder or a glob).")  # noqa: RUF009
+
+
+@dataclass(frozen=True)
+class DataColumns:
+    """`data.columns`: the names your instruction and classification files (Parquet
+    columns, JSON keys) use for the fields the pipeline reads."""
+
+    instruction: str = _f("instruction", "Instruction records: the instruction.")
+    input: str = _f("input", 'Instruction records: the input ("": none, every input empty).')
+    output: str = _f("output", "Instruction records: the response.")
+    label: str = _f("label", "Classification: the label (strings, or integers).")
+    text: str = _f("text", "Classification: the text to classify.")
+
+
 @dataclass
 class DataConfig:
     """`data`: where the corpus, instruction and classification data come from."""
 
-    corpus: str | list[str] = _f(  # noqa: RUF009 (a str default is immutable)
+    corpus: str | list[str] | CorpusFiles = _f(  # noqa: RUF009 (a str default is immutable)
         "stdlib",
         "Corpus: a named set (stdlib, tinyshakespeare), a URL or a path (archive.zip#member "
-        "reads one member), or a list of mirrors of one file tried in order. Plain text "
-        '(<|endoftext|> separates documents), .jsonl or .json (strings or {"text": ...}).',
+        "reads one member; .gz and .zst are decompressed), a local folder or glob "
+        "(data/inputs/fineweb/*.parquet: every file, sorted), {files: [url, ...]} (a corpus "
+        "of many files, in that order), or a plain list of mirrors of one file tried in "
+        "order. Each file by its name: .parquet (the text_column), .jsonl or .json (strings "
+        'or {"text": ...}), else plain text (<|endoftext|> separates documents).',
+    )
+    text_column: str = _f(
+        "text",
+        "The corpus's text: the Parquet column, or the key of JSON (Lines) objects. Null "
+        "rows are skipped and counted (null_rows in provenance.json).",
+    )
+    columns: DataColumns = _f(  # noqa: RUF009 (frozen, so immutable)
+        DataColumns(),
+        "Field names of instruct and classify records (Parquet or JSON), where they differ: "
+        "{instruction: prompt, input: context, output: response, label: category, text: sms}. "
+        "Rows with a null field are skipped and counted; a null input is empty.",
     )
     instruct: str | list[str] = _f(  # noqa: RUF009
         "stdlib",
@@ -156,6 +190,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         for key in ("corpus", "instruct", "classify"):
             value = getattr(self, key)
+            if isinstance(value, CorpusFiles):
+                key, value = "corpus.files", value.files
             if isinstance(value, list):
                 _require(bool(value), f"data.{key}", "must not be an empty list")
                 for i, item in enumerate(value):
@@ -163,13 +199,23 @@ class DataConfig:
             else:
                 _require(bool(value.strip()), f"data.{key}", "must not be empty")
         _require(bool(self.inputs.strip()), "data.inputs", "must not be empty")
+        _require(bool(self.text_column.strip()), "data.text_column", "must not be empty")
+        for name in ("instruction", "output", "label", "text"):
+            _require(
+                bool(getattr(self.columns, name).strip()),
+                f"data.columns.{name}",
+                "must not be empty",
+            )
         _require(self.timeout > 0, "data.timeout", "must be > 0")
         _require(self.retries >= 1, "data.retries", "must be >= 1")
         _require(self.max_bytes >= 1, "data.max_bytes", "must be >= 1")
 
     def sources(self, kind: str) -> list[str]:
-        """The sources given for `kind` (corpus, instruct or classify) as a list, stripped."""
+        """The sources given for `kind` (corpus, instruct or classify) as a list, stripped
+        (the files of a `{files: [...]}` corpus)."""
         value = getattr(self, kind)
+        if isinstance(value, CorpusFiles):
+            value = value.files
         return [item.strip() for item in (value if isinstance(value, list) else [value])]
 
     def mirror_dir(self) -> Path | None:
@@ -212,6 +258,14 @@ class TokenizerConfig:
         "Extra special tokens for kind=bpe, such as <|im_start|> or <|pad|>: ids after "
         "<|endoftext|>, in this order. The corpus is still encoded as plain text.",
     )
+    sample_bytes: int = _f(
+        100_000_000,
+        "Bytes of the corpus the vocabulary is learned from (kinds bpe, char, word, and gpt2 "
+        "with min_count >= 1), so training time stops growing with the corpus. A larger corpus "
+        "is sampled: about 1 MiB windows of whole documents spaced evenly over the whole file, "
+        "the same windows for the same corpus (deterministic); a corpus of at most this size is "
+        "read whole. 0: always the whole corpus. The shard stage encodes the whole corpus.",
+    )
 
     def __post_init__(self) -> None:
         if self.kind == "word":
@@ -233,6 +287,9 @@ class TokenizerConfig:
                 ),
             )
         _require(self.workers >= 0, "tokenizer.workers", "must be >= 0 (0: one per CPU core)")
+        _require(
+            self.sample_bytes >= 0, "tokenizer.sample_bytes", "must be >= 0 (0: the whole corpus)"
+        )
         _require(self.min_count >= 0, "tokenizer.min_count", "must be >= 0 (0: all of GPT-2's ids)")
         _require(
             self.kind == "gpt2" or self.min_count == 0,
@@ -371,7 +428,11 @@ class TrainingConfig:
         "train all max_steps); needs keep: best.",
     )
     device: str = _f("auto", "auto, cpu, cuda or cuda:N.")
-    threads: int = _f(0, "CPU threads for torch (0: leave torch's default).")
+    threads: int = _f(
+        0,
+        "CPU threads for torch. 0: $GPTPIPE_THREADS when set; else, in an experiment a DVC "
+        "queue runs, torch's default shared among the queue's workers; else torch's default.",
+    )
     log_interval: int = _f(10, "Write a row of the training curve every this many steps.")
     checkpoint_interval: int = _f(
         100, "Save a resumable checkpoint every this many steps (0: only on Ctrl-C/SIGTERM)."
@@ -984,6 +1045,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
+        mappings = [o for o in options if dataclasses.is_dataclass(o)]
+        if isinstance(value, dict) and len(mappings) == 1:  # its own errors name the key
+            return _coerce(key, value, mappings[0])
         for option in options:
             if option is type(None):
                 continue
@@ -1060,6 +1124,8 @@ def describe(section: str) -> str:
     for f in dataclasses.fields(cls):
         factory = f.default_factory
         default = f.default if factory is dataclasses.MISSING else factory()
+        if dataclasses.is_dataclass(default):  # a nested mapping, as params.yaml writes it
+            default = dataclasses.asdict(default)  # type: ignore[arg-type]
         lines.append(f"  {section}.{f.name} = {default!r}: {f.metadata.get('help', '')}")
     return "\n\n".join(lines)
 

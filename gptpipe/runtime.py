@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import json
 import os
 import random
 import statistics
@@ -73,10 +74,85 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_threads(threads: int) -> None:
-    """Set torch's intra-op threads; 0 leaves torch's default."""
-    if threads > 0:
-        torch.set_num_threads(threads)
+THREADS_ENV = "GPTPIPE_THREADS"
+
+
+def set_threads(threads: int) -> int:
+    """Set torch's intra-op threads and return how many it now uses.
+
+    `threads` > 0 (a params key such as `pretrain.threads`) wins. With 0: the environment
+    variable GPTPIPE_THREADS when set; else, in an experiment a DVC queue worker runs, torch's
+    default divided among the queue's live workers (`dvc queue start -j 2` on 16 cores: 8
+    each, not 16 each fighting over the same cores); else torch's default (the physical cores,
+    or OMP_NUM_THREADS).
+    """
+    chosen = threads if threads > 0 else _env_threads()
+    if chosen is None:
+        jobs = queue_jobs()
+        chosen = max(1, _default_threads() // jobs) if jobs > 1 else None
+    if chosen is not None:
+        torch.set_num_threads(chosen)
+    return torch.get_num_threads()
+
+
+def _env_threads() -> int | None:
+    """GPTPIPE_THREADS as a positive count; unset or empty is None; anything else is bad input."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise BadInput(f"environment variable {THREADS_ENV}: {value!r} is not a count >= 1")
+    return int(value)
+
+
+@functools.cache
+def _default_threads() -> int:
+    """torch's intra-op threads before this process changed them: what one job alone gets."""
+    return torch.get_num_threads()
+
+
+def queue_jobs(cwd: Path | None = None) -> int:
+    """How many experiments the DVC queue runs side by side on this machine, when this
+    process is one of them; else 1.
+
+    DVC gives a stage it runs the variable DVC_ROOT, the repository root. A queued experiment
+    runs in a copy of the repository under `DVC_ROOT/.dvc/tmp/exps/`, and `dvc queue start
+    -j N` starts N workers (celery, one experiment at a time each) whose process records
+    dvc-task keeps in `.dvc/tmp/exps/celery/dvc-exp-worker-K.json`: a pid, and a return code
+    once the worker has exited. The live workers are the jobs sharing the machine (all are
+    started before any of them takes an experiment, so the first job counts them all).
+    """
+    root = os.environ.get("DVC_ROOT")
+    if not root:
+        return 1
+    exps = Path(root).resolve() / ".dvc" / "tmp" / "exps"
+    here = (cwd or Path.cwd()).resolve()
+    if not here.is_relative_to(exps):
+        return 1
+    live = sum(_live_worker(info) for info in (exps / "celery").glob("dvc-exp-worker-*.json"))
+    return max(1, live)
+
+
+def _live_worker(info: Path) -> bool:
+    """Whether the queue worker `info` (a dvc-task process record) is still running."""
+    try:
+        record = json.loads(info.read_text(encoding="utf-8"))
+        pid = int(record["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if record.get("returncode") is not None or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    try:  # a pid reused by an unrelated process since (where /proc tells)
+        return b"queue-worker" in cmdline.read_bytes()
+    except OSError:
+        return not cmdline.parent.parent.exists()
 
 
 def tune_allocator() -> bool:

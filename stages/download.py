@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from gptpipe import __version__, default_paths
-from gptpipe.config import DataConfig
+from gptpipe.config import CorpusFiles, DataConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import write_json
 from gptpipe.metrics import ran_with, staged_with_details, wall_seconds
@@ -26,6 +26,7 @@ from gptpipe.sources.datasets import (
     NAMED_SETS,
     STDLIB,
     NamedSet,
+    Source,
     check_source,
     load_source,
 )
@@ -36,6 +37,8 @@ from gptpipe.sources.fetch import (
     source_kind,
     split_member,
 )
+from gptpipe.sources.formats import Fields
+from gptpipe.sources.many import FileList
 from gptpipe.sources.stdlib import build_stdlib
 
 _PROVENANCE_FILE = default_paths.PROVENANCE.name
@@ -51,20 +54,40 @@ def _mirror_folder(cfg: DataConfig) -> Path | None:
     return path
 
 
+def _source(cfg: DataConfig, kind: str) -> Source:
+    """A kind's source as the library takes it (a `{files: [...]}` corpus as a FileList)."""
+    value = getattr(cfg, kind)
+    if isinstance(value, CorpusFiles):
+        return FileList(tuple(cfg.sources(kind)))
+    return cfg.sources(kind)
+
+
+def _fields(cfg: DataConfig) -> Fields:
+    """Where records keep their fields: data.text_column and data.columns."""
+    c = cfg.columns
+    return Fields(cfg.text_column, c.instruction, c.input, c.output, c.label, c.text)
+
+
 def _local_sources(cfg: DataConfig, table: dict[str, NamedSet]) -> Iterator[tuple[str, Path]]:
     """(params key, path) of every source given as a local path or file:// URL (an archive's
-    path without its #member); named sets and http(s) URLs are not local."""
+    path without its #member; a glob as written, so `data/inputs/*.parquet` is inside
+    data/inputs and `data/*/x.parquet` is not); named sets and http(s) URLs are not local."""
     for kind in KINDS:
         sources = cfg.sources(kind)
+        files = isinstance(getattr(cfg, kind), CorpusFiles)
         for i, item in enumerate(sources):
             key = f"data.{kind}" if len(sources) == 1 else f"data.{kind}[{i}]"
+            key = f"data.{kind}.files[{i}]" if files else key
             if item == STDLIB or item in table:
                 continue
             found = source_kind(item, key)
             if found == "url":
                 continue
             base, _ = split_member(item, found)
-            yield key, file_url_path(base) if found == "file" else Path(base).expanduser()
+            if found == "file":
+                yield key, file_url_path(base)
+            else:
+                yield key, Path(base).expanduser()
 
 
 def _check_watched(cfg: DataConfig, table: dict[str, NamedSet]) -> None:
@@ -105,7 +128,7 @@ def run(
     """
     started = time.perf_counter()
     table = NAMED_SETS if named is None else named
-    sources = {kind: cfg.sources(kind) for kind in KINDS}
+    sources = {kind: _source(cfg, kind) for kind in KINDS}
     how = {kind: check_source(kind, sources[kind], f"data.{kind}", table) for kind in KINDS}
     _check_watched(cfg, table)
     mirror = _mirror_folder(cfg) if "named" in how.values() else None
@@ -119,7 +142,7 @@ def run(
             dest = tmp / FILE_NAMES[kind]
             loaded = load_source(
                 kind, sources[kind], f"data.{kind}", work_dir, dest, options,
-                mirror=mirror, named=table, stdlib=stdlib,
+                mirror=mirror, named=table, stdlib=stdlib, fields=_fields(cfg),
             )  # fmt: skip
             sha, size = sha256_and_size(dest)
             output = {"file": FILE_NAMES[kind], "sha256": sha, "bytes": size}
@@ -148,7 +171,8 @@ def command(
 
     Named sets come from the mirror folder if it has them, else their URLs; sha256 verified.
     A URL or path may name an archive member (data.zip#dir/file.tsv); a list of them is a
-    list of mirrors tried in order.
+    list of mirrors tried in order. A corpus may be many files: a local folder or glob, or
+    {files: [url, ...]}; Parquet, JSON (Lines) and text, .gz and .zst.
 
     The default, stdlib, is built offline from this Python's standard library.
     """
@@ -165,5 +189,7 @@ def command(
     for kind in KINDS:
         entry = provenance[kind]
         counts = ", ".join(f"{k} {v}" for k, v in entry["counts"].items() if k != "labels")
-        sources.append(f"{kind} {entry['source']} ({counts})")
+        given = entry["source"]
+        shown = f"{len(given['files'])} files" if isinstance(given, dict) else given
+        sources.append(f"{kind} {shown} ({counts})")
     wrote("download", out, details, summary="; ".join(sources))

@@ -35,7 +35,7 @@ from gptpipe.tokenizer.folder import (
 )
 from gptpipe.tokenizer.subset import GPT2SubsetEncoding, count_gpt2_tokens, kept_tokens
 from gptpipe.tokenizer.vocab import CharEncoding, WordEncoding, train_char, train_word
-from gptpipe.tokens.corpus import iter_texts
+from gptpipe.tokens.sample import SampleStats, sample_texts
 
 
 def run(
@@ -46,7 +46,8 @@ def run(
     details: Path | None = None,
 ) -> dict[str, Any]:
     """Write the tokenizer folder `out` (and beside it the run details `details`, together);
-    return a summary (kind, n_vocab, merges, special tokens, seconds).
+    return a summary (kind, n_vocab, merges, special tokens, seconds; `sample`: corpus and
+    sampled bytes, for the kinds that read the corpus).
 
     kind=gpt2 (min_count 0) and kind=byte need no corpus; kind=gpt2 with min_count n >= 1
     keeps the GPT-2 tokens the corpus has at least n times (the rest spelled with those).
@@ -55,10 +56,13 @@ def run(
     `<|endoftext|>` and then `cfg.special_tokens` get the ids after them. kind=char collects
     the corpus's characters, kind=word counts its lower-cased words and punctuation and keeps
     the `vocab_size - 2` most frequent; both add `<|endoftext|>` and `<|unk|>` after them.
+    Those that read the corpus read at most `tokenizer.sample_bytes` of it, spread evenly over
+    the file (`gptpipe.tokens.sample`): the whole corpus when it is no larger.
     """
     started = time.perf_counter()
+    sample = SampleStats()
     with staged_with_details(out, details) as (new_out, new_details):
-        merges = _write(cfg, corpus, new_out, show_progress)
+        merges = _write(cfg, corpus, new_out, show_progress, sample)
         encoding = load_tokenizer(new_out)
         summary = {
             "kind": "gpt2-subset" if isinstance(encoding, GPT2SubsetEncoding) else cfg.kind,
@@ -68,23 +72,38 @@ def run(
             "special_tokens": special_token_ids(encoding),
             "seconds": wall_seconds(started),
         }
+        if sample.corpus_bytes:  # the kinds that learn from the corpus
+            summary["sample"] = {
+                "corpus_bytes": sample.corpus_bytes,
+                "sampled_bytes": sample.sampled_bytes,
+                "windows": sample.windows,
+            }
         if new_details is not None:
-            keys = ("kind", "n_vocab", "merges")
+            keys = ("kind", "n_vocab", "merges", *(["sample"] if "sample" in summary else []))
             record = {k: summary[k] for k in keys} | {"wall_seconds": summary["seconds"]}
             write_json(new_details, record | ran_with(tokenizer=cfg))
     return summary
 
 
-def _write(cfg: TokenizerConfig, corpus: Path, out: Path, show_progress: bool) -> int | None:
-    """Write the tokenizer folder `out`; return the number of BPE merges (None if no BPE)."""
+def _write(
+    cfg: TokenizerConfig, corpus: Path, out: Path, show_progress: bool, sample: SampleStats
+) -> int | None:
+    """Write the tokenizer folder `out`; return the number of BPE merges (None if no BPE).
+    The kinds that learn from the corpus read `tokenizer.sample_bytes` of it (`sample`)."""
     if cfg.kind == "gpt2" and cfg.min_count == 0:
         save_gpt2(out)
         return None
     if cfg.kind == "byte":
         save_bytes(out)
         return None
-    documents = iter_texts(corpus)  # bounded pieces, same pre-token counts
+    documents = sample_texts(corpus, cfg.sample_bytes, sample)  # bounded pieces
     first = next(documents, None)
+    if first is None and sample.windows:
+        raise ConfigError(
+            "tokenizer.sample_bytes",
+            f"{cfg.sample_bytes} bytes of {corpus} hold no text to learn from (a sample "
+            "needs at least a few whole words; 0: the whole corpus)",
+        )
     if first is None:
         raise BadInput(f"{corpus}: corpus is empty (no text to train the tokenizer on)")
     everything = itertools.chain([first], documents)
@@ -135,6 +154,9 @@ def command(
 
     The folder holds tokenizer.tiktoken (tokens and ids) and tokenizer.json (kind, pattern,
     special tokens: <|endoftext|>, then tokenizer.special_tokens; <|unk|> for char and word).
+
+    A corpus over tokenizer.sample_bytes is learned from a sample of that size,
+    spread evenly over it (deterministic).
     """
     cfg = section("tokenizer", params, set_)
     outputs = [Output("--out", out, TOKENIZER_FOLDER), Output("--details", details)]

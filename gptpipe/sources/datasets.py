@@ -32,8 +32,9 @@ from gptpipe.sources.fetch import (
     split_member,
 )
 from gptpipe.sources.formats import (
-    NORMALISERS,
+    DEFAULT_FIELDS,
     Counts,
+    Fields,
     Kind,
     Normaliser,
     parse_alpaca,
@@ -42,6 +43,14 @@ from gptpipe.sources.formats import (
     write_corpus,
     write_items,
 )
+from gptpipe.sources.many import (
+    FileList,
+    check_entry,
+    expand_all,
+    local_many,
+    write_corpus_files,
+)
+from gptpipe.sources.readers import normalise
 from gptpipe.sources.stdlib import (
     STDLIB_LICENSE,
     StdlibBuild,
@@ -163,6 +172,15 @@ def _check_one(kind: Kind, source: str, key: str, table: dict[str, NamedSet]) ->
     if named_set(kind, source, key, table):
         return "named"
     found = source_kind(source, key)
+    many = local_many(source)
+    if many is not None:
+        if kind != "corpus":
+            raise BadInput(
+                f"params key '{key}': {source} is a {many}; only data.corpus reads many files, "
+                "give one file"
+            )
+        check_entry(source, key)
+        return many
     base, _ = split_member(source, found)
     if found == "path" and not Path(base).expanduser().exists():
         looks_like_path = any(c in source for c in "/\\.~")
@@ -177,14 +195,20 @@ def _check_one(kind: Kind, source: str, key: str, table: dict[str, NamedSet]) ->
     return found
 
 
+Source = str | Sequence[str] | FileList
+
+
 def check_source(
-    kind: Kind, source: str | Sequence[str], key: str, named: dict[str, NamedSet] | None = None
+    kind: Kind, source: Source, key: str, named: dict[str, NamedSet] | None = None
 ) -> str:
     """Validate a source before anything is fetched: 'stdlib', 'named', 'url', 'file', 'path',
-    or 'mirrors' for a list of several URLs or paths of one file (tried in order when fetched,
-    so a local path missing from the list is not an error yet; a bad scheme or a named set in
-    the list is)."""
+    'glob' or 'folder' (a corpus of the local files they name), 'files' (a `FileList`: a
+    corpus of every file listed, each of which must exist or be a URL), or 'mirrors' for a
+    list of several URLs or paths of one file (tried in order when fetched, so a local path
+    missing from the list is not an error yet; a bad scheme or a named set in the list is)."""
     table = NAMED_SETS if named is None else named
+    if isinstance(source, FileList):
+        return _check_files(kind, source, key, table)
     sources = as_list(source)
     if len(sources) == 1:
         return _check_one(kind, sources[0], key, table)
@@ -198,6 +222,20 @@ def check_source(
     return "mirrors"
 
 
+def _check_files(kind: Kind, source: FileList, key: str, table: dict[str, NamedSet]) -> str:
+    if kind != "corpus":
+        raise BadInput(f"params key '{key}': a list of files is only read for data.corpus")
+    for i, item in enumerate(as_list(source.files)):
+        item_key = f"{key}.files[{i}]"
+        if item == STDLIB or item in table:
+            raise BadInput(
+                f"params key '{item_key}': {item!r} is a named data set; files lists hold URLs "
+                "and paths"
+            )
+        check_entry(item, item_key)
+    return "files"
+
+
 def _upstream(fetched: Fetched) -> dict[str, Any]:
     upstream: dict[str, Any] = {"sha256": fetched.sha256, "bytes": fetched.bytes}
     if fetched.archive:
@@ -206,7 +244,13 @@ def _upstream(fetched: Fetched) -> dict[str, Any]:
 
 
 def _load_first(
-    kind: Kind, sources: list[str], key: str, work_dir: Path, dest: Path, options: FetchOptions
+    kind: Kind,
+    sources: list[str],
+    key: str,
+    work_dir: Path,
+    dest: Path,
+    options: FetchOptions,
+    fields: Fields = DEFAULT_FIELDS,
 ) -> tuple[Fetched, Counts]:
     """Fetch and normalise the first source that works: a list holds mirrors of one file, so
     one that cannot be fetched, or that turns out not to be valid data of its kind (a 404, a
@@ -218,7 +262,7 @@ def _load_first(
         scratch = work_dir / f"source-{i}"
         try:
             fetched = fetch_source(source, item_key, scratch, options)
-            return fetched, NORMALISERS[kind](fetched.path, fetched.location, dest)
+            return fetched, normalise(kind, fetched.path, fetched.location, dest, fields)
         except BadInput as exc:
             if len(sources) == 1:
                 raise
@@ -230,9 +274,43 @@ def _load_first(
     )
 
 
+def _load_many(
+    source: str | FileList,
+    how: str,
+    key: str,
+    work_dir: Path,
+    dest: Path,
+    options: FetchOptions,
+    fields: Fields,
+) -> Loaded:
+    """A corpus of many files (a glob, a folder or a FileList), each one's provenance kept."""
+    if isinstance(source, FileList):
+        files = expand_all(as_list(source.files), f"{key}.files")
+        given: Any = {"files": list(source.files)}
+    else:
+        files, given = expand_all([source], key), source
+    try:
+        entries, counts = write_corpus_files(
+            files, work_dir / "files", dest, options, fields=fields, key=key
+        )
+    finally:
+        shutil.rmtree(work_dir / "files", ignore_errors=True)
+    return Loaded(
+        "corpus",
+        {
+            "source": given,
+            "type": how,
+            "location": given,
+            "license": "unknown (given by URL or path)",
+            "upstream": {"bytes": sum(e["bytes"] for e in entries), "files": entries},
+        },
+        counts,
+    )
+
+
 def load_source(
     kind: Kind,
-    source: str | Sequence[str],
+    source: Source,
     key: str,
     work_dir: Path,
     dest: Path,
@@ -241,16 +319,22 @@ def load_source(
     mirror: Path | None,
     named: dict[str, NamedSet] | None = None,
     stdlib: Callable[[], StdlibBuild] = build_stdlib,
+    fields: Fields = DEFAULT_FIELDS,
 ) -> Loaded:
     """Fetch (or build) one source and write it, normalised to `kind`, as the file `dest`.
 
     `work_dir` receives downloads (emptied again before returning); `stdlib` builds the
     offline default (pass a cached one to build it once for several kinds); `named` replaces
-    the table of named sets. Nothing is left at `dest` unless the whole source loads.
+    the table of named sets; `fields` says where records keep their fields. Nothing is left
+    at `dest` unless the whole source loads.
     """
     table = NAMED_SETS if named is None else named
+    how = check_source(kind, source, key, table)
+    if how in ("glob", "folder", "files"):
+        many = source if isinstance(source, FileList) else as_list(source)[0]
+        return _load_many(many, how, key, work_dir, dest, options, fields)
+    assert not isinstance(source, FileList)
     sources = as_list(source)
-    how = check_source(kind, sources, key, table)
     given: str | list[str] = sources[0] if len(sources) == 1 else sources
     if how == STDLIB:
         build = stdlib()
@@ -267,7 +351,7 @@ def load_source(
         )
     pinned = named_set(kind, sources[0], key, table) if how == "named" else None
     if pinned is None:
-        fetched, counts = _load_first(kind, sources, key, work_dir, dest, options)
+        fetched, counts = _load_first(kind, sources, key, work_dir, dest, options, fields)
         license_ = "unknown (given by URL or path)"
         upstream = _upstream(fetched)
     else:

@@ -8,7 +8,7 @@ exponential backoff, resuming with HTTP Range; a 404, an HTML page where a data 
 expected, a body over the size limit or a wrong sha256 is bad input at once (the caller may
 then move on to another mirror).
 
-Archives (zip, tar with any compression, a lone gzip/bz2/xz stream) are recognised by their
+Archives (zip, tar with any compression, a lone gzip/bz2/xz/zstd stream) are recognised by their
 bytes. Nothing is ever extracted by the names inside: every entry is checked first (absolute
 paths, `..`, links and devices refuse the whole archive) and only the member wanted is read,
 as a stream, into a scratch file of our own naming, stopped at the size limit (so a
@@ -21,6 +21,7 @@ import bz2
 import gzip
 import hashlib
 import http.client
+import io
 import lzma
 import os
 import re
@@ -37,13 +38,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import zstandard
+
 from gptpipe import __version__
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_file
 from gptpipe.progress import progress
 
 SourceKind = Literal["url", "file", "path"]
-ArchiveFormat = Literal["zip", "tar", "gzip", "bz2", "xz"]
+ArchiveFormat = Literal["zip", "tar", "gzip", "bz2", "xz", "zstd"]
 
 CHUNK = 1 << 16
 USER_AGENT = f"gptpipe/{__version__} (+urllib)"
@@ -304,12 +307,91 @@ ARCHIVE_SUFFIXES = (
     ".gz",
     ".bz2",
     ".xz",
+    ".zst",
 )
+
+
+class ZstdReader(io.RawIOBase):
+    """A `.zst` file's bytes, decompressed as they are read.
+
+    python-zstandard's own readers stop quietly at the end of the first frame (or, reading
+    across frames, in the middle of a cut-off one), so a truncated file would pass as a
+    shorter corpus. This reads every frame (zstd files may hold several, as `pzstd` writes
+    them) and raises `zstandard.ZstdError` when the input ends inside one. Input goes to the
+    decompressor `PIECE` bytes at a time: zstd's largest ratio is about 32,768 (a 128 KiB
+    block from a few bytes), so one call never yields more than about 32 MiB, and the
+    caller's size limit (`data.max_bytes`) stops a decompression bomb before it fills memory.
+    """
+
+    PIECE = 1024
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self._fh = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._dctx = zstandard.ZstdDecompressor()
+        self._obj: Any = None  # the frame being decompressed, None between frames
+        self._input = b""
+        self._at = 0  # bytes of _input already given to the decompressor
+        self._out = b""
+        self._out_at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _refill(self) -> bool:
+        """Decompress until output is pending; False at the clean end of the last frame."""
+        while self._out_at >= len(self._out):
+            if self._at >= len(self._input):
+                self._input, self._at = self._fh.read(CHUNK), 0
+                if not self._input:
+                    if self._obj is not None:
+                        raise zstandard.ZstdError("truncated: the input ends inside a frame")
+                    return False
+            if self._obj is None:
+                self._obj = self._dctx.decompressobj()
+            piece = self._input[self._at : self._at + self.PIECE]
+            self._at += len(piece)
+            self._out, self._out_at = self._obj.decompress(piece), 0
+            if self._obj.eof:  # the frame ended inside this piece: the rest starts the next
+                unused = self._obj.unused_data
+                self._obj = None
+                self._at -= len(unused)
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        if size == 0 or not self._refill():
+            return b""
+        data = self._out[self._out_at : self._out_at + size]
+        self._out_at += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self._fh.close()
+        super().close()
+
+
+class _Zstd:
+    """`open` for `.zst` files, as gzip, bz2 and lzma have it."""
+
+    @staticmethod
+    def open(path: Path, mode: str = "rb") -> ZstdReader:
+        assert mode == "rb"
+        return ZstdReader(path)
+
+
 # One compressed stream: (magic bytes, module with an `open`, the suffix its file name drops).
 SINGLE_STREAM: dict[str, tuple[bytes, Any, str]] = {
     "gzip": (b"\x1f\x8b", gzip, ".gz"),
     "bz2": (b"BZh", bz2, ".bz2"),
     "xz": (b"\xfd7zXZ\x00", lzma, ".xz"),
+    "zstd": (b"\x28\xb5\x2f\xfd", _Zstd, ".zst"),
 }
 
 
@@ -444,7 +526,8 @@ def extract_member(
     fmt = archive_format(archive.path)
     if fmt is None:
         raise BadInput(
-            f"{where}: names archive member {member!r} but is not a zip, tar, gzip, bz2 or xz file"
+            f"{where}: names archive member {member!r} but is not a zip, tar, gzip, bz2, xz "
+            "or zstd file"
         )
     chosen = member
     try:
@@ -481,7 +564,9 @@ def extract_member(
                 _copy_limited(src, dest, max_bytes, f"{where}#{chosen}")
     except zipfile.BadZipFile as exc:
         raise BadInput(f"{where}: not a valid zip archive ({exc})") from None
-    except (tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, OSError) as exc:
+    except (
+        tarfile.TarError, EOFError, lzma.LZMAError, zlib.error, zstandard.ZstdError, OSError
+    ) as exc:  # fmt: skip
         raise BadInput(f"{where}: corrupt or truncated {fmt} archive ({exc})") from None
     except RuntimeError as exc:  # zipfile: an encrypted member
         raise BadInput(f"{where}: cannot read member {chosen!r} ({exc})") from None

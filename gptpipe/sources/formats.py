@@ -7,14 +7,19 @@ What the `download` stage writes:
 - classify (`classify.tsv`): one `label<TAB>text` line per example.
 
 What it reads (always strict UTF-8, a leading BOM dropped, line breaks made `\\n`):
-- corpus, picked by the file's name: JSON Lines (`.jsonl`, `.ndjson`: one document per line,
-  a string or an object with a string "text"), JSON (`.json`: a list of the same), or plain
-  text (anything else: `<|endoftext|>` separates documents). Streamed in blocks, so memory
-  stays at a few MB whatever the corpus's size (a JSON list is the exception: it is parsed
-  whole);
-- instruct: a JSON list or JSON Lines of Alpaca records;
-- classify: TSV (`label<TAB>text`), CSV (`label,text`, an optional header), or JSON / JSON
-  Lines objects with "label" and "text".
+- corpus, picked by the file's name: Parquet (`.parquet`, `.pq`: one document per row of
+  the text column), JSON Lines (`.jsonl`, `.ndjson`: one document per line, a string or an
+  object with a string "text"), JSON (`.json`: a list of the same), or plain text (anything
+  else: `<|endoftext|>` separates documents). Streamed in blocks (Parquet: row groups), so
+  memory stays at a few MB whatever the corpus's size;
+- instruct: a JSON list or JSON Lines of Alpaca records, or Parquet with those columns;
+- classify: TSV (`label<TAB>text`), CSV (`label,text`, an optional header), JSON / JSON
+  Lines objects with "label" and "text", or Parquet with those columns.
+
+Field names ("text", "instruction", "input", "output", "label") are those of `Fields`, which
+maps them to the names a data set uses. Nulls: a JSON `null` document, or a null where a
+record needs text, skips the record and is counted (`null_rows` in the counts); a null
+`input` is an empty one.
 
 Every reader names the file (and line or record) in its bad-input message, and every writer
 writes atomically: a failed read leaves no output behind.
@@ -29,6 +34,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TextIO
 
@@ -37,16 +43,43 @@ from gptpipe.fsutil import atomic_file
 from gptpipe.tokenizer.special import EOT
 
 Kind = Literal["corpus", "instruct", "classify"]
-CorpusFormat = Literal["text", "jsonl", "json"]
+CorpusFormat = Literal["text", "jsonl", "json", "parquet"]
 DOC_SEPARATOR = f"\n{EOT}\n"
 INSTRUCT_KEYS = ("instruction", "input", "output")
 READ_BYTES = 1 << 20
+PARQUET_SUFFIXES = (".parquet", ".pq")  # read by gptpipe.sources.readers, with pyarrow
 
 Record = dict[str, str]
 Items = list[Any]  # list[str] | list[Record] | list[tuple[str, str]], by kind
 Counts = dict[str, Any]
 # Reads a source file (its location given for messages) and writes the normalised file.
 Normaliser = Callable[[Path, str, Path], Counts]
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Where each field is found in a data set's records (Parquet columns, JSON keys), and
+    the params key that says so (named in messages). `input` may be "" (no such field:
+    every input is empty)."""
+
+    text: str = "text"  # a corpus document
+    instruction: str = "instruction"
+    input: str = "input"
+    output: str = "output"
+    label: str = "label"
+    label_text: str = "text"  # the text of a classification example
+    # (field, params key) where it is not data.columns.FIELD
+    keys: tuple[tuple[str, str], ...] = (
+        ("text", "data.text_column"),
+        ("label_text", "data.columns.text"),
+    )
+
+    def key(self, name: str) -> str:
+        """The params key that names field `name`."""
+        return dict(self.keys).get(name, f"data.columns.{name}")
+
+
+DEFAULT_FIELDS = Fields()
 
 
 # --------------------------------------------------------------------------- decoding
@@ -58,10 +91,10 @@ def decode_text(data: bytes, origin: str) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadInput(f"{origin}: not UTF-8 text (invalid byte at offset {exc.start})") from None
-    return _newlines(text.removeprefix("\ufeff"))
+    return newlines(text.removeprefix("\ufeff"))
 
 
-def _newlines(text: str) -> str:
+def newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
@@ -104,7 +137,7 @@ def decoded_blocks(fh: BinaryIO, origin: str, block_bytes: int = READ_BYTES) -> 
         held = text[len(text) - keep :]
         text = text[: len(text) - keep]
         if text:
-            yield _newlines(text)
+            yield newlines(text)
         if final:
             return
 
@@ -113,8 +146,10 @@ def decoded_blocks(fh: BinaryIO, origin: str, block_bytes: int = READ_BYTES) -> 
 
 
 def corpus_format(name: str) -> CorpusFormat:
-    """How a corpus file is read, by its name: JSON Lines, JSON, else plain text."""
+    """How a corpus file is read, by its name: Parquet, JSON Lines, JSON, else plain text."""
     lower = name.lower()
+    if lower.endswith(PARQUET_SUFFIXES):
+        return "parquet"
     if lower.endswith((".jsonl", ".ndjson")):
         return "jsonl"
     if lower.endswith(".json"):
@@ -164,6 +199,23 @@ class CorpusWriter:
         self.out.write(body)
         self.characters += len(body)
 
+    def add_document(self, text: str) -> None:
+        """Add one whole document (line breaks not yet normalised): the same as `feed` and
+        `end_document`, with less work per document for the common case (no `\\r`, no
+        `<|endoftext|>`), since a corpus of many short documents spends its time here."""
+        if self._started or self._lead or "\r" in text or EOT in text:
+            self.feed(newlines(text))
+            self.end_document()
+            return
+        body = text.strip("\n")
+        if not body or body.isspace():
+            return
+        if self.documents:
+            self.out.write(DOC_SEPARATOR)
+        self.out.write(body)
+        self.characters += len(body)
+        self.documents += 1
+
     def end_document(self) -> None:
         """End the current document (one with no text is dropped)."""
         if self._started:
@@ -197,12 +249,21 @@ def _loads(text: str, where: str, what: str = "JSON") -> Any:
         raise BadInput(f"{where}: not valid {what} ({_json_problem(exc)})") from None
 
 
-def _document_text(value: Any, where: str) -> str:
+def _document_text(value: Any, where: str, fields: Fields = DEFAULT_FIELDS) -> str | None:
+    """A JSON document's text; None for a null (skipped and counted by the caller)."""
     if isinstance(value, str):
         return value
-    if isinstance(value, dict) and isinstance(value.get("text"), str):
-        return value["text"]
-    raise BadInput(f'{where}: expected a string or an object with a string "text" field')
+    if value is None:
+        return None
+    name = fields.text
+    if isinstance(value, dict):
+        text = value.get(name)
+        if isinstance(text, str) or (text is None and name in value):
+            return text
+    raise BadInput(
+        f'{where}: expected a string or an object with a string "{name}" field '
+        f"({fields.key('text')})"
+    )
 
 
 def json_lines(fh: BinaryIO, origin: str) -> Iterator[tuple[str, Any]]:
@@ -307,27 +368,24 @@ def json_array_items(
         raise fail("extra data after the list")
 
 
-def write_corpus(
+def feed_corpus(
+    writer: CorpusWriter,
     source: Path,
     origin: str,
-    dest: Path,
     *,
+    fields: Fields = DEFAULT_FIELDS,
     one_document: bool = False,
     block_bytes: int = READ_BYTES,
 ) -> Counts:
-    """Normalise a corpus file (format by its name) into `dest`; return its counts.
-
-    `one_document`: plain text is one document whatever it holds (`<|endoftext|>` dropped),
-    for a corpus that is one work. Plain text is read `block_bytes` at a time. An empty
-    result is bad input naming `origin`.
-    """
+    """Add a text or JSON (Lines) corpus file's documents (format by its name) to `writer`;
+    the file's last document ends with it. Returns what the file held: `documents` written,
+    and `null_rows` when JSON had any. (Parquet: `gptpipe.sources.readers.feed_file`.)"""
     fmt = corpus_format(source.name)
-    with (
-        open(source, "rb") as fh,
-        atomic_file(dest) as tmp,
-        open(tmp, "w", encoding="utf-8", newline="") as out,
-    ):
-        writer = CorpusWriter(out)
+    if fmt == "parquet":
+        raise ValueError(f"{origin}: Parquet is read by gptpipe.sources.readers")
+    before = writer.documents
+    found: Counts = {}
+    with open(source, "rb") as fh:
         if fmt == "text":
             for text in decoded_blocks(fh, origin, block_bytes):
                 writer.feed(text, split=not one_document)
@@ -336,13 +394,56 @@ def write_corpus(
                 values: Iterator[tuple[str, Any]] = json_lines(fh, origin)
             else:
                 values = json_array_items(fh, origin, "documents", block_bytes)
+            nulls = 0
             for where, value in values:
-                writer.feed(_newlines(_document_text(value, where)))
-                writer.end_document()
+                document = _document_text(value, where, fields)
+                if document is None:
+                    nulls += 1
+                    continue
+                writer.add_document(document)
+            if nulls:
+                found = {"null_rows": nulls}
+    writer.end_document()
+    return {"documents": writer.documents - before} | found
+
+
+def write_documents(dest: Path, origin: str, feed: Callable[[CorpusWriter], Counts]) -> Counts:
+    """Write `dest` (atomically) with what `feed` gives a CorpusWriter; return the corpus's
+    counts and what `feed` returned besides its documents. An empty corpus is bad input
+    naming `origin`."""
+    with atomic_file(dest) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+        writer = CorpusWriter(out)
+        found = feed(writer)
         counts = writer.close()
         if not counts["documents"]:
             raise BadInput(f"{origin}: empty corpus (no text)")
-    return counts
+    return counts | {k: v for k, v in found.items() if k != "documents"}
+
+
+def write_corpus(
+    source: Path,
+    origin: str,
+    dest: Path,
+    *,
+    fields: Fields = DEFAULT_FIELDS,
+    one_document: bool = False,
+    block_bytes: int = READ_BYTES,
+) -> Counts:
+    """Normalise a text or JSON (Lines) corpus file (format by its name) into `dest`; return
+    its counts.
+
+    `one_document`: plain text is one document whatever it holds (`<|endoftext|>` dropped),
+    for a corpus that is one work. Plain text is read `block_bytes` at a time. An empty
+    result is bad input naming `origin`.
+    """
+    return write_documents(
+        dest,
+        origin,
+        lambda writer: feed_corpus(
+            writer, source, origin, fields=fields, one_document=one_document,
+            block_bytes=block_bytes,
+        ),
+    )  # fmt: skip
 
 
 def render_corpus(docs: Sequence[str]) -> str:
@@ -353,24 +454,37 @@ def render_corpus(docs: Sequence[str]) -> str:
 # --------------------------------------------------------------------------- instructions
 
 
-def _records(value: Any, origin: str) -> list[Record]:
+def instruct_names(fields: Fields) -> dict[str, str]:
+    """Our key -> the data set's key, for the instruction fields it has (input may be absent)."""
+    names = {"instruction": fields.instruction, "input": fields.input, "output": fields.output}
+    return {ours: theirs for ours, theirs in names.items() if theirs}
+
+
+def _records(value: Any, origin: str, fields: Fields = DEFAULT_FIELDS) -> list[Record]:
     if not isinstance(value, list) or not value:
         raise BadInput(f"{origin}: expected a non-empty JSON list of instruction records")
+    names = instruct_names(fields)
     records = []
     for i, item in enumerate(value):
         where = f"{origin}: record {i}"
         if not isinstance(item, dict):
-            raise BadInput(f"{where}: expected an object with keys {', '.join(INSTRUCT_KEYS)}")
-        missing = [k for k in INSTRUCT_KEYS if k not in item]
+            raise BadInput(f"{where}: expected an object with keys {', '.join(names.values())}")
+        missing = [theirs for theirs in names.values() if theirs not in item]
         if missing:
-            raise BadInput(f"{where}: missing key(s) {', '.join(missing)}")
-        bad = [k for k in INSTRUCT_KEYS if not isinstance(item[k], str)]
+            raise BadInput(f"{where}: missing key(s) {', '.join(missing)} (data.columns)")
+        bad = [theirs for theirs in names.values() if not isinstance(item[theirs], str)]
         if bad:
             raise BadInput(f"{where}: key(s) {', '.join(bad)} must be strings")
-        if not item["instruction"].strip() or not item["output"].strip():
-            raise BadInput(f"{where}: empty instruction or output")
-        records.append({k: item[k] for k in INSTRUCT_KEYS})
+        record = {ours: item[theirs] for ours, theirs in names.items()}
+        records.append(checked_record(record, where))
     return records
+
+
+def checked_record(record: dict[str, str], where: str) -> Record:
+    """An Alpaca record in our key order (a missing input empty); empty text is bad input."""
+    if not record["instruction"].strip() or not record["output"].strip():
+        raise BadInput(f"{where}: empty instruction or output")
+    return {k: record.get(k, "") for k in INSTRUCT_KEYS}
 
 
 def _json_or_lines(text: str, origin: str) -> Any:
@@ -387,9 +501,9 @@ def _json_or_lines(text: str, origin: str) -> Any:
     return [_loads(line, f"{origin}: line {n}", "JSON Lines") for n, line in lines]
 
 
-def parse_instructions(text: str, origin: str) -> list[Record]:
+def parse_instructions(text: str, origin: str, fields: Fields = DEFAULT_FIELDS) -> list[Record]:
     """A JSON list of Alpaca records, or JSON Lines of them (one record per line)."""
-    return _records(_json_or_lines(text, origin), origin)
+    return _records(_json_or_lines(text, origin), origin, fields)
 
 
 def parse_alpaca(text: str, origin: str) -> list[Record]:
@@ -409,7 +523,7 @@ def _single_line(text: str) -> str:
     return re.sub(r"[\t\n\r\v\f\x1c-\x1e\x85\u2028\u2029]", " ", text)
 
 
-def _check_labels(rows: list[tuple[str, str]], origin: str) -> list[tuple[str, str]]:
+def check_labels(rows: list[tuple[str, str]], origin: str) -> list[tuple[str, str]]:
     labels = sorted({label for label, _ in rows})
     if len(labels) < 2:
         raise BadInput(
@@ -419,7 +533,7 @@ def _check_labels(rows: list[tuple[str, str]], origin: str) -> list[tuple[str, s
     return rows
 
 
-def _row(label: str, text: str, where: str) -> tuple[str, str]:
+def labelled_row(label: str, text: str, where: str) -> tuple[str, str]:
     label, text = _single_line(label).strip(), _single_line(text).strip()
     if not label or not text:
         raise BadInput(f"{where}: expected label and text, one of them is empty")
@@ -435,8 +549,8 @@ def parse_tsv(text: str, origin: str) -> list[tuple[str, str]]:
         label, sep, rest = line.partition("\t")
         if not sep:
             raise BadInput(f"{origin}: line {n}: expected label<TAB>text, found no tab")
-        rows.append(_row(label, rest, f"{origin}: line {n}"))
-    return _check_labels(rows, origin)
+        rows.append(labelled_row(label, rest, f"{origin}: line {n}"))
+    return check_labels(rows, origin)
 
 
 def parse_csv(text: str, origin: str) -> list[tuple[str, str]]:
@@ -452,37 +566,49 @@ def parse_csv(text: str, origin: str) -> list[tuple[str, str]]:
                 continue
             if len(record) < 2:
                 raise BadInput(f"{origin}: line {n}: expected label,text, found 1 field")
-            rows.append(_row(record[0], ",".join(record[1:]), f"{origin}: line {n}"))
+            rows.append(labelled_row(record[0], ",".join(record[1:]), f"{origin}: line {n}"))
     except csv.Error as exc:
         raise BadInput(f"{origin}: line {reader.line_num}: not valid CSV ({exc})") from None
-    return _check_labels(rows, origin)
+    return check_labels(rows, origin)
 
 
-def parse_labelled_json(text: str, origin: str) -> list[tuple[str, str]]:
-    """A JSON list, or JSON Lines, of objects {"label": str or int, "text": str}."""
+def parse_labelled_json(
+    text: str, origin: str, fields: Fields = DEFAULT_FIELDS
+) -> list[tuple[str, str]]:
+    """A JSON list, or JSON Lines, of objects {"label": str or int, "text": str} (the keys
+    as `fields` names them)."""
     values = _json_or_lines(text, origin)
     if not isinstance(values, list):
         raise BadInput(f"{origin}: expected a JSON list of objects with label and text")
+    label_key, text_key = fields.label, fields.label_text
     rows = []
     for i, item in enumerate(values):
         where = f"{origin}: record {i}"
-        label = item.get("label") if isinstance(item, dict) else None
+        label = item.get(label_key) if isinstance(item, dict) else None
         if isinstance(label, bool) or not isinstance(label, str | int):
-            raise BadInput(f'{where}: expected an object with a "label" (string or integer)')
-        if not isinstance(item.get("text"), str):
-            raise BadInput(f'{where}: expected an object with a string "text"')
-        rows.append(_row(str(label), item["text"], where))
-    return _check_labels(rows, origin)
+            raise BadInput(
+                f'{where}: expected an object with a "{label_key}" (string or integer; '
+                f"{fields.key('label')})"
+            )
+        if not isinstance(item.get(text_key), str):
+            raise BadInput(
+                f'{where}: expected an object with a string "{text_key}" '
+                f"({fields.key('label_text')})"
+            )
+        rows.append(labelled_row(str(label), item[text_key], where))
+    return check_labels(rows, origin)
 
 
-def parse_classify(text: str, origin: str) -> list[tuple[str, str]]:
+def parse_classify(
+    text: str, origin: str, fields: Fields = DEFAULT_FIELDS
+) -> list[tuple[str, str]]:
     """JSON (Lines) when the text starts with `[` or `{`, TSV when its first line has a tab,
     else CSV."""
     first = next((line for line in text.split("\n") if line.strip()), "")
     if not first:
         raise BadInput(f"{origin}: empty classification file")
     if first.lstrip().startswith(("[", "{")):
-        return parse_labelled_json(text, origin)
+        return parse_labelled_json(text, origin, fields)
     return parse_tsv(text, origin) if "\t" in first else parse_csv(text, origin)
 
 

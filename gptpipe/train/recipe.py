@@ -79,7 +79,8 @@ class Recipe:
 
 def fit(recipe: Recipe, paths: TrainingPaths, conclude: Conclude) -> dict[str, Any]:
     """Train `recipe` and write every output of `paths` together; returns the run's figures
-    (the loop's, the stage's own from `conclude`, the device and the wall seconds)."""
+    (the loop's, the stage's own from `conclude`, the device, the CPU threads and the wall
+    seconds)."""
     targets = [paths.out, paths.metrics, paths.plots]
     targets += [p for p in (paths.extra, paths.details) if p is not None]
     with _staged(recipe.rank, targets) as staged:
@@ -100,7 +101,9 @@ def fit(recipe: Recipe, paths: TrainingPaths, conclude: Conclude) -> dict[str, A
             return metrics
         extra = new[paths.extra] if paths.extra is not None else None
         metrics |= conclude(result, Staged(new[paths.out], new[paths.plots], extra))
-        metrics |= {"device": str(recipe.device), "wall_seconds": wall_seconds(recipe.started)}
+        # the CPU threads it ran with (gptpipe.runtime.set_threads: a DVC queue's share)
+        metrics |= {"device": str(recipe.device), "threads": torch.get_num_threads()}
+        metrics |= {"wall_seconds": wall_seconds(recipe.started)}
         details = new[paths.details] if paths.details is not None else None
         ran = metrics | recipe.params
         write_metrics(new[paths.metrics], headline(recipe.stage, metrics), details, ran)

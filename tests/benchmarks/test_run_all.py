@@ -62,6 +62,16 @@ def test_the_references_agree_with_ours_where_they_must(quick):
     assert serve["memory"]["requests"] == 200 and serve["memory"]["peak_ratio"] > 0
     sizes = records["download"]["results"]
     assert len(sizes) == 2 and all(s["peak_rss_mb"] > 0 for s in sizes.values())
+    bigdata = records["bigdata"]["results"]
+    assert list(bigdata["sizes"]) == ["2", "8"]
+    for size in bigdata["sizes"].values():  # Parquet files with several row groups each
+        assert size["files"] == 3 and size["row_groups"] >= 2 * size["files"]
+        assert size["tokens"] == size["tiktoken"]["tokens"] > 100_000  # the same encoder
+        assert all(s["peak_rss_mb"] > 0 and s["seconds"] > 0 for s in size["stages"].values())
+    small, large = bigdata["sizes"]["2"], bigdata["sizes"]["8"]
+    assert 2 <= small["corpus_mb"] < 3 and 8 <= large["corpus_mb"] < 9
+    assert 1.8 < large["sampled_mb"] <= 2.0  # the tokenizer learned from its 2 MB sample
+    assert set(bigdata["memory_ratio"]) == {"download", "tokenizer", "shard"}
 
 
 def test_results_md_has_the_machine_a_summary_and_a_table_per_benchmark(quick):

@@ -3,6 +3,7 @@ classification rows."""
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import tracemalloc
@@ -15,6 +16,7 @@ from gptpipe.sources.formats import (
     DOC_SEPARATOR,
     INSTRUCT_KEYS,
     NORMALISERS,
+    CorpusWriter,
     corpus_format,
     counts,
     decode_text,
@@ -312,3 +314,19 @@ def test_each_kind_has_a_file_normaliser(tmp_path):
         source.write_text("label,text\nlonely\n")
         NORMALISERS["classify"](source, "in.csv", tmp_path / "bad.tsv")
     assert not (tmp_path / "bad.tsv").exists()
+
+
+def test_add_document_writes_what_feed_and_end_document_write():
+    """The per-document fast path (Parquet and JSON documents) against the general one, on
+    documents made of the characters that matter: line breaks, whitespace, separators."""
+    rng = random.Random(0)
+    pieces = ["a", "é", " ", "\n", "\r", "\r\n", "\t", "\x1c", EOT, "<|endof", "\u2028"]
+    docs = ["".join(rng.choices(pieces, k=rng.randint(0, 8))) for _ in range(3000)]
+    fast, slow = io.StringIO(), io.StringIO()
+    a, b = CorpusWriter(fast), CorpusWriter(slow)
+    for doc in docs:
+        a.add_document(doc)
+        b.feed(doc.replace("\r\n", "\n").replace("\r", "\n"))
+        b.end_document()
+    assert a.close() == b.close()
+    assert fast.getvalue() == slow.getvalue()
