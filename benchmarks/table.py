@@ -550,6 +550,15 @@ def serve_rows(results: dict[str, Any]) -> list[Row]:
             results["engine_sixteen_over_one"],
         )
     )
+    rows.append(
+        Row(
+            "one client: the server's engine alone, no HTTP (vs gptpipe generate's functions in "
+            "process), tokens/s: what the one-client 0.8x target has left for HTTP",
+            f"{engine['1']['tokens_per_s']:,.1f}",
+            f"{results['inprocess']['tokens_per_s']:,.1f}",
+            engine["1"]["tokens_per_s"] / results["inprocess"]["tokens_per_s"],
+        )
+    )
     for dtype_name, pair in results["transformers"].items():
         rows.append(
             Row(
