@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 export GPTPIPE_MIRROR ?= $(abspath ../shared/mirror)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test bench lint typecheck clean
+.PHONY: setup run test test-all bench lint typecheck clean
 
 setup: $(VENV)/.installed .dvc/tmp/offline-plots.html
 
@@ -26,8 +26,12 @@ run: setup
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	@test -z "$$(git status --porcelain -- dvc.lock 2>/dev/null)" || echo 'gptpipe: keep this run as the baseline that experiments and dvc metrics diff compare with: git add dvc.lock && git commit -m "Baseline run"'
 
-# What CI runs (.ci/run): lint, type check, then the whole test suite.
+# What CI runs (.ci/run): lint, type check, then the test suite but the tests marked slow
+# (end-to-end tests of which another of the same kind runs here). test-all: every test.
 test: lint typecheck
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q -m "not slow"
+
+test-all: lint typecheck
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 # Every benchmark, one after another (hours on 2 cores; not part of CI): benchmarks/RESULTS.md.

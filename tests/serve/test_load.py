@@ -205,7 +205,6 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return model_folders(tmp_path_factory.mktemp("load"))
 
 
-@pytest.mark.slow
 def test_64_clients_of_every_kind_leave_a_server_that_still_answers(
     folders: dict[str, Path],
 ) -> None:

@@ -21,7 +21,9 @@ from helpers.dvcrepo import run
 from helpers.http import serve_folder
 from helpers.tinydvc import ALL_STAGES, TINY, ran_stages, tiny_project
 
-pytestmark = pytest.mark.slow
+# CI (`make test`) runs the design card's main paths here: a full repro, the metrics, a
+# second repro, an experiment and its table, the diff against the baseline. The other
+# paths are marked slow (`make test-all` runs them).
 
 
 def set_params(project: Path, section: str, **values) -> None:
@@ -107,6 +109,7 @@ def test_a_stage_run_alone_gives_the_same_result_as_under_dvc(project, tmp_path)
         assert [r.split(",")[:2] for r in got] == [r.split(",")[:2] for r in want], name
 
 
+@pytest.mark.slow
 def test_an_edited_local_data_file_shows_in_status_and_reruns_what_it_feeds(project):
     """Editing a file in data.inputs: `dvc status` names download, and `dvc repro` reruns it
     and only what its changed outputs feed (the labelled set: finetune-classify, and the
@@ -124,6 +127,7 @@ def test_an_edited_local_data_file_shows_in_status_and_reruns_what_it_feeds(proj
     run(project, "git", "commit", "-qm", "more labels")
 
 
+@pytest.mark.slow
 def test_a_file_published_at_a_url_is_followed_the_dvc_way(project, tmp_path):
     """`dvc import-url` records a served file with its checksum into data.inputs; when the
     server has a newer version, `dvc update` fetches it and `dvc status` names download."""
@@ -163,6 +167,7 @@ def test_a_failed_download_under_dvc_leaves_the_data_and_the_lock(project):
     assert "Data and pipelines are up to date" in run(project, "dvc", "status").stdout
 
 
+@pytest.mark.slow
 def test_sample_temperature_reruns_only_sample_and_report(project):
     set_params(project, "sample", temperature=0.5)
     result = run(project, "dvc", "repro")
@@ -229,6 +234,7 @@ def test_metrics_diff_and_the_report_compare_with_the_committed_run(project):
     assert "No committed run" not in changes
 
 
+@pytest.mark.slow
 def test_another_base_source_skips_pretraining_in_a_static_dag(project):
     """Runs last: it leaves the workspace on the experiment. Only pretrain reruns (the target),
     in well under the time training took, and leaves the skipped marker."""

@@ -19,8 +19,6 @@ import pytest
 from helpers.dvcrepo import run
 from helpers.tinydvc import ran_stages, tiny_project
 
-pytestmark = pytest.mark.slow
-
 STEPS = (8, 12, 20)  # pretrain.max_steps of the three experiments
 
 

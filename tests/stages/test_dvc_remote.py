@@ -17,8 +17,6 @@ import pytest
 from helpers.dvcrepo import run
 from helpers.tinydvc import ALL_STAGES, ran_stages, tiny_project
 
-pytestmark = pytest.mark.slow
-
 # Every output the DAG writes: a clone that pulled has each file, byte for byte.
 OUTPUTS = ("data/raw", "data/shards", "models", "reports")
 # No shared or per-user AWS settings of the machine running the tests: the remote's
@@ -137,6 +135,7 @@ def test_an_s3_remote_pushes_and_a_fresh_clone_pulls_with_credentials_kept_local
             assert found.returncode == 1 and found.stdout == "", found.stdout
 
 
+@pytest.mark.slow  # the S3 test above is the one of this kind that CI runs
 def test_a_local_folder_remote_pushes_and_a_fresh_clone_pulls(project, tmp_path):
     store = tmp_path / "shared" / "dvc-store"
     run(project, "dvc", "remote", "add", "folder", str(store))
