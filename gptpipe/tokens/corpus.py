@@ -144,15 +144,21 @@ def iter_texts(
     for offset, data in read_pieces(path, block_bytes):
         if on_bytes is not None:
             on_bytes(data)
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise BadInput(
-                f"{path}: not UTF-8 text (invalid byte at offset {offset + exc.start})"
-            ) from None
-        for document in split_documents(text):
-            if document:
-                yield document
+        yield from piece_texts(path, offset, data)
+
+
+def piece_texts(path: Path, offset: int, data: bytes) -> Iterator[str]:
+    """The non-empty texts of a piece of the corpus at byte `offset` of `path` (whole
+    documents, or a cut one's safe part): UTF-8, else bad input naming the file and byte."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(
+            f"{path}: not UTF-8 text (invalid byte at offset {offset + exc.start})"
+        ) from None
+    for document in split_documents(text):
+        if document:
+            yield document
 
 
 def _ends_document(data: bytes) -> bool:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gptpipe.errors import BadInput
-from gptpipe.tokens.corpus import _CUT, _cut, iter_texts, split_documents
+from gptpipe.tokens.corpus import _CUT, _cut, iter_texts, piece_texts
 
 WINDOW_BYTES = 1 << 20  # the largest window
 MIN_WINDOWS = 64  # the fewest windows, when each still gets at least MIN_WINDOW_BYTES
@@ -100,15 +100,7 @@ def sample_texts(
             offset, data = found
             end = offset + len(data)
             stats.sampled_bytes += len(data)
-            try:
-                text = data.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise BadInput(
-                    f"{path}: not UTF-8 text (invalid byte at offset {offset + exc.start})"
-                ) from None
-            for document in split_documents(text):
-                if document:
-                    yield document
+            yield from piece_texts(path, offset, data)
 
 
 def _window(fh: BinaryIO, start: int, window: int, stats: SampleStats) -> tuple[int, bytes] | None:
