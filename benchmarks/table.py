@@ -679,8 +679,14 @@ def machine_line(environment: dict[str, Any]) -> str:
     memory = environment.get("memory_bytes")
     ram = f"{memory / 2**30:.0f} GiB RAM" if memory else "RAM unknown"
     lacks = [f for f in ("avx512_bf16", "amx_bf16") if not cpu.get("flags", {}).get(f)]
+    numbers = (
+        f" (family {cpu['family']}, model {cpu['model_number']})"
+        if cpu.get("family") is not None and cpu.get("model_number") is not None
+        else " (family and model not recorded)"  # records from before they were
+    )
     return (
-        f"{cpu.get('model')}, {cpu.get('cores')} cores / {cpu.get('threads')} threads, flags "
+        f"{cpu.get('model')}{numbers}, {cpu.get('cores')} cores / {cpu.get('threads')} "
+        f"threads, flags "
         f"{' '.join(flags) or 'none of interest'}"
         + (f" (no {', no '.join(lacks)})" if lacks else "")
         + f", {ram}, {gpus}"

@@ -36,6 +36,11 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
+def _number(value: str | None) -> int | None:
+    """A /proc/cpuinfo number field, or None where it is missing or not a number."""
+    return int(value) if value is not None and value.strip().isdigit() else None
+
+
 def _physical_cores() -> int | None:
     """Distinct (physical id, core id) pairs in /proc/cpuinfo."""
     try:
@@ -115,8 +120,10 @@ def _gpus() -> list[dict[str, Any]]:
 
 
 def collect_environment(repo: Path | None = None) -> dict[str, Any]:
-    """Git state, CPU (model, feature flags, cores, threads), GPUs, RAM, Python and the
-    versions of the packages that decide results, of the machine this runs on."""
+    """Git state, CPU (model name, family and model numbers, feature flags, cores,
+    threads), GPUs, RAM, Python and the versions of the packages that decide results, of the
+    machine this runs on. The numbers tell CPUs apart that share a name (a KVM guest's "AMD
+    EPYC" is Zen 1 or Zen 5)."""
     import torch
 
     cpu = _cpuinfo()
@@ -125,6 +132,8 @@ def collect_environment(repo: Path | None = None) -> dict[str, Any]:
         "git": git_state(repo or Path.cwd()),
         "cpu": {
             "model": cpu.get("model name") or platform.processor() or None,
+            "family": _number(cpu.get("cpu family")),
+            "model_number": _number(cpu.get("model")),
             "flags": {flag: flag in flags for flag in CPU_FLAGS} if flags else {},
             "cores": _physical_cores(),
             "threads": os.cpu_count(),

@@ -185,6 +185,11 @@ def test_environment_names_this_machine(tmp_path: Path) -> None:
     assert env["packages"]["torch"] == torch.__version__
     assert env["cpu"]["threads"] == os.cpu_count()
     assert set(env["cpu"]["flags"]) <= set(CPU_FLAGS)
+    if Path("/proc/cpuinfo").exists():  # Linux: the numbers that tell same-named CPUs apart
+        info = Path("/proc/cpuinfo").read_text()
+        family = next(line for line in info.splitlines() if line.startswith("cpu family"))
+        assert env["cpu"]["family"] == int(family.split(":")[1])
+        assert isinstance(env["cpu"]["model_number"], int)
     assert env["git"] == {"commit": None, "dirty": None}  # not a git checkout
     git(tmp_path, "init", "-q")
     (tmp_path / "a.txt").write_text("a")
