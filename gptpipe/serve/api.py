@@ -119,16 +119,13 @@ class _Mailbox:
             queue.put_nowait(item)
 
 
-_mailboxes: dict[asyncio.AbstractEventLoop, _Mailbox] = {}
-
-
-def _mailbox() -> _Mailbox:
-    """The running loop's mailbox."""
+def _mailbox(request: Request) -> _Mailbox:
+    """The app's mailbox to its running event loop (made on the first request)."""
     loop = asyncio.get_running_loop()
-    if loop not in _mailboxes:
-        _mailboxes.clear()  # a new server (tests start several): the old loops are gone
-        _mailboxes[loop] = _Mailbox(loop)
-    return _mailboxes[loop]
+    mailbox: _Mailbox | None = getattr(request.app.state, "mailbox", None)
+    if mailbox is None or mailbox.loop is not loop:
+        mailbox = request.app.state.mailbox = _Mailbox(loop)
+    return mailbox
 
 
 def error_body(message: str, param: str | None, kind: str = "invalid_request_error") -> dict:
@@ -340,7 +337,7 @@ async def _answer(
             )
             prompts[i] = ids[-context:]
     queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
-    mailbox = _mailbox()
+    mailbox = _mailbox(request)
 
     def sender(p: int) -> Callable[[Event], None]:
         def send(event: Event) -> None:  # called on the decoding thread
