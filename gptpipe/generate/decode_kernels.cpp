@@ -218,6 +218,17 @@ void attend(const float* q, const T* k, const T* v, int64_t B, int64_t H, int64_
 // against all M inputs, so R * M accumulators are live (at most 16 for M <= 4).
 constexpr int64_t kRows = 4;
 
+// Ask for the weights a group ahead (`ahead` elements past `p`: the next R rows) while this
+// group's are used. A weight matrix larger than the caches streams from memory once per
+// token, and the hardware prefetcher alone keeps too few of its lines in flight for one core:
+// on a 2-core Zen 5 one thread's head product (50257 x 768, bf16) read 24 GB/s without this
+// and 39 GB/s with it, above torch's own sum of the same tensor (35 GB/s). A prefetch past
+// the matrix's end is harmless: the instruction never faults.
+template <typename T>
+inline void prefetch_next_group(const T* p, int64_t ahead) {
+  __builtin_prefetch(p + ahead, 0, 3);
+}
+
 // R dot products of weight rows w[0..R) (row stride ldw) with each of the M inputs x[m]
 // (row stride I), accumulated in float32: out[m][r].
 template <int M, int R>
@@ -230,6 +241,7 @@ inline void dot_rows(const float* x, int64_t I, const float* w, int64_t ldw, flo
     FloatVec xs[M];
     for (int m = 0; m < M; ++m) xs[m] = FloatVec::loadu(x + m * I + d);
     for (int r = 0; r < R; ++r) {
+      prefetch_next_group(w + r * ldw + d, R * ldw);
       const FloatVec weight = FloatVec::loadu(w + r * ldw + d);
       for (int m = 0; m < M; ++m) acc[m][r] = at::vec::fmadd(weight, xs[m], acc[m][r]);
     }
@@ -256,6 +268,7 @@ inline void dot_rows(const c10::BFloat16* x, int64_t I, const c10::BFloat16* w, 
     __m512bh xs[M];
     for (int m = 0; m < M; ++m) xs[m] = (__m512bh)_mm512_loadu_si512(x + m * I + d);
     for (int r = 0; r < R; ++r) {
+      prefetch_next_group(w + r * ldw + d, R * ldw);
       const __m512bh weight = (__m512bh)_mm512_loadu_si512(w + r * ldw + d);
       for (int m = 0; m < M; ++m) acc[m][r] = _mm512_dpbf16_ps(acc[m][r], weight, xs[m]);
     }
@@ -281,6 +294,7 @@ inline void dot_rows(const c10::BFloat16* x, int64_t I, const c10::BFloat16* w, 
     FloatVec x_lo[M], x_hi[M];
     for (int m = 0; m < M; ++m) load_chunk(x + m * I + d, x_lo[m], x_hi[m]);
     for (int r = 0; r < R; ++r) {
+      prefetch_next_group(w + r * ldw + d, R * ldw);
       FloatVec lo, hi;
       load_chunk(w + r * ldw + d, lo, hi);
       for (int m = 0; m < M; ++m) {
