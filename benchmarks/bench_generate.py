@@ -3,7 +3,11 @@
 Batch 1, greedy, a 16-token prompt, 256 new tokens, the same random weights (a
 GPT2LMHeadModel converted through gptpipe.interop), the same thread count; the two sides
 alternate within each repeat and each figure is the median over repeats. Both sides must
-produce the same tokens (checked). Also measured, in the same run:
+produce the same tokens (checked). Where the CPU computes bf16 natively (where ours decodes
+with bf16 weights), transformers runs a second time with its weights in bf16
+(`model.to(torch.bfloat16)`), alternating with the others: the pair in the same dtype
+(`hf_bf16_*`; its tokens may differ from float32's at near-ties, recorded, not required).
+Also measured, in the same run:
 
 - time to first token (prompt prefill + one token), the median of short runs that
   alternate the sides (5 per repeat);
@@ -12,7 +16,9 @@ produce the same tokens (checked). Also measured, in the same run:
   two positions are timed step by step in alternation (two caches, one step each in turn),
   so that a machine whose speed drifts over seconds slows both alike;
 - memory-bandwidth utilisation: bytes read per token (every weight once, the head tied to
-  the embeddings counted once, plus the keys and values cached so far) x tokens/s, against
+  the embeddings counted once, plus the keys and values cached so far, each side in its own
+  dtypes: `bytes_per_token` ours, `hf_bytes_per_token` transformers float32,
+  `hf_bf16_bytes_per_token` bf16) x tokens/s, against
   the machine's bandwidth measured here by a large tensor copy (read + write bytes / s).
   Where the weights fit in the CPU's last-level cache (its size is recorded) they stop
   coming from memory after the first token, and the figure can pass 100%;
@@ -39,6 +45,7 @@ produce the same tokens (checked). Also measured, in the same run:
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import statistics
@@ -174,21 +181,31 @@ def bytes_per_token(hf: Any, element_size: int, position: float, cache_size: int
     return weights * element_size + cache * cache_size
 
 
-def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> dict[str, Any]:
+def bench_config(
+    name: str, arch: dict[str, int], repeats: int, quick: bool, hf_bf16: bool = False
+) -> dict[str, Any]:
+    """One config's figures; `hf_bf16`: also transformers with its weights in bf16."""
     hf, ours = build(arch)
     _, plain = build(arch, layout="plain")
+    hf16 = copy.deepcopy(hf).to(torch.bfloat16) if hf_bf16 else None
     prompt = [(31 * i + 11) % arch["vocab_size"] for i in range(PROMPT_LEN)]
     n = 32 if quick else NEW_TOKENS
     for model in (ours, plain):  # warm up every side (thread pools, allocator, first calls)
         ours_run(model, prompt, 4)
-    hf_run(hf, prompt, 4)
+    for reference in (hf, hf16) if hf16 is not None else (hf,):
+        hf_run(reference, prompt, 4)
     ours_times, plain_times, ours_first, hf_times, hf_first = [], [], [], [], []
-    same = same_layouts = True
+    hf16_times: list[float] = []
+    same = same_layouts = same16 = True
     for _ in range(repeats):  # alternate the sides
         total, _, ours_tokens = ours_run(ours, prompt, n)
         ours_times.append(total)
         seconds, hf_tokens = hf_run(hf, prompt, n)
         hf_times.append(seconds)
+        if hf16 is not None:
+            seconds, hf16_tokens = hf_run(hf16, prompt, n)
+            hf16_times.append(seconds)
+            same16 = same16 and ours_tokens == hf16_tokens
         total, _, plain_tokens = ours_run(plain, prompt, n)
         plain_times.append(total)
         same = same and ours_tokens == hf_tokens  # bf16 against fp32 may break a near-tie
@@ -221,6 +238,18 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
     linears = {f"{m.in_features}x{m.out_features}" for m in ours.modules() if _is_linear(m)}
     shapes = sorted(linears, key=lambda s: [int(n) for n in s.split("x")])
     moved = bytes_per_token(hf, ours.wte.weight.element_size(), mean_position, plan.dtype.itemsize)
+    hf_moved = bytes_per_token(hf, 4, mean_position, 4)  # float32 weights, float32 cache
+    pair: dict[str, Any] = {}
+    if hf16 is not None:  # bf16 weights, and so a bf16 cache
+        hf16_tps = n / statistics.median(hf16_times)
+        hf16_moved = bytes_per_token(hf, 2, mean_position, 2)
+        pair = {
+            "hf_bf16_tokens_per_s": hf16_tps,
+            "ratio_bf16": ours_tps / hf16_tps,
+            "hf_bf16_same_tokens": same16,
+            "hf_bf16_bytes_per_token": hf16_moved,
+            "hf_bf16_gb_per_s": hf16_moved * hf16_tps / 1e9,
+        }
     return {
         "arch": arch,
         "weights_dtype": str(dtype).removeprefix("torch."),
@@ -262,8 +291,10 @@ def bench_config(name: str, arch: dict[str, int], repeats: int, quick: bool) -> 
         "ours_far_over_near": statistics.median(ours_far) / statistics.median(ours_near),
         "hf_far_over_near": statistics.median(hf_far) / statistics.median(hf_near),
         "bytes_per_token": moved,
+        "hf_bytes_per_token": hf_moved,
         "ours_gb_per_s": moved * ours_tps / 1e9,
-        "hf_gb_per_s": moved * hf_tps / 1e9,
+        "hf_gb_per_s": hf_moved * hf_tps / 1e9,
+        **pair,
     }
 
 
@@ -363,6 +394,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument(
         "--compile", action="store_true", help="also: torch.compile of the decode step (a)"
     )
+    parser.add_argument(
+        "--hf-bf16",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="also transformers with bf16 weights (auto: where the CPU has native bf16)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -370,14 +407,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     names = ["quick"] if args.quick else args.configs.split(",")
     results: dict[str, Any] = {"machine": machine(), "configs": {}}
     results["machine"]["bandwidth_gb_per_s"] = bandwidth_gbs(64 if args.quick else 256)
+    # transformers in bf16 only where bf16 is native: elsewhere ours decodes in float32 and
+    # an emulated bf16 reference would take many minutes to say nothing
+    hf_bf16 = results["machine"]["native_bf16"] if args.hf_bf16 == "auto" else args.hf_bf16 == "yes"
+    bandwidth = results["machine"]["bandwidth_gb_per_s"]
     for name in names:
-        row = bench_config(name, CONFIGS[name], 1 if args.quick else args.repeats, args.quick)
-        row["ours_bandwidth_utilisation"] = (
-            row["ours_gb_per_s"] / results["machine"]["bandwidth_gb_per_s"]
-        )
-        row["hf_bandwidth_utilisation"] = (
-            row["hf_gb_per_s"] / results["machine"]["bandwidth_gb_per_s"]
-        )
+        repeats = 1 if args.quick else args.repeats
+        row = bench_config(name, CONFIGS[name], repeats, args.quick, hf_bf16)
+        for side in ("ours", "hf", "hf_bf16"):
+            if f"{side}_gb_per_s" in row:
+                row[f"{side}_bandwidth_utilisation"] = row[f"{side}_gb_per_s"] / bandwidth
         results["configs"][name] = row
         print(json.dumps({name: row}), flush=True)  # each config as soon as it is measured
     if args.compile:
@@ -408,6 +447,13 @@ def report(results: dict[str, Any]) -> str:
             f"({100 * r['ours_bandwidth_utilisation']:.0f}%)  {r['layout_over_plain']:>6.2f}"
             f"  {r['same_tokens']}  {r['weights_dtype']}"
         )
+        if "hf_bf16_tokens_per_s" in r:
+            lines.append(
+                f"        transformers with bf16 weights: {r['hf_bf16_tokens_per_s']:.1f} tok/s, "
+                f"ours {r['ratio_bf16']:.2f}x, its bandwidth "
+                f"{100 * r['hf_bf16_bandwidth_utilisation']:.0f}%, same tokens "
+                f"{r['hf_bf16_same_tokens']}"
+            )
     return "\n".join(lines)
 
 

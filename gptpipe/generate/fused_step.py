@@ -61,10 +61,12 @@ class FusedStep:
     def of(cls, model: GPT) -> FusedStep | None:
         """The fused step of `model`, or None where it does not apply (see the module
         docstring)."""
-        if kernels.library() is None or model.training or not hasattr(model, "lm_head"):
+        param = next(model.parameters())
+        # the device first: off the CPU the C++ library is never built nor loaded
+        if param.device.type != "cpu" or model.training or not hasattr(model, "lm_head"):
             return None
-        dtype = next(model.parameters()).dtype
-        if dtype not in kernels.KERNEL_DTYPES or next(model.parameters()).device.type != "cpu":
+        dtype = param.dtype
+        if dtype not in kernels.KERNEL_DTYPES or kernels.library() is None:
             return None
         tensors: list[torch.Tensor | None] = []
         for block in model.h:

@@ -66,28 +66,53 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
     pytest.importorskip("transformers")
     if bench.NANOGPT_GIT is None or not Path(bench.NANOGPT_GIT).is_dir():
         pytest.skip("no nanoGPT mirror (GPTPIPE_NANOGPT_GIT)")
-    # parts a, b and e, with a reference beside them, and d (c, seed000, runs as its preset
+    # parts a, s, b and e, with a reference beside them, and d (c, seed000, runs as its preset
     # test)
     argv = [
         "--quick",
         "--parts",
-        "a,b,d,e",
+        "a,s,b,d,e",
         "--work",
         str(tmp_path),
         "--json",
         str(tmp_path / "r.json"),
         "--a-variant",
         "pretrain.batch_size=6",
+        # a smoke run keeps its few steps whatever a variant sets
+        "--a-variants",
+        "pretrain.max_steps=1800,pretrain.checkpoint_interval=0",
+        "--candidates",
+        "preset;pretrain.learning_rate=0.003",
     ]
     results = bench.main(argv)
     a, b = results["seed003"], results["seed001"]
     assert a["nanogpt"]["seconds"] > 0 and a["ours"]["seconds"] > 0
     assert 0 < a["nanogpt"]["heldout_loss"] < 10 and 0 < a["ours"]["heldout_loss"] < 10
-    variant = a["variant"]  # the preset with the override, beside it in the same run
+    first, second = a["variants"]  # the preset with the overrides, beside it in the same run
     expected = {"max_steps": 20, "eval_interval": 20, "batch_size": 6}
-    assert variant["overrides"]["pretrain"] == expected
-    assert variant["seconds"] > 0 and variant["time_ratio"] > 0
+    assert first["overrides"]["pretrain"] == expected
+    assert second["overrides"]["pretrain"] == {
+        "max_steps": 20,
+        "eval_interval": 20,
+        "checkpoint_interval": 0,
+    }
+    assert a["variant"] in a["variants"]  # the one the table shows
+    for variant in a["variants"]:
+        assert variant["seconds"] > 0 and variant["time_ratio"] > 0
+    select = results["seed001_select"]  # each candidate scored on the validation cut
+    assert [c["overrides"] for c in select["candidates"]] == [
+        {},
+        {"pretrain": {"learning_rate": 0.003}},
+    ]
+    losses = [c["validation_loss"] for c in select["candidates"]]
+    assert select["chosen"] == losses.index(min(losses)) and 0 < min(losses) < 12
+    cut = select["cut"]
+    assert cut["validation_chars"][1] == cut["heldout_chars"][0] == 54_000
     assert b["reference"]["heldout_loss"] > 0 and b["ours"]["heldout_loss"] > 0
+    # part b trained the chosen settings and says where they were chosen
+    assert b["selection"]["chosen"] == select["chosen"] and b["selection"]["matches_selection"]
+    assert b["settings_chosen_on"].startswith("validation cut of the training text")
+    assert b["margin"] == pytest.approx(4.75 - b["ours"]["heldout_loss"])
     assert "final_train_loss" in b["seed001_own_figure"]
     figure = results["seed001_figure"]  # the preset trained on, early stopping off
     assert figure["steps"] == 10 and figure["overrides"]["pretrain"]["patience"] == 0
@@ -101,6 +126,108 @@ def test_quick_mode_runs_both_sides_of_both_parts(tmp_path):
         assert times["floor_ms"] > 0 and times["floor_dtype"] in ("float32", "bfloat16")
         assert times["floor_ratio"] == pytest.approx(times["floor_ms"] / times["nanogpt_ms"])
     assert json.loads((tmp_path / "r.json").read_text())["quick"] is True
+
+
+def test_the_validation_cut_is_the_training_texts_last_tenth_before_the_held_out_text(tmp_path):
+    # numbered lines: every slice of the text is told apart from every other
+    text = "".join(f"line {i:05d}\n" for i in range(2000))  # 22,000 characters
+    train, held = bench.split(text, tmp_path, quick=False)
+    fit, val = bench.validation_cut(train, tmp_path)
+    train_text, held_text = train.read_text(), held.read_text()
+    fit_text, val_text = fit.read_text(), val.read_text()
+    assert (len(train_text), len(held_text)) == (19_800, 2_200)
+    assert (len(fit_text), len(val_text)) == (17_820, 1_980)
+    # the cut: inside the training text, at its end, and just before the held-out text
+    assert fit_text + val_text == train_text and train_text + held_text == text
+    assert text.index(val_text) == 17_820 and text.index(held_text) == 19_800
+    assert not set(val_text.splitlines()) & set(held_text.splitlines())
+    assert not set(fit_text.splitlines()) & set(held_text.splitlines())
+
+
+def test_candidates_on_the_command_line_are_overrides_split_at_semicolons_and_commas():
+    from gptpipe.errors import BadInput
+
+    text = "pretrain.learning_rate=0.002, pretrain.weight_decay=1.0;preset;pretrain.eps=3.0e-6"
+    assert bench.parse_candidates(text) == [
+        {"pretrain": {"learning_rate": 0.002, "weight_decay": 1.0}},
+        {},
+        {"pretrain": {"eps": 3e-6}},
+    ]
+    with pytest.raises(BadInput, match="empty candidate"):
+        bench.parse_candidates("pretrain.learning_rate=0.002;")
+    with pytest.raises(BadInput, match=r"SECTION\.KEY=VALUE"):
+        bench.parse_candidates("learning_rate=0.002")
+
+
+def test_candidates_from_a_yaml_file_flat_nested_or_the_preset(tmp_path):
+    from gptpipe.errors import BadInput
+
+    path = tmp_path / "candidates.yaml"
+    path.write_text(
+        "- preset\n"
+        "- {pretrain.learning_rate: 0.003, shard.val_fraction: 0.1}\n"
+        "- pretrain: {weight_decay: 0.5}\n"
+    )
+    assert bench.read_candidates(path) == [
+        {},
+        {"pretrain": {"learning_rate": 0.003}, "shard": {"val_fraction": 0.1}},
+        {"pretrain": {"weight_decay": 0.5}},
+    ]
+    path.write_text("pretrain.learning_rate: 0.003\n")
+    with pytest.raises(BadInput, match="expected a list of candidates"):
+        bench.read_candidates(path)
+    path.write_text("- {learning_rate: 0.003}\n")
+    with pytest.raises(BadInput, match=r"candidate 1: 'learning_rate' is not SECTION\.KEY"):
+        bench.read_candidates(path)
+
+
+def test_a_bad_candidate_exits_2_naming_the_option_and_key_before_any_training(capsys):
+    cases = {
+        "--candidates": "preset;pretrain.learnin_rate=0.003",
+        "--a-variants": "pretrain.batch_size=-1",
+    }
+    for option, value in cases.items():
+        with pytest.raises(SystemExit) as exit:
+            bench.main([option, value, "--work", "/nonexistent/never-made"])
+        assert exit.value.code == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"bench_seeds: {option}: ")
+        assert ("learnin_rate" if option == "--candidates" else "batch_size") in line
+    with pytest.raises(SystemExit) as exit:
+        bench.main(["--parts", "a,x"])
+    assert exit.value.code == 2 and "--parts: unknown part 'x'" in capsys.readouterr().err
+
+
+def test_seeds_summarise_as_the_median_and_the_range():
+    assert bench.summary([4.81, 4.70, 4.74]) == {"median": 4.74, "min": 4.70, "max": 4.81, "n": 3}
+    assert bench.summary([4.7, 4.8]) == {
+        "median": pytest.approx(4.75),
+        "min": 4.7,
+        "max": 4.8,
+        "n": 2,
+    }
+
+
+def test_part_b_checks_it_trains_the_chosen_settings_whatever_the_seed():
+    chosen = bench.resolved_params("seed001", {"pretrain": {"learning_rate": 0.003}})
+    reseeded = bench.reseeded({"pretrain": {"learning_rate": 0.003}}, 2, "seed001")
+    assert reseeded["pretrain"]["seed"] == 1339
+    assert bench._same_settings(bench.resolved_params("seed001", reseeded), chosen)
+    assert not bench._same_settings(bench.resolved_params("seed001", {}), chosen)
+
+
+def test_the_variant_shown_is_the_fastest_that_meets_the_target():
+    def side(loss: float, ratio: float) -> dict:
+        return {
+            "heldout_loss": loss,
+            "time_ratio": ratio,
+            "meets_target": loss <= 1.886 and ratio <= 0.5,
+        }
+
+    assert bench.best_variant([side(1.80, 0.48), side(1.85, 0.44), side(1.90, 0.40)]) == 1
+    # none meets it: the fastest within the loss target, else the lowest loss
+    assert bench.best_variant([side(1.80, 0.55), side(1.85, 0.52), side(1.90, 0.40)]) == 1
+    assert bench.best_variant([side(1.95, 0.40), side(1.89, 0.45)]) == 1
 
 
 def test_overrides_are_params_values_over_a_copy_of_the_base():
@@ -293,3 +420,17 @@ def test_a_side_trained_under_several_seeds_shows_its_loss_range_beside_the_medi
     one_seed = ours | {"seeds": [1337, 1337], "heldout_losses": [1.8782, 1.8782]}
     row = seeds_rows({"seed003": a | {"ours": one_seed, "meets_target": False}})[0]
     assert row.ours == "1.9004 in 100 s"
+
+
+def test_reuse_takes_the_parts_not_run_from_this_scripts_json_or_run_alls_record(tmp_path):
+    select = {"chosen": 0, "candidates": [], "date": "2026-12-06 21:00 UTC"}
+    raw = tmp_path / "select.json"
+    raw.write_text(json.dumps({"machine": "EPYC", "seed001_select": select}))
+    record = tmp_path / "seeds.json"  # run_all's: the script's results under "results"
+    a = {"iterations": 2000, "date": "2026-12-06 05:47 UTC", "machine": "EPYC (avx2)"}
+    record.write_text(json.dumps({"benchmark": "seeds", "results": {"seed003": a}}))
+    kept = bench.reused([raw, record], ["b"])
+    assert set(kept) == {"seed001_select", "seed003"}
+    assert kept["seed001_select"]["machine"] == "EPYC"  # the file's, where the part has none
+    assert kept["seed003"]["reused_from"] == str(record)
+    assert bench.reused([raw], ["s", "b"]) == {}  # a part run now is not copied

@@ -54,7 +54,8 @@ def test_the_references_agree_with_ours_where_they_must(quick):
     for config in records["evaluate"]["results"]["configs"].values():
         assert config["perplexity_ours"] == pytest.approx(config["perplexity_plain"], rel=1e-4)
     train = records["train"]["results"]
-    assert train["peaks_gflops"]["float32"] > 0 and train["peaks_gflops"]["bfloat16"] > 0
+    assert train["peaks_gflops"]["float32"] > 0  # bf16 has a peak only where it is native
+    assert all(0 < row["mfu"] <= 1 for row in train["configs"]["quick"].values())
     assert set(train["configs"]["quick"]) == {"hf", train["ours_variant"]}
     serve = records["serve"]["results"]
     assert serve["transformers"]["float32"]["same_texts"] == serve["requests"]  # greedy
