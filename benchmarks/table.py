@@ -477,12 +477,13 @@ def _side_loss(side: dict[str, Any]) -> str:
 
 
 def _variant_items(variant: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The keys a seed003 variant sets beyond the preset (max_steps is part a's own)."""
+    """The keys a seed003 variant sets beyond the preset (records from before part a trained
+    the preset's own max_steps set it to nanoGPT's 2,000 for every side: not a change)."""
     return [
         (f"{section}.{key}", value)
         for section, values in variant["overrides"].items()
         for key, value in values.items()
-        if (section, key) != ("pretrain", "max_steps")
+        if (section, key, value) != ("pretrain", "max_steps", 2000)
     ]
 
 
@@ -525,8 +526,9 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
         ours, ref = a["ours"], a["nanogpt"]
         rows.append(
             Row(
-                f"seed003 (char Shakespeare, {a['iterations']:,} iterations): held-out loss, time "
-                "(vs nanoGPT)",
+                f"seed003 (char Shakespeare): held-out loss, time (vs nanoGPT, "
+                f"{a['iterations']:,} iterations)"
+                + (f"; ours {ours['steps']:,} steps" if "steps" in ours else ""),
                 f"{_side_loss(ours)} in {ours['seconds']:.0f} s",
                 f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
                 a["time_ratio"],
@@ -534,8 +536,9 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
                 a["meets_target"],
             )
         )
-        variant = a.get("variant")
-        if variant:
+        # every variant of the run (records from before several variants hold one)
+        variants = a.get("variants") or ([a["variant"]] if a.get("variant") else [])
+        for variant in variants:
             rows.append(
                 Row(
                     f"seed003 with {_variant_changes(variant)} (same run)",
@@ -563,11 +566,19 @@ def seeds_rows(results: dict[str, Any]) -> list[Row]:
     if "seed001" in results:
         b = results["seed001"]
         ours, ref = b["ours"], b["reference"]
+        selection = b.get("selection")
+        chosen = (
+            f"; settings chosen among {len(selection['candidates'])} on a validation cut of the "
+            "training text"
+            if selection
+            else "; settings not chosen on a validation cut (an older record)"
+        )
+        margin = f"; margin {b['margin']:+.3f} against 4.75" if "margin" in b else ""
         rows.append(
             Row(
                 "seed001 (GPT-2 BPE Shakespeare, 4/4/128): held-out loss per GPT-2 token, time "
-                "(vs transformers GPT2LMHeadModel, nanoGPT's loop)",
-                f"{ours['heldout_loss']:.4f} in {ours['seconds']:.0f} s",
+                f"(vs transformers GPT2LMHeadModel, nanoGPT's loop){chosen}",
+                f"{_side_loss(ours)} in {ours['seconds']:.0f} s{margin}",
                 f"{ref['heldout_loss']:.4f} in {ref['seconds']:.0f} s",
                 b["time_ratio"],
                 "loss <= 4.75 within the reference's time",
@@ -1085,8 +1096,14 @@ def seeds_table(records: dict[str, dict[str, Any]]) -> str:
         )
         lines.append(
             "| 001 GPT-2 BPE Shakespeare | training loss 3.5 after 2-3 h of CPU | "
-            f"held-out loss {ours['heldout_loss']:.3f} per GPT-2 token in {ours['seconds']:.0f} s; "
-            f"{when} | "
+            f"held-out loss {_side_loss(ours)} per GPT-2 token in {ours['seconds']:.0f} s"
+            + (f" (margin {b['margin']:+.3f} against 4.75)" if "margin" in b else "")
+            + (
+                "; settings chosen on a validation cut of the training text"
+                if b.get("selection")
+                else ""
+            )
+            + f"; {when} | "
             f"`transformers` GPT-2 under nanoGPT's loop: {ref['heldout_loss']:.3f} in "
             f"{ref['seconds']:.0f} s | {SEEDS_COMMAND} |"
         )

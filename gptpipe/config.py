@@ -437,6 +437,21 @@ class TrainingConfig:
     checkpoint_interval: int = _f(
         100, "Save a resumable checkpoint every this many steps (0: only on Ctrl-C/SIGTERM)."
     )
+    nproc: int = _f(
+        1,
+        "Processes: > 1 relaunches the stage under torchrun (data parallel as strategy says, "
+        "one batch_size micro-batch per process, so the global batch is nproc * batch_size * "
+        "grad_accum; its loss is the mean of the micro-batches' mean losses, as grad_accum's).",
+    )
+    strategy: Literal["ddp", "fsdp"] = _f(
+        "ddp",
+        "How several processes share the training: ddp (DistributedDataParallel: every process "
+        "holds the whole weights, gradients and AdamW states) or fsdp (fully sharded, PyTorch's "
+        "FSDP2: each holds 1/nproc of them and gathers one block's weights at a time, for "
+        "models whose training state does not fit one device). The same results and "
+        "checkpoints either way; one process (nproc 1) trains alone under both. `gptpipe info "
+        "--params params.yaml` shows the memory per process each needs.",
+    )
 
     def __post_init__(self) -> None:
         section = self._section()
@@ -458,6 +473,12 @@ class TrainingConfig:
         _require(self.threads >= 0, f"{section}.threads", "must be >= 0")
         _require(self.checkpoint_interval >= 0, f"{section}.checkpoint_interval", "must be >= 0")
         _require(self.patience >= 0, f"{section}.patience", "must be >= 0")
+        _require(self.nproc >= 1, f"{section}.nproc", "must be >= 1")
+        _require(
+            self.strategy in ("ddp", "fsdp"),
+            f"{section}.strategy",
+            f"must be ddp or fsdp, not {self.strategy!r}",
+        )
         _require(
             self.patience == 0 or self.keep == "best",
             f"{section}.keep",
@@ -492,16 +513,6 @@ class PretrainConfig(TrainingConfig):
         "with bf16, CPUs with AVX-512 BF16 or AMX), else float32; float16 (CUDA) runs with a "
         "gradient scaler.",
     )
-    nproc: int = _f(
-        1,
-        "Processes: > 1 relaunches the stage under torchrun (DistributedDataParallel, one "
-        "batch_size micro-batch per process, so the global batch is nproc * batch_size * "
-        "grad_accum).",
-    )
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _require(self.nproc >= 1, "pretrain.nproc", "must be >= 1")
 
 
 # OpenAI's released GPT-2 sizes (gptpipe.hub knows where their weights are).
@@ -560,8 +571,8 @@ class FinetuneConfig(TrainingConfig):
     epochs: float = _f(
         0.0,
         "Passes over the training split. One of max_steps and epochs sets how long training "
-        "runs, the other is 0: epochs > 0 trains ceil(epochs * training examples / (batch_size "
-        "* grad_accum)) steps (the run details and the report give the number).",
+        "runs, the other is 0: epochs > 0 trains ceil(epochs * training examples / (nproc * "
+        "batch_size * grad_accum)) steps (the run details and the report give the number).",
     )
     trainable: Literal["all", "last_blocks", "lora"] = _f(
         "all",
@@ -677,9 +688,9 @@ class ClassifyConfig(FinetuneConfig):
     epochs: float = _f(
         5.0,
         "Passes over the training split. One of max_steps and epochs sets how long training "
-        "runs, the other is 0: epochs > 0 trains ceil(epochs * training examples / (batch_size "
-        "* grad_accum)) steps. 5 (the book's) with batch 16 and lr 5e-4 reaches 96.3% on the "
-        "balanced SMS-spam protocol (bench_classify).",
+        "runs, the other is 0: epochs > 0 trains ceil(epochs * training examples / (nproc * "
+        "batch_size * grad_accum)) steps. 5 (the book's) with batch 16 and lr 5e-4 reaches "
+        "96.3% on the balanced SMS-spam protocol (bench_classify).",
     )
     protocol: Literal["stratified", "balanced"] = _f(
         "stratified",

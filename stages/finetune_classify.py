@@ -49,12 +49,12 @@ from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
 from gptpipe.tokens.sampler import WindowSampler
-from gptpipe.train.distributed import training_device
+from gptpipe.train.distributed import Ranks, launched_ranks, process_group, relaunched
 from gptpipe.train.loop import TrainResult
 from gptpipe.train.losses import classify_loss
 from gptpipe.train.outputs import training_outputs
 from gptpipe.train.precision import evaluating
-from gptpipe.train.recipe import Recipe, Staged, TrainingPaths, fit
+from gptpipe.train.recipe import Conclude, Recipe, Staged, TrainingPaths, fit
 
 _DEFAULT_SCORES = Path("reports/classify/scores.json")
 
@@ -88,18 +88,32 @@ def _read(cfg: ClassifyConfig, data: Path, enc: Any, eot: int, block_size: int) 
 def run(cfg: ClassifyConfig, base: Path, data: Path, paths: TrainingPaths) -> dict[str, Any]:
     """Fine-tune a classifier; write the model (labels in config.json), the headline metrics,
     the curves with the test confusion rows, the per-split and per-class scores
-    (`paths.extra`; default: scores.json beside the metrics) and the run details, together."""
+    (`paths.extra`; default: scores.json beside the metrics) and the run details, together.
+
+    Under torchrun every process runs this: each trains on its own slice of every global batch
+    (DistributedDataParallel or FSDP, as `cfg.strategy` says), and only rank 0 writes."""
     started = time.perf_counter()
     if paths.extra is None:
         paths = dataclasses.replace(paths, extra=paths.metrics.with_name("scores.json"))
     set_threads(cfg.threads)
-    device = training_device(cfg)
+    with process_group(cfg) as (ranks, device):
+        recipe, conclude = _recipe(cfg, base, data, device, ranks)
+        recipe.started = started
+        return fit(recipe, paths, conclude)
+
+
+def _recipe(
+    cfg: ClassifyConfig, base: Path, data: Path, device: torch.device, ranks: Ranks
+) -> tuple[Recipe, Conclude]:
+    """The last token's class on the training split's texts (this rank's slice of each
+    global batch), validated on the first val texts (every rank scores the same ones). The
+    untuned head's scores, which only the saved outputs use, are rank 0's alone."""
     base_model, enc = load_language_model(base, device)
     eot = eot_id(enc)
     got = _read(cfg, data, enc, eot, base_model.config.block_size)
     collate = functools.partial(collate_classify, pad_id=eot)
     train_set = got.splits["train"]
-    sampler = WindowSampler(len(train_set), cfg.batch_size, cfg.seed)
+    sampler = WindowSampler(len(train_set), cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size)
     val_batches = batches_of(
         got.splits["val"][: cfg.eval_batches * cfg.batch_size], cfg.batch_size, collate
     )
@@ -111,9 +125,11 @@ def run(cfg: ClassifyConfig, base: Path, data: Path, paths: TrainingPaths) -> di
     model = with_classifier(base_model, len(got.labels))
     del base_model
     counts = select_trainable(model, cfg)
-    with evaluating(model, cfg.dtype):  # the untuned head, for comparison
-        untuned = {n: classify_metrics(model, b)[1] for n, b in whole.items()}
-    cfg = with_epochs(cfg, len(train_set))
+    untuned: dict[str, float] = {}
+    if ranks.main:  # the untuned head, for comparison (no random numbers drawn)
+        with evaluating(model, cfg.dtype):
+            untuned = {n: classify_metrics(model, b)[1] for n, b in whole.items()}
+    cfg = with_epochs(cfg, len(train_set), ranks.world_size)
     recipe = Recipe(
         stage="classify",
         description="finetune classify",
@@ -126,10 +142,10 @@ def run(cfg: ClassifyConfig, base: Path, data: Path, paths: TrainingPaths) -> di
         params=ran_with(classify=cfg),
         device=device,
         language_model=False,
-        started=started,
+        rank=ranks.rank,
     )
     tuned = _Tuned(model, cfg, got, whole, untuned, counts, sampler, base, data)
-    return fit(recipe, paths, functools.partial(_conclude, tuned))
+    return recipe, functools.partial(_conclude, tuned, ranks.world_size)
 
 
 def _validate(model: torch.nn.Module, batches: ClassifyBatches) -> dict[str, float]:
@@ -152,7 +168,7 @@ class _Tuned:
     data: Path
 
 
-def _conclude(tuned: _Tuned, result: TrainResult, staged: Staged) -> dict[str, Any]:
+def _conclude(tuned: _Tuned, processes: int, result: TrainResult, staged: Staged) -> dict[str, Any]:
     """Score every split with the tuned classifier, save it, its test confusion rows and its
     per-split scores; the stage's own figures (losses and scores over whole splits)."""
     model, cfg, got = finished(tuned.model), tuned.cfg, tuned.got  # LoRA adapters merged
@@ -166,6 +182,7 @@ def _conclude(tuned: _Tuned, result: TrainResult, staged: Staged) -> dict[str, A
     figures |= {f"{name}_records": len(items) for name, items in got.splits.items()}
     figures |= {"max_length": got.max_length}
     figures |= {"epochs": tuned.sampler.epoch(result.steps * cfg.grad_accum)}
+    figures |= {"processes": processes}
     meta = {
         "stage": "classify",
         "steps": result.steps,
@@ -222,11 +239,16 @@ def command(
     """Fine-tune the base model as a classifier (a head on the last token's hidden state).
 
     Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
+    With classify.nproc > 1 it relaunches itself under torchrun (classify.strategy: ddp or
+    fsdp); it also runs as is under `torchrun --nproc_per_node N -m gptpipe finetune ...`.
     """
     cfg = section("classify", params, set_)
     outputs = training_outputs(out, metrics, plots, checkpoints, details)
     inputs = [("--params", params), ("--base", base), ("--data", data)]
     check_paths([*outputs, Output("--scores", scores)], inputs)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
+    if relaunched(cfg):  # classify.nproc processes under torchrun did it (rank 0 said so)
+        return
     run(cfg, base, data, TrainingPaths(out, metrics, plots, checkpoints, details, scores))
-    wrote("finetune classify", out, metrics, plots, scores, details)
+    if launched_ranks().main:  # under torchrun, the process that wrote them
+        wrote("finetune classify", out, metrics, plots, scores, details)

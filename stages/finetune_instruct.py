@@ -48,11 +48,11 @@ from gptpipe.progress import wrote
 from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import eot_id
 from gptpipe.tokens.sampler import WindowSampler
-from gptpipe.train.distributed import training_device
+from gptpipe.train.distributed import Ranks, launched_ranks, process_group, relaunched
 from gptpipe.train.loop import TrainResult
 from gptpipe.train.losses import lm_loss, masked_lm_loss
 from gptpipe.train.outputs import training_outputs
-from gptpipe.train.recipe import Recipe, Staged, TrainingPaths, fit
+from gptpipe.train.recipe import Conclude, Recipe, Staged, TrainingPaths, fit
 
 _DEFAULT_RESPONSES = Path("reports/instruct/responses.json")
 
@@ -94,22 +94,41 @@ def run(cfg: InstructConfig, base: Path, data: Path, paths: TrainingPaths) -> di
     """Fine-tune on instruction records; write the model, the headline metrics, the curves,
     every test response (fine-tuned and base model, with their ROUGE-L and exact match:
     `paths.extra`, default responses.json beside the metrics) and the run details, together
-    or not at all."""
+    or not at all.
+
+    Under torchrun every process runs this: each trains on its own slice of every global batch
+    (DistributedDataParallel or FSDP, as `cfg.strategy` says), and only rank 0 writes."""
     started = time.perf_counter()
     if paths.extra is None:
         paths = dataclasses.replace(paths, extra=paths.metrics.with_name("responses.json"))
     set_threads(cfg.threads)
-    device = training_device(cfg)
+    with process_group(cfg) as (ranks, device):
+        recipe, conclude = _recipe(cfg, base, data, device, ranks)
+        recipe.started = started
+        return fit(recipe, paths, conclude)
+
+
+def _recipe(
+    cfg: InstructConfig, base: Path, data: Path, device: torch.device, ranks: Ranks
+) -> tuple[Recipe, Conclude]:
+    """Next-token prediction on the training split's records (this rank's slice of each
+    global batch; the loss on the responses with mask_prompt), validated on the first val
+    records (every rank scores the same ones). The base model's test scores, which only the
+    saved outputs use, are rank 0's alone."""
     model, enc = load_language_model(base, device)
     eot = eot_id(enc)
     got = _read(cfg, data, enc, eot, model.config.block_size)
     scoring = Scoring(cfg.dtype, cfg.max_new_tokens, cfg.batch_size, eot)
     test_only = {"test": got.whole["test"]}  # the base model, before fine-tuning
-    base_scores = scored(model, enc, test_only, got.test_records, scoring, "score base")
+    base_scores: tuple[dict[str, float], list[str]] = ({}, [])
+    if ranks.main:  # the ranks stay in step: everything random is seeded after it
+        base_scores = scored(model, enc, test_only, got.test_records, scoring, "score base")
     seed_everything(cfg.seed)
     counts = select_trainable(model, cfg)
-    cfg = with_epochs(cfg, len(got.train_set))
-    sampler = WindowSampler(len(got.train_set), cfg.batch_size, cfg.seed)
+    cfg = with_epochs(cfg, len(got.train_set), ranks.world_size)
+    sampler = WindowSampler(
+        len(got.train_set), cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size
+    )
     recipe = Recipe(
         stage="instruct",
         description="finetune instruct",
@@ -123,10 +142,10 @@ def run(cfg: InstructConfig, base: Path, data: Path, paths: TrainingPaths) -> di
         checkpoint_key={"base": files_sha256(base / WEIGHTS), "data": files_sha256(data)},
         params=ran_with(instruct=cfg),
         device=device,
-        started=started,
+        rank=ranks.rank,
     )
     tuned = _Tuned(model, enc, cfg, got, scoring, base_scores, counts, sampler, base, data)
-    return fit(recipe, paths, functools.partial(_conclude, tuned))
+    return recipe, functools.partial(_conclude, tuned, ranks.world_size)
 
 
 @dataclass
@@ -145,7 +164,7 @@ class _Tuned:
     data: Path
 
 
-def _conclude(tuned: _Tuned, result: TrainResult, staged: Staged) -> dict[str, Any]:
+def _conclude(tuned: _Tuned, processes: int, result: TrainResult, staged: Staged) -> dict[str, Any]:
     """Score the tuned model beside the base, save it and its test responses; the stage's
     own figures."""
     model, cfg, got = finished(tuned.model), tuned.cfg, tuned.got  # LoRA adapters merged
@@ -168,6 +187,7 @@ def _conclude(tuned: _Tuned, result: TrainResult, staged: Staged) -> dict[str, A
         "truncated_records": got.truncated,
         "max_length": got.max_length,
         "epochs": tuned.sampler.epoch(result.steps * cfg.grad_accum),
+        "processes": processes,
     }
     meta = {
         "stage": "instruct",
@@ -209,11 +229,16 @@ def command(
     """Fine-tune the base model to follow instructions (Alpaca prompt format, loss on responses).
 
     Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
+    With instruct.nproc > 1 it relaunches itself under torchrun (instruct.strategy: ddp or
+    fsdp); it also runs as is under `torchrun --nproc_per_node N -m gptpipe finetune ...`.
     """
     cfg = section("instruct", params, set_)
     outputs = training_outputs(out, metrics, plots, checkpoints, details)
     inputs = [("--params", params), ("--base", base), ("--data", data)]
     check_paths([*outputs, Output("--responses", responses)], inputs)
     tune_allocator()  # keep freed activation memory in the heap: fewer page faults
+    if relaunched(cfg):  # instruct.nproc processes under torchrun did it (rank 0 said so)
+        return
     run(cfg, base, data, TrainingPaths(out, metrics, plots, checkpoints, details, responses))
-    wrote("finetune instruct", out, metrics, plots, responses, details)
+    if launched_ranks().main:  # under torchrun, the process that wrote them
+        wrote("finetune instruct", out, metrics, plots, responses, details)

@@ -21,7 +21,6 @@ from gptpipe.config import (
     gpt_params,
     require_fits,
     to_dict,
-    training_bytes,
 )
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import staged_outputs, write_json
@@ -45,16 +44,10 @@ from gptpipe.runtime import seed_everything, set_threads, tune_allocator
 from gptpipe.tokenizer.folder import tokenizer_hash
 from gptpipe.tokens.sampler import WindowSampler, spread
 from gptpipe.tokens.shards import TokenWindows, read_manifest
-from gptpipe.train.distributed import (
-    Ranks,
-    close_distributed,
-    init_distributed,
-    launched_ranks,
-    relaunch,
-    training_device,
-)
+from gptpipe.train.distributed import Ranks, launched_ranks, process_group, relaunched
 from gptpipe.train.loop import TrainResult
 from gptpipe.train.losses import lm_loss, masked_lm_loss
+from gptpipe.train.memory import training_memory
 from gptpipe.train.outputs import training_outputs
 from gptpipe.train.recipe import Conclude, Recipe, Staged, TrainingPaths, fit
 
@@ -70,18 +63,14 @@ def run(
     and the run details (`paths`; `paths.extra` unused), together.
 
     Under torchrun every process runs this: each trains on its own slice of every global batch
-    (DistributedDataParallel), and only rank 0 writes the outputs.
+    (DistributedDataParallel or FSDP, as `cfg.strategy` says), and only rank 0 writes.
     """
     started = time.perf_counter()
     set_threads(cfg.threads)
-    # asking for CUDA without one is bad input, before joining a group
-    ranks, device = init_distributed(training_device(cfg))
-    try:
+    with process_group(cfg) as (ranks, device):
         recipe, conclude = _recipe(model_cfg, cfg, shards, tokenizer_dir, device, ranks)
         recipe.started = started
         return fit(recipe, paths, conclude)
-    finally:
-        close_distributed()
 
 
 def _recipe(
@@ -113,7 +102,7 @@ def _recipe(
         len(windows["train"]), cfg.batch_size, cfg.seed, ranks.rank, ranks.world_size
     )
     vocab_size = int(manifest["vocab_size"])
-    _check_training_fits(model_cfg, cfg, vocab_size, device)
+    _check_training_fits(model_cfg, cfg, vocab_size, device, ranks.world_size)
     seed_everything(cfg.seed)
     model = GPT(GPTConfig(vocab_size=vocab_size, **to_dict(model_cfg))).to(device)
     params = ran_with(pretrain=cfg)
@@ -177,20 +166,34 @@ def _conclude(
 
 
 def _check_training_fits(
-    model_cfg: ModelConfig, cfg: PretrainConfig, vocab_size: int, device: torch.device
+    model_cfg: ModelConfig,
+    cfg: PretrainConfig,
+    vocab_size: int,
+    device: torch.device,
+    processes: int,
+    available: int | None = None,
 ) -> None:
     """Refuse, before building anything, a model and batch whose training cannot fit in the
-    device's memory (host memory on the CPU, the GPU's on CUDA)."""
-    need = training_bytes(model_cfg, vocab_size, cfg.batch_size)
-    available = None
+    device's memory (`available`; default: the GPU's, or the host's on the CPU): on CUDA one
+    process's share (`training_memory` under `cfg.strategy`: fsdp's shards, so a model that
+    fits only sharded is not refused), on the CPU every process's together."""
+    config = GPTConfig(vocab_size=vocab_size, **to_dict(model_cfg))
+    need = training_memory(config, cfg.batch_size, processes, cfg.strategy).total
+    per = ""
     if device.type == "cuda":
-        available = torch.cuda.get_device_properties(device).total_memory
+        if available is None:
+            available = torch.cuda.get_device_properties(device).total_memory
+        if processes > 1:
+            per = f" in each of {processes} processes ({cfg.strategy})"
+    elif processes > 1:
+        need *= processes  # they share the host's memory
+        per = f" in {processes} processes ({cfg.strategy}) together"
     params = gpt_params(model_cfg, vocab_size)
     require_fits(
         "pretrain.batch_size",
         need,
         f"training {params:,} parameters (vocabulary {vocab_size:,}) at batch_size "
-        f"{cfg.batch_size} x block_size {model_cfg.block_size}",
+        f"{cfg.batch_size} x block_size {model_cfg.block_size}{per}",
         available,
     )
 
@@ -242,7 +245,7 @@ def command(
     """Pretrain a GPT-2 model from scratch on the token shards (next-token prediction).
 
     Resumes from a compatible checkpoint; Ctrl-C or SIGTERM saves one and exits 130.
-    With pretrain.nproc > 1 it relaunches itself under torchrun (DistributedDataParallel);
+    With pretrain.nproc > 1 it relaunches itself under torchrun (pretrain.strategy: ddp or fsdp);
     it also runs as is under `torchrun --nproc_per_node N -m gptpipe pretrain ...`.
     """
     model_cfg = section("model", params, set_)
@@ -255,12 +258,7 @@ def command(
         wrote("pretrain", out, metrics, plots, details, summary=said)
         return
     tune_allocator()
-    if cfg.nproc > 1 and launched_ranks().world_size == 1:
-        status = relaunch(cfg.nproc)
-        if status == 130 or status < 0:
-            raise KeyboardInterrupt
-        if status != 0:
-            raise typer.Exit(status)
+    if relaunched(cfg):  # pretrain.nproc processes under torchrun did it (rank 0 said so)
         return
     run(model_cfg, cfg, shards, tokenizer, TrainingPaths(out, metrics, plots, checkpoints, details))
     if launched_ranks().rank == 0:  # under torchrun, the process that wrote them

@@ -1,7 +1,8 @@
 """`gptpipe info`: what a model folder holds (from its config.json and tokenizer files alone):
 architecture, parameter breakdown per group and per block, size on disk, tokenizer, whether it
 is a base, instruction-tuned or classifier model, and what it was trained on; or the model a
-params file would build."""
+params file would build. With a batch size and a process count (a params file's pretrain
+section gives them), the memory per process that training it needs under ddp and fsdp."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from gptpipe import default_paths
-from gptpipe.config import ModelConfig, TokenizerConfig, build_section, read_params, to_dict
+from gptpipe.config import (
+    ModelConfig,
+    PretrainConfig,
+    TokenizerConfig,
+    build_section,
+    human_bytes,
+    read_params,
+    to_dict,
+)
 from gptpipe.errors import BadInput
 from gptpipe.interop.gpt2_vocab import GPT2_VOCAB
 from gptpipe.model.folder import WEIGHTS, read_info
@@ -23,6 +32,7 @@ from gptpipe.model.gpt import GPTConfig
 from gptpipe.model.params import PARAM_GROUPS, block_breakdown, config_breakdown, head_is_tied
 from gptpipe.model.skipped import read_skipped
 from gptpipe.options import SetOption
+from gptpipe.train.memory import STRATEGIES, training_memory
 
 
 def model_kind(n_classes: int, meta: dict[str, Any]) -> str:
@@ -118,13 +128,30 @@ def _vocabulary(tok_cfg: TokenizerConfig, params: Path) -> tuple[int, str]:
     return vocab_size, "tokenizer.vocab_size, an upper bound"
 
 
-def describe_params(params: Path, overrides: list[str]) -> dict[str, Any]:
-    """The model that `pretrain` would build from a params file (sections model, tokenizer)."""
+def describe_memory(config: dict[str, Any], batch_size: int, nproc: int) -> dict[str, Any]:
+    """Bytes per process of training the model of `config` (a GPTConfig's dict) with
+    `batch_size` sequences per micro-batch in each of `nproc` processes, per strategy."""
+    gpt = GPTConfig(**config)
+    memory: dict[str, Any] = {"nproc": nproc, "batch_size": batch_size}
+    for strategy in STRATEGIES:
+        memory[strategy] = training_memory(gpt, batch_size, nproc, strategy).to_dict()
+    return memory
+
+
+def describe_params(
+    params: Path, overrides: list[str], batch_size: int | None = None, nproc: int | None = None
+) -> dict[str, Any]:
+    """The model that `pretrain` would build from a params file (sections model, tokenizer),
+    and the memory per process of pretraining it (pretrain.batch_size and pretrain.nproc,
+    unless given)."""
     raw = read_params(params, overrides)
     model_cfg: ModelConfig = build_section(raw, "model")
     tok_cfg: TokenizerConfig = build_section(raw, "tokenizer")
     vocab, vocab_source = _vocabulary(tok_cfg, params)
+    pretrain: PretrainConfig = build_section(raw, "pretrain")
     config = GPTConfig(vocab_size=vocab, **to_dict(model_cfg))
+    batch_size = pretrain.batch_size if batch_size is None else batch_size
+    nproc = pretrain.nproc if nproc is None else nproc
     return {
         "params": str(params),
         "config": config.to_dict(),
@@ -134,7 +161,33 @@ def describe_params(params: Path, overrides: list[str]) -> dict[str, Any]:
         "weights_bytes": None,
         "parameters": config_breakdown(config),
         "blocks": block_breakdown(config),
+        "memory": describe_memory(config.to_dict(), batch_size, nproc),
     }
+
+
+_MEMORY_ROWS = {
+    "weights": "weights (float32)",
+    "gradients": "gradients",
+    "optimizer": "AdamW moments (2 x float32)",
+    "buffers": "ddp: gradient buckets; fsdp: whole at a time",
+    "activations": "activations and logits (float32)",
+}
+
+
+def print_memory(memory: dict[str, Any], block_size: int, console: Console) -> None:
+    """The memory per process table: a column per strategy."""
+    table = Table(
+        title=f"Training memory per process: {memory['nproc']} process(es), batch_size "
+        f"{memory['batch_size']} x block_size {block_size} each"
+    )
+    table.add_column("part")
+    for strategy in STRATEGIES:
+        table.add_column(strategy, justify="right")
+    for part, label in _MEMORY_ROWS.items():
+        table.add_row(label, *(human_bytes(memory[s][part]) for s in STRATEGIES))
+    table.add_section()
+    table.add_row("[bold]total[/bold]", *(human_bytes(memory[s]["total"]) for s in STRATEGIES))
+    console.print(table)
 
 
 def print_description(description: dict[str, Any], console: Console) -> None:
@@ -189,6 +242,8 @@ def print_description(description: dict[str, Any], console: Console) -> None:
         console.print(
             f"weights file: {description['weights_bytes'] / 2**20:.1f} MiB; folder {size:.1f} MiB"
         )
+    if description.get("memory"):
+        print_memory(description["memory"], c["block_size"], console)
 
 
 def command(
@@ -204,10 +259,30 @@ def command(
         typer.Option(help="Describe the model this params file would build instead."),
     ] = None,
     set_: SetOption = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Sequences per micro-batch and process, for the training memory per process "
+            "(default: the params file's pretrain.batch_size; a model folder: 1).",
+            show_default=False,
+        ),
+    ] = None,
+    nproc: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes training together, for the training memory per process (default: "
+            "the params file's pretrain.nproc; a model folder: 1).",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show a model's architecture and its parameter count per group (embeddings, attention,
-    MLP, layer norms, head) with the total."""
+    MLP, layer norms, head) with the total; with --params (or --batch-size / --nproc), also
+    the memory per process of training it under ddp and fsdp (pretrain.strategy): weights,
+    gradients, AdamW moments, communication buffers, activations."""
     if model_dir is not None and model is not None:
         raise BadInput("give the model folder once: MODEL_DIR or --model")
     model = model if model is not None else model_dir
@@ -216,9 +291,12 @@ def command(
     if set_ and params is None:
         raise BadInput("-S/--set overrides apply to --params only")
     if params is not None:
-        description = describe_params(params, set_ or [])
+        description = describe_params(params, set_ or [], batch_size, nproc)
     else:
         description = describe_model(model if model is not None else default_paths.BASE)
+        if (batch_size is not None or nproc is not None) and "config" in description:
+            memory = describe_memory(description["config"], batch_size or 1, nproc or 1)
+            description["memory"] = memory
     if as_json:
         print(json.dumps(description, indent=2))
     else:

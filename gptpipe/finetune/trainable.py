@@ -77,13 +77,14 @@ def finished(model: GPT) -> GPT:
     return model
 
 
-def with_epochs(cfg: C, n_train: int) -> C:
+def with_epochs(cfg: C, n_train: int, processes: int = 1) -> C:
     """`cfg` with max_steps set from `epochs` (when > 0): enough optimizer steps for that many
-    passes over `n_train` examples. The copy keeps `epochs` (it is what ran, and the run
-    details record both); it is not validated again, as params with both set would be."""
+    passes over `n_train` examples, a step taking a global batch of `processes` * batch_size *
+    grad_accum. The copy keeps `epochs` (it is what ran, and the run details record both); it
+    is not validated again, as params with both set would be."""
     if cfg.epochs <= 0:
         return cfg
-    per_step = cfg.batch_size * cfg.grad_accum
+    per_step = processes * cfg.batch_size * cfg.grad_accum
     derived = copy.copy(cfg)
     derived.max_steps = max(1, math.ceil(cfg.epochs * n_train / per_step))
     return derived

@@ -16,7 +16,6 @@ non-finite loss, and resumable checkpoints (periodic, and on Ctrl-C / SIGTERM).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import shutil
@@ -24,18 +23,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from rich.progress import TextColumn
 from torch import nn
-from torch.nn.parallel import DistributedDataParallel
 
 from gptpipe.config import TrainingConfig
 from gptpipe.errors import BadInput
 from gptpipe.progress import console, progress
 from gptpipe.train.curves import write_csv
-from gptpipe.train.distributed import Placement, all_mean, any_rank, barrier, prepare
+from gptpipe.train.distributed import (
+    Placement,
+    accumulating,
+    all_mean,
+    any_rank,
+    barrier,
+    prepare,
+    shard,
+    unshard_into,
+)
 from gptpipe.train.optim import lr_at, make_optimizer
 from gptpipe.train.precision import autocast, evaluating, grad_scaler
 from gptpipe.train.signals import stop_requests
@@ -151,7 +158,8 @@ def optimizer_step(
 
     `net` is what the forward passes go through (the model wrapped by DistributedDataParallel
     and/or torch.compile; default: `model`); the optimizer and clipping see `model`'s
-    parameters. Under DDP the gradients are all-reduced on the last micro-batch only.
+    parameters. Under DDP the gradients are all-reduced on the last micro-batch only; under
+    FSDP `model` is the sharded one and each micro-batch's gradients are reduce-scattered.
     `place` is the run's Placement (default: resolved from `cfg` and the model's device).
     """
     net = net if net is not None else model
@@ -162,10 +170,7 @@ def optimizer_step(
     step_loss, step_tokens = 0.0, 0
     for micro in range(cfg.grad_accum):
         batch = to_device(batch_at(step * cfg.grad_accum + micro), place.device)
-        last = micro == cfg.grad_accum - 1
-        alone = last or place.world_size == 1
-        sync = contextlib.nullcontext() if alone else cast(DistributedDataParallel, net).no_sync()
-        with sync:
+        with accumulating(net, place, last=micro == cfg.grad_accum - 1):
             with autocast(place.device, place.dtype):
                 loss = loss_of(net, batch)
             scaled = loss / cfg.grad_accum
@@ -209,8 +214,10 @@ class _Checkpoints:
         scaler: torch.amp.GradScaler | None,
     ) -> None:
         state.scaler = scaler.state_dict() if scaler is not None else None
-        if self.directory is not None and self.place.main:
-            save_checkpoint(self.directory, state, model, optimizer, self.key)
+        if self.directory is not None:  # every rank: under FSDP the shards are gathered
+            save_checkpoint(
+                self.directory, state, model, optimizer, self.key, write=self.place.main
+            )
         self.saved = state.step
 
     def diverged(self, exc: Diverged) -> Diverged:
@@ -277,10 +284,13 @@ def train(
     a new lowest val_loss.
 
     In a process group (torchrun), every rank runs this with the same arguments; gradients are
-    averaged by DistributedDataParallel, the logged losses over the ranks, and only rank 0
-    writes curves and checkpoints (all ranks read a checkpoint to resume: a shared folder).
+    averaged by DistributedDataParallel (or, under fsdp, a fully sharded copy of the model
+    trains and its weights are put back into `model` at the end), the logged losses over the
+    ranks, and only rank 0 writes curves and checkpoints (all ranks read a checkpoint to
+    resume: a shared folder).
     """
     place = Placement.of(cfg, next(model.parameters()).device)
+    home, model = model, shard(model, place)  # fsdp: a sharded copy trains, home waits on the host
     optimizer = make_optimizer(model, cfg)
     scaler = grad_scaler(place.device, place.dtype)
     extra = dict(checkpoint_key or {}) | {"dtype": place.dtype}
@@ -349,6 +359,7 @@ def train(
     if state.window_losses:  # stopped early between two rows of the curve
         state.log_window(lr_at(state.step - 1, cfg), 0.0, 0.0)
         write("train.csv", state.train_rows)
+    model = unshard_into(home, model, place)  # fsdp: the trained weights back into home
     if cfg.keep == "best" and state.best_weights is not None:
         model.load_state_dict(state.best_weights, strict=False)  # the lowest val_loss's
     if checkpoint_dir is not None and place.main:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gptpipe.model.gpt import GPT
+from gptpipe.train.distributed import through_forward
 
 IGNORE = -100  # target id the loss skips
 
@@ -43,5 +43,8 @@ def masked_lm_loss(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch
 
 
 def classify_loss(model: nn.Module, batch: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the classifier's logits (`GPT.classify`; through the forward of
+    DistributedDataParallel when training wraps the model in it)."""
     x, lengths, labels = batch
-    return F.cross_entropy(cast(GPT, model).classify(x, lengths).float(), labels)
+    logits = cast(torch.Tensor, through_forward(model, "classify", x, lengths))
+    return F.cross_entropy(logits.float(), labels)

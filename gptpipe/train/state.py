@@ -6,6 +6,11 @@ checkpoint is one folder holding `state.json` (the dataclass's fields, the optim
 param groups and the trajectory's fingerprint) and `state.safetensors` (model, optimizer,
 RNG and early stopping's best weights), written atomically, resumed only by the same
 trajectory. Nothing here unpickles anything.
+
+The format is the same whichever the strategy: under FSDP the tensors saved are the whole
+ones (gathered from the shards, one at a time, by every rank; rank 0 writes), the optimizer's
+state keyed by parameter index as `optimizer.state_dict()` numbers it, and a resume cuts each
+rank's shard out of them again. So a checkpoint of a ddp run resumes under fsdp and back.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from gptpipe.errors import BadInput
 from gptpipe.fsutil import atomic_dir, read_json
 from gptpipe.model.tensors import without_tied
 from gptpipe.outputs import folder_kind
+from gptpipe.train.distributed import is_sharded, local, shard_like, whole, whole_state
 
 CHECKPOINT_VERSION = 2  # 2: TrainState's flat fields (1 nested the early-stopping ones)
 STATE_TENSORS = "state.safetensors"
@@ -39,7 +45,10 @@ STATE_JSON = "state.json"
 CHECKPOINT_FOLDER = folder_kind("training checkpoint folder", {STATE_JSON})
 BEST_PREFIX = "best."  # early stopping's best weights, among the checkpoint's tensors
 # Settings that change nothing about the trajectory; a checkpoint stays valid across them.
-NOT_FINGERPRINTED = ("device", "threads", "log_interval", "checkpoint_interval", "nproc")
+NOT_FINGERPRINTED = (
+    *("device", "threads", "log_interval", "checkpoint_interval", "nproc"),
+    "strategy",  # ddp and fsdp: the same trajectory, the same checkpoint format
+)
 
 
 class BrokenCheckpoint(Exception):
@@ -121,7 +130,10 @@ def fingerprint(cfg: TrainingConfig, extra: dict[str, Any]) -> str:
 
 
 def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Detached copies of the model's state, the tied head left out (restored by the tie)."""
+    """Detached copies of the model's state, the tied head left out (restored by the tie).
+    Under FSDP the whole tensors, gathered on the host by every rank (a collective)."""
+    if is_sharded(model):
+        return whole_state(model)
     return {name: t.detach().clone() for name, t in without_tied(model.state_dict()).items()}
 
 
@@ -134,15 +146,34 @@ def save_checkpoint(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     key: str,
+    *,
+    write: bool = True,
 ) -> None:
-    """Atomically write the training checkpoint of `state` (fingerprint `key`)."""
-    tensors = {f"model.{k}": v for k, v in without_tied(model.state_dict()).items()}
-    for name, tensor in (state.best_weights or {}).items():
-        tensors[BEST_PREFIX + name] = tensor
+    """Atomically write the training checkpoint of `state` (fingerprint `key`).
+
+    Under FSDP every rank calls it (the shards are gathered, a collective) and only the one
+    with `write` (rank 0) writes; unsharded, a call without `write` does nothing."""
+    if not write and not is_sharded(model):
+        return
+    tensors: dict[str, torch.Tensor] = {}
+
+    def add(name: str, tensor: torch.Tensor) -> None:
+        """Gather one tensor (every rank, in the same order) and keep it on the host if
+        this rank writes (so no rank ever holds a whole state on the device)."""
+        gathered = whole(tensor.detach())
+        if write:
+            tensors[name] = gathered.cpu()
+
+    for name, tensor in without_tied(model.state_dict()).items():
+        add(f"model.{name}", tensor)
     optim_state = optimizer.state_dict()
     for index, values in optim_state["state"].items():
         for name, value in values.items():
-            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value)
+            add(f"optim.{index}.{name}", torch.as_tensor(value))
+    if not write:
+        return
+    for name, tensor in (state.best_weights or {}).items():
+        tensors[BEST_PREFIX + name] = tensor
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
@@ -227,11 +258,18 @@ def load_checkpoint(
         raise BrokenCheckpoint(f"{STATE_TENSORS} lacks the RNG state")
 
     device = next(model.parameters()).device
-    model.load_state_dict(model_state, strict=False)
+    sharded = is_sharded(model)
+    _load_model(model, model_state, sharded)
     groups = [
         {k: (tuple(v) if k == "betas" else v) for k, v in group.items()}
         for group in raw["param_groups"]
     ]
+    if sharded:  # each rank's shard of the whole moments, placed as its parameter's
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        optim = {
+            i: {k: v if k == "step" else shard_like(v, params[i]) for k, v in values.items()}
+            for i, values in optim.items()
+        }
     optimizer.load_state_dict({"state": optim, "param_groups": groups})
     for values in optimizer.state.values():  # Adam's `step` stays where load put it
         for name, value in values.items():
@@ -241,8 +279,21 @@ def load_checkpoint(
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda_states[: torch.cuda.device_count()])
-    state.best_weights = {k: v.to(device) for k, v in best.items()} or None
+    home = torch.device("cpu") if sharded else device  # under FSDP never whole on the device
+    state.best_weights = {k: v.to(home) for k, v in best.items()} or None
     return state
+
+
+def _load_model(model: nn.Module, tensors: dict[str, torch.Tensor], sharded: bool) -> None:
+    """Load a checkpoint's whole tensors (the tied head left out) into `model`; under FSDP
+    each rank copies its own shard of them in (no communication: every rank read them)."""
+    if not sharded:
+        model.load_state_dict(tensors, strict=False)
+        return
+    with torch.no_grad():
+        for name, target in without_tied(model.state_dict()).items():
+            part = shard_like(tensors[name].to(target.dtype), target)
+            local(target).copy_(local(part))
 
 
 def _optimizer_tensors(tensors: dict[str, torch.Tensor]) -> dict[int, dict[str, torch.Tensor]]:

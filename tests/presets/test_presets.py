@@ -72,7 +72,7 @@ def test_presets_have_their_seed_systems_shape():
     m = p["seed003"]["model"]
     assert p["seed003"]["tokenizer"]["kind"] == "char"
     assert (m["n_layer"], m["n_head"], m["n_embd"], m["block_size"]) == (4, 4, 128, 64)
-    assert p["seed003"]["pretrain"]["max_steps"] == 2000 and m["dropout"] == 0.0
+    assert p["seed003"]["pretrain"]["max_steps"] == 1600 and m["dropout"] == 0.0
     assert p["seed004"]["base"]["source"] == "gpt2"
     assert p["seed004"]["tokenizer"]["kind"] == "gpt2"
     assert p["seed004"]["data"]["instruct"] == "alpaca-instructions"
