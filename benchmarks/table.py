@@ -477,13 +477,15 @@ def _side_loss(side: dict[str, Any]) -> str:
 
 
 def _variant_items(variant: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The keys a seed003 variant sets beyond the preset (records from before part a trained
-    the preset's own max_steps set it to nanoGPT's 2,000 for every side: not a change)."""
+    """The keys a seed003 variant sets beyond the preset. Records from before part a trained
+    the preset's own max_steps (their sides have no `steps`) set it to nanoGPT's 2,000 for
+    every side: not a change there."""
+    old = "steps" not in variant
     return [
         (f"{section}.{key}", value)
         for section, values in variant["overrides"].items()
         for key, value in values.items()
-        if (section, key, value) != ("pretrain", "max_steps", 2000)
+        if not (old and (section, key) == ("pretrain", "max_steps"))
     ]
 
 
@@ -504,8 +506,10 @@ def _step_floor(batch: str, times: dict[str, Any]) -> Row:
     )
 
 
-def _seed003_floor_line(step: dict[str, Any]) -> str:
-    """The seeds table's line on what a seed003 step at nanoGPT's batch cannot go below here."""
+def _seed003_floor_line(step: dict[str, Any], machine: str | None = None) -> str:
+    """The seeds table's line on what a seed003 step at nanoGPT's batch cannot go below on the
+    machine part e ran on (`machine`, named where given: it may differ from the other parts')."""
+    where = f" ({machine}, {step['floor_dtype']})" if machine else ""
     reach = (
         "so half of nanoGPT's time is out of reach on this CPU"
         if step["floor_ratio"] >= 0.5
@@ -515,7 +519,8 @@ def _seed003_floor_line(step: dict[str, Any]) -> str:
         f"| 003, its step | | at nanoGPT's batch (12) the step's {step['floor_dtype']} Linear "
         f"products alone take {step['floor_ms']:.1f} ms, {step['floor_ratio']:.2f}x nanoGPT's "
         f"whole step ({step['nanogpt_ms']:.1f} ms; ours {step['ours_ms']:.1f} ms), {reach} | "
-        f'the same machine | `python -m benchmarks.run_all --only seeds --with "seeds=--parts e"` |'
+        f"the same machine{where} | "
+        '`python -m benchmarks.run_all --only seeds --with "seeds=--parts e"` |'
     )
 
 
@@ -1134,9 +1139,10 @@ def seeds_table(records: dict[str, dict[str, Any]]) -> str:
                 f"({variant['time_ratio']:.2f}x nanoGPT's time) | the same nanoGPT run | "
                 f'`python -m benchmarks.run_all --only seeds --with "seeds=--parts a {flags}"` |'
             )
-    step = seeds.get("seed003_step", {}).get("batches", {}).get("12", {})
+    part_e = seeds.get("seed003_step", {})
+    step = part_e.get("batches", {}).get("12", {})
     if "floor_ms" in step:
-        lines.append(_seed003_floor_line(step))
+        lines.append(_seed003_floor_line(step, part_e.get("machine")))
     variants = records.get("classify", {}).get("results", {}).get("variants", {})
     if variants:
         best = max(variants, key=lambda v: variants[v]["test_accuracy"])

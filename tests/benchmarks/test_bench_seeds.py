@@ -209,8 +209,10 @@ def test_seeds_summarise_as_the_median_and_the_range():
 
 
 def test_part_b_checks_it_trains_the_chosen_settings_whatever_the_seed():
-    chosen = bench.resolved_params("seed001", {"pretrain": {"learning_rate": 0.003}})
-    reseeded = bench.reseeded({"pretrain": {"learning_rate": 0.003}}, 2, "seed001")
+    # a learning rate the preset does not have, whatever it has
+    lr = 2 * bench.resolved_params("seed001", {})["pretrain"]["learning_rate"]
+    chosen = bench.resolved_params("seed001", {"pretrain": {"learning_rate": lr}})
+    reseeded = bench.reseeded({"pretrain": {"learning_rate": lr}}, 2, "seed001")
     assert reseeded["pretrain"]["seed"] == 1339
     assert bench._same_settings(bench.resolved_params("seed001", reseeded), chosen)
     assert not bench._same_settings(bench.resolved_params("seed001", {}), chosen)
