@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.table import Row
+from benchmarks.rows import Row
 
 
 def _shape(arch: dict[str, Any]) -> str:

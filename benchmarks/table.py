@@ -9,21 +9,13 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.device_table import device_rows
+from benchmarks.rows import Row
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass(frozen=True)
-class Row:
-    figure: str
-    ours: str
-    reference: str = ""
-    ratio: float | None = None
-    target: str = ""
-    met: bool | None = None  # None: no target for this figure
 
 
 def _at_least(value: float | None, bound: float) -> bool | None:
@@ -774,14 +766,6 @@ def bigdata_rows(results: dict[str, Any]) -> list[Row]:
             )
         )
     return rows
-
-
-def device_rows(results: dict[str, Any]) -> list[Row]:
-    """The GPU check's rows (`benchmarks/device_table.py`, which builds on this module's
-    `Row`: imported here when a device record is rendered)."""
-    from benchmarks.device_table import device_rows as rows
-
-    return rows(results)
 
 
 SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {

@@ -22,12 +22,13 @@ RESULT_PACKAGES = ("torch", "numpy", "tiktoken", "regex", "pyarrow", "safetensor
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
 
 
-def _cpuinfo() -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
+def cpuinfo(text: str | None = None) -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo, or of `text` (empty where there is none)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return {}
     info: dict[str, str] = {}
     for line in text.split("\n\n")[0].splitlines():
         key, sep, value = line.partition(":")
@@ -126,7 +127,7 @@ def collect_environment(repo: Path | None = None) -> dict[str, Any]:
     EPYC" is Zen 1 or Zen 5)."""
     import torch
 
-    cpu = _cpuinfo()
+    cpu = cpuinfo()
     flags = set(cpu.get("flags", "").split())
     return {
         "git": git_state(repo or Path.cwd()),

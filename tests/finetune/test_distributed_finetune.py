@@ -10,10 +10,8 @@ mean losses either way (so the instruct loss, masked to the responses, compares 
 import csv
 import functools
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import pytest
 import torch
 import yaml
 from helpers import said
+from helpers.signals import sigterm_after_checkpoint
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -33,7 +32,6 @@ from gptpipe.prompts import format_prompt
 from gptpipe.stages import pretrain
 from gptpipe.tokenizer.bpe import train_bpe
 from gptpipe.tokenizer.folder import PATTERNS, save_tokenizer
-from gptpipe.train.state import read_checkpoint_state
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch built without distributed"
@@ -222,25 +220,15 @@ def test_an_interrupted_fsdp_fine_tuning_resumes_to_the_uninterrupted_weights(ba
     # SIGTERM to the stage's own process (as `dvc exp` stops a job): it passes the signal on
     # to torchrun, which passes it on to each rank; they save a checkpoint together
     cmd = [sys.executable, "-m", "gptpipe", *argv("classify", base, data["classify"], root)]
-    log = (tmp_path / "interrupted.log").open("w")
-    proc = subprocess.Popen(cmd, cwd=root, stdout=log, stderr=subprocess.STDOUT)
-    checkpoints = root / "o" / "ckpt"
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        state = read_checkpoint_state(checkpoints)
-        if state is not None and state["step"] >= 3:
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    log.close()
-    stopped = read_checkpoint_state(checkpoints)
+    status, stopped = sigterm_after_checkpoint(
+        cmd, root, root / "o" / "ckpt", tmp_path / "interrupted.log"
+    )
     assert stopped is not None, (tmp_path / "interrupted.log").read_text()[-2000:]
     assert 3 <= stopped["step"] < settings["max_steps"]
     assert not (root / "o" / "m").exists()
     said_then = " ".join((tmp_path / "interrupted.log").read_text().split())
     assert f"stopped at step {stopped['step']}" in said_then  # rank 0, before the stage ended
-    assert proc.returncode == 130  # as one process stopped so
+    assert status == 130  # as one process stopped so
     (tmp_path / "interrupted.log").unlink()
 
     again = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=240)
@@ -253,7 +241,7 @@ def test_an_interrupted_fsdp_fine_tuning_resumes_to_the_uninterrupted_weights(ba
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
     assert rows(reference / "p" / "val.csv") == rows(root / "o" / "p" / "val.csv")
-    assert not checkpoints.exists()
+    assert not (root / "o" / "ckpt").exists()
 
 
 @pytest.mark.parametrize(

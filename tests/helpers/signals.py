@@ -10,8 +10,33 @@ disposition, as it would from an interactive terminal.
 from __future__ import annotations
 
 import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
 
 
 def default_sigint() -> None:
     """`preexec_fn` for a child that a test sends SIGINT (or run in a forked child)."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def sigterm_after_checkpoint(
+    cmd: list[str], cwd: Path, checkpoints: Path, log: Path, step: int = 3
+) -> tuple[int, dict[str, Any] | None]:
+    """Run a training command, send it SIGTERM once its checkpoint folder holds step `step`
+    or later (within two minutes), and wait for it: (its exit status, the checkpoint's state
+    after it stopped). Its output goes to `log`."""
+    from gptpipe.train.state import read_checkpoint_state
+
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            state = read_checkpoint_state(checkpoints)
+            if state is not None and state["step"] >= step:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    return proc.returncode, read_checkpoint_state(checkpoints)

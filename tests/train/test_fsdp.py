@@ -5,14 +5,13 @@ same global batch, resume after an interruption, write only from rank 0, save a 
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from helpers.signals import sigterm_after_checkpoint
 from helpers.tiny import byte_tokenizer, corpus_text, write_params
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -22,7 +21,6 @@ from gptpipe.config import ModelConfig, ShardConfig, training_bytes
 from gptpipe.model.gpt import GPTConfig
 from gptpipe.stages import shard
 from gptpipe.train.memory import training_memory
-from gptpipe.train.state import read_checkpoint_state
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch built without distributed"
@@ -118,90 +116,10 @@ def test_only_rank_0_writes_and_generate_loads_the_fsdp_model(runs):
     assert said[1] == said[0] and said[0].strip()  # the same greedy text as one process's
 
 
-# The checkpoint round trip under fsdp, in one torchrun job of 2 gloo ranks: a sharded run
-# saved after 2 steps and resumed into a fresh sharded model steps on exactly as the run that
-# never stopped; a checkpoint saved by one plain process (DDP's format: a single process trains
-# the whole batch) resumes sharded to the same weights within float rounding.
-CHECKPOINT_WORKER = """
-import sys
-from pathlib import Path
-
-import torch
-import torch.distributed as dist
-from safetensors.torch import load_file
-
-from gptpipe.config import PretrainConfig
-from gptpipe.model.gpt import GPT, GPTConfig
-from gptpipe.train.distributed import Placement, shard, whole_state
-from gptpipe.train.loop import optimizer_step
-from gptpipe.train.losses import lm_loss
-from gptpipe.train.optim import lr_at, make_optimizer
-from gptpipe.train.state import TrainState, load_checkpoint, save_checkpoint
-
-dist.init_process_group("gloo")
-root = Path(sys.argv[1])
-cfg = PretrainConfig(max_steps=4, batch_size=2, warmup_steps=0, strategy="fsdp", dtype="float32")
-sharded = Placement.of(cfg, torch.device("cpu"))
-alone = Placement(torch.device("cpu"), "float32")
-config = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
-
-
-def rank_batch(i, rank):
-    g = torch.Generator().manual_seed(100 * i + rank)
-    x = torch.randint(0, 64, (2, 16), generator=g)
-    return x, torch.roll(x, -1, 1)
-
-
-def whole_batch(i):
-    parts = [rank_batch(i, r) for r in range(2)]
-    return tuple(torch.cat(t) for t in zip(*parts))
-
-
-def build(place):
-    torch.manual_seed(0)
-    model = shard(GPT(config), place)
-    return model, make_optimizer(model, cfg)
-
-
-def step(model, optimizer, s, place):
-    batch_at = whole_batch if place is alone else (lambda i: rank_batch(i, sharded.rank))
-    optimizer_step(model, optimizer, cfg, lr_at(s, cfg), s, batch_at, lm_loss, place=place)
-
-
-a, opt_a = build(sharded)
-for s in range(2):
-    step(a, opt_a, s, sharded)
-save_checkpoint(root / "fsdp", TrainState(step=2), a, opt_a, "key", write=sharded.main)
-plain, opt_plain = build(alone)
-for s in range(2):
-    step(plain, opt_plain, s, alone)
-if sharded.main:  # DDP's rank 0 alone writes the whole state
-    save_checkpoint(root / "plain", TrainState(step=2), plain, opt_plain, "key")
-dist.barrier()
-saved = load_file(str(root / "fsdp" / "state.safetensors"))
-assert saved["model.wte.weight"].shape == (64, 32) and "model.lm_head.weight" not in saved
-assert saved["optim.0.exp_avg"].shape == (64, 32)  # whole moments, indexed as DDP's
-assert saved.keys() == load_file(str(root / "plain" / "state.safetensors")).keys()
-
-b, opt_b = build(sharded)
-c, opt_c = build(sharded)
-assert load_checkpoint(root / "fsdp", b, opt_b, "key", cfg.max_steps).step == 2
-assert load_checkpoint(root / "plain", c, opt_c, "key", cfg.max_steps).step == 2
-for s in range(2, 4):
-    for model, optimizer in ((a, opt_a), (b, opt_b), (c, opt_c)):
-        step(model, optimizer, s, sharded)
-wa, wb, wc = whole_state(a), whole_state(b), whole_state(c)
-for name in wa:
-    assert torch.equal(wa[name], wb[name]), name
-    torch.testing.assert_close(wa[name], wc[name], rtol=1e-4, atol=1e-5, msg=name)
-print(f"rank {sharded.rank} ok")
-dist.destroy_process_group()
-"""
-
-
 def test_an_fsdp_checkpoint_resumes_exactly_and_a_ddp_one_resumes_sharded(tmp_path):
-    script = tmp_path / "worker.py"
-    script.write_text(CHECKPOINT_WORKER)
+    """The checkpoint round trip under fsdp, in one torchrun job of 2 gloo ranks
+    (fsdp_checkpoint_worker.py says what it checks)."""
+    script = Path(__file__).with_name("fsdp_checkpoint_worker.py")
     argv = [sys.executable, "-m", *TORCHRUN[:-1], str(script), str(tmp_path)]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     done = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env)
@@ -216,19 +134,9 @@ def test_an_interrupted_fsdp_run_resumes_to_the_uninterrupted_weights(workdir, r
     # SIGTERM to torchrun reaches each rank once: they stop at the next step boundary and
     # save a checkpoint together (the shards gathered, rank 0 writing)
     argv = pretrain_argv(workdir, *FSDP, launcher=TORCHRUN)
-    log = (tmp_path / "interrupted.log").open("w")
-    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
-    checkpoints = tmp_path / "checkpoints" / "pretrain"
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        state = read_checkpoint_state(checkpoints)
-        if state is not None and state["step"] >= 3:
-            break
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
-    log.close()
-    stopped = read_checkpoint_state(checkpoints)
+    _, stopped = sigterm_after_checkpoint(
+        argv, tmp_path, tmp_path / "checkpoints" / "pretrain", tmp_path / "interrupted.log"
+    )
     assert stopped is not None, (tmp_path / "interrupted.log").read_text()[-2000:]
     assert 3 <= stopped["step"] < SETTINGS["max_steps"]
     assert not (tmp_path / WEIGHTS).exists()
@@ -243,7 +151,7 @@ def test_an_interrupted_fsdp_run_resumes_to_the_uninterrupted_weights(workdir, r
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6, msg=name)
     assert rows(reference / PLOTS / "val.csv") == rows(tmp_path / PLOTS / "val.csv")
-    assert not checkpoints.exists()
+    assert not (tmp_path / "checkpoints" / "pretrain").exists()
 
 
 def test_a_bad_strategy_exits_2_naming_the_key(tmp_path):
