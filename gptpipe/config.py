@@ -13,7 +13,7 @@ import os
 import re
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -100,11 +100,19 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} EiB"  # pragma: no cover (PiB returns above)
 
 
-def require_fits(key: str, need: int, what: str, available: int | None = None) -> None:
-    """Refuse (naming `key`) a size whose estimated memory exceeds what the machine has."""
+def require_fits(
+    key: str,
+    need: int,
+    what: str,
+    available: int | None = None,
+    error: Callable[[str, str], Exception] = ConfigError,
+) -> None:
+    """Refuse (naming `key`) a size whose estimated memory exceeds what the machine has:
+    raises `error(key, why)`, a ConfigError for a params key (a command's option passes
+    `gptpipe.decoding.SettingError`, which names it as it is)."""
     have = memory_bytes() if available is None else available
     if need > have:
-        raise ConfigError(
+        raise error(
             key,
             f"{what} needs about {human_bytes(need)} of memory, more than the "
             f"{human_bytes(have)} this machine has",

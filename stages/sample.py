@@ -17,7 +17,12 @@ from gptpipe.config import SampleConfig
 from gptpipe.errors import BadInput
 from gptpipe.fsutil import files_sha256, staged_outputs, write_json
 from gptpipe.generate.attention import ATTENTION_FOLDER, draw_attention
-from gptpipe.generate.samples import prompt_continuations, resolve, sample_seed
+from gptpipe.generate.samples import (
+    prompt_continuations,
+    require_samples_fit,
+    resolve,
+    sample_seed,
+)
 from gptpipe.generate.text import context_ids
 from gptpipe.metrics import ran_with, wall_seconds
 from gptpipe.model.folder import WEIGHTS, is_instruct, load_language_model, read_info
@@ -54,6 +59,8 @@ def run(
     """
     started = time.perf_counter()
     skipped, same, present = _which_models(models)
+    for model_dir in present:  # a count that cannot fit is refused before loading anything
+        require_samples_fit(cfg, read_info(model_dir).config)
     drawn_by = _attention_model(present)
     device = resolve_device(cfg.device, "sample.device")
     records: list[dict[str, Any]] = []

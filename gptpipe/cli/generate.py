@@ -11,9 +11,9 @@ import torch
 import typer
 
 from gptpipe import default_paths
-from gptpipe.decoding import FIELDS, GENERATE, Decoding, check
+from gptpipe.decoding import FIELDS, GENERATE, Decoding, SettingError, check
 from gptpipe.errors import BadInput
-from gptpipe.generate.decode import for_decoding
+from gptpipe.generate.decode import for_decoding, require_decoding_fits
 from gptpipe.generate.text import context_ids, stream
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.prompts import format_prompt
@@ -152,6 +152,12 @@ def command(
             "seed": seed,
         }
     )
+    # The samples are decoded one after another (one row each), so --num-samples needs no
+    # memory bound; beam search decodes its --num-beams beams together: a count that cannot
+    # fit is refused before loading (for any prompt), then for each prompt before decoding.
+    beams = decoding.num_beams > 1
+    if beams and model.is_dir():
+        require_decoding_fits(option_name, read_info(model).config, decoding, 1, 1, SettingError)
     lm, encoding = load_language_model(model, device)
     lm = for_decoding(lm, dtype)
     wrap = is_instruct(model, read_info(model)) if instruct is None else instruct
@@ -161,6 +167,8 @@ def command(
 
     def respond(text: str) -> None:
         ids = context_ids(lm, encoding, format_prompt(text, input) if wrap else text)
+        if beams:
+            require_decoding_fits(option_name, lm, decoding, 1, len(ids), SettingError)
         for number in range(num_samples):
             if number:
                 print(f"--- sample {number + 1}", file=sys.stderr, flush=True)

@@ -24,8 +24,10 @@ import typer
 import uvicorn
 
 from gptpipe.cli.generate import Device, DType
+from gptpipe.config import require_fits
+from gptpipe.decoding import SettingError
 from gptpipe.errors import BadInput
-from gptpipe.generate.decode import for_decoding
+from gptpipe.generate.decode import decoding_bytes, for_decoding, weight_bytes
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.runtime import set_threads
 from gptpipe.serve.api import Limits, Served, make_app
@@ -67,7 +69,9 @@ def load_served(
     wake: threading.Condition | None = None,
 ) -> dict[str, Served]:
     """Each folder's model prepared for decoding, with its engine (not yet decoding; the
-    engines share `wake`), by id."""
+    engines share `wake`), by id. Each engine allocates `rows` rows of its model's whole
+    context at start; rows that cannot fit, with the models loaded before, are refused
+    (naming --batch) before that. A request's `n` continuations take rows of that cache."""
     if names and len(names) != len(folders):
         raise BadInput(f"--name: give one per --model ({len(folders)}), not {len(names)}")
     ids = names or [folder.resolve().name for folder in folders]
@@ -75,9 +79,14 @@ def load_served(
         if not name or name in ids[:i]:
             raise BadInput(f"--name: model ids must be distinct and non-empty: {ids}")
     served: dict[str, Served] = {}
+    need = 0  # the memory of the models and engines so far
     for folder, name in zip(folders, ids, strict=True):
         model, encoding = load_language_model(folder, device)
         model = for_decoding(model, dtype)
+        block = model.config.block_size
+        need += weight_bytes(model) + decoding_bytes(model, rows, block, penalty=True)
+        what = f"{rows} rows of {block} positions for each of {len(served) + 1} model(s)"
+        require_fits("--batch", need, what, error=SettingError)
         engine = Engine(model, encoding, rows=rows, wake=wake)
         instruct = is_instruct(folder, read_info(folder))
         served[name] = Served(name, engine, encoding, instruct, model.config.block_size)

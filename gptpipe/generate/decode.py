@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from gptpipe.config import gpt_params, require_fits
 from gptpipe.decoding import Decoding, SettingError, check
 from gptpipe.errors import BadInput
 from gptpipe.generate import kernels
 from gptpipe.generate.fused_step import FusedStep
 from gptpipe.generate.layouts import lay_out_linears
 from gptpipe.generate.sampling import choose, seen_tokens
-from gptpipe.model.gpt import GPT, KVCache
+from gptpipe.model.gpt import GPT, GPTConfig, KVCache
 from gptpipe.runtime import median_seconds, native_bf16
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -97,6 +98,134 @@ def cache_plan(model: GPT) -> CachePlan:
     cfg = model.config
     return fastest_cache(
         cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size, param.dtype
+    )
+
+
+# What a decode keeps per row besides its cache, in the units `decoding_bytes` counts them:
+# float32 (rows, V) tensors alive at once while choosing a token (the logits as float32, the
+# penalised and tempered copies, top-k's mask, top-p's sorted values, int64 order (two),
+# softmax and cumulative sum, the probabilities); a prefilled token's activations in one
+# block, in units of n_embd (residual, LayerNorm out, the MLP's 4C input and 4C GELU out);
+# and the Python objects of a continuation (its text stream, count, text).
+LOGIT_COPIES = 8
+PREFILL_WIDTH = 10
+ROW_OBJECT_BYTES = 1024
+
+
+def decoding_bytes(
+    model: GPT | GPTConfig, rows: int, reach: int, *, penalty: bool, prefill: int | None = None
+) -> int:
+    """Estimated bytes a batched decode of `rows` rows needs beyond the weights, for
+    refusing a size that cannot fit before anything is allocated (`require_decoding_fits`):
+
+    - the key/value cache: 2 x n_layer x rows x reach x n_embd at the cache's dtype (what
+      `CachePlan.new_cache` allocates for `reach` positions: the prompt and the tokens fed
+      back, the whole context when the window slides);
+    - the token buffer, (rows, block_size + 1) int64;
+    - the logits, (rows, V) at the weights' dtype, and `LOGIT_COPIES` float32 (rows, V)
+      tensors `sampling.choose` makes at its peak (top-p's sort and softmax);
+    - with a repetition penalty, the (rows, V + 1) bool `seen` mask;
+    - a prefill's activations of one block, `PREFILL_WIDTH` x n_embd per token over
+      `prefill` tokens a row (default `reach`: a slide re-reads up to the whole context);
+      attention's scratch is not (torch's fused kernels keep no (T, T) scores; its math
+      path keeps one layer's, (H, T, T) float per row, below the cache at GPT-2's shapes);
+    - `ROW_OBJECT_BYTES` of Python objects per row.
+
+    A loaded model counts its cache at `cache_plan`'s dtype and its activations at its
+    weights'; a bare `GPTConfig` (a model folder's, before loading it) counts both in
+    bfloat16, the narrowest dtype a model decodes in, so that what it refuses cannot fit
+    whatever the dtype. An estimate for refusing: above the cache itself and at most about
+    twice what a decode holds at once (the prefill and the choosing do not peak together),
+    never orders of magnitude off (tests/generate/test_decode.py checks it against a
+    real cache).
+    """
+    if isinstance(model, GPT):
+        cfg, act = model.config, next(model.parameters()).element_size()
+        kv = cache_plan(model).dtype.itemsize
+    else:
+        cfg, act, kv = model, 2, 2
+    C, V = cfg.n_embd, cfg.vocab_size
+    tokens = reach if prefill is None else min(prefill, reach)
+    per_row = (
+        2 * cfg.n_layer * reach * C * kv  # keys and values
+        + 8 * (cfg.block_size + 1)  # the token buffer
+        + V * act  # the logits
+        + LOGIT_COPIES * V * 4  # choosing: float32 copies
+        + (V + 1 if penalty else 0)  # the seen mask
+        + PREFILL_WIDTH * tokens * C * act  # one block's prefill activations
+        + ROW_OBJECT_BYTES
+    )
+    return rows * per_row
+
+
+def beam_bytes(
+    model: GPT | GPTConfig,
+    num_beams: int,
+    reach: int,
+    max_new_tokens: int,
+    *,
+    penalty: bool,
+    prefill: int | None = None,
+) -> int:
+    """`decoding_bytes` of beam search (`gptpipe.generate.beam`): its `num_beams` rows share
+    one cache, and reordering it copies the filled part of keys or values (half the cache)
+    at once; the search keeps about 9 (num_beams, max_new_tokens) int64 tensors of
+    hypotheses (the running and finished beams, the 2 x num_beams candidates, their merge)."""
+    if isinstance(model, GPT):
+        cfg, kv = model.config, cache_plan(model).dtype.itemsize
+    else:
+        cfg, kv = model, 2
+    reorder = cfg.n_layer * num_beams * reach * cfg.n_embd * kv
+    hypotheses = 9 * num_beams * max_new_tokens * 8
+    searched = decoding_bytes(model, num_beams, reach, penalty=penalty, prefill=prefill)
+    return searched + reorder + hypotheses
+
+
+def weight_bytes(model: GPT | GPTConfig) -> int:
+    """The weights' bytes: a loaded model's own, a bare config's in bfloat16 (see
+    `decoding_bytes`)."""
+    if isinstance(model, GPT):
+        return sum(p.nbytes for p in model.parameters())
+    return 2 * gpt_params(model, model.vocab_size)
+
+
+def require_decoding_fits(
+    name: Callable[[str], str],
+    model: GPT | GPTConfig,
+    decoding: Decoding,
+    rows: int,
+    prompt_tokens: int,
+    error: Callable[[str, str], Exception] = SettingError,
+    available: int | None = None,
+) -> None:
+    """Refuse, before anything is allocated, a decode whose memory (the weights and
+    `decoding_bytes`) exceeds the machine's (`gptpipe.config.require_fits`): `rows`
+    continuations decoded together (each entry point's num_samples times its prompts), or
+    beam search's num_beams. `prompt_tokens` is the longest prompt's token count or a bound
+    of it (1 when it is not known yet: a refusal then holds for any prompt). The setting
+    that is too large is reported by the caller's `name` for it (`--num-beams`,
+    `sample.decoding[3].num_beams`) as `error(name, why)`, as `gptpipe.decoding.check`
+    reports a value out of range. One sequential continuation at a time needs no check: the
+    model's context bounds its cache."""
+    cfg = model.config if isinstance(model, GPT) else model
+    reach = max(1, min(cfg.block_size, prompt_tokens + decoding.max_new_tokens - 1))
+    # a prompt that fits with its continuation is prefilled whole; a slide re-reads the
+    # window (up to the whole context)
+    prefill = prompt_tokens if reach < cfg.block_size else cfg.block_size
+    penalty = decoding.repetition_penalty != 1.0
+    if decoding.num_beams > 1:
+        k = decoding.num_beams
+        need = beam_bytes(
+            model, k, reach, decoding.max_new_tokens, penalty=penalty, prefill=prefill
+        )
+        need += 16 * rows  # the repeated result's list slots (`continuations`)
+        setting, what = "num_beams", f"beam search with {k:,} beams"
+    else:
+        need = decoding_bytes(model, rows, reach, penalty=penalty, prefill=prefill)
+        setting, what = "num_samples", f"decoding {rows:,} continuations together"
+    need += weight_bytes(model)
+    require_fits(
+        name(setting), need, f"{what} (their key/value caches and logits)", available, error
     )
 
 

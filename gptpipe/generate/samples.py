@@ -6,15 +6,17 @@ depend on the other models, prompts and settings.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 import tiktoken
 import torch
 
 from gptpipe.config import DecodingConfig, SampleConfig
-from gptpipe.generate.decode import Decoding
+from gptpipe.errors import ConfigError
+from gptpipe.generate.decode import Decoding, require_decoding_fits
 from gptpipe.generate.text import context_ids, continuations
-from gptpipe.model.gpt import GPT
+from gptpipe.model.gpt import GPT, GPTConfig
 
 
 def sample_seed(seed: int, model: str, prompt_format: str, prompt: str, setting: str = "") -> int:
@@ -43,6 +45,30 @@ def resolve(cfg: SampleConfig, entry: DecodingConfig) -> tuple[Decoding, int]:
     return decoding, cfg.num_samples if entry.num_samples is None else entry.num_samples
 
 
+def key_of(index: int, entry: DecodingConfig) -> Callable[[str], str]:
+    """How params.yaml names a setting of `sample.decoding[index]`: its own key, or the
+    section's num_samples where the entry leaves it unset."""
+
+    def name(setting: str) -> str:
+        if setting == "num_samples" and entry.num_samples is None:
+            return "sample.num_samples"
+        return f"sample.decoding[{index}].{setting}"
+
+    return name
+
+
+def require_samples_fit(cfg: SampleConfig, model: GPT | GPTConfig, prompt_tokens: int = 1) -> None:
+    """Refuse (ConfigError naming the key) a setting of `sample.decoding` whose continuations
+    of one prompt, decoded together, cannot fit in memory (`require_decoding_fits`): with a
+    model folder's config before loading it (any prompt), then with the model and each
+    prompt's `prompt_tokens` before decoding it."""
+    for index, entry in enumerate(cfg.decoding):
+        decoding, count = resolve(cfg, entry)
+        if count:
+            name = key_of(index, entry)
+            require_decoding_fits(name, model, decoding, count, prompt_tokens, ConfigError)
+
+
 def deterministic(decoding: Decoding) -> bool:
     return decoding.temperature == 0 or decoding.num_beams > 1
 
@@ -63,6 +89,7 @@ def prompt_continuations(
     """Every setting's continuations of `text`: records without model, prompt and format.
     `seed_of(setting name)` gives the seed of a sampled setting."""
     ids = context_ids(model, encoding, text)
+    require_samples_fit(cfg, model, len(ids))
     out: list[dict[str, Any]] = []
     for entry in cfg.decoding:
         decoding, count = resolve(cfg, entry)

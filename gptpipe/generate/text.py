@@ -21,7 +21,13 @@ import torch
 
 from gptpipe.errors import BadInput
 from gptpipe.generate.beam import beam_search, beam_stream
-from gptpipe.generate.decode import Decoding, decode_steps, for_decoding, problems
+from gptpipe.generate.decode import (
+    Decoding,
+    decode_steps,
+    for_decoding,
+    problems,
+    require_decoding_fits,
+)
 from gptpipe.model.folder import is_instruct, load_language_model, read_info
 from gptpipe.model.gpt import GPT
 from gptpipe.prompts import format_prompt
@@ -218,7 +224,8 @@ def generate_text(
     num_samples > 1) gives, for each prompt, a list of its samples. `instruct` wraps each
     prompt in the Alpaca template; by default an instruction-tuned folder does. A folder's
     model decodes in `dtype` (`for_decoding`: auto is bfloat16 where native); a loaded
-    model decodes in its own.
+    model decodes in its own. A num_samples (times the prompts) or num_beams whose decode
+    cannot fit in memory is refused, naming it, before anything is allocated.
 
         >>> generate_text("models/base", "Return the", max_new_tokens=20)
     """
@@ -229,17 +236,21 @@ def generate_text(
     decoding = check(Decoding(**settings))
     if num_samples < 1:
         raise BadInput(f"num_samples: must be >= 1, not {num_samples}")
+    texts = [prompt] if isinstance(prompt, str) else list(prompt)
+    rows = len(texts) * num_samples  # decoded together (`continuations`)
     if isinstance(model, GPT):
         if encoding is None:
             raise BadInput("encoding: a loaded model needs its tokenizer (load_tokenizer)")
         lm, wrap = model, bool(instruct)
     else:
         folder = Path(model)
+        if folder.is_dir():  # a count that cannot fit, whatever the prompt: before loading
+            require_decoding_fits(str, read_info(folder).config, decoding, rows, 1)
         lm, encoding = load_language_model(folder, device)
         lm = for_decoding(lm, dtype, "dtype")
         wrap = is_instruct(folder, read_info(folder)) if instruct is None else instruct
-    texts = [prompt] if isinstance(prompt, str) else list(prompt)
     ids = [context_ids(lm, encoding, format_prompt(t) if wrap else t) for t in texts]
+    require_decoding_fits(str, lm, decoding, rows, max((len(i) for i in ids), default=1))
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     out = continuations(lm, encoding, ids, decoding, generator, num_samples)
     if isinstance(prompt, str) and num_samples == 1:

@@ -6,6 +6,7 @@ import io
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -321,3 +322,13 @@ def test_params_mode_counts_the_vocabulary_each_tokenizer_kind_gives(tmp_path: P
     described = describe_params(params, [])
     assert described["vocabulary"] == "from models/tokenizer"
     assert 257 < described["config"]["vocab_size"] < 270
+
+
+def test_beams_that_cannot_fit_are_refused_before_decoding(models: dict[str, Path]) -> None:
+    """--num-beams decodes its beams together: a count no memory holds is one line naming
+    it, exit 2, at once; --num-samples decodes one sample after another and needs no bound."""
+    started = time.perf_counter()
+    code, out, err = gen(models["lm"], "--prompt", "x", "--num-beams", str(10**9))
+    assert time.perf_counter() - started < 5
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--num-beams: beam search with 1,000,000,000 beams" in err and "memory" in err

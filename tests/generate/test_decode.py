@@ -9,11 +9,14 @@ from gptpipe.generate import kernels
 from gptpipe.generate.decode import (
     CachePlan,
     Decoding,
+    beam_bytes,
     cache_plan,
+    decoding_bytes,
     fastest_cache,
     for_decoding,
     generate_ids,
     generate_many,
+    require_decoding_fits,
 )
 from gptpipe.model.gpt import GPT, GPTConfig
 from gptpipe.runtime import native_bf16
@@ -207,3 +210,51 @@ def test_every_cache_plan_decodes_the_same_tokens(monkeypatch, weights):
     shape = (cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size)
     assert set(decode.plan_seconds(*shape, weights)) == set(plans)
     assert fastest_cache(*shape, weights) in plans
+
+
+# ------------------------------------------------------------------- memory refusals
+
+
+def test_decoding_bytes_is_above_the_cache_it_estimates_and_within_twice_it() -> None:
+    """The estimate counts the cache `new_cache` really allocates, and the rest (logits,
+    buffer, a short prompt's prefill) stays well under it for a model whose cache
+    dominates, as GPT-2's does."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=64, block_size=64, n_layer=4, n_head=2, n_embd=32)).eval()
+    plan = cache_plan(model)
+    for rows, reach, prompt in ((1, 64, 4), (3, 40, 2), (5, 64, 8)):
+        cache = plan.new_cache(model, rows, reach)
+        allocated = cache.k.nbytes + cache.v.nbytes
+        estimate = decoding_bytes(model, rows, reach, penalty=True, prefill=prompt)
+        assert allocated <= estimate <= 2 * allocated, (rows, reach, estimate, allocated)
+        assert beam_bytes(model, rows, reach, 8, penalty=False, prefill=prompt) > estimate
+
+
+@pytest.mark.parametrize(
+    ("decoding", "rows", "named"),
+    [
+        (Decoding(temperature=1.0), 10**9, "num_samples"),
+        (Decoding(num_beams=10**9), 1, "num_beams"),
+    ],
+)
+def test_a_decode_that_cannot_fit_is_refused_naming_the_setting(
+    decoding: Decoding, rows: int, named: str
+) -> None:
+    with pytest.raises(BadInput) as refused:
+        require_decoding_fits(lambda s: f"--{s}", tiny(), decoding, rows, prompt_tokens=3)
+    message = str(refused.value)
+    assert message.startswith(f"--{named}: ") and "memory" in message and "\n" not in message
+
+
+def test_the_default_settings_of_gpt2_are_not_refused() -> None:
+    """GPT-2 124M's whole context with every default setting of the sample stage (two
+    samples per prompt) needs well under a GiB beyond its weights."""
+    from gptpipe.config import SampleConfig, default_decoding
+    from gptpipe.generate.samples import resolve
+
+    gpt2 = GPTConfig()
+    for entry in default_decoding():
+        decoding, count = resolve(SampleConfig(), entry)
+        need = decoding_bytes(gpt2, count, gpt2.block_size, penalty=True)
+        assert need < 1 << 30, (entry.name, need)
+        require_decoding_fits(str, gpt2, decoding, count, prompt_tokens=gpt2.block_size)

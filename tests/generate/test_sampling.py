@@ -86,3 +86,13 @@ def test_logits_stay_finite_at_the_temperature_floor() -> None:
     picked = sampling.choose(logits, MIN_TEMPERATURE, generator=torch.Generator().manual_seed(0))
     assert picked.tolist() == [0, 0]
     assert not bool(torch.isfinite(sampling.process(logits[1:], 1e-37)).all())
+
+
+def test_choose_takes_a_top_k_beyond_the_vocabulary_as_all_of_it() -> None:
+    """top_k has no upper bound (gptpipe.decoding): a k above V keeps every token, as 0
+    does, and draws the same token from the same seed."""
+    logits = random_logits(6)
+    for k in (V + 1, 2**70):
+        drawn = sampling.choose(logits, 1.0, k, generator=torch.Generator().manual_seed(3))
+        every = sampling.choose(logits, 1.0, 0, generator=torch.Generator().manual_seed(3))
+        assert torch.equal(drawn, every)

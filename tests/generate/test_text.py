@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -131,3 +132,22 @@ def test_beam_search_ends_hypotheses_at_stop_strings_inside_the_search(folder: P
     streamed = "".join(stream(model, enc, ids, d))
     assert streamed == expected == continuations(model, enc, [ids], d)[0][0].text
     assert stop not in streamed
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"num_samples": 10**9, "temperature": 1.0}, "num_samples"),
+        ({"num_beams": 10**9}, "num_beams"),
+    ],
+)
+def test_generate_text_refuses_a_count_that_cannot_fit_before_decoding(
+    folder: Path, enc: tiktoken.Encoding, settings: dict[str, int | float], named: str
+) -> None:
+    model, _ = load_model(folder)
+    for source in (folder, model):  # before loading a folder; with a loaded model
+        started = time.perf_counter()
+        with pytest.raises(BadInput) as refused:
+            generate_text(source, ["Hi", "Hello"], encoding=enc, **settings)
+        assert time.perf_counter() - started < 5  # nothing of 10**9 rows was allocated
+        assert str(refused.value).startswith(f"{named}: ") and "memory" in str(refused.value)

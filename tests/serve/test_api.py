@@ -18,6 +18,7 @@ import pytest
 import torch
 from helpers.server import TINY, Server, model_folders, serving
 
+from gptpipe.errors import BadInput
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT
 from gptpipe.tokenizer.folder import load_tokenizer, save_gpt2
@@ -355,3 +356,18 @@ def test_a_model_that_fails_answers_with_an_error_not_a_hang(tmp_path: Path) -> 
         with pytest.raises(openai.InternalServerError):
             client.completions.create(model="nan", prompt="Hi", max_tokens=5, temperature=1)
     assert any("the model failed to answer" in line for line in server.lines)
+
+
+def test_rows_that_cannot_fit_are_refused_naming_batch_before_the_cache(
+    folders: dict[str, Path],
+) -> None:
+    """--batch (at most MAX_ROWS) allocates that many rows of every model's whole context at
+    start: rows no memory holds are refused naming it, before the engine allocates them
+    (GPT-2 XL's 256 rows would need over 80 GiB)."""
+    from gptpipe.cli.serve import load_served
+
+    started = time.perf_counter()
+    with pytest.raises(BadInput) as refused:
+        load_served([folders["base"]], [], "cpu", "float32", 10**9)
+    assert time.perf_counter() - started < 5
+    assert str(refused.value).startswith("--batch: ") and "memory" in str(refused.value)

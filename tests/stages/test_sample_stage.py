@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,27 @@ def test_models_with_the_same_weights_are_sampled_once_and_said_so(
     assert ran["params"]["sample"]["seed"] == CFG.seed  # what it ran with
     markdown = (tmp_path / "s" / "samples.md").read_text()
     assert "`copy` has the same weights as `base`" in markdown
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("sample.num_samples=100000000", "sample.num_samples"),
+        ("sample.decoding=[{name: s, num_samples: 100000000}]", "sample.decoding[0].num_samples"),
+        ("sample.decoding=[{name: b, num_beams: 100000000}]", "sample.decoding[0].num_beams"),
+    ],
+)
+def test_a_count_that_cannot_fit_is_refused_at_start_naming_its_key(
+    models: dict[str, Path], tmp_path: Path, override: str, key: str
+) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("sample:\n  prompts: ['Hi']\n  max_new_tokens: 3\n")
+    out, attention = tmp_path / "samples", tmp_path / "attention"
+    args = ["sample", "--params", str(params), "--model", str(models["base"]), "-S", override]
+    started = time.perf_counter()
+    result = runner.invoke(app, [*args, "--out", str(out), "--attention", str(attention)])
+    assert time.perf_counter() - started < 5  # refused before decoding 10**8 rows
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert f"'{key}'" in lines[0] and "memory" in lines[0]
+    assert not out.exists() and not attention.exists()
