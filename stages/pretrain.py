@@ -176,9 +176,10 @@ def _check_training_fits(
     """Refuse, before building anything, a model and batch whose training cannot fit in the
     device's memory (`available`; default: the GPU's, or the host's on the CPU): on CUDA one
     process's share (`training_memory` under `cfg.strategy`: fsdp's shards, so a model that
-    fits only sharded is not refused), on the CPU every process's together."""
+    fits only sharded is not refused), on the CPU every process's together (fsdp's host copy
+    of the model included)."""
     config = GPTConfig(vocab_size=vocab_size, **to_dict(model_cfg))
-    need = training_memory(config, cfg.batch_size, processes, cfg.strategy).total
+    need = training_memory(config, cfg.batch_size, processes, cfg.strategy).on(device.type)
     per = ""
     if device.type == "cuda":
         if available is None:

@@ -187,6 +187,10 @@ def print_memory(memory: dict[str, Any], block_size: int, console: Console) -> N
         table.add_row(label, *(human_bytes(memory[s][part]) for s in STRATEGIES))
     table.add_section()
     table.add_row("[bold]total[/bold]", *(human_bytes(memory[s]["total"]) for s in STRATEGIES))
+    table.add_row(
+        "host: fsdp's plain model (on the CPU, add it)",
+        *(human_bytes(memory[s]["host"]) for s in STRATEGIES),
+    )
     console.print(table)
 
 

@@ -14,6 +14,11 @@ sequences of the model's whole context:
 - both: the activations kept for the backward pass and the logits, as `training_bytes`
   counts them (float32; bf16 autocast keeps about half).
 
+Those are the device's. Under fsdp each rank also keeps the plain model in host memory while
+its shards train (`gptpipe.train.distributed.shard`: the stage saves it once the trained
+weights are put back), 4P more: `host`. On the CPU the device is the host, so a process there
+needs `total + host`; on CUDA it is the host's RAM, per rank.
+
 Gathered weights are counted in float32; with bf16 on CUDA (MixedPrecisionPolicy) they are
 half that. One process (N = 1) trains alone under both strategies.
 """
@@ -39,10 +44,17 @@ class TrainingMemory:
     optimizer: int  # AdamW's two moments
     buffers: int  # ddp: gradient buckets; fsdp: the weights and gradients whole at a time
     activations: int  # kept for the backward pass, and the logits
+    host: int = 0  # fsdp: the plain model each rank keeps in host memory while it trains
 
     @property
     def total(self) -> int:
+        """The device's bytes (on CUDA, one GPU's)."""
         return self.weights + self.gradients + self.optimizer + self.buffers + self.activations
+
+    def on(self, device_type: str) -> int:
+        """Bytes of `device_type`'s memory one process needs: `total`, and on the CPU
+        (whose memory the host copy shares) `host` too."""
+        return self.total + (self.host if device_type == "cpu" else 0)
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self) | {"total": self.total}
@@ -84,4 +96,6 @@ def training_memory(
         )
     shard = -(-total // nproc)  # ceil: FSDP pads each parameter to a multiple of nproc
     whole = F32 * (root + 2 * block) + F32 * (root + block)  # weights, then gradients
-    return TrainingMemory(F32 * shard, F32 * shard, ADAMW_STATES * F32 * shard, whole, activations)
+    return TrainingMemory(
+        F32 * shard, F32 * shard, ADAMW_STATES * F32 * shard, whole, activations, F32 * total
+    )

@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
-from gptpipe.config import ModelConfig, PretrainConfig
+from gptpipe.config import ModelConfig, PretrainConfig, to_dict
 from gptpipe.errors import ConfigError
 from gptpipe.model.folder import save_model
 from gptpipe.model.gpt import GPT, GPTConfig
@@ -32,6 +32,7 @@ from gptpipe.prompts import format_prompt
 from gptpipe.stages import pretrain
 from gptpipe.tokenizer.bpe import train_bpe
 from gptpipe.tokenizer.folder import PATTERNS, save_tokenizer
+from gptpipe.train.memory import training_memory
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch built without distributed"
@@ -285,3 +286,12 @@ def test_pretraining_is_refused_only_when_its_share_per_process_does_not_fit():
     cfg = PretrainConfig(batch_size=1, nproc=8, strategy="fsdp")
     with pytest.raises(ConfigError, match="in 8 processes \\(fsdp\\) together"):
         pretrain._check_training_fits(model, cfg, 50257, cpu, 8, available=24 * gib)
+    # and there each process's plain copy of the model (kept while its shards train) counts
+    small = ModelConfig(block_size=64, n_layer=2, n_head=2, n_embd=64)
+    cfg = PretrainConfig(batch_size=2, nproc=2, strategy="fsdp")
+    share = training_memory(GPTConfig(vocab_size=50257, **to_dict(small)), 2, 2, "fsdp")
+    fits = 2 * (share.total + share.host)
+    pretrain._check_training_fits(small, cfg, 50257, cpu, 2, available=fits)
+    with pytest.raises(ConfigError) as refused:
+        pretrain._check_training_fits(small, cfg, 50257, cpu, 2, available=fits - share.host)
+    assert refused.value.key == "pretrain.batch_size"

@@ -182,6 +182,7 @@ def test_memory_per_process_by_hand_for_a_tiny_model():
         "optimizer": 8 * params,
         "buffers": 4 * params,  # DDP's gradient buckets
         "activations": activations,
+        "host": 0,  # the model itself trains: no plain copy waits on the host
         "total": 20 * params + activations,
     }
     fsdp = training_memory(TINY, batch_size=2, nproc=4, strategy="fsdp")
@@ -193,8 +194,12 @@ def test_memory_per_process_by_hand_for_a_tiny_model():
         "optimizer": 8 * shard,
         "buffers": whole,
         "activations": activations,
+        "host": 4 * params,  # the plain model each rank keeps while its shards train
         "total": 16 * shard + whole + activations,
     }
+    # on the CPU that copy shares the memory the shards use; on CUDA it is the host's
+    assert fsdp.on("cpu") == fsdp.total + 4 * params and fsdp.on("cuda") == fsdp.total
+    assert ddp.on("cpu") == ddp.on("cuda") == ddp.total
     # one process trains alone under both, and that is what the stage checks before it starts
     alone = training_memory(TINY, batch_size=2, nproc=1, strategy="fsdp")
     assert alone == training_memory(TINY, batch_size=2, nproc=1, strategy="ddp")
@@ -219,6 +224,7 @@ def test_info_states_the_memory_per_process_of_each_strategy(runs, tmp_path):
     assert (fsdp["weights"], fsdp["optimizer"]) == (4 * xl // 8, 8 * xl // 8)
     assert ddp["activations"] == fsdp["activations"] > 0
     assert fsdp["total"] < ddp["total"] / 2
+    assert (ddp["host"], fsdp["host"]) == (0, 4 * xl)
     # a model folder's, with the options; the table has a column per strategy
     model = runs[1] / "models/pretrain"
     result = runner.invoke(app, ["info", str(model), "--nproc", "2", "--batch-size", "3"])
