@@ -293,9 +293,11 @@ class Engine:
         logits = next_logits(self.model, tokens[:, None], self.cache, self.fused)
         self.steps += 1
         # greedy rows without a penalty take the argmax, found for all rows in one call
-        # (what `choose` finds for each; one call instead of one per row)
+        # (what `choose` finds for each; one call instead of one per row), in float32 as
+        # `choose` takes it: torch's argmax of bf16 logits is 5x slower (16 rows of GPT-2's
+        # vocabulary: 1.2 against 0.24 ms on a 2-core AVX-512 EPYC, a fifth of the step)
         plain = [s is not None and _plain_greedy(s.job.decoding) for s in rows]
-        top = logits.argmax(dim=-1).tolist() if any(plain) else []
+        top = logits.float().argmax(dim=-1).tolist() if any(plain) else []
         for row in range(n - 1, -1, -1):  # backwards: freeing a row moves the last one
             self._emit(row, logits[row : row + 1], top[row] if plain[row] else None)
 
