@@ -39,6 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import peaks
+from benchmarks.bench_train import build_hf
+
 GPT2_124M: dict[str, Any] = {
     "n_layer": 12,
     "n_head": 12,
@@ -108,34 +111,16 @@ def _free(device: Any) -> None:
         torch.cuda.empty_cache()
 
 
-def _hf_config(arch: dict[str, Any]) -> Any:
-    from transformers import GPT2Config
-
-    return GPT2Config(  # type: ignore[call-arg]
-        vocab_size=arch["vocab_size"],
-        n_positions=arch["block_size"],
-        n_embd=arch["n_embd"],
-        n_layer=arch["n_layer"],
-        n_head=arch["n_head"],
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        attn_implementation="sdpa",
-        bos_token_id=arch["vocab_size"] - 1,  # GPT-2's 50256 where that is the vocabulary's
-        eos_token_id=arch["vocab_size"] - 1,
-    )
-
-
 def flops_per_token(arch: dict[str, Any]) -> int:
-    """Model FLOPs of one trained token: 6N + 12 L d T (N without the position embeddings)."""
+    """Model FLOPs of one trained token (`peaks.flops_per_token`: 6N + 12 L d T, N without
+    the position embeddings)."""
     import torch
 
     from gptpipe.model.gpt import GPT, GPTConfig
 
     with torch.device("meta"):
         n_params = GPT(GPTConfig(**arch)).num_params(non_embedding=True)
-    L, d, T = arch["n_layer"], arch["n_embd"], arch["block_size"]
-    return 6 * n_params + 12 * L * d * T
+    return peaks.flops_per_token(n_params, arch["n_layer"], arch["n_embd"], arch["block_size"])
 
 
 # --------------------------------------------------------------------------- training
@@ -176,9 +161,7 @@ def train_variant(
         net = prepare(model, cfg, Placement(device, dtype))  # TF32 on CUDA; compile
         loss_of = lm_loss
     else:
-        from transformers import GPT2LMHeadModel
-
-        model = GPT2LMHeadModel(_hf_config(arch)).to(device)
+        model = build_hf(arch).to(device)
         net = model if not compiled else torch.compile(model)  # type: ignore[assignment]
 
         def loss_of(m: nn.Module, b: Any) -> torch.Tensor:
@@ -220,7 +203,6 @@ def decode_models(arch: dict[str, Any], dtype: str, device: Any, quick: bool) ->
     """A random transformers GPT-2 and ours with the same weights, both in `dtype` on
     `device`, ours as `gptpipe generate` decodes (`for_decoding`)."""
     import torch
-    from transformers import GPT2LMHeadModel
 
     from gptpipe.generate.decode import for_decoding
     from gptpipe.interop.gpt2_formats import config_from_shapes, hf_to_ours
@@ -228,7 +210,7 @@ def decode_models(arch: dict[str, Any], dtype: str, device: Any, quick: bool) ->
     from gptpipe.model.tensors import LazyTensor
 
     torch.manual_seed(0)
-    hf = GPT2LMHeadModel(_hf_config(arch)).eval()
+    hf = build_hf(arch).eval()
     state = hf_to_ours(hf.state_dict())
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     config = config_from_shapes(shapes, n_head=arch["n_head"], where=Path("hf"))

@@ -83,6 +83,8 @@ def build_ours(arch: dict[str, Any]) -> Any:
 
 
 def build_hf(arch: dict[str, Any]) -> Any:
+    """transformers' GPT2LMHeadModel of our architecture `arch` (no dropout, SDPA attention),
+    random weights: the reference every training and device benchmark builds."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     options: dict[str, Any] = {"attn_implementation": "sdpa"}  # a from_pretrained option
@@ -95,6 +97,8 @@ def build_hf(arch: dict[str, Any]) -> Any:
         resid_pdrop=0.0,
         embd_pdrop=0.0,
         attn_pdrop=0.0,
+        bos_token_id=arch["vocab_size"] - 1,  # GPT-2's 50256 where that is the vocabulary's
+        eos_token_id=arch["vocab_size"] - 1,
         **options,
     )
     return GPT2LMHeadModel(config)

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptpipe.report.environment import cpuinfo
+
 Shape = tuple[int, int, int]  # (m, k, n): an (m, k) x (k, n) product
 
 
@@ -134,21 +136,6 @@ MICROARCHS: tuple[Microarch, ...] = (
 )
 
 DTYPES = ("float32", "bfloat16")
-
-
-def cpuinfo(text: str | None = None) -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo (or of `text`)."""
-    if text is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return {}
-    info: dict[str, str] = {}
-    for line in text.split("\n\n")[0].splitlines():
-        key, sep, value = line.partition(":")
-        if sep:
-            info[key.strip()] = value.strip()
-    return info
 
 
 def native_bf16_flags(info: dict[str, str]) -> bool:
