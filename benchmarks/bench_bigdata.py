@@ -17,7 +17,8 @@ RSS from `wait4`):
 2. `tokenizer` (kind bpe, `--vocab-size`, `tokenizer.sample_bytes` = `--sample-mb`; the
    median of `--repeat` runs): learned from the bounded sample, so its time should not grow
    with the corpus;
-3. `tokenizer -S tokenizer.kind=gpt2` then `shard`, alternated `--repeat` times with the
+3. `tokenizer -S tokenizer.kind=gpt2` then `shard`, alternated `--repeat` times (once
+   above `--repeat-up-to` MB: a 2 GB pair takes three minutes) with the
    reference (`benchmarks/workers/bigdata_tiktoken.py`: the corpus read in blocks and encoded
    by `encode_ordinary_batch` with as many threads as the stage's `shard.workers`): the same
    encoder on the same text on the same cores; the token counts must agree.
@@ -122,7 +123,8 @@ def one_size(size: float, folder: Path, args: argparse.Namespace) -> dict[str, A
     stages["tokenizer"]["peak_rss_mb"] = max(t["peak_rss_mb"] for t in tokenizers)
     gpt2 = project / "tokenizer-gpt2"
     stage(project, "tokenizer", "--corpus", corpus, "--out", gpt2, "-S", "tokenizer.kind=gpt2")
-    count = iter(range(args.repeat))
+    pairs = args.repeat if size <= args.repeat_up_to else 1
+    count = iter(range(pairs))
 
     def ours() -> dict[str, Any]:
         out = project / f"shards-{next(count)}"
@@ -134,7 +136,7 @@ def one_size(size: float, folder: Path, args: argparse.Namespace) -> dict[str, A
         run = run_worker(python_module(THEIRS, corpus, gpt2, args.threads))
         return run.data | {"peak_rss_mb": run.peak_rss_mb}
 
-    runs = alternate({"tiktoken": theirs, "gptpipe": ours}, args.repeat)
+    runs = alternate({"tiktoken": theirs, "gptpipe": ours}, pairs)
     text_mb = corpus.stat().st_size / 1e6
     shutil.rmtree(project)
     # throughput from the stage's own time, as the reference's excludes its interpreter start
@@ -175,6 +177,7 @@ def one_size(size: float, folder: Path, args: argparse.Namespace) -> dict[str, A
             "tokens": runs["tiktoken"][0]["tokens"],
         },
         "tokens": tokens,
+        "pairs": pairs,
         # ours / reference per repeat (reference seconds over ours): > 1 is faster than it
         "shard_vs_tiktoken": round(
             paired_ratio(
@@ -196,7 +199,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--sample-mb", type=float, default=100.0, help="tokenizer.sample_bytes")
     parser.add_argument("--threads", type=int, default=2, help="workers of every stage")
     parser.add_argument(
-        "--repeat", type=int, default=1, help="BPE tokenizer runs; shard vs tiktoken pairs"
+        "--repeat", type=int, default=3, help="BPE tokenizer runs; shard vs tiktoken pairs"
+    )
+    parser.add_argument(
+        "--repeat-up-to",
+        type=float,
+        default=500.0,
+        help="MB: larger corpora run one shard vs tiktoken pair (one alone is noisy: single "
+        "100 MB pairs on one 2-core machine read 0.80x and 1.33x within the hour)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="2 and 8 MB, vocab 512 (seconds)")

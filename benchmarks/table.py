@@ -745,10 +745,12 @@ def bigdata_rows(results: dict[str, Any]) -> list[Row]:
     )
     for size in sizes:
         ratio = size["shard_vs_tiktoken"]
+        pairs = size.get("pairs", results.get("repeat", 1))
         rows.append(
             Row(
                 f"big data: shard throughput, {size['corpus_mb']:,.0f} MB corpus (MB/s, vs "
-                f"tiktoken encode_ordinary_batch, {results['threads']} threads)",
+                f"tiktoken encode_ordinary_batch, {results['threads']} threads; "
+                f"{'median of ' + str(pairs) + ' alternated pairs' if pairs > 1 else 'one pair'})",
                 f"{size['stages']['shard']['mb_per_s']:.2f}",
                 f"{size['tiktoken']['mb_per_s']:.2f}",
                 ratio,
