@@ -19,7 +19,8 @@ Also measured, in the same run:
   the embeddings counted once, plus the keys and values cached so far, each side in its own
   dtypes: `bytes_per_token` ours, `hf_bytes_per_token` transformers float32,
   `hf_bf16_bytes_per_token` bf16) x tokens/s, against
-  the machine's bandwidth measured here by a large tensor copy (read + write bytes / s).
+  the machine's bandwidth measured by a large tensor copy (read + write bytes / s) before
+  each of our timed runs, the median of those probes (a shared host's bandwidth drifts).
   Where the weights fit in the CPU's last-level cache (its size is recorded) they stop
   coming from memory after the first token, and the figure can pass 100%;
 - what the decode-time weight layouts are worth: our decoder with each Linear in the layout
@@ -184,7 +185,12 @@ def bytes_per_token(hf: Any, element_size: int, position: float, cache_size: int
 def bench_config(
     name: str, arch: dict[str, int], repeats: int, quick: bool, hf_bf16: bool = False
 ) -> dict[str, Any]:
-    """One config's figures; `hf_bf16`: also transformers with its weights in bf16."""
+    """One config's figures; `hf_bf16`: also transformers with its weights in bf16.
+
+    The copy bandwidth that utilisation divides by is probed before each of our timed runs
+    and its median taken (`bandwidth_gb_per_s`): a shared host's bandwidth drifts within
+    minutes (one 2-core KVM guest read 43.6 and 79.0 GB/s ten minutes apart), so one probe
+    at start says little about the minute a decode was timed in."""
     hf, ours = build(arch)
     _, plain = build(arch, layout="plain")
     hf16 = copy.deepcopy(hf).to(torch.bfloat16) if hf_bf16 else None
@@ -196,8 +202,10 @@ def bench_config(
         hf_run(reference, prompt, 4)
     ours_times, plain_times, ours_first, hf_times, hf_first = [], [], [], [], []
     hf16_times: list[float] = []
+    probes: list[float] = []
     same = same_layouts = same16 = True
     for _ in range(repeats):  # alternate the sides
+        probes.append(bandwidth_gbs(64 if quick else 256, repeats=3))
         total, _, ours_tokens = ours_run(ours, prompt, n)
         ours_times.append(total)
         seconds, hf_tokens = hf_run(hf, prompt, n)
@@ -292,6 +300,8 @@ def bench_config(
         "hf_far_over_near": statistics.median(hf_far) / statistics.median(hf_near),
         "bytes_per_token": moved,
         "hf_bytes_per_token": hf_moved,
+        "bandwidth_gb_per_s": statistics.median(probes),
+        "bandwidth_probes_gb_per_s": probes,
         "ours_gb_per_s": moved * ours_tps / 1e9,
         "hf_gb_per_s": hf_moved * hf_tps / 1e9,
         **pair,
@@ -410,10 +420,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # transformers in bf16 only where bf16 is native: elsewhere ours decodes in float32 and
     # an emulated bf16 reference would take many minutes to say nothing
     hf_bf16 = results["machine"]["native_bf16"] if args.hf_bf16 == "auto" else args.hf_bf16 == "yes"
-    bandwidth = results["machine"]["bandwidth_gb_per_s"]
     for name in names:
         repeats = 1 if args.quick else args.repeats
         row = bench_config(name, CONFIGS[name], repeats, args.quick, hf_bf16)
+        bandwidth = row["bandwidth_gb_per_s"]  # probed beside this config's runs
         for side in ("ours", "hf", "hf_bf16"):
             if f"{side}_gb_per_s" in row:
                 row[f"{side}_bandwidth_utilisation"] = row[f"{side}_gb_per_s"] / bandwidth
@@ -447,6 +457,9 @@ def report(results: dict[str, Any]) -> str:
             f"({100 * r['ours_bandwidth_utilisation']:.0f}%)  {r['layout_over_plain']:>6.2f}"
             f"  {r['same_tokens']}  {r['weights_dtype']}"
         )
+        if "bandwidth_probes_gb_per_s" in r:
+            probes = ", ".join(f"{g:.1f}" for g in r["bandwidth_probes_gb_per_s"])
+            lines.append(f"        copy bandwidth beside the runs: {probes} GB/s (median)")
         if "hf_bf16_tokens_per_s" in r:
             lines.append(
                 f"        transformers with bf16 weights: {r['hf_bf16_tokens_per_s']:.1f} tok/s, "

@@ -160,8 +160,11 @@ def _bandwidth_row(config: dict[str, Any], shape: str, llc: float | None) -> Row
     )
     fits = llc is not None and llc * 1e6 >= config["bytes_per_token"]
     is_124m = all(config["arch"].get(k) == v for k, v in GPT2_124M.items())
+    probed = config.get("bandwidth_gb_per_s")
     return Row(
-        f"memory-bandwidth utilisation of the measured copy bandwidth, {shape}"
+        "memory-bandwidth utilisation of the measured copy bandwidth"
+        + (f" ({probed:.1f} GB/s, the median of probes beside the runs)" if probed else "")
+        + f", {shape}"
         + (f", {config['weights_dtype']} weights" if "weights_dtype" in config else "")
         + (
             f" (against DRAM; the {llc:.0f} MB last-level cache can hold the weights)"
