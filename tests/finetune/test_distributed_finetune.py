@@ -20,18 +20,15 @@ import torch
 import yaml
 from helpers import said
 from helpers.signals import sigterm_after_checkpoint
+from helpers.tiny import prompt_base
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
 from gptpipe.config import ModelConfig, PretrainConfig, to_dict
 from gptpipe.errors import ConfigError
-from gptpipe.model.folder import save_model
-from gptpipe.model.gpt import GPT, GPTConfig
-from gptpipe.prompts import format_prompt
+from gptpipe.model.gpt import GPTConfig
 from gptpipe.stages import pretrain
-from gptpipe.tokenizer.bpe import train_bpe
-from gptpipe.tokenizer.folder import PATTERNS, save_tokenizer
 from gptpipe.train.memory import training_memory
 
 pytestmark = pytest.mark.skipif(
@@ -59,14 +56,7 @@ EXTRA = {"instruct": "--responses", "classify": "--scores"}
 def base(tmp_path_factory):
     """A small random base model with a BPE trained on the prompt format (as the finetune
     stage tests' base), so that a 64-token context holds an Alpaca prompt and its response."""
-    root = tmp_path_factory.mktemp("base")
-    documents = [format_prompt("Reverse the word.", "cat") * 3, "good great fine !! ??"]
-    ranks = train_bpe(documents, 340, PATTERNS["gpt2"], show_progress=False).ranks
-    save_tokenizer(root / "tok", ranks, "bpe", "gpt2")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=340, block_size=64, n_layer=2, n_head=2, n_embd=32))
-    save_model(root / "base", model, root / "tok", meta={"stage": "pretrain"})
-    return root / "base"
+    return prompt_base(tmp_path_factory.mktemp("base"))
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,17 @@ import torch
 import yaml
 from helpers import said
 from helpers.ollama import Ollama
+from helpers.tiny import prompt_base
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
 from gptpipe.config import ClassifyConfig, InstructConfig
 from gptpipe.errors import BadInput
-from gptpipe.model.folder import load_model, read_info, save_model
-from gptpipe.model.gpt import GPT, GPTConfig
+from gptpipe.model.folder import load_model, read_info
 from gptpipe.prompts import format_prompt
 from gptpipe.stages import finetune_classify, finetune_instruct
-from gptpipe.tokenizer.bpe import train_bpe
-from gptpipe.tokenizer.folder import PATTERNS, load_tokenizer, save_tokenizer
+from gptpipe.tokenizer.folder import load_tokenizer
 from gptpipe.train.recipe import TrainingPaths
 
 runner = CliRunner()
@@ -41,14 +40,7 @@ FAST = {
 def base(tmp_path_factory):
     """A small random base model with a real BPE trained on the prompt format, so that the
     Alpaca prompts take ~45 tokens and a 64-token context holds prompt and response."""
-    root = tmp_path_factory.mktemp("base")
-    documents = [format_prompt("Reverse the word.", "cat") * 3, "good great fine !! ??"]
-    ranks = train_bpe(documents, 340, PATTERNS["gpt2"], show_progress=False).ranks
-    save_tokenizer(root / "tok", ranks, "bpe", "gpt2")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=340, block_size=64, n_layer=2, n_head=2, n_embd=32))
-    save_model(root / "base", model, root / "tok", meta={"stage": "pretrain"})
-    return root / "base"
+    return prompt_base(tmp_path_factory.mktemp("base"))
 
 
 @pytest.fixture(scope="module")

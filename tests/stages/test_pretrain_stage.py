@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from helpers import said
 from helpers.signals import default_sigint
-from helpers.tiny import MODEL, TRAIN, byte_tokenizer, corpus_text, write_params
+from helpers.tiny import MODEL, TRAIN, byte_tokenizer, shard_workdir, write_params
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
-from gptpipe.config import ModelConfig, PretrainConfig, ShardConfig
+from gptpipe.config import ModelConfig, PretrainConfig
 from gptpipe.model.folder import load_model
-from gptpipe.stages import pretrain, shard
+from gptpipe.stages import pretrain
 from gptpipe.tokenizer.folder import load_tokenizer
 from gptpipe.train.recipe import TrainingPaths
 from gptpipe.train.state import read_checkpoint_state
@@ -30,17 +30,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
     """tokenizer + shards made by the real tokenizer/shard code."""
-    root = tmp_path_factory.mktemp("pretrain")
-    (root / "corpus.txt").write_text(corpus_text())
-    byte_tokenizer(root / "tokenizer")
-    shard.run(
-        ShardConfig(shard_tokens=4096, split_chunk_tokens=256),
-        root / "corpus.txt",
-        root / "tokenizer",
-        root / "shards",
-        show_progress=False,
-    )
-    return root
+    return shard_workdir(tmp_path_factory.mktemp("pretrain"))
 
 
 def test_run_trains_and_writes_model_metrics_and_curves(workdir, tmp_path):

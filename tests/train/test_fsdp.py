@@ -12,14 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.signals import sigterm_after_checkpoint
-from helpers.tiny import byte_tokenizer, corpus_text, write_params
+from helpers.tiny import shard_workdir, write_params
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from gptpipe.cli.app import app
-from gptpipe.config import ModelConfig, ShardConfig, training_bytes
 from gptpipe.model.gpt import GPTConfig
-from gptpipe.stages import shard
 from gptpipe.train.memory import training_memory
 
 pytestmark = pytest.mark.skipif(
@@ -36,12 +34,7 @@ SETTINGS |= dict(grad_accum=2, keep="best", checkpoint_interval=0)
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Tokenizer + shards made by the real code (as test_distributed's fixture)."""
-    root = tmp_path_factory.mktemp("shards")
-    (root / "corpus.txt").write_text(corpus_text())
-    byte_tokenizer(root / "tokenizer")
-    config = ShardConfig(shard_tokens=4096, split_chunk_tokens=256)
-    shard.run(config, root / "corpus.txt", root / "tokenizer", root / "shards", show_progress=False)
-    return root
+    return shard_workdir(tmp_path_factory.mktemp("shards"))
 
 
 def pretrain_argv(workdir, *overrides, launcher=()):
@@ -203,8 +196,7 @@ def test_memory_per_process_by_hand_for_a_tiny_model():
     # one process trains alone under both, and that is what the stage checks before it starts
     alone = training_memory(TINY, batch_size=2, nproc=1, strategy="fsdp")
     assert alone == training_memory(TINY, batch_size=2, nproc=1, strategy="ddp")
-    model = ModelConfig(block_size=8, n_layer=2, n_head=2, n_embd=16)
-    assert alone.total == training_bytes(model, 100, 2)
+    assert alone.total == 16 * params + activations
 
 
 def test_info_states_the_memory_per_process_of_each_strategy(runs, tmp_path):

@@ -8,23 +8,16 @@ import time
 
 import pytest
 import torch
-from helpers.tiny import byte_tokenizer, corpus_text, write_params
+from helpers.tiny import shard_workdir, write_params
 from safetensors.torch import load_file
 
-from gptpipe.config import ShardConfig
-from gptpipe.stages import shard
 from gptpipe.train.state import read_checkpoint_state, recover_checkpoint
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     """Tokenizer + shards made by the real code (as test_pretrain_stage's fixture)."""
-    root = tmp_path_factory.mktemp("shards")
-    (root / "corpus.txt").write_text(corpus_text())
-    byte_tokenizer(root / "tokenizer")
-    config = ShardConfig(shard_tokens=4096, split_chunk_tokens=256)
-    shard.run(config, root / "corpus.txt", root / "tokenizer", root / "shards", show_progress=False)
-    return root
+    return shard_workdir(tmp_path_factory.mktemp("shards"))
 
 
 def command(workdir):
