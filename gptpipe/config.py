@@ -65,6 +65,17 @@ def gpt_params(model: Any, vocab_size: int) -> int:
     return vocab_size * C + T * C + L * per_block + 2 * C
 
 
+def training_bytes(model: Any, vocab_size: int, batch_size: int) -> int:
+    """Rough peak memory of float32 AdamW training: weights, gradients and two moments (16
+    bytes a parameter), activations kept for the backward pass (about 2 * (34 C + 5 H T)
+    bytes per token and layer, Korthikanti et al. 2022, in float32) and the logits."""
+    tokens = batch_size * model.block_size
+    activations = (
+        2 * tokens * model.n_layer * (34 * model.n_embd + 5 * model.n_head * model.block_size)
+    )
+    return 16 * gpt_params(model, vocab_size) + activations + 8 * tokens * vocab_size
+
+
 def memory_bytes() -> int:
     """This machine's memory for the process: physical memory, or a smaller cgroup limit."""
     try:
@@ -471,6 +482,11 @@ class TrainingConfig:
         _require(self.checkpoint_interval >= 0, f"{section}.checkpoint_interval", "must be >= 0")
         _require(self.patience >= 0, f"{section}.patience", "must be >= 0")
         _require(self.nproc >= 1, f"{section}.nproc", "must be >= 1")
+        _require(
+            self.strategy in ("ddp", "fsdp"),
+            f"{section}.strategy",
+            f"must be ddp or fsdp, not {self.strategy!r}",
+        )
         _require(
             self.patience == 0 or self.keep == "best",
             f"{section}.keep",

@@ -1,6 +1,6 @@
 """Memory per process of training a GPT-2 model under each data-parallel strategy (what
-`gptpipe info` shows, and the pretrain stage's start-up check), its parts split by what DDP
-replicates and FSDP shards.
+`gptpipe info` shows): the same estimate as the stage's start-up check (`training_bytes`), its
+parts split by what DDP replicates and FSDP shards.
 
 Per process, for P parameters over N processes, each running micro-batches of `batch_size`
 sequences of the model's whole context:
@@ -11,8 +11,8 @@ sequences of the model's whole context:
   time: the root's weights (embeddings with the tied head, final norm: gathered for the whole
   step), two blocks' weights (the one computing and the one prefetched) and the root's and one
   block's whole gradients before their reduce-scatter;
-- both: the activations kept for the backward pass and the logits (`activation_bytes`:
-  float32; bf16 autocast keeps about half).
+- both: the activations kept for the backward pass and the logits, as `training_bytes`
+  counts them (float32; bf16 autocast keeps about half).
 
 Those are the device's. Under fsdp each rank also keeps the plain model in host memory while
 its shards train (`gptpipe.train.distributed.shard`: the stage saves it once the trained
@@ -63,7 +63,7 @@ class TrainingMemory:
 def activation_bytes(config: GPTConfig, batch_size: int) -> int:
     """Activations of one micro-batch kept for the backward pass (about 2 * (34 C + 5 H T)
     bytes per token and layer, Korthikanti et al. 2022, in float32) and its logits (8 bytes a
-    token and vocabulary entry)."""
+    token and vocabulary entry): `gptpipe.config.training_bytes`'s count."""
     tokens = batch_size * config.block_size
     per_layer = 34 * config.n_embd + 5 * config.n_head * config.block_size
     return 2 * tokens * config.n_layer * per_layer + 8 * tokens * config.vocab_size
